@@ -1,0 +1,1 @@
+"""ddrp command-line front end (thin: parses options, calls ddrp_dask)."""

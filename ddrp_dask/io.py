@@ -1,0 +1,462 @@
+"""Readers: open a source of vectors (``.npy``, Zarr v3 array, Parquet file or directory)
+from its metadata alone, then read any range of rows as a 2-D numpy block.
+
+A ``Source`` is a small frozen description (paths, shape, dtype, columns) that pickles
+cheaply into Dask tasks: every task opens the file itself, so workers read the data directly
+and the client never holds it. Rows are numbered in a documented, stable order: for Parquet,
+files in sorted path order, then row groups, then rows.
+
+The *working dtype* of a source is float32 for float16/float32 and small integers, float64
+for float64 and wide integers (which float32 cannot hold exactly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, InvalidValueError
+
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "Source",
+    "check_finite",
+    "default_block_rows",
+    "open_source",
+    "working_dtype",
+]
+
+#: Target size of one canonical row block in float32: the unit of every task.
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+
+def default_block_rows(d: int) -> int:
+    """Rows of one canonical block: a power of two near 64 MiB of float32, from ``d`` only.
+
+    It depends on nothing but the dimension, so the same data gives the same blocks (and so
+    the same bytes) whatever its format or chunking on disk.
+    """
+    rows = DEFAULT_BLOCK_BYTES // (4 * max(d, 1))
+    return int(min(max(2 ** (max(rows, 1).bit_length() - 1), 256), 2**20))
+
+
+def working_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """float32 for float16/float32/bool/≤16-bit integers, float64 for everything wider."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.dtype(np.float64) if dtype.itemsize >= 8 else np.dtype(np.float32)
+    if dtype.kind in "iub":
+        return np.dtype(np.float32) if dtype.itemsize <= 2 else np.dtype(np.float64)
+    raise InputError(f"dtype {dtype} is not numeric")
+
+
+def check_finite(block: np.ndarray, where: str, row0: int) -> None:
+    """Raise ``InvalidValueError`` naming the first row of ``block`` holding NaN or inf.
+
+    Cheap on clean data: a float64 column sum is finite exactly when every value is
+    (float32 sums cannot overflow float64); only a failing block is searched row by row.
+    """
+    if np.isfinite(np.sum(block, axis=0, dtype=np.float64)).all():
+        return
+    bad_rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+    if bad_rows.size == 0:
+        raise InvalidValueError(
+            f"{where}: values near row {row0} are so large that their sum overflows float64; "
+            "rescale the data"
+        )
+    row = int(bad_rows[0])
+    col = int(np.flatnonzero(~np.isfinite(block[row]))[0])
+    raise InvalidValueError(
+        f"{where}: row {row0 + row} column {col} is {block[row, col]!r} "
+        f"({bad_rows.size} rows in rows {row0}..{row0 + len(block) - 1} are not finite); "
+        "remove or impute them before sketching"
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """A lazily read source of ``n_rows`` vectors of dimension ``d``.
+
+    Parameters
+    ----------
+    path : str
+        What the user named (file or directory).
+    kind : {"npy", "zarr", "parquet"}
+    n_rows, d : int
+    dtype : str
+        The stored dtype (for Parquet, of the vector values).
+    files : tuple of str
+        Parquet files in row order (empty for other kinds).
+    row_groups : tuple of (file index, row group index, first row, n rows)
+        Parquet row groups in row order.
+    columns : tuple of str
+        Parquet columns holding the vectors.
+    layout : {"array", "list", "scalars"}
+        ``list``: one list/fixed-size-list column; ``scalars``: one numeric column per
+        dimension.
+    """
+
+    path: str
+    kind: str
+    n_rows: int
+    d: int
+    dtype: str
+    files: tuple[str, ...] = ()
+    row_groups: tuple[tuple[int, int, int, int], ...] = ()
+    columns: tuple[str, ...] = ()
+    layout: str = "array"
+    sizes: tuple[int, ...] = field(default=(), compare=False)
+
+    @property
+    def working_dtype(self) -> np.dtype[Any]:
+        """The dtype blocks are returned in (see module docstring)."""
+        return working_dtype(np.dtype(self.dtype))
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a C-contiguous ``(stop - start, d)`` array of the working
+        dtype; Parquet nulls and ragged lists raise ``InvalidValueError`` naming the row."""
+        if not 0 <= start <= stop <= self.n_rows:
+            raise IndexError(f"rows {start}:{stop} outside 0:{self.n_rows} of {self.path}")
+        if self.kind == "npy":
+            arr = _open_npy(self.path)
+            block = arr[start:stop]
+        elif self.kind == "zarr":
+            block = _open_zarr_array(self.path)[start:stop]
+        else:
+            block = _read_parquet_rows(self, start, stop)
+        return np.ascontiguousarray(block, dtype=self.working_dtype)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this input without reading it: kind, shape, dtype, columns,
+        file names and sizes, and a digest of all of them."""
+        info: dict[str, Any] = {
+            "path": self.path,
+            "kind": self.kind,
+            "shape": [self.n_rows, self.d],
+            "dtype": self.dtype,
+        }
+        if self.kind == "parquet":
+            info["columns"] = list(self.columns)
+            info["files"] = [os.path.relpath(f, self.path) if f != self.path else
+                             os.path.basename(f) for f in self.files]
+            info["row_groups"] = len(self.row_groups)
+        info["bytes"] = sum(self.sizes)
+        blob = json.dumps({k: v for k, v in info.items() if k != "path"}, sort_keys=True)
+        info["digest"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return info
+
+    def describe(self) -> str:
+        """One line: path, format, shape, dtype (and Parquet layout)."""
+        extra = ""
+        if self.kind == "parquet":
+            extra = (f", {len(self.files)} file(s), {len(self.row_groups)} row group(s), "
+                     f"{self.layout} column(s) {_short_list(self.columns)}")
+        return f"{self.path} [{self.kind}] {self.n_rows} x {self.d} {self.dtype}{extra}"
+
+
+def _short_list(names: tuple[str, ...]) -> str:
+    if len(names) <= 4:
+        return ", ".join(names)
+    return f"{names[0]}, {names[1]}, ..., {names[-1]} ({len(names)} columns)"
+
+
+# ---------------------------------------------------------------------------------------
+# opening
+
+
+def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = None) -> Source:
+    """Describe the source at ``path`` from its metadata; reads no vectors.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.npy`` file, a Zarr v3 array (or a group holding exactly one array), or a
+        Parquet file or directory of Parquet files (searched recursively, sorted by path).
+    columns : str or list of str, optional
+        Parquet only: one list/fixed-size-list column, or several numeric columns
+        (comma-separated in a string). Default: the only list column, else every numeric
+        column.
+
+    Returns
+    -------
+    Source
+    """
+    p = Path(path)
+    spath = str(path)
+    if not p.exists():
+        raise InputError(f"{spath}: no such file or directory")
+    if isinstance(columns, str):
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
+    try:
+        if p.is_file() and p.suffix == ".npy":
+            src = _open_npy_source(spath)
+        elif p.is_dir() and (p / "zarr.json").exists():
+            src = _open_zarr_source(spath)
+        elif p.is_dir() or _is_parquet_file(p):
+            src = _open_parquet_source(spath, columns)
+        else:
+            raise InputError(
+                f"{spath}: not a .npy file, a Zarr v3 array or a Parquet file/directory"
+            )
+    except PermissionError as e:
+        raise InputError(f"{spath}: cannot be read ({e.strerror})") from e
+    if columns and src.kind != "parquet":
+        raise InputError(f"{spath}: columns were given but this is a {src.kind} source")
+    if src.n_rows == 0:
+        raise InputError(f"{spath}: the source is empty (0 rows)")
+    if src.d == 0:
+        raise InputError(f"{spath}: the vectors have dimension 0")
+    return src
+
+
+def _is_parquet_file(p: Path) -> bool:
+    if not p.is_file():
+        return False
+    with open(p, "rb") as fh:
+        return fh.read(4) == b"PAR1"
+
+
+def _open_npy(path: str) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npy array ({e})") from e
+    return arr  # type: ignore[no-any-return]
+
+
+def _open_npy_source(path: str) -> Source:
+    arr = _open_npy(path)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: expected a 2-D array (rows x d), got shape {arr.shape}")
+    _check_numeric(arr.dtype, path)
+    return Source(path, "npy", int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
+                  sizes=(os.path.getsize(path),))
+
+
+def _open_zarr_array(path: str) -> Any:
+    import zarr
+
+    try:
+        node = zarr.open(path, mode="r")
+    except Exception as e:  # zarr raises several unrelated types for a broken store
+        raise InputError(f"{path}: not a readable Zarr v3 array ({e})") from e
+    if isinstance(node, zarr.Group):
+        arrays = sorted(node.array_keys())
+        if len(arrays) != 1:
+            raise InputError(
+                f"{path}: is a Zarr group with arrays {arrays}; name one, e.g. {path}/"
+                f"{arrays[0] if arrays else 'NAME'}"
+            )
+        node = node[arrays[0]]
+    return node
+
+
+def _open_zarr_source(path: str) -> Source:
+    arr = _open_zarr_array(path)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: expected a 2-D Zarr array (rows x d), got shape {arr.shape}")
+    _check_numeric(arr.dtype, path)
+    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    return Source(path, "zarr", int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
+                  sizes=(size,))
+
+
+def _check_numeric(dtype: np.dtype[Any], where: str) -> None:
+    try:
+        working_dtype(dtype)
+    except InputError as e:
+        raise InputError(f"{where}: {e}; ddrp needs numeric vectors") from e
+
+
+# ---------------------------------------------------------------------------------------
+# Parquet
+
+
+def _parquet_files(path: str) -> list[str]:
+    p = Path(path)
+    if p.is_file():
+        return [path]
+    files = sorted(
+        str(f) for f in p.rglob("*")
+        if f.is_file() and not any(part.startswith((".", "_")) for part in
+                                   f.relative_to(p).parts)
+    )
+    if not files:
+        raise InputError(f"{path}: directory holds no Parquet files")
+    return files
+
+
+def _open_parquet_file(path: str) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path, pre_buffer=False)
+    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for damaged files
+        raise InputError(f"{path}: not a readable Parquet file ({e})") from e
+
+
+def _open_parquet_source(path: str, columns: list[str] | None) -> Source:
+    files = _parquet_files(path)
+    first = _open_parquet_file(files[0])
+    schema = first.schema_arrow
+    layout, cols = _choose_columns(schema, columns, files[0])
+    row_groups: list[tuple[int, int, int, int]] = []
+    sizes = []
+    start = 0
+    for fi, f in enumerate(files):
+        pf = first if fi == 0 else _open_parquet_file(f)
+        if fi > 0 and not _same_columns(pf.schema_arrow, schema, cols):
+            raise InputError(
+                f"{f}: columns {list(cols)} differ in type from {files[0]}; all files of a "
+                "dataset must share the vector columns' types"
+            )
+        for gi in range(pf.metadata.num_row_groups):
+            nr = pf.metadata.row_group(gi).num_rows
+            if nr:
+                row_groups.append((fi, gi, start, nr))
+                start += nr
+        sizes.append(os.path.getsize(f))
+    d, dtype = _vector_shape(schema, layout, cols, files, row_groups)
+    return Source(path, "parquet", start, d, dtype, tuple(files), tuple(row_groups),
+                  tuple(cols), layout, tuple(sizes))
+
+
+def _same_columns(a: Any, b: Any, cols: tuple[str, ...]) -> bool:
+    return all(c in a.names and a.field(c).type == b.field(c).type for c in cols)
+
+
+def _is_list(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t)
+                or pa.types.is_fixed_size_list(t))
+
+
+def _is_number(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
+
+
+def _choose_columns(schema: Any, columns: list[str] | None,
+                    where: str) -> tuple[str, tuple[str, ...]]:
+    """Pick the vector columns: explicit names, else the only list column, else all numeric."""
+    names = list(schema.names)
+    if columns:
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise InputError(f"{where}: no column {missing[0]!r}; columns are {names}")
+        types = {c: schema.field(c).type for c in columns}
+        if len(columns) == 1 and _is_list(types[columns[0]]):
+            value_t = types[columns[0]].value_type
+            if not _is_number(value_t):
+                raise InputError(f"{where}: column {columns[0]!r} holds lists of {value_t}, "
+                                 "not numbers")
+            return "list", tuple(columns)
+        for c in columns:
+            if not _is_number(types[c]):
+                raise InputError(
+                    f"{where}: column {c!r} has type {types[c]}; give one list column or "
+                    "numeric scalar columns"
+                )
+        return "scalars", tuple(columns)
+    lists = [n for n in names if _is_list(schema.field(n).type)]
+    if len(lists) == 1:
+        return _choose_columns(schema, lists, where)
+    if len(lists) > 1:
+        raise InputError(f"{where}: several list columns {lists}; choose one with --columns "
+                         "(--x-columns / --w-columns)")
+    numeric = [n for n in names if _is_number(schema.field(n).type)]
+    if not numeric:
+        raise InputError(f"{where}: no list or numeric column among {names}")
+    return "scalars", tuple(numeric)
+
+
+def _vector_shape(schema: Any, layout: str, cols: tuple[str, ...], files: list[str],
+                  row_groups: list[tuple[int, int, int, int]]) -> tuple[int, str]:
+    """d and stored value dtype; a variable-length list column is measured on its first row."""
+    import pyarrow as pa
+
+    if layout == "scalars":
+        dtypes = [schema.field(c).type.to_pandas_dtype() for c in cols]
+        return len(cols), str(np.result_type(*dtypes))
+    t = schema.field(cols[0]).type
+    dtype = str(np.dtype(t.value_type.to_pandas_dtype()))
+    if pa.types.is_fixed_size_list(t):
+        return int(t.list_size), dtype
+    if not row_groups:
+        return 0, dtype
+    fi, gi, _, _ = row_groups[0]
+    first = _open_parquet_file(files[fi]).read_row_group(gi, columns=list(cols)).column(0)
+    arr = first.combine_chunks()
+    valid = arr.drop_null()
+    if len(valid) == 0:
+        return 0, dtype
+    return len(valid[0]), dtype
+
+
+def _read_parquet_rows(src: Source, start: int, stop: int) -> np.ndarray:
+    """Read the row groups overlapping ``start:stop`` and return exactly those rows."""
+    out = np.empty((stop - start, src.d), dtype=src.working_dtype)
+    for fi, gi, rg_start, nr in src.row_groups:
+        lo, hi = max(start, rg_start), min(stop, rg_start + nr)
+        if lo >= hi:
+            continue
+        f = src.files[fi]
+        try:
+            table = _open_parquet_file(f).read_row_group(gi, columns=list(src.columns))
+        except InputError:
+            raise
+        except Exception as e:
+            raise InputError(f"{f}: row group {gi} cannot be read ({e})") from e
+        block = _table_to_matrix(table, src, f"{f} row group {gi}", rg_start)
+        out[lo - start:hi - start] = block[lo - rg_start:hi - rg_start]
+    return out
+
+
+def _table_to_matrix(table: Any, src: Source, where: str, row0: int) -> np.ndarray:
+    """A pyarrow table of the vector columns as an ``(n, d)`` array; nulls and wrong lengths
+    raise naming the row (``row0`` is the table's first global row)."""
+    n = table.num_rows
+    if src.layout == "scalars":
+        out = np.empty((n, src.d), dtype=src.working_dtype)
+        for j, c in enumerate(src.columns):
+            col = table.column(c)
+            if col.null_count:
+                row = _first_null(col.combine_chunks())
+                raise InvalidValueError(f"{where}: column {c!r} is null at row {row0 + row} "
+                                        f"(row {row} of the group)")
+            out[:, j] = col.to_numpy()
+        return out
+    col = table.column(0).combine_chunks()
+    if col.null_count:
+        row = _first_null(col)
+        raise InvalidValueError(f"{where}: column {src.columns[0]!r} has a null vector at row "
+                                f"{row0 + row} (row {row} of the group)")
+    import pyarrow as pa
+
+    if not pa.types.is_fixed_size_list(col.type):
+        lengths = np.diff(np.asarray(col.offsets))
+        bad = np.flatnonzero(lengths != src.d)
+        if bad.size:
+            row = int(bad[0])
+            raise InvalidValueError(
+                f"{where}: column {src.columns[0]!r} row {row0 + row} has {lengths[row]} "
+                f"values, expected d={src.d} like the first row of the dataset"
+            )
+    values = col.flatten()
+    if values.null_count:
+        row = _first_null(values) // src.d
+        raise InvalidValueError(f"{where}: column {src.columns[0]!r} row {row0 + row} holds a "
+                                "null value")
+    return np.asarray(values.to_numpy(zero_copy_only=False)).reshape(n, src.d)
+
+
+def _first_null(arr: Any) -> int:
+    return int(np.flatnonzero(np.asarray(arr.is_null()))[0])

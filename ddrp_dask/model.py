@@ -1,0 +1,175 @@
+"""The fitted sketch model, and its save/load as a Zarr v3 group (no pickle).
+
+A model maps a row ``v`` of either side to its sketch by one affine map
+
+    sketch(v) = (v − shift) @ matrix + (offset + shift @ matrix)
+
+``matrix`` (d, k), ``offset`` (k,) and ``shift`` (d,) are float64. The shift is the side's
+mean: subtracting it before the float32 product keeps the product accurate when the mean is
+far larger than the spread. Every method (auto's mean columns included) fits this form, so
+projecting is one GEMM per block.
+
+On disk: a Zarr group whose attributes hold the metadata, the format version and a SHA-256
+of every array's bytes; loading refuses another format version or a changed array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "SideMap", "SketchModel", "load_model", "save_model"]
+
+FORMAT = "ddrp-model"
+FORMAT_VERSION = 1
+_ARRAYS = ("matrix", "offset", "shift")
+
+
+@dataclass(frozen=True)
+class SideMap:
+    """The affine map of one side: ``sketch = (v − shift) @ matrix + offset + shift @ matrix``."""
+
+    matrix: np.ndarray
+    offset: np.ndarray
+    shift: np.ndarray
+
+    def effective_offset(self, dtype: np.dtype[Any]) -> np.ndarray:
+        """``offset + shift @ matrix`` with the shift rounded as it is applied to ``dtype``."""
+        shift = self.shift.astype(dtype).astype(np.float64)
+        return self.offset + shift @ self.matrix
+
+
+@dataclass(frozen=True)
+class SketchModel:
+    """A fitted projection pair and what the build learned.
+
+    Attributes
+    ----------
+    method : str
+    k : int
+        Stored columns per row, every one of them counted.
+    d : int
+    seed : int
+    x, w : SideMap
+        The maps of the two sides.
+    info : dict
+        JSON-serialisable build facts: ``r`` (exact head columns), ``k_tail``, ``sigma``,
+        ``shrinkage_x``/``shrinkage_w``, ``n_x``/``n_w``, ``predicted`` MSEs and ``gain``.
+    provenance : dict
+        Inputs' fingerprints, package versions, block rows.
+    """
+
+    method: str
+    k: int
+    d: int
+    seed: int
+    x: SideMap
+    w: SideMap
+    info: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def side(self, name: str) -> SideMap:
+        """The map of side ``"x"`` or ``"w"``."""
+        if name not in ("x", "w"):
+            raise ValueError(f"side must be 'x' or 'w', got {name!r}")
+        return self.x if name == "x" else self.w
+
+    @property
+    def unbiased(self) -> bool:
+        """False only for ``truncated``, whose estimate drops the tail."""
+        return self.method != "truncated"
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a, dtype="<f8").tobytes()).hexdigest()
+
+
+def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` as a Zarr v3 group at ``path`` (which must not exist)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w-")
+    checksums = {}
+    for side in ("x", "w"):
+        sm = model.side(side)
+        for name in _ARRAYS:
+            a = np.ascontiguousarray(getattr(sm, name), dtype="<f8")
+            arr = group.create_array(f"{side}_{name}", shape=a.shape, dtype="<f8",
+                                     chunks=a.shape or None, compressors=None)
+            arr[...] = a
+            checksums[f"{side}_{name}"] = _digest(a)
+    group.attrs.update({
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": model.method,
+        "k": model.k,
+        "d": model.d,
+        "seed": model.seed,
+        "info": _jsonable(model.info),
+        "provenance": _jsonable(model.provenance),
+        "checksums": checksums,
+    })
+
+
+def load_model(path: str | os.PathLike[str]) -> SketchModel:
+    """Read a model written by ``save_model``; refuse other versions and changed arrays."""
+    import zarr
+
+    spath = str(path)
+    try:
+        group = zarr.open_group(spath, mode="r")
+        attrs = dict(group.attrs)
+    except Exception as e:
+        raise ModelError(f"{spath}: not a ddrp model ({e})") from e
+    if attrs.get("format") != FORMAT:
+        raise ModelError(f"{spath}: not a ddrp model (no 'format: {FORMAT}' attribute)")
+    version = attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{spath}: model format version {version!r}; this ddrp reads version "
+                         f"{FORMAT_VERSION}; refit the model with this version")
+    sides = {}
+    for side in ("x", "w"):
+        parts = {}
+        for name in _ARRAYS:
+            key = f"{side}_{name}"
+            try:
+                a = np.asarray(group[key][...], dtype=np.float64)
+            except Exception as e:
+                raise ModelError(f"{spath}: array {key!r} is missing or unreadable ({e})") from e
+            if _digest(a) != attrs.get("checksums", {}).get(key):
+                raise ModelError(f"{spath}: array {key!r} does not match its checksum; the model "
+                                 "was changed or damaged after it was saved")
+            parts[name] = a
+        sides[side] = SideMap(**parts)
+    try:
+        model = SketchModel(attrs["method"], int(attrs["k"]), int(attrs["d"]),
+                            int(attrs["seed"]), sides["x"], sides["w"], attrs.get("info", {}),
+                            attrs.get("provenance", {}))
+    except KeyError as e:
+        raise ModelError(f"{spath}: model attribute {e} is missing") from e
+    for sm in (model.x, model.w):
+        if sm.matrix.shape != (model.d, model.k) or sm.offset.shape != (model.k,) \
+                or sm.shift.shape != (model.d,):
+            raise ModelError(f"{spath}: array shapes do not match d={model.d}, k={model.k}")
+    return model
+
+
+def _jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so numpy scalars and tuples become plain types."""
+    return json.loads(json.dumps(obj, default=_to_builtin))
+
+
+def _to_builtin(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+

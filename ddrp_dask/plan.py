@@ -1,0 +1,301 @@
+"""Plans: everything a job will do, validated and inspectable before anything runs.
+
+``plan_fit``, ``plan_project`` and ``plan_run`` open the inputs' metadata, check every option
+and the output location, and return a ``Plan``. Nothing is read beyond metadata and nothing is
+written; ``print(plan)`` (the CLI's ``--dry-run``) shows inputs, chunking, passes, outputs and
+a memory estimate. ``ddrp_dask.pipeline.execute`` then runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .build import METHODS, check_k
+from .errors import OptionError, OutputError
+from .io import Source, default_block_rows, open_source
+from .model import SketchModel, load_model
+
+__all__ = ["Plan", "plan_fit", "plan_project", "plan_run"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated job: ``command`` is ``fit``, ``project`` or ``run``.
+
+    Attributes
+    ----------
+    sources : dict of str to Source
+        ``{"x": ..., "w": ...}`` for fit/run; ``{side: ...}`` for project.
+    k, method, seed, shrinkage : as for ``ddrp_dask.build.build``
+    block_rows : int
+        Rows of one canonical block: one task, one output chunk, one leaf of the reduction.
+    out : str
+        The output: model directory (fit) or Zarr group (project, run).
+    model : SketchModel or None
+        The loaded model (project).
+    """
+
+    command: str
+    sources: dict[str, Source]
+    k: int
+    method: str
+    seed: int
+    block_rows: int
+    out: str
+    shrinkage: float | str = "oas"
+    overwrite: bool = False
+    model: SketchModel | None = field(default=None, repr=False)
+    model_path: str | None = None
+
+    def n_blocks(self, side: str) -> int:
+        """Number of canonical row blocks of one source."""
+        return -(-self.sources[side].n_rows // self.block_rows)
+
+    def block_ranges(self, side: str) -> list[tuple[int, int]]:
+        """``(start, stop)`` of every canonical block of one source, in row order."""
+        n, b = self.sources[side].n_rows, self.block_rows
+        return [(s, min(s + b, n)) for s in range(0, n, b)]
+
+    @property
+    def passes(self) -> list[str]:
+        """The passes over the data, in order."""
+        sides = list(self.sources)
+        steps = []
+        if self.command in ("fit", "run"):
+            steps.append(f"pass 1: statistics of {' and '.join(sides)} (map per block, tree "
+                         "reduce in float64)")
+            steps.append(f"build: method={self.method}, K={self.k}, seed={self.seed} "
+                         "(driver, O(d^3))")
+        if self.command in ("project", "run"):
+            steps.append(f"pass 2: project {' and '.join(sides)} (one GEMM per block) -> Zarr")
+        return steps
+
+    @property
+    def outputs(self) -> list[str]:
+        """What the job writes."""
+        if self.command == "fit":
+            return [f"{self.out} (model)"]
+        if self.command == "project":
+            side = next(iter(self.sources))
+            return [f"{self.out}/sketch ({self.sources[side].n_rows} x {self.k} float32)"]
+        return [f"{self.out}/x ({self.sources['x'].n_rows} x {self.k} float32)",
+                f"{self.out}/w ({self.sources['w'].n_rows} x {self.k} float32)",
+                f"{self.out}/model (model)"]
+
+    def memory_per_task(self) -> int:
+        """Bytes one task holds at its peak: the block, its shifted copy and (pass 1) the
+        float64 scatter, or (pass 2) the output rows."""
+        d = next(iter(self.sources.values())).d
+        itemsize = max(s.working_dtype.itemsize for s in self.sources.values())
+        block = self.block_rows * d * itemsize
+        return int(2 * block + 4 * d * d * 8 + self.block_rows * self.k * 8)
+
+    def __str__(self) -> str:
+        lines = [f"ddrp {self.command} plan"]
+        lines.append("inputs:")
+        for side, src in self.sources.items():
+            lines.append(f"  {side}: {src.describe()}")
+            lines.append(f"     {self.n_blocks(side)} block(s) of {self.block_rows} rows")
+        if self.model_path:
+            lines.append(f"model: {self.model_path} (method={self.method}, K={self.k})")
+        lines.append("passes:")
+        lines += [f"  {p}" for p in self.passes]
+        lines.append("outputs:")
+        lines += [f"  {o}" for o in self.outputs]
+        mb = self.memory_per_task() / 2**20
+        lines.append(f"memory: about {mb:.0f} MiB per running task (x threads per worker)")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _check_out(out: str, inputs: list[str], overwrite: bool) -> None:
+    """Refuse an output that is, contains or sits inside an input, or exists without
+    ``overwrite``, or is not ddrp's to delete."""
+    out_p = Path(out).resolve()
+    for src in inputs:
+        src_p = Path(src).resolve()
+        if out_p == src_p or src_p in out_p.parents or out_p in src_p.parents:
+            raise OutputError(f"output {out} overlaps input {src}; choose an output outside "
+                              "the inputs")
+    if not out_p.exists():
+        if not out_p.parent.exists():
+            raise OutputError(f"output {out}: parent directory {out_p.parent} does not exist")
+        if not os.access(out_p.parent, os.W_OK):
+            raise OutputError(f"output {out}: directory {out_p.parent} is not writable")
+        return
+    state = _ddrp_output_state(out_p)
+    if not overwrite:
+        what = "an incomplete ddrp output (an interrupted run)" if state == "incomplete" \
+            else "exists"
+        raise OutputError(f"output {out} {what}; pass --overwrite to replace it")
+    if state is None:
+        raise OutputError(f"output {out} exists and is not a ddrp output; refusing to delete "
+                          "it, even with --overwrite")
+
+
+def _ddrp_output_state(p: Path) -> str | None:
+    """"complete"/"incomplete" for a ddrp output group or model, else None."""
+    import json
+
+    meta = p / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+    if attrs.get("format") == "ddrp-model":
+        return "complete"
+    if "ddrp" not in attrs:
+        return None
+    return "complete" if attrs.get("complete") is True else "incomplete"
+
+
+def remove_output(out: str) -> None:
+    """Delete an earlier ddrp output (checked by ``_check_out``) before writing anew."""
+    p = Path(out)
+    if p.exists() and _ddrp_output_state(p) is not None:
+        shutil.rmtree(p)
+
+
+def _check_same_d(x: Source, w: Source) -> None:
+    if x.d != w.d:
+        raise OptionError(f"got d={w.d} for --w ({w.path}) but d={x.d} for --x ({x.path}); both "
+                          "sources must have the same dimension")
+
+
+def _block_rows(block_rows: int | None, d: int) -> int:
+    if block_rows is None:
+        return default_block_rows(d)
+    if block_rows < 1:
+        raise OptionError(f"block rows must be at least 1, got {block_rows}")
+    return int(block_rows)
+
+
+def _check_seed(seed: int) -> int:
+    if not 0 <= int(seed) < 2**63:
+        raise OptionError(f"seed must be a non-negative integer below 2**63, got {seed}")
+    return int(seed)
+
+
+def _check_shrinkage(shrinkage: float | str) -> float | str:
+    if shrinkage == "oas":
+        return shrinkage
+    try:
+        value = float(shrinkage)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise OptionError(f"shrinkage must be 'oas' or a number in [0, 1], got {shrinkage!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# constructors
+
+
+def _plan_two_sources(command: str, x: str, w: str, k: int, method: str, seed: int, out: str,
+                      x_columns: Any, w_columns: Any, block_rows: int | None,
+                      shrinkage: float | str, overwrite: bool) -> Plan:
+    if method not in METHODS:
+        raise OptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    sx = open_source(x, x_columns)
+    sw = open_source(w, w_columns)
+    _check_same_d(sx, sw)
+    check_k(int(k), sx.d, method)
+    _check_out(out, [x, w], overwrite)
+    return Plan(command, {"x": sx, "w": sw}, int(k), method, _check_seed(seed),
+                _block_rows(block_rows, sx.d), str(out), _check_shrinkage(shrinkage), overwrite)
+
+
+def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
+             x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
+             block_rows: int | None = None, shrinkage: float | str = "oas",
+             overwrite: bool = False) -> Plan:
+    """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
+
+    Parameters
+    ----------
+    x, w : str
+        Paths of the two sources (see ``ddrp_dask.io.open_source``).
+    k : int
+        Stored columns per sketch.
+    out : str
+        Directory the model is written to.
+    method : str, default="auto"
+    seed : int, default=0
+    x_columns, w_columns : str or list of str, optional
+        Parquet vector columns.
+    block_rows : int, optional
+        Rows per canonical block; default from d only (``default_block_rows``).
+    shrinkage : "oas" or float, default="oas"
+    overwrite : bool, default=False
+        Replace an existing ddrp output at ``out``.
+    """
+    return _plan_two_sources("fit", x, w, k, method, seed, out, x_columns, w_columns,
+                             block_rows, shrinkage, overwrite)
+
+
+def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
+             x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
+             block_rows: int | None = None, shrinkage: float | str = "oas",
+             overwrite: bool = False) -> Plan:
+    """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
+    ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``."""
+    return _plan_two_sources("run", x, w, k, method, seed, out, x_columns, w_columns,
+                             block_rows, shrinkage, overwrite)
+
+
+def plan_project(model: str, side: str, input: str, out: str,
+                 columns: str | list[str] | None = None, block_rows: int | None = None,
+                 overwrite: bool = False) -> Plan:
+    """Plan ``project``: sketch the rows of ``input`` as side ``side`` of the saved model into
+    the Zarr group ``out`` (array ``sketch``).
+
+    ``block_rows`` defaults to the model's, so the bytes match the ``run`` that fitted it.
+    """
+    if side not in ("x", "w"):
+        raise OptionError(f"--side must be 'x' or 'w', got {side!r}")
+    fitted = load_model(model)
+    src = open_source(input, columns)
+    if src.d != fitted.d:
+        raise OptionError(f"got d={src.d} for {input} but the model {model} was fitted for "
+                          f"d={fitted.d}")
+    _check_out(out, [input, model], overwrite)
+    rows = block_rows if block_rows is not None else fitted.provenance.get("block_rows")
+    return Plan("project", {side: src}, fitted.k, fitted.method, fitted.seed,
+                _block_rows(rows, src.d), str(out), overwrite=overwrite, model=fitted,
+                model_path=str(model))
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """The plan's facts as a JSON-ready dict (recorded as provenance)."""
+    return {
+        "command": plan.command,
+        "method": plan.method,
+        "k": plan.k,
+        "seed": plan.seed,
+        "block_rows": plan.block_rows,
+        "shrinkage": plan.shrinkage,
+        "inputs": {side: src.fingerprint() for side, src in plan.sources.items()},
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import dask
+    import zarr
+
+    from . import __version__
+
+    return {"ddrp_dask": __version__, "numpy": np.__version__, "dask": dask.__version__,
+            "zarr": zarr.__version__}

@@ -1,0 +1,113 @@
+"""Sufficient statistics of a source: count, mean and centred scatter, in float64.
+
+One block gives a ``Moments``; two are merged with Chan, Golub and LeVeque's pairwise update
+
+    n = na + nb,   δ = mean_b − mean_a,
+    mean = mean_a + δ·nb/n,   scatter = scatter_a + scatter_b + δδᵀ·na·nb/n,
+
+which stays accurate when the mean is far larger than the spread (a raw Σxxᵀ would cancel
+catastrophically). Within a block the rows are shifted by the block's own mean before the
+Gram product, for the same reason.
+
+Float32 blocks: the shift and the subtraction run in float32 (exact for values within a
+factor two of the shift), and the Gram product of the shifted block runs in float32 with the
+result accumulated in float64. Measured error against a float64 computation is ~1e-7
+relative (Frobenius), below the 1e-6 budget, at about twice the speed (FIELD-NOTES). When the
+block's magnitudes would overflow or underflow float32 squares, the product runs in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Moments", "block_moments", "combine", "combine_all"]
+
+# Largest/smallest absolute value whose squares, summed over a block, stay inside float32.
+_F32_SAFE_MAX = 1e15
+_F32_SAFE_MIN = 1e-12
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Statistics of ``n`` rows: ``mean`` (d,) and centred ``scatter`` Σ(x−mean)(x−mean)ᵀ
+    (d, d), both float64."""
+
+    n: int
+    mean: np.ndarray
+    scatter: np.ndarray
+
+    @property
+    def d(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """Centred covariance ``scatter / n`` (maximum-likelihood normalisation)."""
+        return self.scatter / max(self.n, 1)
+
+    @property
+    def second_moment(self) -> np.ndarray:
+        """Uncentred second moment E[x xᵀ] = covariance + mean meanᵀ."""
+        return self.covariance + np.outer(self.mean, self.mean)
+
+
+def _gram(c: np.ndarray) -> np.ndarray:
+    """cᵀc accumulated in float64; float32 product when the magnitudes allow it."""
+    if c.dtype == np.float32:
+        amax = float(np.max(np.abs(c))) if c.size else 0.0
+        if amax == 0.0 or _F32_SAFE_MIN < amax < _F32_SAFE_MAX / max(c.shape[0], 1) ** 0.5:
+            return (c.T @ c).astype(np.float64)
+        c = c.astype(np.float64)
+    return c.T @ c
+
+
+def block_moments(block: np.ndarray) -> Moments:
+    """Moments of one ``(rows, d)`` block of float32 or float64 values.
+
+    >>> m = block_moments(np.array([[1.0, 2.0], [3.0, 6.0]]))
+    >>> m.n, m.mean.tolist(), m.scatter.tolist()
+    (2, [2.0, 4.0], [[2.0, 4.0], [4.0, 8.0]])
+    """
+    n, d = block.shape
+    if n == 0:
+        return Moments(0, np.zeros(d), np.zeros((d, d)))
+    mean64 = np.sum(block, axis=0, dtype=np.float64) / n
+    shift = mean64.astype(block.dtype)
+    c = block - shift
+    resid = np.sum(c, axis=0, dtype=np.float64)
+    g = _gram(c)
+    mean = shift.astype(np.float64) + resid / n
+    scatter = g - np.outer(resid, resid) / n
+    return Moments(n, mean, _symmetrize(scatter))
+
+
+def _symmetrize(a: np.ndarray) -> np.ndarray:
+    return (a + a.T) * 0.5
+
+
+def combine(a: Moments, b: Moments) -> Moments:
+    """Merge the moments of two disjoint sets of rows (Chan et al.)."""
+    if a.n == 0:
+        return b
+    if b.n == 0:
+        return a
+    n = a.n + b.n
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.n / n)
+    scatter = a.scatter + b.scatter + np.outer(delta, delta) * (a.n * b.n / n)
+    return Moments(n, mean, scatter)
+
+
+def combine_all(parts: Sequence[Moments]) -> Moments:
+    """Merge in a fixed balanced binary tree over the given order, as the Dask reduction does,
+    so the result is bit-identical however it was scheduled."""
+    if not parts:
+        raise ValueError("combine_all needs at least one Moments")
+    level = list(parts)
+    while len(level) > 1:
+        level = [combine(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
