@@ -73,7 +73,7 @@ def check_finite(block: np.ndarray, where: str, row0: int) -> None:
     row = int(bad_rows[0])
     col = int(np.flatnonzero(~np.isfinite(block[row]))[0])
     raise InvalidValueError(
-        f"{where}: row {row0 + row} column {col} is {block[row, col]!r} "
+        f"{where}: row {row0 + row} column {col} is {float(block[row, col])} "
         f"({bad_rows.size} rows in rows {row0}..{row0 + len(block) - 1} are not finite); "
         "remove or impute them before sketching"
     )

@@ -1,0 +1,119 @@
+"""The command line: contracts (commands, flags, outputs), exit statuses and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from ddrp_cli.main import cli
+
+from .conftest import make_pair, write_npy, write_parquet_list
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    t = tmp_path_factory.mktemp("cli")
+    x, w = make_pair(n=1200, m=300, d=12, seed=4)
+    return {"x": write_parquet_list(t / "x.parquet", x, 250), "w": write_npy(t / "w.npy", w),
+            "w13": write_npy(t / "w13.npy", np.ones((5, 13), np.float32)), "dir": str(t)}
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    res = CliRunner().invoke(cli, list(args))
+    return res.exit_code, res.stdout, res.stderr
+
+
+def test_run_prints_report_and_writes_group(tmp_path: Path, inputs: dict[str, str]) -> None:
+    out = str(tmp_path / "o.zarr")
+    code, stdout, stderr = _invoke("run", "--x", inputs["x"], "--w", inputs["w"], "-k", "6",
+                                   "--out", out, "--scheduler", "threads", "--quiet")
+    assert code == 0, stderr
+    for piece in ("method auto, K=6", "sigma:", "predicted MSE", "asymmetric", "gaussian",
+                  "predicted gain over gaussian"):
+        assert piece in stdout, piece
+    g = zarr.open_group(out, mode="r")
+    assert g.attrs["complete"] is True
+    assert g["x"].shape == (1200, 6) and g["w"].shape == (300, 6)
+    assert g["model"].attrs["format"] == "ddrp-model"
+
+
+def test_fit_project_contract(tmp_path: Path, inputs: dict[str, str]) -> None:
+    model = str(tmp_path / "model")
+    code, stdout, stderr = _invoke("fit", "--x", inputs["x"], "--w", inputs["w"], "-k", "5",
+                                   "--method", "diagonal", "--seed", "9", "--out", model,
+                                   "--scheduler", "sync")
+    assert code == 0, stderr
+    assert "method diagonal, K=5" in stdout
+    out = str(tmp_path / "p.zarr")
+    code, _, stderr = _invoke("project", "--model", model, "--side", "w", "--input",
+                              inputs["w"], "--out", out, "--scheduler", "threads")
+    assert code == 0, stderr
+    g = zarr.open_group(out, mode="r")
+    assert g["sketch"].shape == (300, 5) and g["sketch"].dtype == np.float32
+    assert g.attrs["complete"] is True and g.attrs["ddrp"]["seed"] == 9
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path: Path, inputs: dict[str, str]) -> None:
+    out = tmp_path / "o.zarr"
+    code, stdout, _ = _invoke("run", "--x", inputs["x"], "--w", inputs["w"], "-k", "6",
+                              "--out", str(out), "--dry-run")
+    assert code == 0
+    assert "ddrp run plan" in stdout and "memory: about" in stdout
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["-k", "6", "--w", "{w13}"], "got d=13 for --w"),
+    (["-k", "0"], "K must be at least 1"),
+    (["-k", "2"], "too small for method 'auto'"),
+    (["-k", "40"], "too large for method 'auto'"),
+    (["-k", "6", "--x", "{dir}/nope.npy"], "nope.npy: no such file"),
+    (["-k", "6", "--x-columns", "id,vec"], "column 'vec' has type fixed_size_list"),
+    (["-k", "6", "--shrinkage", "2"], "shrinkage must be"),
+    (["-k", "6", "--out", "{x}"], "overlaps input"),
+])
+def test_errors_exit_2_with_a_message(tmp_path: Path, inputs: dict[str, str], args: list[str],
+                                      match: str) -> None:
+    base = {"--x": inputs["x"], "--w": inputs["w"], "--out": str(tmp_path / "o.zarr")}
+    args = [a.format(**inputs) for a in args]
+    for flag, value in base.items():
+        if flag not in args:
+            args += [flag, value]
+    code, _, stderr = _invoke("run", *args, "--scheduler", "sync", "--quiet")
+    assert code == 2
+    assert stderr.startswith("ddrp: error:") and match in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+def test_existing_output_refused_without_overwrite(tmp_path: Path,
+                                                   inputs: dict[str, str]) -> None:
+    out = str(tmp_path / "o.zarr")
+    args = ["run", "--x", inputs["x"], "--w", inputs["w"], "-k", "4", "--out", out,
+            "--scheduler", "sync", "--quiet", "--method", "gaussian"]
+    assert _invoke(*args)[0] == 0
+    code, _, stderr = _invoke(*args)
+    assert code == 2 and "exists; pass --overwrite" in stderr
+    assert _invoke(*args, "--overwrite")[0] == 0
+
+
+@pytest.mark.cluster
+def test_console_script_on_local_cluster(tmp_path: Path, inputs: dict[str, str]) -> None:
+    """The installed ``ddrp`` in a real process, on its default LocalCluster."""
+    out = tmp_path / "o.zarr"
+    exe = Path(sys.executable).with_name("ddrp")
+    proc = subprocess.run([str(exe), "run", "--x", inputs["x"], "--w", inputs["w"], "-k", "6",
+                           "--out", str(out), "--workers", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "local cluster: 2 worker(s)" in proc.stderr and "dashboard" in proc.stderr
+    assert zarr.open_group(str(out), mode="r").attrs["complete"] is True
+    bad = subprocess.run([str(exe), "run", "--x", inputs["x"], "--w", inputs["w13"], "-k", "6",
+                          "--out", str(tmp_path / "b.zarr")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "same dimension" in bad.stderr
+    assert "Traceback" not in bad.stderr

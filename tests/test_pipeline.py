@@ -1,0 +1,195 @@
+"""The whole pipeline on real schedulers, real Zarr and Parquet files: numbers against numpy,
+byte-identical across schedulers, chunkings and formats, bounded memory, safe outputs."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+
+import ddrp_dask as dd
+from ddrp_dask.errors import InvalidValueError, OutputError
+from ddrp_dask.testing import reference_covariance, reference_sketch
+
+from .conftest import (
+    make_pair,
+    write_npy,
+    write_parquet_list,
+    write_parquet_scalars,
+    write_zarr,
+)
+
+BLOCK = 500
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[np.ndarray, np.ndarray]:
+    return make_pair(n=2300, m=700, d=16, seed=1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory,
+          pair: tuple[np.ndarray, np.ndarray]) -> dict[str, str]:
+    x, w = pair
+    t = tmp_path_factory.mktemp("inputs")
+    return {
+        "x_npy": write_npy(t / "x.npy", x),
+        "x_zarr_a": write_zarr(t / "xa.zarr", x, 700),
+        "x_zarr_b": write_zarr(t / "xb.zarr", x, 128),
+        "x_parquet": write_parquet_list(t / "x.parquet", x, 333),
+        "x_scalars": write_parquet_scalars(t / "xs.parquet", x, 1000),
+        "w_npy": write_npy(t / "w.npy", w),
+        "w_parquet": write_parquet_list(t / "w.parquet", w, 100),
+    }
+
+
+def _run(tmp: Path, x: str, w: str, scheduler: Any = "threads", method: str = "auto",
+         k: int = 8, name: str = "out.zarr") -> tuple[dd.SketchModel, zarr.Group]:
+    plan = dd.plan_run(x, w, k, str(tmp / name), method, seed=3, block_rows=BLOCK)
+    model = dd.execute(plan, scheduler=scheduler)
+    return model, zarr.open_group(str(tmp / name), mode="r")
+
+
+def test_run_matches_numpy(tmp_path: Path, files: dict[str, str],
+                           pair: tuple[np.ndarray, np.ndarray]) -> None:
+    x, w = pair
+    model, out = _run(tmp_path, files["x_npy"], files["w_npy"])
+    assert out.attrs["complete"] is True
+    prov = out.attrs["ddrp"]
+    assert prov["method"] == "auto" and prov["k"] == 8 and prov["seed"] == 3
+    assert set(prov["inputs"]) == {"x", "w"} and "ddrp_dask" in prov["versions"]
+    sx, sw = out["x"][...], out["w"][...]
+    assert sx.dtype == np.float32 and sx.shape == (2300, 8) and sw.shape == (700, 8)
+    # the statistics the model was built from are numpy's
+    mx = dd.compute_moments(dd.plan_fit(files["x_npy"], files["w_npy"], 8,
+                                        str(tmp_path / "m"), block_rows=BLOCK),
+                            scheduler="sync")["x"]
+    ref = reference_covariance(x)
+    assert np.linalg.norm(mx.scatter - ref) / np.linalg.norm(ref) < 1e-6
+    # the stored sketches are the model's affine maps, computed independently in float64
+    assert np.allclose(sx, reference_sketch(model, "x", x), rtol=1e-4, atol=1e-3)
+    assert np.allclose(sw, reference_sketch(model, "w", w), rtol=1e-4, atol=1e-3)
+    # and their plain dot products estimate X @ W.T as predicted
+    err = np.mean((sx.astype(np.float64) @ sw.T - x.astype(np.float64) @ w.T) ** 2)
+    assert err < 5 * model.info["predicted"]["auto"]
+    saved = dd.load_model(str(tmp_path / "out.zarr" / "model"))
+    assert np.array_equal(saved.x.matrix, model.x.matrix)
+
+
+def _bytes(group: zarr.Group) -> tuple[bytes, bytes]:
+    return group["x"][...].tobytes(), group["w"][...].tobytes()
+
+
+@pytest.mark.cluster
+def test_byte_identical_across_schedulers_chunkings_and_formats(
+        tmp_path: Path, files: dict[str, str], cluster1: Any, cluster2: Any) -> None:
+    _, ref = _run(tmp_path, files["x_npy"], files["w_npy"], "threads", name="ref.zarr")
+    expected = _bytes(ref)
+    variants = [
+        (files["x_npy"], files["w_npy"], "sync"),
+        (files["x_npy"], files["w_npy"], cluster1),
+        (files["x_npy"], files["w_npy"], cluster2),
+        (files["x_zarr_a"], files["w_parquet"], "threads"),
+        (files["x_zarr_b"], files["w_npy"], cluster2),
+        (files["x_parquet"], files["w_parquet"], cluster2),
+        (files["x_scalars"], files["w_npy"], "threads"),
+    ]
+    for i, (x, w, sched) in enumerate(variants):
+        _, out = _run(tmp_path, x, w, sched, name=f"v{i}.zarr")
+        assert _bytes(out) == expected, (i, x, w, sched)
+
+
+def test_fit_then_project_equals_run(tmp_path: Path, files: dict[str, str]) -> None:
+    _, run_out = _run(tmp_path, files["x_npy"], files["w_npy"], method="asymmetric")
+    fit_plan = dd.plan_fit(files["x_npy"], files["w_npy"], 8, str(tmp_path / "model"),
+                           "asymmetric", seed=3, block_rows=BLOCK)
+    dd.execute(fit_plan, scheduler="threads")
+    for side, src in (("x", files["x_parquet"]), ("w", files["w_npy"])):
+        plan = dd.plan_project(str(tmp_path / "model"), side, src, str(tmp_path / f"p{side}"))
+        assert plan.block_rows == BLOCK  # taken from the model
+        dd.execute(plan, scheduler="threads")
+        got = zarr.open_group(str(tmp_path / f"p{side}"), mode="r")
+        assert got.attrs["complete"] is True
+        assert got["sketch"][...].tobytes() == run_out[side][...].tobytes()
+
+
+def test_every_method_runs_and_has_k_columns(tmp_path: Path, files: dict[str, str],
+                                              pair: tuple[np.ndarray, np.ndarray]) -> None:
+    x, w = pair
+    exact = x.astype(np.float64) @ w.T
+    for method in dd.METHODS:
+        model, out = _run(tmp_path, files["x_npy"], files["w_npy"], method=method,
+                          name=f"{method}.zarr")
+        sx, sw = out["x"][...], out["w"][...]
+        assert sx.shape == (2300, 8) and sw.shape == (700, 8)
+        mse = np.mean((sx.astype(np.float64) @ sw.T - exact) ** 2)
+        assert mse < 20 * model.info["predicted"][method] + 1e-6, method
+
+
+def test_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
+    """Peak traced allocation of a whole run is the same for 8 and 48 blocks."""
+    rng = np.random.default_rng(0)
+    peaks = []
+    for n_blocks in (8, 48):
+        x = rng.standard_normal((n_blocks * 4000, 32)).astype(np.float32)
+        xp = write_npy(tmp_path / f"x{n_blocks}.npy", x)
+        wp = write_npy(tmp_path / "w.npy", x[:100])
+        del x
+        plan = dd.plan_run(xp, wp, 8, str(tmp_path / f"o{n_blocks}"), block_rows=4000)
+        tracemalloc.start()
+        dd.execute(plan, scheduler="sync")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    block_bytes = 4000 * 32 * 4
+    assert peaks[1] < peaks[0] * 1.25 + block_bytes, peaks
+    assert peaks[1] < 48 * block_bytes / 3  # far below the source's size
+
+
+def test_nan_fails_naming_the_row_and_leaves_no_complete_output(tmp_path: Path,
+                                                                  files: dict[str, str],
+                                                                  pair: Any) -> None:
+    x = pair[0].copy()
+    x[1234, 5] = np.nan
+    bad = write_npy(tmp_path / "bad.npy", x)
+    plan = dd.plan_run(bad, files["w_npy"], 8, str(tmp_path / "o.zarr"), block_rows=BLOCK)
+    with pytest.raises(InvalidValueError, match=r"bad.npy: row 1234 column 5 is nan"):
+        dd.execute(plan, scheduler="threads")
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_outputs_are_protected(tmp_path: Path, files: dict[str, str]) -> None:
+    out = str(tmp_path / "o.zarr")
+    dd.execute(dd.plan_run(files["x_npy"], files["w_npy"], 8, out, block_rows=BLOCK),
+               scheduler="threads")
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        dd.plan_run(files["x_npy"], files["w_npy"], 8, out)
+    dd.execute(dd.plan_run(files["x_npy"], files["w_npy"], 8, out, method="gaussian",
+                           overwrite=True, block_rows=BLOCK), scheduler="threads")
+    assert zarr.open_group(out, mode="r").attrs["ddrp"]["method"] == "gaussian"
+    # an interrupted run (complete: false) is recognised and named as such
+    g = zarr.open_group(out, mode="r+")
+    g.attrs["complete"] = False
+    with pytest.raises(OutputError, match="incomplete ddrp output"):
+        dd.plan_run(files["x_npy"], files["w_npy"], 8, out)
+    # never delete what is not ours, never write into an input
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(OutputError, match="not a ddrp output"):
+        dd.plan_run(files["x_npy"], files["w_npy"], 8, str(tmp_path / "mine"), overwrite=True)
+    with pytest.raises(OutputError, match="overlaps input"):
+        dd.plan_run(files["x_zarr_a"], files["w_npy"], 8, files["x_zarr_a"] + "/sub")
+    with pytest.raises(OutputError, match="overlaps input"):
+        dd.plan_run(files["x_npy"], files["w_npy"], 8, files["x_npy"], overwrite=True)
+
+
+def test_plan_writes_nothing_and_describes_the_job(tmp_path: Path, files: dict[str, str]) -> None:
+    plan = dd.plan_run(files["x_parquet"], files["w_npy"], 8, str(tmp_path / "o.zarr"),
+                       block_rows=BLOCK)
+    text = str(plan)
+    for piece in ("inputs:", "x.parquet [parquet] 2300 x 16", "5 block(s) of 500 rows",
+                  "pass 1", "pass 2", "o.zarr/x (2300 x 8 float32)", "memory: about"):
+        assert piece in text, piece
+    assert not (tmp_path / "o.zarr").exists()
