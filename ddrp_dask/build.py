@@ -254,7 +254,8 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
     info = dict(fit.info, n_x=mx.n, n_w=mw.n, predicted=predicted)
     this = predicted[method]
     info["gain"] = predicted["gaussian"] / this if this > 0 else float("inf")
-    return SketchModel(method, k, d, int(seed), fit.x, fit.w, info, dict(provenance or {}))
+    return SketchModel(method, k, d, int(seed), fit.x, fit.w, info, dict(provenance or {}),
+                       mx, mw)
 
 
 def _fit(mx: Moments, mw: Moments, k: int, method: str, seed: int,

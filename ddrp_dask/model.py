@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
+from .stats import Moments
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SideMap", "SketchModel", "load_model", "save_model"]
 
@@ -64,6 +65,9 @@ class SketchModel:
         ``shrinkage_x``/``shrinkage_w``, ``n_x``/``n_w``, ``predicted`` MSEs and ``gain``.
     provenance : dict
         Inputs' fingerprints, package versions, block rows.
+    stats_x, stats_w : Moments or None
+        The statistics the model was built from, so that other methods can be built, and
+        their accuracy predicted, later without a pass over the data.
     """
 
     method: str
@@ -74,6 +78,8 @@ class SketchModel:
     w: SideMap
     info: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    stats_x: Moments | None = field(default=None, repr=False)
+    stats_w: Moments | None = field(default=None, repr=False)
 
     def side(self, name: str) -> SideMap:
         """The map of side ``"x"`` or ``"w"``."""
@@ -96,15 +102,20 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="w-")
+    arrays = {f"{side}_{name}": getattr(model.side(side), name)
+              for side in ("x", "w") for name in _ARRAYS}
+    counts = {}
+    for side, m in (("x", model.stats_x), ("w", model.stats_w)):
+        if m is not None:
+            arrays[f"{side}_stats_mean"], arrays[f"{side}_stats_scatter"] = m.mean, m.scatter
+            counts[side] = m.n
     checksums = {}
-    for side in ("x", "w"):
-        sm = model.side(side)
-        for name in _ARRAYS:
-            a = np.ascontiguousarray(getattr(sm, name), dtype="<f8")
-            arr = group.create_array(f"{side}_{name}", shape=a.shape, dtype="<f8",
-                                     chunks=a.shape or None, compressors=None)
-            arr[...] = a
-            checksums[f"{side}_{name}"] = _digest(a)
+    for key, value in arrays.items():
+        a = np.ascontiguousarray(value, dtype="<f8")
+        arr = group.create_array(key, shape=a.shape, dtype="<f8", chunks=a.shape,
+                                 compressors=None)
+        arr[...] = a
+        checksums[key] = _digest(a)
     group.attrs.update({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -114,6 +125,7 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
         "seed": model.seed,
         "info": _jsonable(model.info),
         "provenance": _jsonable(model.provenance),
+        "stats_n": counts,
         "checksums": checksums,
     })
 
@@ -134,31 +146,40 @@ def load_model(path: str | os.PathLike[str]) -> SketchModel:
     if version != FORMAT_VERSION:
         raise ModelError(f"{spath}: model format version {version!r}; this ddrp reads version "
                          f"{FORMAT_VERSION}; refit the model with this version")
-    sides = {}
-    for side in ("x", "w"):
-        parts = {}
-        for name in _ARRAYS:
-            key = f"{side}_{name}"
-            try:
-                a = np.asarray(group[key][...], dtype=np.float64)
-            except Exception as e:
-                raise ModelError(f"{spath}: array {key!r} is missing or unreadable ({e})") from e
-            if _digest(a) != attrs.get("checksums", {}).get(key):
-                raise ModelError(f"{spath}: array {key!r} does not match its checksum; the model "
-                                 "was changed or damaged after it was saved")
-            parts[name] = a
-        sides[side] = SideMap(**parts)
+    checksums = attrs.get("checksums", {})
+    if set(checksums) != set(group.array_keys()):
+        raise ModelError(f"{spath}: arrays {sorted(group.array_keys())} do not match the saved "
+                         f"list {sorted(checksums)}; the model was changed after it was saved")
+    arrays = {key: _checked_array(group, key, checksums[key], spath) for key in checksums}
+    sides = {side: SideMap(*(arrays.get(f"{side}_{name}") for name in _ARRAYS))
+             for side in ("x", "w")}
+    stats = {side: Moments(int(n), arrays[f"{side}_stats_mean"], arrays[f"{side}_stats_scatter"])
+             for side, n in attrs.get("stats_n", {}).items()}
     try:
         model = SketchModel(attrs["method"], int(attrs["k"]), int(attrs["d"]),
                             int(attrs["seed"]), sides["x"], sides["w"], attrs.get("info", {}),
-                            attrs.get("provenance", {}))
+                            attrs.get("provenance", {}), stats.get("x"), stats.get("w"))
     except KeyError as e:
         raise ModelError(f"{spath}: model attribute {e} is missing") from e
     for sm in (model.x, model.w):
+        if sm.matrix is None or sm.offset is None or sm.shift is None:
+            raise ModelError(f"{spath}: the projection arrays are incomplete")
         if sm.matrix.shape != (model.d, model.k) or sm.offset.shape != (model.k,) \
                 or sm.shift.shape != (model.d,):
             raise ModelError(f"{spath}: array shapes do not match d={model.d}, k={model.k}")
     return model
+
+
+def _checked_array(group: Any, key: str, digest: str, where: str) -> np.ndarray:
+    """One float64 array of the model, refused unless its SHA-256 matches."""
+    try:
+        a = np.asarray(group[key][...], dtype=np.float64)
+    except Exception as e:
+        raise ModelError(f"{where}: array {key!r} is missing or unreadable ({e})") from e
+    if _digest(a) != digest:
+        raise ModelError(f"{where}: array {key!r} does not match its checksum; the model was "
+                         "changed or damaged after it was saved")
+    return a
 
 
 def _jsonable(obj: Any) -> Any:

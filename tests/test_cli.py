@@ -117,3 +117,37 @@ def test_console_script_on_local_cluster(tmp_path: Path, inputs: dict[str, str])
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "same dimension" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def _run_on_a_terminal(args: list[str]) -> str:
+    """Run the CLI with stderr on a pseudo-terminal; return what it printed there."""
+    import os
+    import pty
+
+    exe = Path(sys.executable).with_name("ddrp")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(leader)
+    assert proc.returncode == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_on_a_terminal_and_quiet(tmp_path: Path, inputs: dict[str, str]) -> None:
+    args = ["run", "--x", inputs["x"], "--w", inputs["w"], "-k", "5", "--scheduler", "threads",
+            "--block-rows", "100"]
+    shown = _run_on_a_terminal([*args, "--out", str(tmp_path / "a.zarr")])
+    assert "pass 1: statistics" in shown and "pass 2: projection" in shown
+    assert "100%" in shown
+    quiet = _run_on_a_terminal([*args, "--out", str(tmp_path / "b.zarr"), "--quiet"])
+    assert "pass 1" not in quiet and "100%" not in quiet

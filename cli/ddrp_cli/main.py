@@ -1,58 +1,13 @@
-"""``ddrp``: fit, project and run from the command line. Parses options, calls ddrp_dask."""
+"""``ddrp``: the command-line front end. Each command module parses options and calls
+ddrp_dask; this module only assembles the group."""
 
 from __future__ import annotations
-
-import contextlib
-import logging
-import os
-import sys
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import click
 
 import ddrp_dask
-from ddrp_dask.build import METHODS
-from ddrp_dask.errors import DdrpError
-from ddrp_dask.report import format_report
 
-F = Callable[..., Any]
-
-
-def _options(*decorators: F) -> F:
-    def apply(f: F) -> F:
-        for d in reversed(decorators):
-            f = d(f)
-        return f
-    return apply
-
-
-_sources = _options(
-    click.option("--x", "x", required=True, help="Source of X rows: .npy, Zarr array, Parquet."),
-    click.option("--w", "w", required=True, help="Source of W rows: .npy, Zarr array, Parquet."),
-    click.option("--x-columns", default=None, help="Parquet column(s) of X, comma-separated."),
-    click.option("--w-columns", default=None, help="Parquet column(s) of W, comma-separated."),
-    click.option("-k", "--k", "k", type=int, required=True,
-                 help="Stored columns per sketch (all counted)."),
-    click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True),
-    click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--shrinkage", default="oas", show_default=True,
-                 help="'oas' or a fixed number in [0, 1]."),
-)
-
-_execution = _options(
-    click.option("--block-rows", type=int, default=None,
-                 help="Rows per block (task, output chunk); default from d only."),
-    click.option("--overwrite", is_flag=True, help="Replace an existing ddrp output."),
-    click.option("--dry-run", is_flag=True, help="Print the plan and write nothing."),
-    click.option("--quiet", is_flag=True, help="No progress bars."),
-    click.option("--scheduler", default="local", show_default=True,
-                 help="'local' (a LocalCluster), 'threads', 'sync', or a scheduler address."),
-    click.option("--workers", type=int, default=None, help="LocalCluster workers."),
-    click.option("--threads-per-worker", type=int, default=1, show_default=True),
-    click.option("--memory-limit", default="auto", show_default=True,
-                 help="LocalCluster memory limit per worker."),
-)
+from .pipeline_commands import fit, project, run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,134 +16,9 @@ def cli() -> None:
     """Data-dependent random projections: sketches whose dot products estimate x . w."""
 
 
-@contextlib.contextmanager
-def _scheduler(name: str, workers: int | None, threads: int, memory: str) -> Iterator[Any]:
-    """Yield what ``execute`` takes as ``scheduler``: a Client or a local scheduler name."""
-    if name in ("threads", "sync", "synchronous", "processes"):
-        yield name
-        return
-    from distributed import Client, LocalCluster
-
-    if name == "local":
-        n = workers or max(1, (os.cpu_count() or 1) // threads)
-        with LocalCluster(n_workers=n, threads_per_worker=threads, memory_limit=memory,
-                          silence_logs=logging.ERROR, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
-            _say(f"local cluster: {n} worker(s) x {threads} thread(s), dashboard "
-                 f"{client.dashboard_link}")
-            yield client
-        return
-    with Client(name) as client:
-        _say(f"scheduler {name}, dashboard {client.dashboard_link}")
-        yield client
-
-
-def _say(msg: str) -> None:
-    click.echo(msg, err=True)
-
-
-def _run_plan(plan: ddrp_dask.Plan, dry_run: bool, quiet: bool, sched: dict[str, Any],
-              show_report: bool) -> None:
-    if dry_run:
-        click.echo(str(plan))
-        return
-    progress = not quiet and sys.stderr.isatty()
-
-    def on_model(model: ddrp_dask.SketchModel) -> None:
-        if show_report:
-            click.echo(format_report(model))
-
-    with _scheduler(**sched) as scheduler:
-        ddrp_dask.execute(plan, scheduler=scheduler, progress=progress, on_model=on_model)
-    if not quiet:
-        _say(f"wrote {plan.out}")
-
-
-def _guard(f: F) -> F:
-    """Turn ddrp's errors into one line on stderr and exit status 2; keep tracebacks for bugs."""
-    import functools
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except DdrpError as e:
-            click.echo(f"ddrp: error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("ddrp: interrupted; the output is left marked incomplete", err=True)
-            sys.exit(130)
-    return wrapper
-
-
-def _shrinkage(value: str) -> float | str:
-    if value == "oas":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise DdrpError(f"--shrinkage must be 'oas' or a number in [0, 1], got {value!r}") from None
-
-
-def _sched(scheduler: str, workers: int | None, threads_per_worker: int,
-           memory_limit: str) -> dict[str, Any]:
-    return {"name": scheduler, "workers": workers, "threads": threads_per_worker,
-            "memory": memory_limit}
-
-
-@cli.command()
-@_sources
-@click.option("--out", required=True, help="Directory the model is written to.")
-@_execution
-@_guard
-def fit(x: str, w: str, x_columns: str | None, w_columns: str | None, k: int, method: str,
-        seed: int, shrinkage: str, out: str, block_rows: int | None, overwrite: bool,
-        dry_run: bool, quiet: bool, scheduler: str, workers: int | None,
-        threads_per_worker: int, memory_limit: str) -> None:
-    """Fit the projection pair from both sources and save it to OUT (prints the report)."""
-    plan = ddrp_dask.plan_fit(x, w, k, out, method, seed, x_columns, w_columns, block_rows,
-                              _shrinkage(shrinkage), overwrite)
-    _run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
-                                           memory_limit), show_report=True)
-
-
-@cli.command()
-@_sources
-@click.option("--out", required=True, help="Zarr group written: arrays x, w and model.")
-@_execution
-@_guard
-def run(x: str, w: str, x_columns: str | None, w_columns: str | None, k: int, method: str,
-        seed: int, shrinkage: str, out: str, block_rows: int | None, overwrite: bool,
-        dry_run: bool, quiet: bool, scheduler: str, workers: int | None,
-        threads_per_worker: int, memory_limit: str) -> None:
-    """Fit, then sketch both sources into the Zarr group OUT (arrays x, w; model at OUT/model)."""
-    plan = ddrp_dask.plan_run(x, w, k, out, method, seed, x_columns, w_columns, block_rows,
-                              _shrinkage(shrinkage), overwrite)
-    _run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
-                                           memory_limit), show_report=True)
-
-
-@cli.command()
-@click.option("--model", required=True, help="A model written by fit (or RUN/model).")
-@click.option("--side", type=click.Choice(["x", "w"]), required=True)
-@click.option("--input", "input_", required=True, help="Rows to sketch.")
-@click.option("--columns", default=None, help="Parquet column(s) of the vectors.")
-@click.option("--out", required=True, help="Zarr group written: array sketch.")
-@_execution
-@_guard
-def project(model: str, side: str, input_: str, columns: str | None, out: str,
-            block_rows: int | None, overwrite: bool, dry_run: bool, quiet: bool,
-            scheduler: str, workers: int | None, threads_per_worker: int,
-            memory_limit: str) -> None:
-    """Sketch the rows of INPUT as side x or w of a saved model into the Zarr group OUT."""
-    plan = ddrp_dask.plan_project(model, side, input_, out, columns, block_rows, overwrite)
-    _run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
-                                           memory_limit), show_report=False)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    cli()
+for _command in (fit, run, project):
+    cli.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    cli()
