@@ -9,7 +9,7 @@ from .errors import DdrpError
 from .io import Source, open_source
 from .model import SketchModel, load_model, save_model
 from .pipeline import compute_moments, execute, fit_model, sketch_numpy
-from .plan import Plan, plan_fit, plan_project, plan_run
+from .plan import Plan, plan_fit, plan_project, plan_run, plan_stats
 from .project import project_block
 from .stats import Moments, block_moments, combine, combine_all
 
@@ -35,6 +35,7 @@ __all__ = [
     "plan_fit",
     "plan_project",
     "plan_run",
+    "plan_stats",
     "project_block",
     "save_model",
     "sketch_numpy",

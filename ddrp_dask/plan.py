@@ -21,7 +21,7 @@ from .errors import OptionError, OutputError
 from .io import Source, default_block_rows, open_source
 from .model import SketchModel, load_model
 
-__all__ = ["Plan", "plan_fit", "plan_project", "plan_run"]
+__all__ = ["Plan", "plan_fit", "plan_project", "plan_run", "plan_stats"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ class Plan:
         """The passes over the data, in order."""
         sides = list(self.sources)
         steps = []
+        if self.command == "stats":
+            steps.append(f"pass 1: statistics of {' and '.join(sides)}")
         if self.command in ("fit", "run"):
             steps.append(f"pass 1: statistics of {' and '.join(sides)} (map per block, tree "
                          "reduce in float64)")
@@ -79,6 +81,8 @@ class Plan:
     @property
     def outputs(self) -> list[str]:
         """What the job writes."""
+        if self.command == "stats":
+            return ["(none: statistics are returned to the caller)"]
         if self.command == "fit":
             return [f"{self.out} (model)"]
         if self.command == "project":
@@ -93,8 +97,8 @@ class Plan:
         float64 scatter, or (pass 2) the output rows."""
         d = next(iter(self.sources.values())).d
         itemsize = max(s.working_dtype.itemsize for s in self.sources.values())
-        block = self.block_rows * d * itemsize
-        return int(2 * block + 4 * d * d * 8 + self.block_rows * self.k * 8)
+        rows = min(self.block_rows, max(s.n_rows for s in self.sources.values()))
+        return int(2 * rows * d * itemsize + 4 * d * d * 8 + rows * self.k * 8)
 
     def __str__(self) -> str:
         lines = [f"ddrp {self.command} plan"]
@@ -253,6 +257,17 @@ def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int =
     ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``."""
     return _plan_two_sources("run", x, w, k, method, seed, out, x_columns, w_columns,
                              block_rows, shrinkage, overwrite)
+
+
+def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
+               w_columns: str | list[str] | None = None,
+               block_rows: int | None = None) -> Plan:
+    """Plan pass 1 alone (``compute_moments(plan)``): the statistics of both sources, for
+    choosing K or method before fitting. Writes nothing; ``k`` and ``method`` are unset."""
+    sx = open_source(x, x_columns)
+    sw = open_source(w, w_columns)
+    _check_same_d(sx, sw)
+    return Plan("stats", {"x": sx, "w": sw}, 0, "", 0, _block_rows(block_rows, sx.d), "")
 
 
 def plan_project(model: str, side: str, input: str, out: str,
