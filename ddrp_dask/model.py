@@ -102,6 +102,7 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="w-")
+    group.attrs.update({"format": FORMAT, "complete": False})
     arrays = {f"{side}_{name}": getattr(model.side(side), name)
               for side in ("x", "w") for name in _ARRAYS}
     counts = {}
@@ -127,6 +128,7 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
         "provenance": _jsonable(model.provenance),
         "stats_n": counts,
         "checksums": checksums,
+        "complete": True,
     })
 
 
@@ -142,6 +144,9 @@ def load_model(path: str | os.PathLike[str]) -> SketchModel:
         raise ModelError(f"{spath}: not a ddrp model ({e})") from e
     if attrs.get("format") != FORMAT:
         raise ModelError(f"{spath}: not a ddrp model (no 'format: {FORMAT}' attribute)")
+    if attrs.get("complete") is not True:
+        raise ModelError(f"{spath}: the model was not completely written (an interrupted "
+                         "save); fit it again")
     version = attrs.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelError(f"{spath}: model format version {version!r}; this ddrp reads version "

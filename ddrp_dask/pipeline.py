@@ -19,9 +19,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .build import build
+from .errors import OptionError
 from .io import Source, check_finite
-from .model import SideMap, SketchModel, save_model
-from .plan import Plan, plan_summary, remove_output
+from .model import SideMap, SketchModel, load_model, save_model
+from .output import finish, mark_done, open_output, output_state, pending_blocks, remove_output
+from .plan import Plan, plan_summary
 from .project import project_block
 from .stats import Moments, block_moments, combine_all
 
@@ -43,15 +45,17 @@ def _stats_task(src: Source, start: int, stop: int, side: str) -> Moments:
 
 
 def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
-                  out_array: str) -> int:
+                  out: str, array: str, block: int) -> int:
+    """Sketch one block, write its chunk, then its done flag (idempotent on retry)."""
     import zarr
 
     with threadpool_limits(limits=1):
-        block = src.read_rows(start, stop)
+        block_rows = src.read_rows(start, stop)
         where = f"{side} input {src.path}"
-        check_finite(block, where, start)
-        sketch = project_block(block, side_map, where, start)
-    zarr.open_array(out_array, mode="r+")[start:stop] = sketch
+        check_finite(block_rows, where, start)
+        sketch = project_block(block_rows, side_map, where, start)
+    zarr.open_array(f"{out}/{array}", mode="r+")[start:stop] = sketch
+    mark_done(out, array, block)
     return stop - start
 
 
@@ -68,19 +72,56 @@ def _reduce_tree(leaves: list[Any]) -> Any:
 # computing
 
 
-def _compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str) -> list[Any]:
-    """One ``dask.compute`` of ``objs`` on ``scheduler`` (a name, a Client or None), with a
-    progress bar on stderr when asked."""
+def _client_of(scheduler: Any) -> Any:
+    """The distributed Client to use: the one given, or (for None) the active one, if any."""
     from distributed import Client
 
-    client = scheduler if isinstance(scheduler, Client) else None
-    if client is None and scheduler is None:
+    if isinstance(scheduler, Client):
+        return scheduler
+    if scheduler is None:
         try:
             from distributed import get_client
 
-            client = get_client()
+            return get_client()
         except ValueError:
-            client = None
+            return None
+    return None
+
+
+def _missing_paths(paths: list[str]) -> list[str]:
+    """Run on each worker: which of the local paths it cannot see."""
+    import os
+
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def check_visible(plan: Plan, scheduler: Any) -> None:
+    """Fail early when a worker of the cluster cannot see a local input or the output's
+    directory (e.g. a laptop path given to a remote cluster)."""
+    client = _client_of(scheduler)
+    if client is None:
+        return
+    import os
+
+    paths = [src.path for src in plan.sources.values()]
+    if plan.model_path:
+        paths.append(plan.model_path)
+    if plan.out:
+        paths.append(os.path.dirname(os.path.abspath(plan.out)))
+    paths = [p for p in paths if "://" not in p]
+    missing = client.run(_missing_paths, paths)
+    for worker, gone in sorted(missing.items()):
+        if gone:
+            raise OptionError(
+                f"{gone[0]} is not visible to worker {worker}; put inputs and outputs on a "
+                "filesystem every worker mounts, or use URLs they can reach (s3://, gs://, ...)"
+            )
+
+
+def _compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str) -> list[Any]:
+    """One ``dask.compute`` of ``objs`` on ``scheduler`` (a name, a Client or None), with a
+    progress bar on stderr when asked."""
+    client = _client_of(scheduler)
     if client is not None:
         futures = client.compute(list(objs))
         if progress:
@@ -127,37 +168,32 @@ def fit_model(plan: Plan, scheduler: Any = None, progress: bool = False) -> Sket
                  provenance=plan_summary(plan))
 
 
-def _create_outputs(plan: Plan, arrays: dict[str, str]) -> Any:
-    """The output group, marked incomplete, with one empty float32 array per side."""
-    import zarr
-
-    group = zarr.open_group(plan.out, mode="w-")
-    group.attrs.update({"complete": False, "ddrp": {"command": plan.command}})
-    for side, name in arrays.items():
-        rows = plan.sources[side].n_rows
-        group.create_array(name, shape=(rows, plan.k), dtype="float32",
-                           chunks=(min(plan.block_rows, rows), plan.k),
-                           dimension_names=("row", "component"))
-    return group
-
-
-def _project_graphs(plan: Plan, model: SketchModel, arrays: dict[str, str]) -> list[Any]:
+def _project_graphs(plan: Plan, model: SketchModel, group: Any,
+                    arrays: dict[str, str]) -> list[Any]:
+    """One task per pending block (all blocks, unless resuming), summed per side."""
     graphs = []
     for side, name in arrays.items():
         side_map = dask.delayed(model.side(side), pure=True)
-        target = f"{plan.out}/{name}"
-        tasks = [dask.delayed(_project_task, pure=True)(plan.sources[side], a, b, side, side_map,
-                                                         target)
-                 for a, b in plan.block_ranges(side)]
+        ranges = plan.block_ranges(side)
+        tasks = [dask.delayed(_project_task, pure=True)(plan.sources[side], *ranges[i], side,
+                                                         side_map, plan.out, name, int(i))
+                 for i in pending_blocks(group, name)]
         graphs.append(dask.delayed(sum, pure=True)(tasks))
     return graphs
 
 
-def _finish(group: Any, plan: Plan, model: SketchModel) -> None:
-    """Mark the output complete, with its provenance: the last write of a job."""
-    summary = plan_summary(plan)
-    summary["method"], summary["k"], summary["seed"] = model.method, model.k, model.seed
-    group.attrs.update({"complete": True, "ddrp": summary})
+def _resolve_model(plan: Plan, scheduler: Any, progress: bool) -> SketchModel:
+    """The model a plan uses: the saved one (project; a resumed run whose model was
+    saved), else pass 1 and the build."""
+    if plan.command == "project":
+        assert plan.model is not None
+        return plan.model
+    saved = plan.out if plan.command == "fit" else f"{plan.out}/model"
+    if plan.resume and output_state(saved) == "complete":
+        model = load_model(saved)
+        if model.method == plan.method and model.k == plan.k and model.seed == plan.seed:
+            return model
+    return fit_model(plan, scheduler, progress)
 
 
 def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
@@ -175,29 +211,32 @@ def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
     on_model : callable, optional
         Called with the model as soon as it is built (before pass 2), e.g. to print the report.
     """
-    if plan.command == "project":
-        assert plan.model is not None
-        model = plan.model
-    else:
-        model = fit_model(plan, scheduler, progress)
+    if plan.command == "stats":
+        raise ValueError("a stats plan is run with compute_moments(plan)")
+    check_visible(plan, scheduler)
+    done = plan.resume and output_state(plan.out) == "complete"
+    model = _resolve_model(plan, scheduler, progress)
     if on_model is not None:
         on_model(model)
+    if done:
+        return model
     if plan.overwrite:  # only now: a failure up to here leaves the old output intact
         remove_output(plan.out)
     if plan.command == "fit":
+        remove_output(plan.out)  # an interrupted save, when resuming
         save_model(model, plan.out)
         return model
     arrays = {"x": "x", "w": "w"} if plan.command == "run" else \
         {next(iter(plan.sources)): "sketch"}
-    group = _create_outputs(plan, arrays)
-    if plan.command == "run":
+    facts = plan_summary(plan)
+    shapes = {name: (plan.sources[side].n_rows, plan.k) for side, name in arrays.items()}
+    group = open_output(plan.out, facts, shapes, plan.block_rows, plan.resume)
+    if plan.command == "run" and output_state(f"{plan.out}/model") != "complete":
+        remove_output(f"{plan.out}/model")
         save_model(model, f"{plan.out}/model")
-    rows = _compute(_project_graphs(plan, model, arrays), scheduler, progress,
-                    "pass 2: projection")
-    expected = [plan.sources[side].n_rows for side in arrays]
-    if rows != expected:  # pragma: no cover - a task that returned is a task that wrote
-        raise RuntimeError(f"pass 2 wrote {rows} rows, expected {expected}")
-    _finish(group, plan, model)
+    _compute(_project_graphs(plan, model, group, arrays), scheduler, progress,
+             "pass 2: projection")
+    finish(group, facts)
     return model
 
 

@@ -8,18 +8,16 @@ a memory estimate. ``ddrp_dask.pipeline.execute`` then runs it.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .build import METHODS, check_k
-from .errors import OptionError, OutputError
+from .errors import OptionError
 from .io import Source, default_block_rows, open_source
 from .model import SketchModel, load_model
+from .output import check_out
 
 __all__ = ["Plan", "plan_fit", "plan_project", "plan_run", "plan_stats"]
 
@@ -50,6 +48,7 @@ class Plan:
     out: str
     shrinkage: float | str = "oas"
     overwrite: bool = False
+    resume: bool = False
     model: SketchModel | None = field(default=None, repr=False)
     model_path: str | None = None
 
@@ -121,56 +120,6 @@ class Plan:
 # validation helpers
 
 
-def _check_out(out: str, inputs: list[str], overwrite: bool) -> None:
-    """Refuse an output that is, contains or sits inside an input, or exists without
-    ``overwrite``, or is not ddrp's to delete."""
-    out_p = Path(out).resolve()
-    for src in inputs:
-        src_p = Path(src).resolve()
-        if out_p == src_p or src_p in out_p.parents or out_p in src_p.parents:
-            raise OutputError(f"output {out} overlaps input {src}; choose an output outside "
-                              "the inputs")
-    if not out_p.exists():
-        if not out_p.parent.exists():
-            raise OutputError(f"output {out}: parent directory {out_p.parent} does not exist")
-        if not os.access(out_p.parent, os.W_OK):
-            raise OutputError(f"output {out}: directory {out_p.parent} is not writable")
-        return
-    state = _ddrp_output_state(out_p)
-    if not overwrite:
-        what = "an incomplete ddrp output (an interrupted run)" if state == "incomplete" \
-            else "exists"
-        raise OutputError(f"output {out} {what}; pass --overwrite to replace it")
-    if state is None:
-        raise OutputError(f"output {out} exists and is not a ddrp output; refusing to delete "
-                          "it, even with --overwrite")
-
-
-def _ddrp_output_state(p: Path) -> str | None:
-    """"complete"/"incomplete" for a ddrp output group or model, else None."""
-    import json
-
-    meta = p / "zarr.json"
-    if not meta.is_file():
-        return None
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return None
-    if attrs.get("format") == "ddrp-model":
-        return "complete"
-    if "ddrp" not in attrs:
-        return None
-    return "complete" if attrs.get("complete") is True else "incomplete"
-
-
-def remove_output(out: str) -> None:
-    """Delete an earlier ddrp output (checked by ``_check_out``) before writing anew."""
-    p = Path(out)
-    if p.exists() and _ddrp_output_state(p) is not None:
-        shutil.rmtree(p)
-
-
 def _check_same_d(x: Source, w: Source) -> None:
     if x.d != w.d:
         raise OptionError(f"got d={w.d} for --w ({w.path}) but d={x.d} for --x ({x.path}); both "
@@ -209,22 +158,23 @@ def _check_shrinkage(shrinkage: float | str) -> float | str:
 
 def _plan_two_sources(command: str, x: str, w: str, k: int, method: str, seed: int, out: str,
                       x_columns: Any, w_columns: Any, block_rows: int | None,
-                      shrinkage: float | str, overwrite: bool) -> Plan:
+                      shrinkage: float | str, overwrite: bool, resume: bool) -> Plan:
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     sx = open_source(x, x_columns)
     sw = open_source(w, w_columns)
     _check_same_d(sx, sw)
     check_k(int(k), sx.d, method)
-    _check_out(out, [x, w], overwrite)
+    check_out(out, [x, w], overwrite, resume)
     return Plan(command, {"x": sx, "w": sw}, int(k), method, _check_seed(seed),
-                _block_rows(block_rows, sx.d), str(out), _check_shrinkage(shrinkage), overwrite)
+                _block_rows(block_rows, sx.d), str(out), _check_shrinkage(shrinkage), overwrite,
+                resume)
 
 
 def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
              x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
              block_rows: int | None = None, shrinkage: float | str = "oas",
-             overwrite: bool = False) -> Plan:
+             overwrite: bool = False, resume: bool = False) -> Plan:
     """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
 
     Parameters
@@ -244,19 +194,22 @@ def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int =
     shrinkage : "oas" or float, default="oas"
     overwrite : bool, default=False
         Replace an existing ddrp output at ``out``.
+    resume : bool, default=False
+        Finish an interrupted output at ``out`` made with the same options: finished blocks
+        are kept, the rest written (a complete one is left as it is).
     """
     return _plan_two_sources("fit", x, w, k, method, seed, out, x_columns, w_columns,
-                             block_rows, shrinkage, overwrite)
+                             block_rows, shrinkage, overwrite, resume)
 
 
 def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
              x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
              block_rows: int | None = None, shrinkage: float | str = "oas",
-             overwrite: bool = False) -> Plan:
+             overwrite: bool = False, resume: bool = False) -> Plan:
     """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
     ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``."""
     return _plan_two_sources("run", x, w, k, method, seed, out, x_columns, w_columns,
-                             block_rows, shrinkage, overwrite)
+                             block_rows, shrinkage, overwrite, resume)
 
 
 def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
@@ -272,7 +225,7 @@ def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
 
 def plan_project(model: str, side: str, input: str, out: str,
                  columns: str | list[str] | None = None, block_rows: int | None = None,
-                 overwrite: bool = False) -> Plan:
+                 overwrite: bool = False, resume: bool = False) -> Plan:
     """Plan ``project``: sketch the rows of ``input`` as side ``side`` of the saved model into
     the Zarr group ``out`` (array ``sketch``).
 
@@ -285,11 +238,11 @@ def plan_project(model: str, side: str, input: str, out: str,
     if src.d != fitted.d:
         raise OptionError(f"got d={src.d} for {input} but the model {model} was fitted for "
                           f"d={fitted.d}")
-    _check_out(out, [input, model], overwrite)
+    check_out(out, [input, model], overwrite, resume)
     rows = block_rows if block_rows is not None else fitted.provenance.get("block_rows")
     return Plan("project", {side: src}, fitted.k, fitted.method, fitted.seed,
-                _block_rows(rows, src.d), str(out), overwrite=overwrite, model=fitted,
-                model_path=str(model))
+                _block_rows(rows, src.d), str(out), overwrite=overwrite, resume=resume,
+                model=fitted, model_path=str(model))
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:

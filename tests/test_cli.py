@@ -151,3 +151,22 @@ def test_progress_bars_on_a_terminal_and_quiet(tmp_path: Path, inputs: dict[str,
     assert "100%" in shown
     quiet = _run_on_a_terminal([*args, "--out", str(tmp_path / "b.zarr"), "--quiet"])
     assert "pass 1" not in quiet and "100%" not in quiet
+
+
+def test_config_file_flags_win_and_unknown_keys_fail(tmp_path: Path,
+                                                     inputs: dict[str, str]) -> None:
+    cfg = tmp_path / "job.yaml"
+    out = tmp_path / "o.zarr"
+    cfg.write_text(f"x: {inputs['x']}\nw: {inputs['w']}\nk: 4\nmethod: gaussian\n"
+                   f"out: {out}\nscheduler: threads\nquiet: true\nblock-rows: 256\n")
+    code, stdout, stderr = _invoke("run", "--config", str(cfg), "-k", "5")
+    assert code == 0, stderr
+    assert "method gaussian, K=5" in stdout  # -k on the command line beats k: 4
+    g = zarr.open_group(str(out), mode="r")
+    assert g["x"].shape == (1200, 5) and g["x"].chunks == (256, 5)
+    cfg.write_text("x: a.npy\nbogus_key: 1\n")
+    code, _, stderr = _invoke("run", "--config", str(cfg))
+    assert code == 2 and "unknown key 'bogus_key'" in stderr
+    cfg.write_text("- just\n- a list\n")
+    code, _, stderr = _invoke("run", "--config", str(cfg))
+    assert code == 2 and "must be a mapping" in stderr

@@ -40,14 +40,48 @@ source_options = _options(
                  help="'oas' or a fixed number in [0, 1]."),
 )
 
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--config FILE``: YAML keys become the command's defaults, so flags still win."""
+    if value is None:
+        return
+    import yaml
+
+    try:
+        with open(value) as fh:
+            data = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as e:
+        raise click.BadParameter(f"{value}: cannot be read as YAML ({e})") from e
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value}: must be a mapping of option names to values")
+    names = {opt[2:].replace("-", "_"): p.name for p in ctx.command.params
+             if isinstance(p, click.Option) for opt in p.opts if opt.startswith("--")}
+    names.pop("config", None)
+    defaults = {}
+    for key, v in data.items():
+        norm = str(key).replace("-", "_")
+        if norm not in names:
+            raise click.BadParameter(f"{value}: unknown key {key!r}; known keys for "
+                                     f"'{ctx.command.name}': {', '.join(sorted(names))}")
+        defaults[names[norm]] = v
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
 execution_options = _options(
+    click.option("--config", type=click.Path(dir_okay=False), is_eager=True,
+                 expose_value=False, callback=_load_config,
+                 help="YAML file of options (keys: long option names); flags win."),
     click.option("--block-rows", type=int, default=None,
                  help="Rows per block (task, output chunk); default from d only."),
     click.option("--overwrite", is_flag=True, help="Replace an existing ddrp output."),
+    click.option("--resume", is_flag=True,
+                 help="Finish an interrupted output: keep its finished blocks."),
     click.option("--dry-run", is_flag=True, help="Print the plan and write nothing."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
-    click.option("--scheduler", default="local", show_default=True,
-                 help="'local' (a LocalCluster), 'threads', 'sync', or a scheduler address."),
+    click.option("--scheduler", default=None,
+                 help="Scheduler address (tcp://, tls://), 'local' (a LocalCluster), 'threads' "
+                      "or 'sync'. Default: $DASK_SCHEDULER_ADDRESS / Dask config "
+                      "'scheduler-address', else 'local'."),
     click.option("--workers", type=int, default=None, help="LocalCluster workers."),
     click.option("--threads-per-worker", type=int, default=1, show_default=True),
     click.option("--memory-limit", default="auto", show_default=True,
@@ -56,8 +90,18 @@ execution_options = _options(
 
 
 @contextlib.contextmanager
-def scheduler_context(name: str, workers: int | None, threads: int, memory: str) -> Iterator[Any]:
-    """Yield what ``execute`` takes as ``scheduler``: a Client or a local scheduler name."""
+def scheduler_context(scheduler: str | None, workers: int | None, threads_per_worker: int,
+                      memory_limit: str) -> Iterator[Any]:
+    """Yield what ``execute`` takes as ``scheduler``: a Client or a local scheduler name.
+
+    No name: the address in Dask's config (``DASK_SCHEDULER_ADDRESS``), else a LocalCluster.
+    """
+    name, threads, memory = scheduler, threads_per_worker, memory_limit
+    if name is None:
+        import dask
+
+        name = dask.config.get("scheduler-address", None) or "local"
+    assert name is not None
     if name in ("threads", "sync", "synchronous", "processes"):
         yield name
         return
@@ -69,7 +113,7 @@ def scheduler_context(name: str, workers: int | None, threads: int, memory: str)
                           silence_logs=logging.ERROR, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             say(f"local cluster: {n} worker(s) x {threads} thread(s), dashboard "
-                 f"{client.dashboard_link}")
+                f"{client.dashboard_link}")
             yield client
         return
     with Client(name) as client:
@@ -78,11 +122,14 @@ def scheduler_context(name: str, workers: int | None, threads: int, memory: str)
 
 
 def say(msg: str) -> None:
+    """A status line on stderr (stdout is for reports)."""
     click.echo(msg, err=True)
 
 
 def run_plan(plan: ddrp_dask.Plan, dry_run: bool, quiet: bool, sched: dict[str, Any],
-              show_report: bool) -> None:
+             show_report: bool) -> None:
+    """Print the plan (dry run) or execute it; ``sched``: the scheduler options
+    (scheduler, workers, threads_per_worker, memory_limit)."""
     if dry_run:
         click.echo(str(plan))
         return
@@ -116,17 +163,10 @@ def guard(f: F) -> F:
 
 
 def parse_shrinkage(value: str) -> float | str:
+    """'oas' or a float; the range is checked by the library."""
     if value == "oas":
         return value
     try:
         return float(value)
     except ValueError:
         raise DdrpError(f"--shrinkage must be 'oas' or a number in [0, 1], got {value!r}") from None
-
-
-def scheduler_args(scheduler: str, workers: int | None, threads_per_worker: int,
-           memory_limit: str) -> dict[str, Any]:
-    return {"name": scheduler, "workers": workers, "threads": threads_per_worker,
-            "memory": memory_limit}
-
-

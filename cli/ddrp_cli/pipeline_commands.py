@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 import ddrp_dask
 
-from .common import (
-    execution_options,
-    guard,
-    parse_shrinkage,
-    run_plan,
-    scheduler_args,
-    source_options,
-)
+from .common import execution_options, guard, parse_shrinkage, run_plan, source_options
+
+#: Options of execution_options that go to the scheduler, not to the plan.
+_SCHEDULER_KEYS = ("scheduler", "workers", "threads_per_worker", "memory_limit")
+
+
+def _split(opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool, bool]:
+    """(plan keyword arguments, scheduler options, dry_run, quiet) from a command's options."""
+    sched = {key: opts.pop(key) for key in _SCHEDULER_KEYS}
+    dry_run, quiet = opts.pop("dry_run"), opts.pop("quiet")
+    if "shrinkage" in opts:
+        opts["shrinkage"] = parse_shrinkage(opts["shrinkage"])
+    return opts, sched, dry_run, quiet
 
 
 @click.command()
@@ -21,15 +28,10 @@ from .common import (
 @click.option("--out", required=True, help="Directory the model is written to.")
 @execution_options
 @guard
-def fit(x: str, w: str, x_columns: str | None, w_columns: str | None, k: int, method: str,
-        seed: int, shrinkage: str, out: str, block_rows: int | None, overwrite: bool,
-        dry_run: bool, quiet: bool, scheduler: str, workers: int | None,
-        threads_per_worker: int, memory_limit: str) -> None:
+def fit(**opts: Any) -> None:
     """Fit the projection pair from both sources and save it to OUT (prints the report)."""
-    plan = ddrp_dask.plan_fit(x, w, k, out, method, seed, x_columns, w_columns, block_rows,
-                              parse_shrinkage(shrinkage), overwrite)
-    run_plan(plan, dry_run, quiet, scheduler_args(scheduler, workers, threads_per_worker,
-                                           memory_limit), show_report=True)
+    kwargs, sched, dry_run, quiet = _split(opts)
+    run_plan(ddrp_dask.plan_fit(**kwargs), dry_run, quiet, sched, show_report=True)
 
 
 @click.command()
@@ -37,30 +39,21 @@ def fit(x: str, w: str, x_columns: str | None, w_columns: str | None, k: int, me
 @click.option("--out", required=True, help="Zarr group written: arrays x, w and model.")
 @execution_options
 @guard
-def run(x: str, w: str, x_columns: str | None, w_columns: str | None, k: int, method: str,
-        seed: int, shrinkage: str, out: str, block_rows: int | None, overwrite: bool,
-        dry_run: bool, quiet: bool, scheduler: str, workers: int | None,
-        threads_per_worker: int, memory_limit: str) -> None:
+def run(**opts: Any) -> None:
     """Fit, then sketch both sources into the Zarr group OUT (arrays x, w; model at OUT/model)."""
-    plan = ddrp_dask.plan_run(x, w, k, out, method, seed, x_columns, w_columns, block_rows,
-                              parse_shrinkage(shrinkage), overwrite)
-    run_plan(plan, dry_run, quiet, scheduler_args(scheduler, workers, threads_per_worker,
-                                           memory_limit), show_report=True)
+    kwargs, sched, dry_run, quiet = _split(opts)
+    run_plan(ddrp_dask.plan_run(**kwargs), dry_run, quiet, sched, show_report=True)
 
 
 @click.command()
 @click.option("--model", required=True, help="A model written by fit (or RUN/model).")
 @click.option("--side", type=click.Choice(["x", "w"]), required=True)
-@click.option("--input", "input_", required=True, help="Rows to sketch.")
+@click.option("--input", "input", required=True, help="Rows to sketch.")
 @click.option("--columns", default=None, help="Parquet column(s) of the vectors.")
 @click.option("--out", required=True, help="Zarr group written: array sketch.")
 @execution_options
 @guard
-def project(model: str, side: str, input_: str, columns: str | None, out: str,
-            block_rows: int | None, overwrite: bool, dry_run: bool, quiet: bool,
-            scheduler: str, workers: int | None, threads_per_worker: int,
-            memory_limit: str) -> None:
+def project(**opts: Any) -> None:
     """Sketch the rows of INPUT as side x or w of a saved model into the Zarr group OUT."""
-    plan = ddrp_dask.plan_project(model, side, input_, out, columns, block_rows, overwrite)
-    run_plan(plan, dry_run, quiet, scheduler_args(scheduler, workers, threads_per_worker,
-                                           memory_limit), show_report=False)
+    kwargs, sched, dry_run, quiet = _split(opts)
+    run_plan(ddrp_dask.plan_project(**kwargs), dry_run, quiet, sched, show_report=False)

@@ -1,0 +1,141 @@
+"""Output locations: safety checks, the incomplete → complete life cycle, and resumption.
+
+An output group is created with ``"complete": false`` and the plan's facts, plus one
+``_progress_<array>`` flag array (one uint8 per block, one chunk per flag). A pass-2 task
+writes its chunk of sketches, then its flag; ``finish`` deletes the flags and sets
+``"complete": true`` last. So an interrupted output always says so, and ``--resume`` knows
+exactly which blocks are done (a flag is written only after its chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import OptionError, OutputError
+
+__all__ = ["check_out", "output_state", "remove_output"]
+
+#: Facts of a plan that must match for an incomplete output to be resumed.
+RESUME_KEYS = ("command", "method", "k", "seed", "block_rows", "shrinkage", "inputs")
+
+
+def output_state(path: str | os.PathLike[str]) -> str | None:
+    """``"complete"``/``"incomplete"`` for a ddrp output group or model, else None."""
+    meta = Path(path) / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+    if attrs.get("format") != "ddrp-model" and "ddrp" not in attrs:
+        return None
+    return "complete" if attrs.get("complete") is True else "incomplete"
+
+
+def check_out(out: str, inputs: list[str], overwrite: bool, resume: bool = False) -> None:
+    """Refuse an output that is, contains or sits inside an input; one that exists, unless
+    ``overwrite`` (or ``resume`` for a ddrp output); and anything not ddrp's to delete."""
+    if overwrite and resume:
+        raise OptionError("--overwrite and --resume contradict each other; choose one")
+    out_p = Path(out).resolve()
+    for src in inputs:
+        src_p = Path(src).resolve()
+        if out_p == src_p or src_p in out_p.parents or out_p in src_p.parents:
+            raise OutputError(f"output {out} overlaps input {src}; choose an output outside "
+                              "the inputs")
+    if not out_p.exists():
+        if not out_p.parent.exists():
+            raise OutputError(f"output {out}: parent directory {out_p.parent} does not exist")
+        if not os.access(out_p.parent, os.W_OK):
+            raise OutputError(f"output {out}: directory {out_p.parent} is not writable")
+        return
+    state = output_state(out_p)
+    if resume and state is not None:
+        return
+    if not overwrite:
+        if state == "incomplete":
+            raise OutputError(f"output {out} is an incomplete ddrp output (an interrupted "
+                              "run); pass --resume to finish it or --overwrite to replace it")
+        raise OutputError(f"output {out} exists; pass --overwrite to replace it")
+    if state is None:
+        raise OutputError(f"output {out} exists and is not a ddrp output; refusing to delete "
+                          "it, even with --overwrite")
+
+
+def remove_output(out: str) -> None:
+    """Delete an earlier ddrp output (vetted by ``check_out``) before writing anew."""
+    p = Path(out)
+    if p.exists() and output_state(p) is not None:
+        shutil.rmtree(p)
+
+
+def progress_name(array: str) -> str:
+    """Name of the flag array of one output array."""
+    return f"_progress_{array}"
+
+
+def open_output(out: str, facts: dict[str, Any], arrays: dict[str, tuple[int, int]],
+                block_rows: int, resume: bool) -> Any:
+    """The output group, created marked incomplete with empty float32 ``arrays``
+    (name → (rows, k)) and their flags — or, when resuming, the existing incomplete group
+    after checking it was made by the same plan."""
+    import zarr
+
+    if resume and output_state(out) == "incomplete":
+        group = zarr.open_group(out, mode="r+")
+        _check_same_plan(out, dict(group.attrs).get("ddrp", {}), facts)
+        return group
+    group = zarr.open_group(out, mode="w-")
+    group.attrs.update({"complete": False, "ddrp": facts})
+    for name, (rows, k) in arrays.items():
+        group.create_array(name, shape=(rows, k), dtype="float32",
+                           chunks=(max(min(block_rows, rows), 1), k),
+                           dimension_names=("row", "component"))
+        n_blocks = -(-rows // block_rows)
+        group.create_array(progress_name(name), shape=(n_blocks,), dtype="uint8",
+                           chunks=(1,), fill_value=0, compressors=None)
+    return group
+
+
+def _check_same_plan(out: str, recorded: dict[str, Any], facts: dict[str, Any]) -> None:
+    diffs = [f"{key}: {recorded.get(key)!r} then, {facts.get(key)!r} now"
+             for key in RESUME_KEYS if _strip(recorded.get(key)) != _strip(facts.get(key))]
+    if diffs:
+        raise OutputError(f"cannot resume {out}: it was started with other options or inputs "
+                          f"({'; '.join(diffs)}); pass --overwrite to start again")
+
+
+def _strip(value: Any) -> Any:
+    """Plan facts as compared on resume: JSON-normalised, without paths (inputs may move)."""
+    value = json.loads(json.dumps(value))
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k != "path"}
+    return value
+
+
+def pending_blocks(group: Any, array: str) -> np.ndarray:
+    """Indices of the blocks of ``array`` whose flag is not set."""
+    flags = np.asarray(group[progress_name(array)][...])
+    return np.flatnonzero(flags != 1)
+
+
+def mark_done(out: str, array: str, block: int) -> None:
+    """Set one block's flag (after its chunk was written)."""
+    import zarr
+
+    zarr.open_array(f"{out}/{progress_name(array)}", mode="r+")[block] = 1
+
+
+def finish(group: Any, facts: dict[str, Any]) -> None:
+    """Drop the flags and mark the output complete, with its provenance: the last write."""
+    for name in list(group.array_keys()):
+        if name.startswith("_progress_"):
+            del group[name]
+    group.attrs.update({"complete": True, "ddrp": facts})
