@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,12 +27,32 @@ __all__ = [
     "Source",
     "check_finite",
     "default_block_rows",
+    "filesystem",
+    "is_url",
     "open_source",
     "working_dtype",
 ]
 
 #: Target size of one canonical row block in float32: the unit of every task.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+
+def is_url(path: str) -> bool:
+    """True for an fsspec URL (``s3://``, ``gs://``, ``memory://``, ...), False for a path."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def filesystem(path: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``path`` and the path inside it. Credentials and endpoints
+    come from the environment (e.g. ``AWS_*``) and fsspec's configuration."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(path))  # type: ignore[no-any-return]
+
+
+def _qualify(fs: Any, inner: str, like: str) -> str:
+    """A path returned by ``fs`` as the user would write it (a URL stays a URL)."""
+    return str(fs.unstrip_protocol(inner)) if is_url(like) else inner
 
 
 def default_block_rows(d: int) -> int:
@@ -112,6 +131,7 @@ class Source:
     columns: tuple[str, ...] = ()
     layout: str = "array"
     sizes: tuple[int, ...] = field(default=(), compare=False)
+    header_bytes: int = 0
 
     @property
     def working_dtype(self) -> np.dtype[Any]:
@@ -124,8 +144,7 @@ class Source:
         if not 0 <= start <= stop <= self.n_rows:
             raise IndexError(f"rows {start}:{stop} outside 0:{self.n_rows} of {self.path}")
         if self.kind == "npy":
-            arr = _open_npy(self.path)
-            block = arr[start:stop]
+            block = _read_npy_rows(self, start, stop)
         elif self.kind == "zarr":
             block = _open_zarr_array(self.path)[start:stop]
         else:
@@ -143,8 +162,8 @@ class Source:
         }
         if self.kind == "parquet":
             info["columns"] = list(self.columns)
-            info["files"] = [os.path.relpath(f, self.path) if f != self.path else
-                             os.path.basename(f) for f in self.files]
+            info["files"] = [f[len(self.path):].lstrip("/") or f.rsplit("/", 1)[-1]
+                             for f in self.files]
             info["row_groups"] = len(self.row_groups)
         info["bytes"] = sum(self.sizes)
         blob = json.dumps({k: v for k, v in info.items() if k != "path"}, sort_keys=True)
@@ -187,18 +206,21 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
     -------
     Source
     """
-    p = Path(path)
     spath = str(path)
-    if not p.exists():
-        raise InputError(f"{spath}: no such file or directory")
+    fs, inner = filesystem(spath)
+    try:
+        if not fs.exists(inner):
+            raise InputError(f"{spath}: no such file or directory")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{spath}: cannot be reached ({e})") from e
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
     try:
-        if p.is_file() and p.suffix == ".npy":
-            src = _open_npy_source(spath)
-        elif p.is_dir() and (p / "zarr.json").exists():
-            src = _open_zarr_source(spath)
-        elif p.is_dir() or _is_parquet_file(p):
+        if fs.isfile(inner) and inner.endswith(".npy"):
+            src = _open_npy_source(spath, fs, inner)
+        elif fs.isdir(inner) and fs.exists(f"{inner}/zarr.json"):
+            src = _open_zarr_source(spath, fs, inner)
+        elif fs.isdir(inner) or _is_parquet_file(fs, inner):
             src = _open_parquet_source(spath, columns)
         else:
             raise InputError(
@@ -215,28 +237,66 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
     return src
 
 
-def _is_parquet_file(p: Path) -> bool:
-    if not p.is_file():
+def _is_parquet_file(fs: Any, inner: str) -> bool:
+    if not fs.isfile(inner):
         return False
-    with open(p, "rb") as fh:
-        return fh.read(4) == b"PAR1"
+    with fs.open(inner, "rb") as fh:
+        return bool(fh.read(4) == b"PAR1")
 
 
-def _open_npy(path: str) -> np.ndarray:
+def _npy_header(fh: Any, path: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """(shape, fortran_order, dtype, header bytes) of an open .npy file; refuses object
+    arrays (they would need pickle)."""
+    from numpy.lib import format as npy_format
+
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        version = npy_format.read_magic(fh)
+        read = npy_format.read_array_header_1_0 if version == (1, 0) else \
+            npy_format.read_array_header_2_0
+        shape, fortran, dtype = read(fh, max_header_size=2**20)
     except (ValueError, OSError, EOFError) as e:
         raise InputError(f"{path}: not a readable .npy array ({e})") from e
-    return arr  # type: ignore[no-any-return]
+    if dtype.hasobject:
+        raise InputError(f"{path}: not a readable .npy array (it holds Python objects, which "
+                         "would need pickle; ddrp never loads pickles)")
+    return shape, fortran, dtype, fh.tell()
 
 
-def _open_npy_source(path: str) -> Source:
-    arr = _open_npy(path)
-    if arr.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D array (rows x d), got shape {arr.shape}")
-    _check_numeric(arr.dtype, path)
-    return Source(path, "npy", int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
-                  sizes=(os.path.getsize(path),))
+def _open_npy_source(path: str, fs: Any, inner: str) -> Source:
+    with fs.open(inner, "rb") as fh:
+        shape, fortran, dtype, header = _npy_header(fh, path)
+    if len(shape) != 2:
+        raise InputError(f"{path}: expected a 2-D array (rows x d), got shape {shape}")
+    _check_numeric(dtype, path)
+    size = int(fs.size(inner))
+    need = header + int(np.prod(shape)) * dtype.itemsize
+    if size < need:
+        raise InputError(f"{path}: not a readable .npy array (truncated: {size} bytes, the "
+                         f"header announces {need})")
+    if fortran and is_url(path):
+        raise InputError(f"{path}: a Fortran-ordered .npy cannot be read by rows from an "
+                         "object store; save it in C order (np.ascontiguousarray)")
+    return Source(path, "npy", int(shape[0]), int(shape[1]), str(dtype), sizes=(size,),
+                  header_bytes=header)
+
+
+def _read_npy_rows(src: Source, start: int, stop: int) -> np.ndarray:
+    """Local files through a memory map (any order); URLs by one ranged read (C order)."""
+    if not is_url(src.path):
+        try:
+            arr = np.load(src.path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"{src.path}: not a readable .npy array ({e})") from e
+        return np.asarray(arr[start:stop])
+    fs, inner = filesystem(src.path)
+    dtype = np.dtype(src.dtype)
+    row_bytes = src.d * dtype.itemsize
+    with fs.open(inner, "rb") as fh:
+        fh.seek(src.header_bytes + start * row_bytes)
+        raw = fh.read((stop - start) * row_bytes)
+    if len(raw) != (stop - start) * row_bytes:
+        raise InputError(f"{src.path}: truncated at row {start + len(raw) // row_bytes}")
+    return np.frombuffer(raw, dtype=dtype).reshape(stop - start, src.d)
 
 
 def _open_zarr_array(path: str) -> Any:
@@ -257,12 +317,12 @@ def _open_zarr_array(path: str) -> Any:
     return node
 
 
-def _open_zarr_source(path: str) -> Source:
+def _open_zarr_source(path: str, fs: Any, inner: str) -> Source:
     arr = _open_zarr_array(path)
     if arr.ndim != 2:
         raise InputError(f"{path}: expected a 2-D Zarr array (rows x d), got shape {arr.shape}")
     _check_numeric(arr.dtype, path)
-    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    size = int(fs.du(inner)) if hasattr(fs, "du") else 0
     return Source(path, "zarr", int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
                   sizes=(size,))
 
@@ -279,23 +339,29 @@ def _check_numeric(dtype: np.dtype[Any], where: str) -> None:
 
 
 def _parquet_files(path: str) -> list[str]:
-    p = Path(path)
-    if p.is_file():
+    """The dataset's files in row order: sorted by path, hidden (``.``/``_``) ones skipped."""
+    fs, inner = filesystem(path)
+    if fs.isfile(inner):
         return [path]
-    files = sorted(
-        str(f) for f in p.rglob("*")
-        if f.is_file() and not any(part.startswith((".", "_")) for part in
-                                   f.relative_to(p).parts)
-    )
+    root = inner.rstrip("/")
+    found = sorted(fs.find(root))
+    files = [_qualify(fs, f, path) for f in found
+             if not any(part.startswith((".", "_"))
+                        for part in f[len(root):].strip("/").split("/"))]
     if not files:
         raise InputError(f"{path}: directory holds no Parquet files")
     return files
 
 
 def _open_parquet_file(path: str) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` for a local path or URL (no pre-buffering: it would
+    buffer the whole file, FIELD-NOTES)."""
     import pyarrow.parquet as pq
 
     try:
+        if is_url(path):
+            fs, inner = filesystem(path)
+            return pq.ParquetFile(fs.open(inner, "rb"), pre_buffer=False)
         return pq.ParquetFile(path, pre_buffer=False)
     except Exception as e:  # pyarrow raises ArrowInvalid/OSError for damaged files
         raise InputError(f"{path}: not a readable Parquet file ({e})") from e
@@ -321,7 +387,7 @@ def _open_parquet_source(path: str, columns: list[str] | None) -> Source:
             if nr:
                 row_groups.append((fi, gi, start, nr))
                 start += nr
-        sizes.append(os.path.getsize(f))
+        sizes.append(int(pf.metadata.serialized_size))
     d, dtype = _vector_shape(schema, layout, cols, files, row_groups)
     return Source(path, "parquet", start, d, dtype, tuple(files), tuple(row_groups),
                   tuple(cols), layout, tuple(sizes))

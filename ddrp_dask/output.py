@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import OptionError, OutputError
+from .io import filesystem, is_url
 
 __all__ = ["check_out", "output_state", "remove_output"]
 
@@ -27,11 +27,9 @@ RESUME_KEYS = ("command", "method", "k", "seed", "block_rows", "shrinkage", "inp
 
 def output_state(path: str | os.PathLike[str]) -> str | None:
     """``"complete"``/``"incomplete"`` for a ddrp output group or model, else None."""
-    meta = Path(path) / "zarr.json"
-    if not meta.is_file():
-        return None
+    fs, inner = filesystem(str(path))
     try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
+        attrs = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json")).get("attributes", {})
     except (OSError, ValueError):
         return None
     if attrs.get("format") != "ddrp-model" and "ddrp" not in attrs:
@@ -44,6 +42,8 @@ def check_out(out: str, inputs: list[str], overwrite: bool, resume: bool = False
     ``overwrite`` (or ``resume`` for a ddrp output); and anything not ddrp's to delete."""
     if overwrite and resume:
         raise OptionError("--overwrite and --resume contradict each other; choose one")
+    if is_url(out):
+        return _check_out_url(out, inputs, overwrite, resume)
     out_p = Path(out).resolve()
     for src in inputs:
         src_p = Path(src).resolve()
@@ -56,7 +56,24 @@ def check_out(out: str, inputs: list[str], overwrite: bool, resume: bool = False
         if not os.access(out_p.parent, os.W_OK):
             raise OutputError(f"output {out}: directory {out_p.parent} is not writable")
         return
-    state = output_state(out_p)
+    _check_existing(out, overwrite, resume)
+
+
+def _check_out_url(out: str, inputs: list[str], overwrite: bool, resume: bool) -> None:
+    norm = out.rstrip("/") + "/"
+    for src in inputs:
+        other = src.rstrip("/") + "/"
+        if norm.startswith(other) or other.startswith(norm):
+            raise OutputError(f"output {out} overlaps input {src}; choose an output outside "
+                              "the inputs")
+    fs, inner = filesystem(out)
+    if fs.exists(inner):
+        _check_existing(out, overwrite, resume)
+
+
+def _check_existing(out: str, overwrite: bool, resume: bool) -> None:
+    """The rules for an output location that already exists."""
+    state = output_state(out)
     if resume and state is not None:
         return
     if not overwrite:
@@ -71,9 +88,9 @@ def check_out(out: str, inputs: list[str], overwrite: bool, resume: bool = False
 
 def remove_output(out: str) -> None:
     """Delete an earlier ddrp output (vetted by ``check_out``) before writing anew."""
-    p = Path(out)
-    if p.exists() and output_state(p) is not None:
-        shutil.rmtree(p)
+    if output_state(out) is not None:
+        fs, inner = filesystem(out)
+        fs.rm(inner, recursive=True)
 
 
 def progress_name(array: str) -> str:
