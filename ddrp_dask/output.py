@@ -22,7 +22,8 @@ from .io import filesystem, is_url
 __all__ = ["check_out", "output_state", "remove_output"]
 
 #: Facts of a plan that must match for an incomplete output to be resumed.
-RESUME_KEYS = ("command", "method", "k", "seed", "block_rows", "shrinkage", "inputs")
+RESUME_KEYS = ("command", "method", "k", "seed", "block_rows", "shrinkage", "stats_fraction",
+               "inputs")
 
 
 def output_state(path: str | os.PathLike[str]) -> str | None:

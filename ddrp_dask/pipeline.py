@@ -154,8 +154,9 @@ def compute_moments(plan: Plan, scheduler: Any = None,
     """Pass 1: the statistics of every source of the plan, in one compute."""
     graphs = []
     for side, src in plan.sources.items():
-        leaves = [dask.delayed(_stats_task, pure=True)(src, a, b, side)
-                  for a, b in plan.block_ranges(side)]
+        ranges = plan.block_ranges(side)
+        leaves = [dask.delayed(_stats_task, pure=True)(src, *ranges[i], side)
+                  for i in plan.stats_blocks(side)]
         graphs.append(_reduce_tree(leaves))
     results = _compute(graphs, scheduler, progress, "pass 1: statistics")
     return dict(zip(plan.sources, results, strict=True))

@@ -8,6 +8,7 @@ a memory estimate. ``ddrp_dask.pipeline.execute`` then runs it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,10 +52,24 @@ class Plan:
     resume: bool = False
     model: SketchModel | None = field(default=None, repr=False)
     model_path: str | None = None
+    stats_fraction: float = 1.0
 
     def n_blocks(self, side: str) -> int:
         """Number of canonical row blocks of one source."""
         return -(-self.sources[side].n_rows // self.block_rows)
+
+    def stats_blocks(self, side: str) -> list[int]:
+        """The blocks pass 1 reads: all of them, or a seeded fraction (at least one).
+
+        The choice depends only on the seed, the side and the block count, so it is the
+        same on every machine and for every format of the same data.
+        """
+        n = self.n_blocks(side)
+        if self.stats_fraction >= 1.0:
+            return list(range(n))
+        m = max(1, math.ceil(self.stats_fraction * n))
+        rng = np.random.default_rng([self.seed, 0x5747, 0 if side == "x" else 1])
+        return sorted(int(i) for i in rng.choice(n, size=m, replace=False))
 
     def block_ranges(self, side: str) -> list[tuple[int, int]]:
         """``(start, stop)`` of every canonical block of one source, in row order."""
@@ -69,8 +84,10 @@ class Plan:
         if self.command == "stats":
             steps.append(f"pass 1: statistics of {' and '.join(sides)}")
         if self.command in ("fit", "run"):
+            frac = "" if self.stats_fraction >= 1 else \
+                f", on a seeded {self.stats_fraction:g} of the blocks"
             steps.append(f"pass 1: statistics of {' and '.join(sides)} (map per block, tree "
-                         "reduce in float64)")
+                         f"reduce in float64{frac})")
             steps.append(f"build: method={self.method}, K={self.k}, seed={self.seed} "
                          "(driver, O(d^3))")
         if self.command in ("project", "run"):
@@ -156,9 +173,18 @@ def _check_shrinkage(shrinkage: float | str) -> float | str:
 # constructors
 
 
-def _plan_two_sources(command: str, x: str, w: str, k: int, method: str, seed: int, out: str,
-                      x_columns: Any, w_columns: Any, block_rows: int | None,
-                      shrinkage: float | str, overwrite: bool, resume: bool) -> Plan:
+def _check_fraction(fraction: float) -> float:
+    value = float(fraction)
+    if not 0.0 < value <= 1.0:
+        raise OptionError(f"stats fraction must be in (0, 1], got {fraction}")
+    return value
+
+
+def _plan_two_sources(command: str, x: str, w: str, k: int, out: str, method: str = "auto",
+                      seed: int = 0, x_columns: Any = None, w_columns: Any = None,
+                      block_rows: int | None = None, shrinkage: float | str = "oas",
+                      overwrite: bool = False, resume: bool = False,
+                      stats_fraction: float = 1.0) -> Plan:
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     sx = open_source(x, x_columns)
@@ -168,13 +194,14 @@ def _plan_two_sources(command: str, x: str, w: str, k: int, method: str, seed: i
     check_out(out, [x, w], overwrite, resume)
     return Plan(command, {"x": sx, "w": sw}, int(k), method, _check_seed(seed),
                 _block_rows(block_rows, sx.d), str(out), _check_shrinkage(shrinkage), overwrite,
-                resume)
+                resume, stats_fraction=_check_fraction(stats_fraction))
 
 
 def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
              x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
              block_rows: int | None = None, shrinkage: float | str = "oas",
-             overwrite: bool = False, resume: bool = False) -> Plan:
+             overwrite: bool = False, resume: bool = False,
+             stats_fraction: float = 1.0) -> Plan:
     """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
 
     Parameters
@@ -197,30 +224,36 @@ def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int =
     resume : bool, default=False
         Finish an interrupted output at ``out`` made with the same options: finished blocks
         are kept, the rest written (a complete one is left as it is).
+    stats_fraction : float in (0, 1], default=1.0
+        Compute the statistics on this seeded fraction of the row blocks only (pass 1 reads
+        just those); pass 2 still sketches every row.
     """
-    return _plan_two_sources("fit", x, w, k, method, seed, out, x_columns, w_columns,
-                             block_rows, shrinkage, overwrite, resume)
+    return _plan_two_sources("fit", x, w, k, out, method, seed, x_columns, w_columns,
+                             block_rows, shrinkage, overwrite, resume, stats_fraction)
 
 
 def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
              x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
              block_rows: int | None = None, shrinkage: float | str = "oas",
-             overwrite: bool = False, resume: bool = False) -> Plan:
+             overwrite: bool = False, resume: bool = False,
+             stats_fraction: float = 1.0) -> Plan:
     """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
     ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``."""
-    return _plan_two_sources("run", x, w, k, method, seed, out, x_columns, w_columns,
-                             block_rows, shrinkage, overwrite, resume)
+    return _plan_two_sources("run", x, w, k, out, method, seed, x_columns, w_columns,
+                             block_rows, shrinkage, overwrite, resume, stats_fraction)
 
 
 def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
-               w_columns: str | list[str] | None = None,
-               block_rows: int | None = None) -> Plan:
+               w_columns: str | list[str] | None = None, block_rows: int | None = None,
+               stats_fraction: float = 1.0, seed: int = 0) -> Plan:
     """Plan pass 1 alone (``compute_moments(plan)``): the statistics of both sources, for
-    choosing K or method before fitting. Writes nothing; ``k`` and ``method`` are unset."""
+    choosing K or method before fitting. Writes nothing; ``k`` and ``method`` are unset.
+    ``stats_fraction`` and ``seed`` choose the blocks read, as for ``plan_fit``."""
     sx = open_source(x, x_columns)
     sw = open_source(w, w_columns)
     _check_same_d(sx, sw)
-    return Plan("stats", {"x": sx, "w": sw}, 0, "", 0, _block_rows(block_rows, sx.d), "")
+    return Plan("stats", {"x": sx, "w": sw}, 0, "", _check_seed(seed),
+                _block_rows(block_rows, sx.d), "", stats_fraction=_check_fraction(stats_fraction))
 
 
 def plan_project(model: str, side: str, input: str, out: str,
@@ -254,6 +287,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "seed": plan.seed,
         "block_rows": plan.block_rows,
         "shrinkage": plan.shrinkage,
+        "stats_fraction": plan.stats_fraction,
         "inputs": {side: src.fingerprint() for side, src in plan.sources.items()},
         "versions": _versions(),
     }

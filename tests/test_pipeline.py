@@ -193,3 +193,38 @@ def test_plan_writes_nothing_and_describes_the_job(tmp_path: Path, files: dict[s
                   "pass 1", "pass 2", "o.zarr/x (2300 x 8 float32)", "memory: about"):
         assert piece in text, piece
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_stats_fraction_reads_only_chosen_blocks(tmp_path: Path,
+                                                 pair: tuple[np.ndarray, np.ndarray]) -> None:
+    x, w = pair  # 2300 rows in blocks of 500: 5 blocks
+    wp = write_npy(tmp_path / "w.npy", w)
+    plan = dd.plan_fit(write_npy(tmp_path / "x.npy", x), wp, 8, str(tmp_path / "m"),
+                       block_rows=BLOCK, stats_fraction=0.4, seed=5)
+    chosen = plan.stats_blocks("x")
+    assert len(chosen) == 2 and chosen == sorted(set(chosen))
+    assert chosen == dd.plan_fit(files_of(tmp_path, x), wp, 8, str(tmp_path / "m2"),
+                                 block_rows=BLOCK, stats_fraction=0.4, seed=5).stats_blocks("x")
+    mx = dd.compute_moments(plan, scheduler="threads")["x"]
+    rows = np.concatenate([x[i * BLOCK:(i + 1) * BLOCK] for i in chosen])
+    assert mx.n == len(rows)
+    ref = reference_covariance(rows)
+    assert np.linalg.norm(mx.scatter - ref) / np.linalg.norm(ref) < 1e-6
+    # a NaN in a block pass 1 skips is caught by pass 2, naming its row
+    skipped = next(i for i in range(5) if i not in chosen)
+    bad = x.copy()
+    bad[skipped * BLOCK + 7, 1] = np.nan
+    bp = write_parquet_list(tmp_path / "bad.parquet", bad, BLOCK)
+    run = dd.plan_run(bp, wp, 8, str(tmp_path / "o.zarr"), block_rows=BLOCK,
+                      stats_fraction=0.4, seed=5)
+    assert run.stats_blocks("x") == chosen
+    dd.fit_model(run, scheduler="threads")  # pass 1 never reads the bad row group
+    with pytest.raises(InvalidValueError, match=f"row {skipped * BLOCK + 7} column 1 is nan"):
+        dd.execute(run, scheduler="threads")
+    with pytest.raises(dd.DdrpError, match=r"stats fraction must be in \(0, 1\]"):
+        dd.plan_fit(bp, wp, 8, str(tmp_path / "m3"), stats_fraction=0)
+
+
+def files_of(tmp: Path, x: np.ndarray) -> str:
+    """The same rows in another format (Zarr, other chunking)."""
+    return write_zarr(tmp / "x_other.zarr", x, 333)

@@ -38,6 +38,9 @@ source_options = _options(
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--shrinkage", default="oas", show_default=True,
                  help="'oas' or a fixed number in [0, 1]."),
+    click.option("--stats-fraction", type=float, default=1.0, show_default=True,
+                 help="Statistics from this seeded fraction of the row blocks (pass 1 reads "
+                      "only those); every row is still sketched."),
 )
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
