@@ -132,6 +132,7 @@ class Source:
     layout: str = "array"
     sizes: tuple[int, ...] = field(default=(), compare=False)
     header_bytes: int = 0
+    id_column: str | None = None
 
     @property
     def working_dtype(self) -> np.dtype[Any]:
@@ -150,6 +151,35 @@ class Source:
         else:
             block = _read_parquet_rows(self, start, stop)
         return np.ascontiguousarray(block, dtype=self.working_dtype)
+
+    def read_ids(self, start: int, stop: int) -> np.ndarray:
+        """The id column's values for rows ``start:stop``: int64, or str for text ids."""
+        if self.id_column is None:
+            raise InputError(f"{self.path}: no id column was chosen")
+        parts = []
+        for fi, gi, rg_start, nr in self.row_groups:
+            lo, hi = max(start, rg_start), min(stop, rg_start + nr)
+            if lo < hi:
+                table = _open_parquet_file(self.files[fi]).read_row_group(
+                    gi, columns=[self.id_column])
+                col = table.column(0).slice(lo - rg_start, hi - lo).combine_chunks()
+                if col.null_count:
+                    raise InvalidValueError(
+                        f"{self.files[fi]} row group {gi}: id column {self.id_column!r} is null "
+                        f"at row {lo + _first_null(col)}")
+                parts.append(np.asarray(col.to_numpy(zero_copy_only=False)))
+        ids = np.concatenate(parts) if parts else np.zeros(0)
+        return ids.astype(str) if ids.dtype.kind in "OUS" else ids.astype(np.int64)
+
+    @property
+    def id_dtype(self) -> str | None:
+        """``"int64"`` or ``"str"`` for the id column, None without one."""
+        if self.id_column is None:
+            return None
+        import pyarrow as pa
+
+        t = _open_parquet_file(self.files[0]).schema_arrow.field(self.id_column).type
+        return "int64" if pa.types.is_integer(t) else "str"
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this input without reading it: kind, shape, dtype, columns,
@@ -189,7 +219,8 @@ def _short_list(names: tuple[str, ...]) -> str:
 # opening
 
 
-def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = None) -> Source:
+def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = None,
+                id_column: str | None = None) -> Source:
     """Describe the source at ``path`` from its metadata; reads no vectors.
 
     Parameters
@@ -199,8 +230,10 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
         Parquet file or directory of Parquet files (searched recursively, sorted by path).
     columns : str or list of str, optional
         Parquet only: one list/fixed-size-list column, or several numeric columns
-        (comma-separated in a string). Default: the only list column, else every numeric
-        column.
+        (comma-separated in a string; shell-style globs such as ``f*`` expand in schema
+        order). Default: the only list column, else every numeric column but the id column.
+    id_column : str, optional
+        Parquet only: an integer or string column carried beside the sketches.
 
     Returns
     -------
@@ -221,15 +254,16 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
         elif fs.isdir(inner) and fs.exists(f"{inner}/zarr.json"):
             src = _open_zarr_source(spath, fs, inner)
         elif fs.isdir(inner) or _is_parquet_file(fs, inner):
-            src = _open_parquet_source(spath, columns)
+            src = _open_parquet_source(spath, columns, id_column)
         else:
             raise InputError(
                 f"{spath}: not a .npy file, a Zarr v3 array or a Parquet file/directory"
             )
     except PermissionError as e:
         raise InputError(f"{spath}: cannot be read ({e.strerror})") from e
-    if columns and src.kind != "parquet":
-        raise InputError(f"{spath}: columns were given but this is a {src.kind} source")
+    if (columns or id_column) and src.kind != "parquet":
+        raise InputError(f"{spath}: columns were given but this is a {src.kind} source; "
+                         "columns and id columns are for Parquet sources")
     if src.n_rows == 0:
         raise InputError(f"{spath}: the source is empty (0 rows)")
     if src.d == 0:
@@ -367,11 +401,15 @@ def _open_parquet_file(path: str) -> Any:
         raise InputError(f"{path}: not a readable Parquet file ({e})") from e
 
 
-def _open_parquet_source(path: str, columns: list[str] | None) -> Source:
+def _open_parquet_source(path: str, columns: list[str] | None,
+                         id_column: str | None = None) -> Source:
     files = _parquet_files(path)
     first = _open_parquet_file(files[0])
     schema = first.schema_arrow
-    layout, cols = _choose_columns(schema, columns, files[0])
+    if id_column is not None:
+        _check_id_column(schema, id_column, files[0])
+    layout, cols = _choose_columns(schema, columns, files[0],
+                                   exclude=(id_column,) if id_column else ())
     row_groups: list[tuple[int, int, int, int]] = []
     sizes = []
     start = 0
@@ -390,7 +428,34 @@ def _open_parquet_source(path: str, columns: list[str] | None) -> Source:
         sizes.append(int(pf.metadata.serialized_size))
     d, dtype = _vector_shape(schema, layout, cols, files, row_groups)
     return Source(path, "parquet", start, d, dtype, tuple(files), tuple(row_groups),
-                  tuple(cols), layout, tuple(sizes))
+                  tuple(cols), layout, tuple(sizes), id_column=id_column)
+
+
+def _check_id_column(schema: Any, id_column: str, where: str) -> None:
+    import pyarrow as pa
+
+    if id_column not in schema.names:
+        raise InputError(f"{where}: no id column {id_column!r}; columns are {schema.names}")
+    t = schema.field(id_column).type
+    if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+        raise InputError(f"{where}: id column {id_column!r} has type {t}; ids must be integers "
+                         "or strings")
+
+
+def _expand(columns: list[str], names: list[str], where: str) -> list[str]:
+    """Column names with shell-style globs expanded in schema order."""
+    import fnmatch
+
+    out: list[str] = []
+    for c in columns:
+        if any(ch in c for ch in "*?["):
+            hits = [n for n in names if fnmatch.fnmatchcase(n, c)]
+            if not hits:
+                raise InputError(f"{where}: no column matches {c!r}; columns are {names}")
+            out += [h for h in hits if h not in out]
+        elif c not in out:
+            out.append(c)
+    return out
 
 
 def _same_columns(a: Any, b: Any, cols: tuple[str, ...]) -> bool:
@@ -410,11 +475,17 @@ def _is_number(t: Any) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
 
 
-def _choose_columns(schema: Any, columns: list[str] | None,
-                    where: str) -> tuple[str, tuple[str, ...]]:
-    """Pick the vector columns: explicit names, else the only list column, else all numeric."""
+def _choose_columns(schema: Any, columns: list[str] | None, where: str,
+                    exclude: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+    """Pick the vector columns: explicit names (globs expanded), else the only list column,
+    else every numeric column not in ``exclude``."""
     names = list(schema.names)
     if columns:
+        columns = _expand(columns, names, where)
+        clash = [c for c in columns if c in exclude]
+        if clash:
+            raise InputError(f"{where}: column {clash[0]!r} is the id column; it cannot also "
+                             "hold vector values")
         missing = [c for c in columns if c not in names]
         if missing:
             raise InputError(f"{where}: no column {missing[0]!r}; columns are {names}")
@@ -438,7 +509,7 @@ def _choose_columns(schema: Any, columns: list[str] | None,
     if len(lists) > 1:
         raise InputError(f"{where}: several list columns {lists}; choose one with --columns "
                          "(--x-columns / --w-columns)")
-    numeric = [n for n in names if _is_number(schema.field(n).type)]
+    numeric = [n for n in names if _is_number(schema.field(n).type) and n not in exclude]
     if not numeric:
         raise InputError(f"{where}: no list or numeric column among {names}")
     return "scalars", tuple(numeric)

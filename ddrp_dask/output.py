@@ -99,11 +99,13 @@ def progress_name(array: str) -> str:
     return f"_progress_{array}"
 
 
-def open_output(out: str, facts: dict[str, Any], arrays: dict[str, tuple[int, int]],
-                block_rows: int, resume: bool) -> Any:
-    """The output group, created marked incomplete with empty float32 ``arrays``
-    (name → (rows, k)) and their flags — or, when resuming, the existing incomplete group
-    after checking it was made by the same plan."""
+def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, int]],
+                block_rows: int, resume: bool, ids: dict[str, tuple[int, str]] | None = None
+                ) -> Any:
+    """The output group, created marked incomplete with empty float32 ``sketches``
+    (name → (rows, k)), their flags and the ``ids`` arrays (name → (rows, "int64"|"str")) —
+    or, when resuming, the existing incomplete group after checking it was made by the same
+    plan."""
     import zarr
 
     if resume and output_state(out) == "incomplete":
@@ -112,13 +114,16 @@ def open_output(out: str, facts: dict[str, Any], arrays: dict[str, tuple[int, in
         return group
     group = zarr.open_group(out, mode="w-")
     group.attrs.update({"complete": False, "ddrp": facts})
-    for name, (rows, k) in arrays.items():
+    for name, (rows, k) in sketches.items():
         group.create_array(name, shape=(rows, k), dtype="float32",
                            chunks=(max(min(block_rows, rows), 1), k),
                            dimension_names=("row", "component"))
         n_blocks = -(-rows // block_rows)
         group.create_array(progress_name(name), shape=(n_blocks,), dtype="uint8",
                            chunks=(1,), fill_value=0, compressors=None)
+    for name, (rows, dtype) in (ids or {}).items():
+        group.create_array(name, shape=(rows,), dtype=str if dtype == "str" else dtype,
+                           chunks=(max(min(block_rows, rows), 1),), dimension_names=("row",))
     return group
 
 

@@ -45,8 +45,9 @@ def _stats_task(src: Source, start: int, stop: int, side: str) -> Moments:
 
 
 def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
-                  out: str, array: str, block: int) -> int:
-    """Sketch one block, write its chunk, then its done flag (idempotent on retry)."""
+                  out: str, array: str, block: int, ids_array: str | None) -> int:
+    """Sketch one block, write its chunk (and its ids), then its done flag; a retry rewrites
+    the same bytes."""
     import zarr
 
     with threadpool_limits(limits=1):
@@ -55,6 +56,8 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
         check_finite(block_rows, where, start)
         sketch = project_block(block_rows, side_map, where, start)
     zarr.open_array(f"{out}/{array}", mode="r+")[start:stop] = sketch
+    if ids_array is not None:
+        zarr.open_array(f"{out}/{ids_array}", mode="r+")[start:stop] = src.read_ids(start, stop)
     mark_done(out, array, block)
     return stop - start
 
@@ -169,15 +172,27 @@ def fit_model(plan: Plan, scheduler: Any = None, progress: bool = False) -> Sket
                  provenance=plan_summary(plan))
 
 
+def _output_names(plan: Plan) -> dict[str, tuple[str, str | None]]:
+    """side → (sketch array, ids array or None): ``x``/``w``/``x_ids``/``w_ids`` for run,
+    ``sketch``/``ids`` for project."""
+    names = {}
+    for side, src in plan.sources.items():
+        prefix = f"{side}_" if plan.command == "run" else ""
+        sketch = side if plan.command == "run" else "sketch"
+        names[side] = (sketch, f"{prefix}ids" if src.id_column else None)
+    return names
+
+
 def _project_graphs(plan: Plan, model: SketchModel, group: Any,
-                    arrays: dict[str, str]) -> list[Any]:
+                    names: dict[str, tuple[str, str | None]]) -> list[Any]:
     """One task per pending block (all blocks, unless resuming), summed per side."""
     graphs = []
-    for side, name in arrays.items():
+    for side, (name, ids_name) in names.items():
         side_map = dask.delayed(model.side(side), pure=True)
         ranges = plan.block_ranges(side)
         tasks = [dask.delayed(_project_task, pure=True)(plan.sources[side], *ranges[i], side,
-                                                         side_map, plan.out, name, int(i))
+                                                         side_map, plan.out, name, int(i),
+                                                         ids_name)
                  for i in pending_blocks(group, name)]
         graphs.append(dask.delayed(sum, pure=True)(tasks))
     return graphs
@@ -227,15 +242,16 @@ def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
         remove_output(plan.out)  # an interrupted save, when resuming
         save_model(model, plan.out)
         return model
-    arrays = {"x": "x", "w": "w"} if plan.command == "run" else \
-        {next(iter(plan.sources)): "sketch"}
+    names = _output_names(plan)
     facts = plan_summary(plan)
-    shapes = {name: (plan.sources[side].n_rows, plan.k) for side, name in arrays.items()}
-    group = open_output(plan.out, facts, shapes, plan.block_rows, plan.resume)
+    sketches = {name: (plan.sources[side].n_rows, plan.k) for side, (name, _) in names.items()}
+    ids = {ids_name: (plan.sources[side].n_rows, str(plan.sources[side].id_dtype))
+           for side, (_, ids_name) in names.items() if ids_name}
+    group = open_output(plan.out, facts, sketches, plan.block_rows, plan.resume, ids)
     if plan.command == "run" and output_state(f"{plan.out}/model") != "complete":
         remove_output(f"{plan.out}/model")
         save_model(model, f"{plan.out}/model")
-    _compute(_project_graphs(plan, model, group, arrays), scheduler, progress,
+    _compute(_project_graphs(plan, model, group, names), scheduler, progress,
              "pass 2: projection")
     finish(group, facts)
     return model

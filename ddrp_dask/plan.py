@@ -184,11 +184,12 @@ def _plan_two_sources(command: str, x: str, w: str, k: int, out: str, method: st
                       seed: int = 0, x_columns: Any = None, w_columns: Any = None,
                       block_rows: int | None = None, shrinkage: float | str = "oas",
                       overwrite: bool = False, resume: bool = False,
-                      stats_fraction: float = 1.0) -> Plan:
+                      stats_fraction: float = 1.0, x_id_column: str | None = None,
+                      w_id_column: str | None = None) -> Plan:
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    sx = open_source(x, x_columns)
-    sw = open_source(w, w_columns)
+    sx = open_source(x, x_columns, x_id_column)
+    sw = open_source(w, w_columns, w_id_column)
     _check_same_d(sx, sw)
     check_k(int(k), sx.d, method)
     check_out(out, [x, w], overwrite, resume)
@@ -236,11 +237,15 @@ def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int =
              x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
              block_rows: int | None = None, shrinkage: float | str = "oas",
              overwrite: bool = False, resume: bool = False,
-             stats_fraction: float = 1.0) -> Plan:
+             stats_fraction: float = 1.0, x_id_column: str | None = None,
+             w_id_column: str | None = None) -> Plan:
     """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
-    ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``."""
+    ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``, and
+    ``x_id_column``/``w_id_column``: Parquet id columns copied to ``out/x_ids``/``out/w_ids``.
+    """
     return _plan_two_sources("run", x, w, k, out, method, seed, x_columns, w_columns,
-                             block_rows, shrinkage, overwrite, resume, stats_fraction)
+                             block_rows, shrinkage, overwrite, resume, stats_fraction,
+                             x_id_column, w_id_column)
 
 
 def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
@@ -258,16 +263,18 @@ def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
 
 def plan_project(model: str, side: str, input: str, out: str,
                  columns: str | list[str] | None = None, block_rows: int | None = None,
-                 overwrite: bool = False, resume: bool = False) -> Plan:
+                 overwrite: bool = False, resume: bool = False,
+                 id_column: str | None = None) -> Plan:
     """Plan ``project``: sketch the rows of ``input`` as side ``side`` of the saved model into
     the Zarr group ``out`` (array ``sketch``).
 
     ``block_rows`` defaults to the model's, so the bytes match the ``run`` that fitted it.
+    ``id_column``: a Parquet id column copied to ``out/ids``.
     """
     if side not in ("x", "w"):
         raise OptionError(f"--side must be 'x' or 'w', got {side!r}")
     fitted = load_model(model)
-    src = open_source(input, columns)
+    src = open_source(input, columns, id_column)
     if src.d != fitted.d:
         raise OptionError(f"got d={src.d} for {input} but the model {model} was fitted for "
                           f"d={fitted.d}")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+
 from ddrp_cli.main import cli
 
 from .conftest import make_pair, write_npy, write_parquet_list

@@ -37,6 +37,8 @@ def fit(**opts: Any) -> None:
 @click.command()
 @source_options
 @click.option("--out", required=True, help="Zarr group written: arrays x, w and model.")
+@click.option("--x-id-column", default=None, help="Parquet id column of X, written to OUT/x_ids.")
+@click.option("--w-id-column", default=None, help="Parquet id column of W, written to OUT/w_ids.")
 @execution_options
 @guard
 def run(**opts: Any) -> None:
@@ -50,6 +52,7 @@ def run(**opts: Any) -> None:
 @click.option("--side", type=click.Choice(["x", "w"]), required=True)
 @click.option("--input", "input", required=True, help="Rows to sketch.")
 @click.option("--columns", default=None, help="Parquet column(s) of the vectors.")
+@click.option("--id-column", default=None, help="Parquet id column, written to OUT/ids.")
 @click.option("--out", required=True, help="Zarr group written: array sketch.")
 @execution_options
 @guard
