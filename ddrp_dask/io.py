@@ -30,6 +30,7 @@ __all__ = [
     "filesystem",
     "is_url",
     "open_source",
+    "read_valid",
     "working_dtype",
 ]
 
@@ -139,9 +140,10 @@ class Source:
         """The dtype blocks are returned in (see module docstring)."""
         return working_dtype(np.dtype(self.dtype))
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
+    def read_rows(self, start: int, stop: int, invalid: str = "error") -> np.ndarray:
         """Rows ``start:stop`` as a C-contiguous ``(stop - start, d)`` array of the working
-        dtype; Parquet nulls and ragged lists raise ``InvalidValueError`` naming the row."""
+        dtype. Parquet nulls and lists of the wrong length raise ``InvalidValueError`` naming
+        the row, or with ``invalid="nan"`` come back as rows of NaN (to be skipped)."""
         if not 0 <= start <= stop <= self.n_rows:
             raise IndexError(f"rows {start}:{stop} outside 0:{self.n_rows} of {self.path}")
         if self.kind == "npy":
@@ -149,7 +151,7 @@ class Source:
         elif self.kind == "zarr":
             block = _open_zarr_array(self.path)[start:stop]
         else:
-            block = _read_parquet_rows(self, start, stop)
+            block = _read_parquet_rows(self, start, stop, invalid == "nan")
         return np.ascontiguousarray(block, dtype=self.working_dtype)
 
     def read_ids(self, start: int, stop: int) -> np.ndarray:
@@ -538,7 +540,7 @@ def _vector_shape(schema: Any, layout: str, cols: tuple[str, ...], files: list[s
     return len(valid[0]), dtype
 
 
-def _read_parquet_rows(src: Source, start: int, stop: int) -> np.ndarray:
+def _read_parquet_rows(src: Source, start: int, stop: int, as_nan: bool = False) -> np.ndarray:
     """Read the row groups overlapping ``start:stop`` and return exactly those rows."""
     out = np.empty((stop - start, src.d), dtype=src.working_dtype)
     for fi, gi, rg_start, nr in src.row_groups:
@@ -552,48 +554,80 @@ def _read_parquet_rows(src: Source, start: int, stop: int) -> np.ndarray:
             raise
         except Exception as e:
             raise InputError(f"{f}: row group {gi} cannot be read ({e})") from e
-        block = _table_to_matrix(table, src, f"{f} row group {gi}", rg_start)
+        block = _table_to_matrix(table, src, f"{f} row group {gi}", rg_start, as_nan)
         out[lo - start:hi - start] = block[lo - rg_start:hi - rg_start]
     return out
 
 
-def _table_to_matrix(table: Any, src: Source, where: str, row0: int) -> np.ndarray:
-    """A pyarrow table of the vector columns as an ``(n, d)`` array; nulls and wrong lengths
-    raise naming the row (``row0`` is the table's first global row)."""
-    n = table.num_rows
+def _table_to_matrix(table: Any, src: Source, where: str, row0: int,
+                     as_nan: bool = False) -> np.ndarray:
+    """A pyarrow table of the vector columns as an ``(n, d)`` array. Nulls and wrong lengths
+    raise naming the row (``row0`` is the table's first global row), or become NaN rows."""
     if src.layout == "scalars":
-        out = np.empty((n, src.d), dtype=src.working_dtype)
-        for j, c in enumerate(src.columns):
-            col = table.column(c)
-            if col.null_count:
-                row = _first_null(col.combine_chunks())
-                raise InvalidValueError(f"{where}: column {c!r} is null at row {row0 + row} "
-                                        f"(row {row} of the group)")
-            out[:, j] = col.to_numpy()
-        return out
-    col = table.column(0).combine_chunks()
-    if col.null_count:
-        row = _first_null(col)
-        raise InvalidValueError(f"{where}: column {src.columns[0]!r} has a null vector at row "
-                                f"{row0 + row} (row {row} of the group)")
+        return _scalars_to_matrix(table, src, where, row0, as_nan)
     import pyarrow as pa
 
-    if not pa.types.is_fixed_size_list(col.type):
-        lengths = np.diff(np.asarray(col.offsets))
-        bad = np.flatnonzero(lengths != src.d)
-        if bad.size:
-            row = int(bad[0])
-            raise InvalidValueError(
-                f"{where}: column {src.columns[0]!r} row {row0 + row} has {lengths[row]} "
-                f"values, expected d={src.d} like the first row of the dataset"
-            )
-    values = col.flatten()
+    n = table.num_rows
+    col = table.column(0).combine_chunks()
+    null = np.asarray(col.is_null())
+    if pa.types.is_fixed_size_list(col.type):
+        lengths = np.full(n, src.d)
+        starts = np.arange(n) * src.d + col.offset * src.d
+    else:
+        offsets = np.asarray(col.offsets)
+        lengths, starts = np.diff(offsets), offsets[:-1]
+    values = col.values
+    bad = null | (lengths != src.d)
     if values.null_count:
-        row = _first_null(values) // src.d
-        raise InvalidValueError(f"{where}: column {src.columns[0]!r} row {row0 + row} holds a "
-                                "null value")
-    return np.asarray(values.to_numpy(zero_copy_only=False)).reshape(n, src.d)
+        value_null = np.asarray(values.is_null())
+        has_null = np.add.reduceat(value_null, np.minimum(starts, len(value_null) - 1)) > 0
+        bad |= has_null & (lengths > 0)
+    if bad.any() and not as_nan:
+        row = int(np.flatnonzero(bad)[0])
+        what = ("has a null vector" if null[row] else
+                f"has {lengths[row]} values, expected d={src.d} like the first row of the "
+                "dataset" if lengths[row] != src.d else "holds a null value")
+        raise InvalidValueError(f"{where}: column {src.columns[0]!r} row {row0 + row} {what} "
+                                f"(row {row} of the group)")
+    flat = np.asarray(values.to_numpy(zero_copy_only=False))
+    if not bad.any() and len(flat) == n * src.d and (n == 0 or starts[0] == 0):
+        return flat.reshape(n, src.d)
+    out = np.full((n, src.d), np.nan, dtype=src.working_dtype)
+    good = np.flatnonzero(~bad)
+    out[good] = flat[starts[good][:, None] + np.arange(src.d)]
+    return out
+
+
+def _scalars_to_matrix(table: Any, src: Source, where: str, row0: int,
+                       as_nan: bool) -> np.ndarray:
+    """One numeric column per dimension; a null raises naming column and row, or is NaN."""
+    out = np.empty((table.num_rows, src.d), dtype=src.working_dtype)
+    for j, c in enumerate(src.columns):
+        col = table.column(c).combine_chunks()
+        if col.null_count and not as_nan:
+            row = _first_null(col)
+            raise InvalidValueError(f"{where}: column {c!r} is null at row {row0 + row} "
+                                    f"(row {row} of the group)")
+        if col.null_count:
+            import pyarrow.compute as pc
+
+            col = pc.fill_null(col.cast("float64"), float("nan"))
+        out[:, j] = col.to_numpy(zero_copy_only=False)
+    return out
 
 
 def _first_null(arr: Any) -> int:
     return int(np.flatnonzero(np.asarray(arr.is_null()))[0])
+
+
+def read_valid(src: Source, start: int, stop: int, where: str,
+               skip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``start:stop`` and the in-block indices of invalid ones (NaN, inf, null, wrong
+    length): an error naming the row, or with ``skip`` an index list (the rows are NaN)."""
+    block = src.read_rows(start, stop, "nan" if skip else "error")
+    if not skip:
+        check_finite(block, where, start)
+        return block, np.zeros(0, dtype=np.int64)
+    if np.isfinite(np.sum(block, axis=0, dtype=np.float64)).all():
+        return block, np.zeros(0, dtype=np.int64)
+    return block, np.flatnonzero(~np.isfinite(block).all(axis=1))

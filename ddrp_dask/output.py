@@ -32,10 +32,25 @@ def output_state(path: str | os.PathLike[str]) -> str | None:
     try:
         attrs = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json")).get("attributes", {})
     except (OSError, ValueError):
-        return None
+        from .parquet_out import read_marker  # a Parquet output: its marker file
+
+        attrs = read_marker(str(path)) or {}
     if attrs.get("format") != "ddrp-model" and "ddrp" not in attrs:
         return None
     return "complete" if attrs.get("complete") is True else "incomplete"
+
+
+def output_facts(path: str) -> dict[str, Any]:
+    """The provenance an output records (``ddrp`` attribute or Parquet marker)."""
+    fs, inner = filesystem(path)
+    try:
+        attrs = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json")).get("attributes", {})
+    except (OSError, ValueError):
+        from .parquet_out import read_marker
+
+        attrs = read_marker(path) or {}
+    facts = attrs.get("ddrp", {})
+    return facts if isinstance(facts, dict) else {}
 
 
 def check_out(out: str, inputs: list[str], overwrite: bool, resume: bool = False) -> None:
@@ -149,11 +164,40 @@ def pending_blocks(group: Any, array: str) -> np.ndarray:
     return np.flatnonzero(flags != 1)
 
 
-def mark_done(out: str, array: str, block: int) -> None:
-    """Set one block's flag (after its chunk was written)."""
+def mark_done(out: str, array: str, block: int, flag: int = 1) -> None:
+    """Set one block's flag after its chunk was written: 1 done, 2 done with skipped rows."""
     import zarr
 
-    zarr.open_array(f"{out}/{progress_name(array)}", mode="r+")[block] = 1
+    zarr.open_array(f"{out}/{progress_name(array)}", mode="r+")[block] = flag
+
+
+def record_skipped(group: Any, plan: Any, names: dict[str, tuple[str, str | None]]
+                   ) -> dict[str, int]:
+    """Find the skipped (NaN) rows of the blocks flagged 2 and store their row indices as
+    ``<sketch>_skipped_rows`` (and ids as ``<ids>_skipped``); returns counts per side.
+    Reads one flagged chunk at a time, so it also covers blocks done before a resume."""
+    counts = {}
+    for side, (name, ids_name) in names.items():
+        flags = np.asarray(group[progress_name(name)][...])
+        rows = []
+        for b in np.flatnonzero(flags == 2):
+            start = int(b) * plan.block_rows
+            chunk = group[name][start:start + plan.block_rows]
+            rows.append(start + np.flatnonzero(np.isnan(chunk).any(axis=1)))
+        skipped = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        prefix = f"{side}_" if plan.command == "run" else ""
+        arr = group.create_array(f"{prefix}skipped_rows", shape=skipped.shape, dtype="int64",
+                                 chunks=(max(len(skipped), 1),), overwrite=True)
+        arr[...] = skipped
+        if ids_name is not None:
+            ids = np.concatenate([plan.sources[side].read_ids(int(r), int(r) + 1)
+                                  for r in skipped]) if skipped.size else np.zeros(0, dtype=str)
+            ida = group.create_array(f"{prefix}skipped_ids", shape=ids.shape,
+                                     dtype=str if ids.dtype.kind in "OUS" else "int64",
+                                     chunks=(max(len(ids), 1),), overwrite=True)
+            ida[...] = ids
+        counts[side] = int(skipped.size)
+    return counts
 
 
 def finish(group: Any, facts: dict[str, Any]) -> None:

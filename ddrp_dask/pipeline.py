@@ -20,11 +20,19 @@ from threadpoolctl import threadpool_limits
 
 from .build import build
 from .errors import OptionError
-from .io import Source, check_finite
+from .io import Source, read_valid
 from .model import SideMap, SketchModel, load_model, save_model
-from .output import finish, mark_done, open_output, output_state, pending_blocks, remove_output
+from .output import (
+    finish,
+    mark_done,
+    open_output,
+    output_state,
+    pending_blocks,
+    record_skipped,
+    remove_output,
+)
 from .plan import Plan, plan_summary
-from .project import project_block
+from .project import project_block, sketch_valid
 from .stats import Moments, block_moments, combine_all
 
 __all__ = ["compute_moments", "execute", "fit_model"]
@@ -37,28 +45,26 @@ FAN_IN = 8
 # tasks (run on workers; each pins BLAS to one thread: Dask threads x BLAS threads <= cores)
 
 
-def _stats_task(src: Source, start: int, stop: int, side: str) -> Moments:
+def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Moments:
     with threadpool_limits(limits=1):
-        block = src.read_rows(start, stop)
-        check_finite(block, f"--{side} {src.path}", start)
-        return block_moments(block)
+        block, bad = read_valid(src, start, stop, f"--{side} {src.path}", skip)
+        return block_moments(np.delete(block, bad, axis=0) if bad.size else block)
 
 
 def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
-                  out: str, array: str, block: int, ids_array: str | None) -> int:
-    """Sketch one block, write its chunk (and its ids), then its done flag; a retry rewrites
-    the same bytes."""
+                  out: str, array: str, block: int, ids_array: str | None, skip: bool) -> int:
+    """Sketch one block, write its chunk (and its ids), then its done flag (2 when it skipped
+    rows); a retry rewrites the same bytes."""
     import zarr
 
+    where = f"{side} input {src.path}"
     with threadpool_limits(limits=1):
-        block_rows = src.read_rows(start, stop)
-        where = f"{side} input {src.path}"
-        check_finite(block_rows, where, start)
-        sketch = project_block(block_rows, side_map, where, start)
+        rows, bad = read_valid(src, start, stop, where, skip)
+        sketch = sketch_valid(rows, bad, side_map, where, start)
     zarr.open_array(f"{out}/{array}", mode="r+")[start:stop] = sketch
     if ids_array is not None:
         zarr.open_array(f"{out}/{ids_array}", mode="r+")[start:stop] = src.read_ids(start, stop)
-    mark_done(out, array, block)
+    mark_done(out, array, block, 2 if bad.size else 1)
     return stop - start
 
 
@@ -158,7 +164,7 @@ def compute_moments(plan: Plan, scheduler: Any = None,
     graphs = []
     for side, src in plan.sources.items():
         ranges = plan.block_ranges(side)
-        leaves = [dask.delayed(_stats_task, pure=True)(src, *ranges[i], side)
+        leaves = [dask.delayed(_stats_task, pure=True)(src, *ranges[i], side, plan.skip)
                   for i in plan.stats_blocks(side)]
         graphs.append(_reduce_tree(leaves))
     results = _compute(graphs, scheduler, progress, "pass 1: statistics")
@@ -192,7 +198,7 @@ def _project_graphs(plan: Plan, model: SketchModel, group: Any,
         ranges = plan.block_ranges(side)
         tasks = [dask.delayed(_project_task, pure=True)(plan.sources[side], *ranges[i], side,
                                                          side_map, plan.out, name, int(i),
-                                                         ids_name)
+                                                         ids_name, plan.skip)
                  for i in pending_blocks(group, name)]
         graphs.append(dask.delayed(sum, pure=True)(tasks))
     return graphs
@@ -242,6 +248,9 @@ def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
         remove_output(plan.out)  # an interrupted save, when resuming
         save_model(model, plan.out)
         return model
+    if plan.format == "parquet":
+        _execute_parquet(plan, model, scheduler, progress)
+        return model
     names = _output_names(plan)
     facts = plan_summary(plan)
     sketches = {name: (plan.sources[side].n_rows, plan.k) for side, (name, _) in names.items()}
@@ -253,8 +262,43 @@ def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
         save_model(model, f"{plan.out}/model")
     _compute(_project_graphs(plan, model, group, names), scheduler, progress,
              "pass 2: projection")
+    if plan.skip:
+        facts["skipped"] = record_skipped(group, plan, names)
     finish(group, facts)
     return model
+
+
+def _execute_parquet(plan: Plan, model: SketchModel, scheduler: Any, progress: bool) -> None:
+    """Pass 2 into Parquet datasets (``ddrp_dask.parquet_out``): one task per output file."""
+    from . import parquet_out
+
+    facts = plan_summary(plan)
+    marker = parquet_out.read_marker(plan.out)
+    if marker is not None and plan.resume:
+        from .output import _check_same_plan
+
+        _check_same_plan(plan.out, marker.get("ddrp", {}), facts)
+    parquet_out.write_marker(plan.out, False, facts)
+    if plan.command == "run" and output_state(f"{plan.out}/model") != "complete":
+        remove_output(f"{plan.out}/model")
+        save_model(model, f"{plan.out}/model")
+    graphs, jobs = [], {}
+    for side, src in plan.sources.items():
+        out_dir = f"{plan.out}/{side}" if plan.command == "run" else plan.out
+        side_map = dask.delayed(model.side(side), pure=True)
+        jobs[side] = parquet_out.file_jobs(src, out_dir, plan.block_rows)
+        tasks = [dask.delayed(parquet_out.write_file, pure=True)(src, ranges, side, side_map,
+                                                                 target, plan.k, plan.skip)
+                 for target, ranges in jobs[side]
+                 if not (plan.resume and parquet_out.exists(target))]
+        graphs.append(dask.delayed(list, pure=True)(tasks))
+    _compute(graphs, scheduler, progress, "pass 2: projection")
+    if plan.skip:  # read back from the files, so files finished before a resume count too
+        facts["skipped_rows"] = {side: sorted(r for target, _ in side_jobs
+                                              for r in parquet_out.skipped_of(target))
+                                 for side, side_jobs in jobs.items()}
+        facts["skipped"] = {side: len(rows) for side, rows in facts["skipped_rows"].items()}
+    parquet_out.write_marker(plan.out, True, facts)
 
 
 def sketch_numpy(model: SketchModel, side: str, data: np.ndarray,
@@ -264,5 +308,7 @@ def sketch_numpy(model: SketchModel, side: str, data: np.ndarray,
 
     arr = np.ascontiguousarray(data, dtype=working_dtype(np.asarray(data).dtype))
     rows = block_rows or int(model.provenance.get("block_rows") or max(len(arr), 1))
-    parts = [project_block(arr[i:i + rows], model.side(side)) for i in range(0, len(arr), rows)]
+    with threadpool_limits(limits=1):  # the bytes of a float32 product depend on BLAS threads
+        parts = [project_block(arr[i:i + rows], model.side(side))
+                 for i in range(0, len(arr), rows)]
     return np.concatenate(parts) if parts else np.zeros((0, model.k), np.float32)

@@ -53,6 +53,13 @@ class Plan:
     model: SketchModel | None = field(default=None, repr=False)
     model_path: str | None = None
     stats_fraction: float = 1.0
+    format: str = "zarr"
+    on_invalid: str = "error"
+
+    @property
+    def skip(self) -> bool:
+        """Whether invalid rows are skipped (and listed) instead of failing the job."""
+        return self.on_invalid == "skip"
 
     def n_blocks(self, side: str) -> int:
         """Number of canonical row blocks of one source."""
@@ -101,6 +108,13 @@ class Plan:
             return ["(none: statistics are returned to the caller)"]
         if self.command == "fit":
             return [f"{self.out} (model)"]
+        if self.format == "parquet":
+            lines = []
+            for side, src in self.sources.items():
+                where = f"{self.out}/{side}" if self.command == "run" else self.out
+                lines.append(f"{where}/... (Parquet mirroring {src.path}: "
+                             f"{src.id_column or 'row'}, sketch[{self.k}] float32)")
+            return [*lines, f"{self.out}/_ddrp.json (completion marker)"]
         if self.command == "project":
             side = next(iter(self.sources))
             return [f"{self.out}/sketch ({self.sources[side].n_rows} x {self.k} float32)"]
@@ -173,6 +187,18 @@ def _check_shrinkage(shrinkage: float | str) -> float | str:
 # constructors
 
 
+def _check_on_invalid(value: str) -> str:
+    if value not in ("error", "skip"):
+        raise OptionError(f"on_invalid must be 'error' or 'skip', got {value!r}")
+    return value
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in ("zarr", "parquet"):
+        raise OptionError(f"output format must be 'zarr' or 'parquet', got {fmt!r}")
+    return fmt
+
+
 def _check_fraction(fraction: float) -> float:
     value = float(fraction)
     if not 0.0 < value <= 1.0:
@@ -185,7 +211,8 @@ def _plan_two_sources(command: str, x: str, w: str, k: int, out: str, method: st
                       block_rows: int | None = None, shrinkage: float | str = "oas",
                       overwrite: bool = False, resume: bool = False,
                       stats_fraction: float = 1.0, x_id_column: str | None = None,
-                      w_id_column: str | None = None) -> Plan:
+                      w_id_column: str | None = None, format: str = "zarr",
+                      on_invalid: str = "error") -> Plan:
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     sx = open_source(x, x_columns, x_id_column)
@@ -195,14 +222,15 @@ def _plan_two_sources(command: str, x: str, w: str, k: int, out: str, method: st
     check_out(out, [x, w], overwrite, resume)
     return Plan(command, {"x": sx, "w": sw}, int(k), method, _check_seed(seed),
                 _block_rows(block_rows, sx.d), str(out), _check_shrinkage(shrinkage), overwrite,
-                resume, stats_fraction=_check_fraction(stats_fraction))
+                resume, stats_fraction=_check_fraction(stats_fraction),
+                format=_check_format(format), on_invalid=_check_on_invalid(on_invalid))
 
 
 def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
              x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
              block_rows: int | None = None, shrinkage: float | str = "oas",
              overwrite: bool = False, resume: bool = False,
-             stats_fraction: float = 1.0) -> Plan:
+             stats_fraction: float = 1.0, on_invalid: str = "error") -> Plan:
     """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
 
     Parameters
@@ -228,9 +256,14 @@ def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int =
     stats_fraction : float in (0, 1], default=1.0
         Compute the statistics on this seeded fraction of the row blocks only (pass 1 reads
         just those); pass 2 still sketches every row.
+    on_invalid : {"error", "skip"}, default="error"
+        A row with NaN, inf, a null or a wrong length fails the job naming file and row; with
+        ``"skip"`` it is left out of the statistics, its sketch row is NaN (Zarr) or absent
+        (Parquet), and its row index and id are listed in the output.
     """
     return _plan_two_sources("fit", x, w, k, out, method, seed, x_columns, w_columns,
-                             block_rows, shrinkage, overwrite, resume, stats_fraction)
+                             block_rows, shrinkage, overwrite, resume, stats_fraction,
+                             on_invalid=on_invalid)
 
 
 def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
@@ -238,14 +271,17 @@ def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int =
              block_rows: int | None = None, shrinkage: float | str = "oas",
              overwrite: bool = False, resume: bool = False,
              stats_fraction: float = 1.0, x_id_column: str | None = None,
-             w_id_column: str | None = None) -> Plan:
+             w_id_column: str | None = None, format: str = "zarr",
+             on_invalid: str = "error") -> Plan:
     """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
     ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``, and
-    ``x_id_column``/``w_id_column``: Parquet id columns copied to ``out/x_ids``/``out/w_ids``.
+    ``x_id_column``/``w_id_column``: Parquet id columns copied to ``out/x_ids``/``out/w_ids``;
+    ``format="parquet"``: Parquet datasets ``out/x``, ``out/w`` mirroring the inputs' files
+    (see ``ddrp_dask.parquet_out``).
     """
     return _plan_two_sources("run", x, w, k, out, method, seed, x_columns, w_columns,
                              block_rows, shrinkage, overwrite, resume, stats_fraction,
-                             x_id_column, w_id_column)
+                             x_id_column, w_id_column, format, on_invalid)
 
 
 def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
@@ -264,12 +300,14 @@ def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
 def plan_project(model: str, side: str, input: str, out: str,
                  columns: str | list[str] | None = None, block_rows: int | None = None,
                  overwrite: bool = False, resume: bool = False,
-                 id_column: str | None = None) -> Plan:
+                 id_column: str | None = None, format: str = "zarr",
+                 on_invalid: str = "error") -> Plan:
     """Plan ``project``: sketch the rows of ``input`` as side ``side`` of the saved model into
     the Zarr group ``out`` (array ``sketch``).
 
     ``block_rows`` defaults to the model's, so the bytes match the ``run`` that fitted it.
-    ``id_column``: a Parquet id column copied to ``out/ids``.
+    ``id_column``: a Parquet id column copied to ``out/ids``; ``format="parquet"``: a Parquet
+    dataset mirroring the input's files.
     """
     if side not in ("x", "w"):
         raise OptionError(f"--side must be 'x' or 'w', got {side!r}")
@@ -282,7 +320,8 @@ def plan_project(model: str, side: str, input: str, out: str,
     rows = block_rows if block_rows is not None else fitted.provenance.get("block_rows")
     return Plan("project", {side: src}, fitted.k, fitted.method, fitted.seed,
                 _block_rows(rows, src.d), str(out), overwrite=overwrite, resume=resume,
-                model=fitted, model_path=str(model))
+                model=fitted, model_path=str(model), format=_check_format(format),
+                on_invalid=_check_on_invalid(on_invalid))
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:
@@ -295,6 +334,8 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "block_rows": plan.block_rows,
         "shrinkage": plan.shrinkage,
         "stats_fraction": plan.stats_fraction,
+        "format": plan.format,
+        "on_invalid": plan.on_invalid,
         "inputs": {side: src.fingerprint() for side, src in plan.sources.items()},
         "versions": _versions(),
     }

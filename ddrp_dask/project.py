@@ -7,7 +7,7 @@ import numpy as np
 from .errors import InvalidValueError
 from .model import SideMap
 
-__all__ = ["project_block"]
+__all__ = ["project_block", "sketch_valid"]
 
 
 def project_block(block: np.ndarray, side: SideMap, where: str = "input",
@@ -30,3 +30,14 @@ def project_block(block: np.ndarray, side: SideMap, where: str = "input",
             f"{float(np.max(np.abs(block[bad]))):.3g}); rescale the data"
         )
     return result
+
+
+def sketch_valid(block: np.ndarray, bad: np.ndarray, side_map: SideMap, where: str,
+                 row0: int) -> np.ndarray:
+    """The block's sketches, with NaN rows for the invalid (skipped) rows."""
+    if not bad.size:
+        return project_block(block, side_map, where, row0)
+    good = np.setdiff1d(np.arange(len(block)), bad)
+    out = np.full((len(block), side_map.matrix.shape[1]), np.nan, dtype=np.float32)
+    out[good] = project_block(block[good], side_map, where, row0)
+    return out

@@ -74,7 +74,8 @@ def test_null_vector_and_wrong_length_name_the_row(tmp_path: Path) -> None:
                    row_group_size=2)
     src = open_source(str(p))
     assert np.array_equal(src.read_rows(0, 2), [[1, 2], [3, 4]])
-    with pytest.raises(InvalidValueError, match=r"bad.parquet row group 1.*null vector at row 2"):
+    with pytest.raises(InvalidValueError,
+                       match=r"bad.parquet row group 1: column 'v' row 2 has a null vector"):
         src.read_rows(0, 4)
     q = tmp_path / "ragged.parquet"
     pq.write_table(pa.table({"v": [[1.0, 2.0], [5.0]]}), q)
@@ -131,3 +132,17 @@ def test_check_finite_names_row_and_column() -> None:
     block[7, 2] = np.inf
     with pytest.raises(InvalidValueError, match="row 107 column 2 is inf"):
         check_finite(block, "x.npy", 100)
+
+
+def test_invalid_rows_as_nan_for_skipping(tmp_path: Path) -> None:
+    p = tmp_path / "mixed.parquet"
+    rows = [[1.0, 2.0], None, [3.0], [4.0, None], [5.0, 6.0]]
+    pq.write_table(pa.table({"v": rows}), p)
+    got = open_source(str(p)).read_rows(0, 5, invalid="nan")
+    assert got[0].tolist() == [1, 2] and got[4].tolist() == [5, 6]
+    assert np.isnan(got[1:4]).all()
+    s = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"a": [1.0, None, 3.0], "b": [1.0, 2.0, 3.0]}), s)
+    with pytest.raises(InvalidValueError, match="column 'a' is null at row 1"):
+        open_source(str(s)).read_rows(0, 3)
+    assert np.isnan(open_source(str(s)).read_rows(0, 3, invalid="nan")[1, 0])

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import ddrp_dask as dd
 from ddrp_cli.main import cli
+from ddrp_dask import parquet_out  # noqa: F401  (dd.parquet_out below)
 from ddrp_dask.errors import InputError
 
 from .conftest import make_pair, write_npy
@@ -97,3 +98,94 @@ def test_id_column_errors(dataset: dict[str, object]) -> None:
         dd.open_source(str(dataset["x_npy"]), id_column="doc_id")
     # by default the id column is not taken for a vector coordinate
     assert "qid" not in dd.open_source(str(dataset["queries"]), id_column="qid").columns
+
+
+def test_parquet_output_mirrors_files_and_joins_back(tmp_path: Path,
+                                                     dataset: dict[str, object]) -> None:
+    out = tmp_path / "pq-out"
+    plan = dd.plan_run(str(dataset["docs"]), str(dataset["w_npy"]), 6, str(out), block_rows=256,
+                       x_id_column="doc_id", format="parquet")
+    assert "Parquet mirroring" in str(plan)
+    dd.execute(plan, scheduler="threads")
+    files = sorted(str(p.relative_to(out / "x")) for p in (out / "x").rglob("*.parquet"))
+    assert files == ["part=a/f0.parquet", "part=a/f1.parquet", "part=b/f0.parquet"]
+    assert sorted(p.name for p in (out / "w").iterdir()) == ["part-00000.parquet"]
+    marker = dd.parquet_out.read_marker(str(out))
+    assert marker is not None and marker["complete"] is True
+    table = pq.read_table(out / "x")  # the mirrored dataset reads back, partitions included
+    assert table.schema.field("sketch").type == pa.list_(pa.float32(), 6)
+    got = dict(zip(table.column("doc_id").to_pylist(),
+                   np.array(table.column("sketch").to_pylist(), np.float32), strict=True))
+    ref = str(tmp_path / "ref.zarr")
+    dd.execute(dd.plan_run(str(dataset["docs"]), str(dataset["w_npy"]), 6, ref, block_rows=256),
+               scheduler="threads")
+    sx = zarr.open_group(ref, mode="r")["x"][...]
+    for i in (0, 299, 300, 999):
+        assert np.allclose(got[str(dataset["ids"][i])], sx[i], rtol=1e-6, atol=1e-5)  # type: ignore[index]
+    w_rows = pq.read_table(out / "w")
+    assert w_rows.column("row").to_pylist() == list(range(200))
+    # the inputs were not touched, and an existing output needs --overwrite
+    assert sorted(p.name for p in Path(str(dataset["docs"])).rglob("*")) == \
+        sorted(["part=a", "part=b", "f0.parquet", "f1.parquet", "f0.parquet"])
+    with pytest.raises(dd.DdrpError, match="exists; pass --overwrite"):
+        dd.plan_run(str(dataset["docs"]), str(dataset["w_npy"]), 6, str(out), format="parquet")
+
+
+@pytest.fixture(scope="module")
+def dirty(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A list column with a null vector, a short list, a null value and a NaN."""
+    t = tmp_path_factory.mktemp("dirty")
+    x, _ = make_pair(n=600, m=10, d=4, seed=9)
+    rows: list[object] = [list(map(float, r)) for r in x]
+    rows[5] = None
+    rows[130] = [1.0, 2.0]
+    rows[131] = [1.0, None, 2.0, 3.0]
+    rows[402] = [np.nan, 1.0, 2.0, 3.0]
+    ids = [f"r{i}" for i in range(len(x))]
+    pq.write_table(pa.table({"id": ids, "v": pa.array(rows, pa.list_(pa.float32()))}),
+                   t / "dirty.parquet", row_group_size=128)
+    return {"x": x, "path": str(t / "dirty.parquet"), "bad": [5, 130, 131, 402]}
+
+
+def test_invalid_rows_fail_by_default_naming_file_group_row(tmp_path: Path,
+                                                            dirty: dict[str, object]) -> None:
+    w = write_npy(tmp_path / "w.npy", np.ones((3, 4), np.float32))
+    plan = dd.plan_run(str(dirty["path"]), w, 4, str(tmp_path / "o.zarr"), block_rows=256)
+    with pytest.raises(dd.DdrpError, match=r"dirty.parquet row group 0: column 'v' row 5 has "
+                                           r"a null vector"):
+        dd.execute(plan, scheduler="sync")  # in row order: the first bad row is named
+
+
+def test_on_invalid_skip_lists_and_excludes_rows(tmp_path: Path,
+                                                 dirty: dict[str, object]) -> None:
+    x = np.asarray(dirty["x"])
+    bad = list(dirty["bad"])  # type: ignore[call-overload]
+    w = write_npy(tmp_path / "w.npy", make_pair(n=10, m=50, d=4, seed=1)[1])
+    out = str(tmp_path / "o.zarr")
+    res = CliRunner().invoke(cli, ["run", "--x", str(dirty["path"]), "--w", w, "-k", "4",
+                                   "--out", out, "--x-id-column", "id", "--on-invalid", "skip",
+                                   "--block-rows", "256", "--scheduler", "threads", "--quiet"])
+    assert res.exit_code == 0, res.stderr
+    assert "skipped 4 invalid row(s) of x" in res.stderr
+    g = zarr.open_group(out, mode="r")
+    assert g["x_skipped_rows"][...].tolist() == bad
+    assert g["x_skipped_ids"][...].tolist() == [f"r{i}" for i in bad]
+    assert g["w_skipped_rows"].shape == (0,)
+    assert g.attrs["ddrp"]["skipped"] == {"x": 4, "w": 0}
+    sx = g["x"][...]
+    assert np.isnan(sx[bad]).all() and np.isfinite(np.delete(sx, bad, axis=0)).all()
+    # the statistics left the bad rows out: the model equals one fitted on the clean rows
+    clean = write_npy(tmp_path / "clean.npy", np.delete(x, bad, axis=0))
+    ref = dd.fit_model(dd.plan_fit(clean, w, 4, str(tmp_path / "m"), block_rows=256),
+                       scheduler="threads")
+    assert ref.stats_x is not None and ref.stats_x.n == 596
+    got = dd.load_model(out + "/model")
+    assert got.stats_x is not None and got.stats_x.n == 596
+    assert np.allclose(got.stats_x.mean, ref.stats_x.mean, rtol=1e-12)
+    # Parquet output leaves the rows out and lists them in the marker
+    pout = tmp_path / "p"
+    dd.execute(dd.plan_run(str(dirty["path"]), w, 4, str(pout), block_rows=256,
+                           format="parquet", on_invalid="skip"), scheduler="threads")
+    marker = dd.parquet_out.read_marker(str(pout))
+    assert marker is not None and marker["ddrp"]["skipped_rows"]["x"] == bad
+    assert pq.read_table(pout / "x").num_rows == 596

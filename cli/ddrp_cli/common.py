@@ -71,6 +71,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 execution_options = _options(
+    click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
+                 show_default=True,
+                 help="A row with NaN/inf/null/wrong length: fail naming it, or skip and list it."),
     click.option("--config", type=click.Path(dir_okay=False), is_eager=True,
                  expose_value=False, callback=_load_config,
                  help="YAML file of options (keys: long option names); flags win."),
@@ -144,8 +147,23 @@ def run_plan(plan: ddrp_dask.Plan, dry_run: bool, quiet: bool, sched: dict[str, 
 
     with scheduler_context(**sched) as scheduler:
         ddrp_dask.execute(plan, scheduler=scheduler, progress=progress, on_model=on_model)
+    if plan.command != "fit" and plan.skip:
+        _report_skipped(plan)
     if not quiet:
         say(f"wrote {plan.out}")
+
+
+def _report_skipped(plan: ddrp_dask.Plan) -> None:
+    """Say how many invalid rows were skipped, and where their list is."""
+    from ddrp_dask.output import output_facts
+
+    counts = output_facts(plan.out).get("skipped", {})
+    for side, n in counts.items():
+        if n:
+            where = ("the marker _ddrp.json" if plan.format == "parquet" else
+                     f"{'' if plan.command == 'project' else side + '_'}skipped_rows"
+                     f"{' and _skipped_ids' if plan.sources[side].id_column else ''}")
+            say(f"skipped {n} invalid row(s) of {side}; listed in {plan.out}: {where}")
 
 
 def guard(f: F) -> F:

@@ -39,6 +39,8 @@ def fit(**opts: Any) -> None:
 @click.option("--out", required=True, help="Zarr group written: arrays x, w and model.")
 @click.option("--x-id-column", default=None, help="Parquet id column of X, written to OUT/x_ids.")
 @click.option("--w-id-column", default=None, help="Parquet id column of W, written to OUT/w_ids.")
+@click.option("--format", "format", type=click.Choice(["zarr", "parquet"]), default="zarr",
+              show_default=True, help="Zarr arrays, or Parquet datasets mirroring the inputs.")
 @execution_options
 @guard
 def run(**opts: Any) -> None:
@@ -53,6 +55,8 @@ def run(**opts: Any) -> None:
 @click.option("--input", "input", required=True, help="Rows to sketch.")
 @click.option("--columns", default=None, help="Parquet column(s) of the vectors.")
 @click.option("--id-column", default=None, help="Parquet id column, written to OUT/ids.")
+@click.option("--format", "format", type=click.Choice(["zarr", "parquet"]), default="zarr",
+              show_default=True, help="A Zarr array, or a Parquet dataset mirroring the input.")
 @click.option("--out", required=True, help="Zarr group written: array sketch.")
 @execution_options
 @guard
