@@ -197,8 +197,12 @@ def _predict_head_tail(a: np.ndarray, b: np.ndarray, cx: np.ndarray, cw: np.ndar
                        width: int) -> float:
     """auto/truncated: the tail's variance (orthogonal factor included), or with no tail the
     squared bias E(a_t·b_t)² = tr(Pa Pb)."""
-    pa = (a @ cx @ a.T)[r:, r:]
-    pb = (b @ cw @ b.T)[r:, r:]
+    return _head_tail_mse(a @ cx @ a.T, b @ cw @ b.T, r, width)
+
+
+def _head_tail_mse(pa: np.ndarray, pb: np.ndarray, r: int, width: int) -> float:
+    """``_predict_head_tail`` from Pa = A Cx Aᵀ and Pb = B Cw Bᵀ, reusable across (r, width)."""
+    pa, pb = pa[r:, r:], pb[r:, r:]
     if width == 0:
         return float(np.sum(pa * pb))
     return _pair_var(pa, pb, width) * orthogonal_factor(pa.shape[0], width)
@@ -299,6 +303,12 @@ def _fit_diagonal(mx: Moments, mw: Moments, k: int, rng: np.random.Generator,
     return fit, predicted
 
 
+def _balance_scale(energy: float, mean: np.ndarray) -> float:
+    """c with |v·mean|/c ≈ c for rows v of the given mean energy E|v|² (1 when degenerate)."""
+    c = float(np.sqrt(np.sqrt(max(energy, 0.0)) * np.linalg.norm(mean)))
+    return c if np.isfinite(c) and c > 0 else 1.0
+
+
 def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random.Generator,
                    shrinkage: float | str, predicted: dict[str, float]) -> tuple[_Fit, dict]:
     """auto and truncated (DESIGN §4): centred balanced pair, exact head, mean columns, tail."""
@@ -317,10 +327,16 @@ def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random
     main_x = np.vstack([a[:r], tail @ a[r:]]).T  # (d, k-2), applied to x − μx
     main_w = np.vstack([b[:r], tail @ b[r:]]).T
     mu_x, mu_w = mx.mean, mw.mean
-    x_map = SideMap(np.column_stack([main_x, mu_w, np.zeros(d)]),
-                    np.concatenate([-mu_x @ main_x, [0.0, 1.0]]), mu_x.copy())
-    w_map = SideMap(np.column_stack([main_w, np.zeros(d), mu_x]),
-                    np.concatenate([-mu_w @ main_w, [1.0, -float(mu_w @ mu_x)]]), mu_w.copy())
+    # the mean columns hold x·μw ↔ 1 and 1 ↔ w̃·μx; scaling each pair by c and 1/c keeps
+    # the products and puts both entries on the same magnitude, so float32 holds them for
+    # data of magnitude 1e-30 or 1e30 alike
+    c1 = _balance_scale(np.trace(mx.second_moment), mu_w)
+    c2 = _balance_scale(np.trace(cw), mu_x)
+    x_map = SideMap(np.column_stack([main_x, mu_w / c1, np.zeros(d)]),
+                    np.concatenate([-mu_x @ main_x, [0.0, c2]]), mu_x.copy())
+    w_map = SideMap(np.column_stack([main_w, np.zeros(d), mu_x / c2]),
+                    np.concatenate([-mu_w @ main_w, [c1, -float(mu_w @ mu_x) / c2]]),
+                    mu_w.copy())
     predicted[method] = _predict_head_tail(a, b, cx, cw, r, width)
     info: dict[str, Any] = {"sigma": sigma, "r": r, "k_tail": width, "shrinkage_x": rho_x,
                             "shrinkage_w": rho_w}

@@ -149,7 +149,13 @@ class Source:
         if self.kind == "npy":
             block = _read_npy_rows(self, start, stop)
         elif self.kind == "zarr":
-            block = _open_zarr_array(self.path)[start:stop]
+            try:
+                block = _open_zarr_array(self.path)[start:stop]
+            except InputError:
+                raise
+            except Exception as e:  # a damaged chunk: codec errors of many kinds
+                raise InputError(f"{self.path}: rows {start}..{stop - 1} cannot be read "
+                                 f"({type(e).__name__}: {e})") from e
         else:
             block = _read_parquet_rows(self, start, stop, invalid == "nan")
         return np.ascontiguousarray(block, dtype=self.working_dtype)
@@ -358,9 +364,29 @@ def _open_zarr_source(path: str, fs: Any, inner: str) -> Source:
     if arr.ndim != 2:
         raise InputError(f"{path}: expected a 2-D Zarr array (rows x d), got shape {arr.shape}")
     _check_numeric(arr.dtype, path)
+    _check_zarr_chunks(arr, path, fs, inner)
     size = int(fs.du(inner)) if hasattr(fs, "du") else 0
     return Source(path, "zarr", int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
                   sizes=(size,))
+
+
+def _check_zarr_chunks(arr: Any, path: str, fs: Any, inner: str) -> None:
+    """Refuse an array with missing chunks: Zarr would silently read them as fill values."""
+    import itertools
+
+    if arr.nchunks_initialized >= arr.nchunks:
+        return
+    enc = arr.metadata.chunk_key_encoding
+    grid = [-(-n // c) for n, c in zip(arr.shape, arr.chunks, strict=True)]
+    for coords in itertools.product(*map(range, grid)):
+        key = enc.encode_chunk_key(coords)
+        if not fs.exists(f"{inner.rstrip('/')}/{key}"):
+            r0 = coords[0] * arr.chunks[0]
+            r1 = min(r0 + arr.chunks[0], arr.shape[0]) - 1
+            raise InputError(
+                f"{path}: chunk {key} (rows {r0}..{r1}) is missing, and Zarr would read it as "
+                f"the fill value {arr.fill_value}; restore the chunk or rewrite the array"
+            )
 
 
 def _check_numeric(dtype: np.dtype[Any], where: str) -> None:
@@ -391,14 +417,16 @@ def _parquet_files(path: str) -> list[str]:
 
 def _open_parquet_file(path: str) -> Any:
     """A ``pyarrow.parquet.ParquetFile`` for a local path or URL (no pre-buffering: it would
-    buffer the whole file, FIELD-NOTES)."""
+    buffer the whole file, FIELD-NOTES); page checksums, where the writer stored them, are
+    verified."""
     import pyarrow.parquet as pq
 
     try:
+        source: Any = path
         if is_url(path):
             fs, inner = filesystem(path)
-            return pq.ParquetFile(fs.open(inner, "rb"), pre_buffer=False)
-        return pq.ParquetFile(path, pre_buffer=False)
+            source = fs.open(inner, "rb")
+        return pq.ParquetFile(source, pre_buffer=False, page_checksum_verification=True)
     except Exception as e:  # pyarrow raises ArrowInvalid/OSError for damaged files
         raise InputError(f"{path}: not a readable Parquet file ({e})") from e
 

@@ -73,7 +73,8 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
             table = pa.table({key: keys[keep], "sketch": pa.FixedSizeListArray.from_arrays(
                 pa.array(sketch.ravel()), k)})
             if writer is None:
-                writer = pq.ParquetWriter(fh, table.schema, use_dictionary=False)
+                writer = pq.ParquetWriter(fh, table.schema, use_dictionary=False,
+                                          write_page_checksum=True)
             writer.write_table(table)
             skipped += (start + bad).tolist()
         assert writer is not None

@@ -117,10 +117,38 @@ def test_zarr_group_with_several_arrays_names_them(tmp_path: Path) -> None:
 
     g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     g.create_array("a", shape=(3, 2), dtype="f4")
-    g.create_array("b", shape=(3, 2), dtype="f4")
+    g.create_array("b", shape=(3, 2), dtype="f4")[...] = 1.0
     with pytest.raises(InputError, match=r"arrays \['a', 'b'\]"):
         open_source(str(tmp_path / "g.zarr"))
     assert open_source(str(tmp_path / "g.zarr" / "b")).n_rows == 3
+
+
+def test_corrupted_inputs_are_named(tmp_path: Path, data: np.ndarray) -> None:
+    import os
+
+    z = write_zarr(tmp_path / "z.zarr", data, 300)
+    os.remove(tmp_path / "z.zarr" / "c" / "2" / "0")
+    with pytest.raises(InputError, match=r"z.zarr: chunk c/2/0 \(rows 600..899\) is missing"):
+        open_source(z)
+    z2 = write_zarr(tmp_path / "z2.zarr", data, 300)
+    (tmp_path / "z2.zarr" / "c" / "1" / "0").write_bytes(b"garbage")
+    src = open_source(z2)
+    with pytest.raises(InputError, match=r"z2.zarr: rows 250..399 cannot be read"):
+        src.read_rows(250, 400)
+    cols = {"vec": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), data.shape[1])}
+    p = tmp_path / "p.parquet"
+    pq.write_table(pa.table(cols), p, row_group_size=200, write_page_checksum=True)
+    raw = bytearray(Path(p).read_bytes())
+    footer = raw[-200:]
+    Path(tmp_path / "footer.parquet").write_bytes(bytes(raw[:-200]) + bytes(200 - 8) +
+                                                  bytes(footer[-8:]))
+    with pytest.raises(InputError, match=r"footer\.parquet: not a readable Parquet file"):
+        open_source(str(tmp_path / "footer.parquet"))
+    raw[1000:1400] = bytes(400)  # inside the first row group's page
+    Path(tmp_path / "page.parquet").write_bytes(bytes(raw))
+    page = open_source(str(tmp_path / "page.parquet"))
+    with pytest.raises(InputError, match=r"page.parquet: row group 0 cannot be read"):
+        page.read_rows(0, 200)
 
 
 def test_check_finite_names_row_and_column() -> None:
