@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,18 @@ def output_state(path: str | os.PathLike[str]) -> str | None:
     if attrs.get("format") != "ddrp-model" and "ddrp" not in attrs:
         return None
     return "complete" if attrs.get("complete") is True else "incomplete"
+
+
+def check_room(out: str, nbytes: int) -> None:
+    """Refuse a local output whose filesystem has less free space than ``nbytes`` (the
+    uncompressed size: an upper bound; compression usually saves a little)."""
+    if is_url(out):
+        return
+    parent = Path(out).resolve().parent
+    free = shutil.disk_usage(parent).free
+    if free < nbytes:
+        raise OutputError(f"output {out} needs up to {nbytes / 2**20:.0f} MiB but {parent} has "
+                          f"{free / 2**20:.0f} MiB free; free space or choose another output")
 
 
 def output_facts(path: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ Every task opens its input itself: the client ships only small descriptions and 
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask
@@ -19,7 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .build import build
-from .errors import OptionError
+from .errors import DdrpError, OptionError
 from .io import Source, read_valid
 from .model import SideMap, SketchModel, load_model, save_model
 from .output import (
@@ -124,6 +125,33 @@ def check_visible(plan: Plan, scheduler: Any) -> None:
             raise OptionError(
                 f"{gone[0]} is not visible to worker {worker}; put inputs and outputs on a "
                 "filesystem every worker mounts, or use URLs they can reach (s3://, gs://, ...)"
+            )
+
+
+def check_memory(plan: Plan, scheduler: Any) -> None:
+    """Refuse, before any work, blocks that would not fit the workers' memory: a task holds
+    about ``plan.memory_per_task()`` bytes and a worker runs one task per thread."""
+    need = plan.memory_per_task()
+    client = _client_of(scheduler)
+    if client is not None:
+        workers = [(addr, w.get("memory_limit") or 0, w.get("nthreads") or 1)
+                   for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()]
+    else:
+        import os
+
+        import psutil
+
+        workers = [("this machine", psutil.virtual_memory().available, os.cpu_count() or 1)]
+    for addr, limit, threads in workers:
+        budget = 0.6 * limit / threads  # Dask starts spilling at 60 % of the limit
+        if limit and need > budget:
+            rows = max(1, int(plan.block_rows * budget / need))
+            fit_rows = 2 ** (rows.bit_length() - 1)
+            raise OptionError(
+                f"a block of {plan.block_rows} rows needs about {need / 2**20:.0f} MiB per task, "
+                f"but {addr} offers {budget / 2**20:.0f} MiB per thread ({threads} thread(s), "
+                f"memory {limit / 2**20:.0f} MiB); pass --block-rows {fit_rows}, or give the "
+                "workers more memory or fewer threads"
             )
 
 
@@ -236,6 +264,7 @@ def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
     if plan.command == "stats":
         raise ValueError("a stats plan is run with compute_moments(plan)")
     check_visible(plan, scheduler)
+    check_memory(plan, scheduler)
     done = plan.resume and output_state(plan.out) == "complete"
     model = _resolve_model(plan, scheduler, progress)
     if on_model is not None:
@@ -260,12 +289,25 @@ def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
     if plan.command == "run" and output_state(f"{plan.out}/model") != "complete":
         remove_output(f"{plan.out}/model")
         save_model(model, f"{plan.out}/model")
-    _compute(_project_graphs(plan, model, group, names), scheduler, progress,
-             "pass 2: projection")
+    with _removed_on_data_error(plan):
+        _compute(_project_graphs(plan, model, group, names), scheduler, progress,
+                 "pass 2: projection")
     if plan.skip:
         facts["skipped"] = record_skipped(group, plan, names)
     finish(group, facts)
     return model
+
+
+@contextlib.contextmanager
+def _removed_on_data_error(plan: Plan) -> Iterator[None]:
+    """A bad input met in pass 2 (a block pass 1 did not read) leaves no output behind,
+    unless resuming (then the finished blocks are kept for a rerun after the fix)."""
+    try:
+        yield
+    except DdrpError:
+        if not plan.resume:
+            remove_output(plan.out)
+        raise
 
 
 def _execute_parquet(plan: Plan, model: SketchModel, scheduler: Any, progress: bool) -> None:
@@ -292,7 +334,8 @@ def _execute_parquet(plan: Plan, model: SketchModel, scheduler: Any, progress: b
                  for target, ranges in jobs[side]
                  if not (plan.resume and parquet_out.exists(target))]
         graphs.append(dask.delayed(list, pure=True)(tasks))
-    _compute(graphs, scheduler, progress, "pass 2: projection")
+    with _removed_on_data_error(plan):
+        _compute(graphs, scheduler, progress, "pass 2: projection")
     if plan.skip:  # read back from the files, so files finished before a resume count too
         facts["skipped_rows"] = {side: sorted(r for target, _ in side_jobs
                                               for r in parquet_out.skipped_of(target))

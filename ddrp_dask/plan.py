@@ -18,7 +18,7 @@ from .build import METHODS, check_k
 from .errors import OptionError
 from .io import Source, default_block_rows, open_source
 from .model import SketchModel, load_model
-from .output import check_out
+from .output import check_out, check_room
 
 __all__ = ["Plan", "plan_fit", "plan_project", "plan_run", "plan_stats"]
 
@@ -122,6 +122,14 @@ class Plan:
                 f"{self.out}/w ({self.sources['w'].n_rows} x {self.k} float32)",
                 f"{self.out}/model (model)"]
 
+    def output_bytes(self) -> int:
+        """Uncompressed bytes pass 2 writes: float32 sketches (plus 8-byte ids)."""
+        if self.command in ("fit", "stats"):
+            return 0
+        per_row = 4 * self.k
+        return sum(src.n_rows * (per_row + (8 if src.id_column else 0))
+                   for src in self.sources.values())
+
     def memory_per_task(self) -> int:
         """Bytes one task holds at its peak: the block, its shifted copy and (pass 1) the
         float64 scatter, or (pass 2) the output rows."""
@@ -220,10 +228,12 @@ def _plan_two_sources(command: str, x: str, w: str, k: int, out: str, method: st
     _check_same_d(sx, sw)
     check_k(int(k), sx.d, method)
     check_out(out, [x, w], overwrite, resume)
-    return Plan(command, {"x": sx, "w": sw}, int(k), method, _check_seed(seed),
+    plan = Plan(command, {"x": sx, "w": sw}, int(k), method, _check_seed(seed),
                 _block_rows(block_rows, sx.d), str(out), _check_shrinkage(shrinkage), overwrite,
                 resume, stats_fraction=_check_fraction(stats_fraction),
                 format=_check_format(format), on_invalid=_check_on_invalid(on_invalid))
+    check_room(plan.out, plan.output_bytes())
+    return plan
 
 
 def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
@@ -318,10 +328,12 @@ def plan_project(model: str, side: str, input: str, out: str,
                           f"d={fitted.d}")
     check_out(out, [input, model], overwrite, resume)
     rows = block_rows if block_rows is not None else fitted.provenance.get("block_rows")
-    return Plan("project", {side: src}, fitted.k, fitted.method, fitted.seed,
+    plan = Plan("project", {side: src}, fitted.k, fitted.method, fitted.seed,
                 _block_rows(rows, src.d), str(out), overwrite=overwrite, resume=resume,
                 model=fitted, model_path=str(model), format=_check_format(format),
                 on_invalid=_check_on_invalid(on_invalid))
+    check_room(plan.out, plan.output_bytes())
+    return plan
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:

@@ -221,6 +221,7 @@ def test_stats_fraction_reads_only_chosen_blocks(tmp_path: Path,
     dd.fit_model(run, scheduler="threads")  # pass 1 never reads the bad row group
     with pytest.raises(InvalidValueError, match=f"row {skipped * BLOCK + 7} column 1 is nan"):
         dd.execute(run, scheduler="threads")
+    assert not (tmp_path / "o.zarr").exists()  # nothing is left that could be mistaken
     with pytest.raises(dd.DdrpError, match=r"stats fraction must be in \(0, 1\]"):
         dd.plan_fit(bp, wp, 8, str(tmp_path / "m3"), stats_fraction=0)
 
@@ -228,3 +229,25 @@ def test_stats_fraction_reads_only_chosen_blocks(tmp_path: Path,
 def files_of(tmp: Path, x: np.ndarray) -> str:
     """The same rows in another format (Zarr, other chunking)."""
     return write_zarr(tmp / "x_other.zarr", x, 333)
+
+
+def test_blocks_too_large_for_worker_memory_are_refused_up_front(tmp_path: Path,
+                                                                 files: dict[str, str]) -> None:
+    import dask
+    from distributed import Client, LocalCluster
+
+    plan = dd.plan_run(files["x_npy"], files["w_npy"], 8, str(tmp_path / "o.zarr"),
+                       block_rows=2048)  # ~0.4 MiB per task: over a 1 MiB worker's budget
+    # a tiny limit, with the memory manager's pausing off so that the small job still runs
+    off = {f"distributed.worker.memory.{k}": False
+           for k in ("target", "spill", "pause", "terminate")}
+    with dask.config.set(off), LocalCluster(n_workers=1, threads_per_worker=2,
+                                            processes=False, memory_limit="1MiB",
+                                            dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        with pytest.raises(dd.DdrpError, match=r"a block of 2048 rows needs about \d+ MiB "
+                                               r"per task.*pass --block-rows \d+"):
+            dd.execute(plan, scheduler=client)
+        assert not (tmp_path / "o.zarr").exists()
+        dd.execute(dd.plan_run(files["x_npy"], files["w_npy"], 8, str(tmp_path / "o.zarr"),
+                               block_rows=BLOCK), scheduler=client)

@@ -122,7 +122,15 @@ def scheduler_context(scheduler: str | None, workers: int | None, threads_per_wo
                 f"{client.dashboard_link}")
             yield client
         return
-    with Client(name) as client:
+    try:
+        client = Client(name, timeout="20s")
+    except (OSError, TimeoutError, TypeError, ValueError) as e:
+        raise DdrpError(
+            f"cannot connect to the scheduler at {name} ({type(e).__name__}: {e}); check the "
+            "address, that the scheduler runs, and for tls:// the certificates "
+            "(distributed.comm.tls.* in the Dask config or DASK_DISTRIBUTED__COMM__TLS__*)"
+        ) from e
+    with client:
         say(f"scheduler {name}, dashboard {client.dashboard_link}")
         yield client
 
