@@ -70,16 +70,19 @@ def check_k(k: int, d: int, method: str) -> None:
 # linear algebra
 
 
-def shrink(s: np.ndarray, n: int, shrinkage: float | str = "oas") -> tuple[np.ndarray, float]:
+def shrink(s: np.ndarray, n: int, shrinkage: float | str = "oas",
+           fallback: float = 1.0) -> tuple[np.ndarray, float]:
     """``(1 − ρ)·S + ρ·(tr S/d)·I`` and ρ, with ρ from OAS (Chen et al. 2010) or given.
 
     OAS needs only S and n: μ = tr S/d, α = mean(S²), ρ = min((α + μ²)/((n+1)(α − μ²/d)), 1).
-    ρ is at least ``MIN_SHRINKAGE``; an all-zero S becomes the identity.
+    ρ is at least ``MIN_SHRINKAGE``. An all-zero S (a constant source) becomes
+    ``fallback``·I: any positive multiple keeps the pair unbiased, and the caller passes one
+    of the data's own magnitude so that float32 sketches stay in range.
     """
     d = s.shape[0]
     mu = float(np.trace(s)) / d
     if not mu > 0:
-        return np.eye(d), 1.0
+        return np.eye(d) * fallback, 1.0
     if shrinkage == "oas":
         alpha = float(np.mean(s**2))
         den = (n + 1) * (alpha - mu**2 / d)
@@ -268,8 +271,8 @@ def _fit(mx: Moments, mw: Moments, k: int, method: str, seed: int,
     sx, sw = mx.second_moment, mw.second_moment
     predicted = {"gaussian": _predict_oblivious("gaussian", sx, sw, k)}
     # The paper's pair: always computed, for the report's comparison.
-    shx, rho_x = shrink(sx, mx.n, shrinkage)
-    shw, rho_w = shrink(sw, mw.n, shrinkage)
+    shx, rho_x = shrink(sx, mx.n, shrinkage, _scale_of(sx, sw))
+    shw, rho_w = shrink(sw, mw.n, shrinkage, _scale_of(sw, sx))
     a, b, sigma = balanced_pair(shx, shw)
     predicted["asymmetric"] = _predict_paired(a, b, sx, sw, k)
     if method in OBLIVIOUS:
@@ -285,6 +288,16 @@ def _fit(mx: Moments, mw: Moments, k: int, method: str, seed: int,
     return _fit_head_tail(mx, mw, k, method, rng, shrinkage, predicted)
 
 
+def _scale_of(*candidates: np.ndarray) -> float:
+    """tr/d of the first matrix with positive trace (1.0 if none): the identity's scale
+    that stands in for an all-zero second moment."""
+    for m in candidates:
+        t = float(np.trace(m)) / m.shape[0]
+        if t > 0 and np.isfinite(t):
+            return t
+    return 1.0
+
+
 def _linear(matrix: np.ndarray, m: Moments) -> SideMap:
     """A purely linear map, shifted by the side's mean for accuracy."""
     return SideMap(np.ascontiguousarray(matrix), np.zeros(matrix.shape[1]), m.mean.copy())
@@ -293,8 +306,8 @@ def _linear(matrix: np.ndarray, m: Moments) -> SideMap:
 def _fit_diagonal(mx: Moments, mw: Moments, k: int, rng: np.random.Generator,
                   shrinkage: float | str, predicted: dict[str, float]) -> tuple[_Fit, dict]:
     sx, sw = mx.second_moment, mw.second_moment
-    dx, rho_x = shrink(np.diag(np.diag(sx)), mx.n, shrinkage)
-    dw, rho_w = shrink(np.diag(np.diag(sw)), mw.n, shrinkage)
+    dx, rho_x = shrink(np.diag(np.diag(sx)), mx.n, shrinkage, _scale_of(sx, sw))
+    dw, rho_w = shrink(np.diag(np.diag(sw)), mw.n, shrinkage, _scale_of(sw, sx))
     scale = (np.diag(dw) / np.diag(dx)) ** 0.25
     r_mat = _gaussian(rng, k, mx.d)
     predicted["diagonal"] = _predict_paired(np.diag(scale), np.diag(1 / scale), sx, sw, k)
@@ -314,8 +327,8 @@ def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random
     """auto and truncated (DESIGN §4): centred balanced pair, exact head, mean columns, tail."""
     d = mx.d
     cx, cw = mx.covariance, mw.covariance
-    shx, rho_x = shrink(cx, mx.n, shrinkage)
-    shw, rho_w = shrink(cw, mw.n, shrinkage)
+    shx, rho_x = shrink(cx, mx.n, shrinkage, _scale_of(mx.second_moment, cw))
+    shw, rho_w = shrink(cw, mw.n, shrinkage, _scale_of(mw.second_moment, cx))
     a, b, sigma = balanced_pair(shx, shw)
     if method == "truncated":
         r, v = k - 2, None
@@ -331,7 +344,7 @@ def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random
     # the products and puts both entries on the same magnitude, so float32 holds them for
     # data of magnitude 1e-30 or 1e30 alike
     c1 = _balance_scale(np.trace(mx.second_moment), mu_w)
-    c2 = _balance_scale(np.trace(cw), mu_x)
+    c2 = _balance_scale(np.trace(mw.second_moment), mu_x)
     x_map = SideMap(np.column_stack([main_x, mu_w / c1, np.zeros(d)]),
                     np.concatenate([-mu_x @ main_x, [0.0, c2]]), mu_x.copy())
     w_map = SideMap(np.column_stack([main_w, np.zeros(d), mu_x / c2]),
