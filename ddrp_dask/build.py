@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from ._threads import one_blas_thread
 from .errors import OptionError
 from .model import SideMap, SketchModel
 from .stats import Moments
@@ -256,7 +256,7 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
     d = mx.d
     check_k(k, d, method)
     # LAPACK's last bits depend on the thread count: one thread gives the same model anywhere.
-    with threadpool_limits(limits=1):
+    with one_blas_thread():
         fit, predicted = _fit(mx, mw, k, method, seed, shrinkage)
     info = dict(fit.info, n_x=mx.n, n_w=mw.n, predicted=predicted)
     this = predicted[method]

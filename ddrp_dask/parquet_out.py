@@ -16,8 +16,8 @@ import json
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from ._threads import one_blas_thread
 from .io import Source, filesystem, read_valid
 from .model import SideMap
 from .project import sketch_valid
@@ -64,7 +64,7 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
     skipped: list[int] = []
     where = f"{side} input {src.path}"
     writer = None
-    with threadpool_limits(limits=1), fs.open(tmp, "wb") as fh:
+    with one_blas_thread(), fs.open(tmp, "wb") as fh:
         for start, stop in ranges:  # one row group at a time: memory bounded by one
             block, bad = read_valid(src, start, stop, where, skip)
             keep = np.setdiff1d(np.arange(stop - start), bad)

@@ -17,8 +17,8 @@ from typing import Any
 
 import dask
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from ._threads import one_blas_thread
 from .build import build
 from .errors import DdrpError, OptionError
 from .io import Source, read_valid
@@ -47,7 +47,7 @@ FAN_IN = 8
 
 
 def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Moments:
-    with threadpool_limits(limits=1):
+    with one_blas_thread():
         block, bad = read_valid(src, start, stop, f"--{side} {src.path}", skip)
         return block_moments(np.delete(block, bad, axis=0) if bad.size else block)
 
@@ -59,7 +59,7 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
     import zarr
 
     where = f"{side} input {src.path}"
-    with threadpool_limits(limits=1):
+    with one_blas_thread():
         rows, bad = read_valid(src, start, stop, where, skip)
         sketch = sketch_valid(rows, bad, side_map, where, start)
     zarr.open_array(f"{out}/{array}", mode="r+")[start:stop] = sketch
@@ -351,7 +351,7 @@ def sketch_numpy(model: SketchModel, side: str, data: np.ndarray,
 
     arr = np.ascontiguousarray(data, dtype=working_dtype(np.asarray(data).dtype))
     rows = block_rows or int(model.provenance.get("block_rows") or max(len(arr), 1))
-    with threadpool_limits(limits=1):  # the bytes of a float32 product depend on BLAS threads
+    with one_blas_thread():  # the bytes of a float32 product depend on BLAS threads
         parts = [project_block(arr[i:i + rows], model.side(side))
                  for i in range(0, len(arr), rows)]
     return np.concatenate(parts) if parts else np.zeros((0, model.k), np.float32)
