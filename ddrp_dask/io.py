@@ -569,8 +569,9 @@ def _vector_shape(schema: Any, layout: str, cols: tuple[str, ...], files: list[s
 
 
 def _read_parquet_rows(src: Source, start: int, stop: int, as_nan: bool = False) -> np.ndarray:
-    """Read the row groups overlapping ``start:stop`` and return exactly those rows."""
-    out = np.empty((stop - start, src.d), dtype=src.working_dtype)
+    """Read the row groups overlapping ``start:stop`` and return exactly those rows (no copy
+    when one row group is exactly the block, the usual case)."""
+    pieces = []
     for fi, gi, rg_start, nr in src.row_groups:
         lo, hi = max(start, rg_start), min(stop, rg_start + nr)
         if lo >= hi:
@@ -583,8 +584,12 @@ def _read_parquet_rows(src: Source, start: int, stop: int, as_nan: bool = False)
         except Exception as e:
             raise InputError(f"{f}: row group {gi} cannot be read ({e})") from e
         block = _table_to_matrix(table, src, f"{f} row group {gi}", rg_start, as_nan)
-        out[lo - start:hi - start] = block[lo - rg_start:hi - rg_start]
-    return out
+        pieces.append(block[lo - rg_start:hi - rg_start])
+    if len(pieces) == 1:
+        return pieces[0]
+    if not pieces:
+        return np.empty((0, src.d), dtype=src.working_dtype)
+    return np.concatenate(pieces)
 
 
 def _table_to_matrix(table: Any, src: Source, where: str, row0: int,
@@ -629,19 +634,21 @@ def _table_to_matrix(table: Any, src: Source, where: str, row0: int,
 def _scalars_to_matrix(table: Any, src: Source, where: str, row0: int,
                        as_nan: bool) -> np.ndarray:
     """One numeric column per dimension; a null raises naming column and row, or is NaN."""
-    out = np.empty((table.num_rows, src.d), dtype=src.working_dtype)
-    for j, c in enumerate(src.columns):
-        col = table.column(c).combine_chunks()
-        if col.null_count and not as_nan:
-            row = _first_null(col)
-            raise InvalidValueError(f"{where}: column {c!r} is null at row {row0 + row} "
-                                    f"(row {row} of the group)")
+    arrays = []
+    for c in src.columns:
+        col = table.column(c)
         if col.null_count:
+            if not as_nan:
+                row = _first_null(col.combine_chunks())
+                raise InvalidValueError(f"{where}: column {c!r} is null at row {row0 + row} "
+                                        f"(row {row} of the group)")
             import pyarrow.compute as pc
 
             col = pc.fill_null(col.cast("float64"), float("nan"))
-        out[:, j] = col.to_numpy(zero_copy_only=False)
-    return out
+        arrays.append(col.to_numpy())
+    if not arrays or len(arrays[0]) == 0:
+        return np.empty((table.num_rows, src.d), dtype=src.working_dtype)
+    return np.column_stack(arrays).astype(src.working_dtype, copy=False)
 
 
 def _first_null(arr: Any) -> int:
