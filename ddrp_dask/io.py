@@ -578,18 +578,43 @@ def _read_parquet_rows(src: Source, start: int, stop: int, as_nan: bool = False)
             continue
         f = src.files[fi]
         try:
-            table = _open_parquet_file(f).read_row_group(gi, columns=list(src.columns))
+            if nr <= 2 * (stop - start):
+                table = _open_parquet_file(f).read_row_group(gi, columns=list(src.columns))
+                first = rg_start
+            else:  # a row group much larger than the block: stream it, keep only our rows
+                table, first = _row_group_slice(f, gi, rg_start, lo, hi, list(src.columns))
         except InputError:
             raise
         except Exception as e:
             raise InputError(f"{f}: row group {gi} cannot be read ({e})") from e
-        block = _table_to_matrix(table, src, f"{f} row group {gi}", rg_start, as_nan)
-        pieces.append(block[lo - rg_start:hi - rg_start])
+        block = _table_to_matrix(table, src, f"{f} row group {gi}", first, as_nan)
+        pieces.append(block[lo - first:hi - first])
     if len(pieces) == 1:
         return pieces[0]
     if not pieces:
         return np.empty((0, src.d), dtype=src.working_dtype)
     return np.concatenate(pieces)
+
+
+def _row_group_slice(f: str, gi: int, rg_start: int, lo: int, hi: int,
+                     columns: list[str]) -> tuple[Any, int]:
+    """Rows ``lo:hi`` of a large row group, read in batches so that memory stays bounded
+    by the block (the rows before ``lo`` are decoded and dropped). Returns the table of the
+    batches overlapping ``lo:hi`` and the global row of its first row."""
+    import pyarrow as pa
+
+    batch = max(1024, (hi - lo) // 4)
+    kept, first, pos = [], None, rg_start
+    for rb in _open_parquet_file(f).iter_batches(batch_size=batch, row_groups=[gi],
+                                                 columns=columns):
+        end = pos + rb.num_rows
+        if end > lo and pos < hi:
+            kept.append(rb)
+            first = pos if first is None else first
+        pos = end
+        if pos >= hi:
+            break
+    return pa.Table.from_batches(kept), int(first if first is not None else lo)
 
 
 def _table_to_matrix(table: Any, src: Source, where: str, row0: int,

@@ -174,3 +174,13 @@ def test_invalid_rows_as_nan_for_skipping(tmp_path: Path) -> None:
     with pytest.raises(InvalidValueError, match="column 'a' is null at row 1"):
         open_source(str(s)).read_rows(0, 3)
     assert np.isnan(open_source(str(s)).read_rows(0, 3, invalid="nan")[1, 0])
+
+
+def test_large_row_groups_are_sliced_exactly(tmp_path: Path, data: np.ndarray) -> None:
+    """A row group far larger than the block is streamed in batches: same rows, exactly."""
+    p = write_parquet_list(tmp_path / "big.parquet", data, 1000)  # one row group
+    s = write_parquet_scalars(tmp_path / "bigs.parquet", data, 1000)
+    for path in (p, s):
+        src = open_source(path)
+        for a, b in [(0, 100), (123, 250), (900, 1000), (999, 1000)]:
+            assert np.array_equal(src.read_rows(a, b), data[a:b]), (path, a, b)
