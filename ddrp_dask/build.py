@@ -304,7 +304,8 @@ def _linear(matrix: np.ndarray, m: Moments) -> SideMap:
 
 
 def _fit_diagonal(mx: Moments, mw: Moments, k: int, rng: np.random.Generator,
-                  shrinkage: float | str, predicted: dict[str, float]) -> tuple[_Fit, dict]:
+                  shrinkage: float | str, predicted: dict[str, float]
+                  ) -> tuple[_Fit, dict[str, float]]:
     sx, sw = mx.second_moment, mw.second_moment
     dx, rho_x = shrink(np.diag(np.diag(sx)), mx.n, shrinkage, _scale_of(sx, sw))
     dw, rho_w = shrink(np.diag(np.diag(sw)), mw.n, shrinkage, _scale_of(sw, sx))
@@ -323,7 +324,8 @@ def _balance_scale(energy: float, mean: np.ndarray) -> float:
 
 
 def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random.Generator,
-                   shrinkage: float | str, predicted: dict[str, float]) -> tuple[_Fit, dict]:
+                   shrinkage: float | str, predicted: dict[str, float]
+                  ) -> tuple[_Fit, dict[str, float]]:
     """auto and truncated (DESIGN §4): centred balanced pair, exact head, mean columns, tail."""
     d = mx.d
     cx, cw = mx.covariance, mw.covariance

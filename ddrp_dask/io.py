@@ -48,7 +48,7 @@ def filesystem(path: str) -> tuple[Any, str]:
     come from the environment (e.g. ``AWS_*``) and fsspec's configuration."""
     import fsspec
 
-    return fsspec.core.url_to_fs(str(path))  # type: ignore[no-any-return]
+    return fsspec.core.url_to_fs(str(path))
 
 
 def _qualify(fs: Any, inner: str, like: str) -> str:

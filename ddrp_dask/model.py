@@ -139,7 +139,7 @@ def load_model(path: str | os.PathLike[str]) -> SketchModel:
     spath = str(path)
     try:
         group = zarr.open_group(spath, mode="r")
-        attrs = dict(group.attrs)
+        attrs: dict[str, Any] = dict(group.attrs)
     except Exception as e:
         raise ModelError(f"{spath}: not a ddrp model ({e})") from e
     if attrs.get("format") != FORMAT:
@@ -156,7 +156,7 @@ def load_model(path: str | os.PathLike[str]) -> SketchModel:
         raise ModelError(f"{spath}: arrays {sorted(group.array_keys())} do not match the saved "
                          f"list {sorted(checksums)}; the model was changed after it was saved")
     arrays = {key: _checked_array(group, key, checksums[key], spath) for key in checksums}
-    sides = {side: SideMap(*(arrays.get(f"{side}_{name}") for name in _ARRAYS))
+    sides = {side: SideMap(*(arrays.get(f"{side}_{name}") for name in _ARRAYS))  # type: ignore[arg-type]
              for side in ("x", "w")}
     stats = {side: Moments(int(n), arrays[f"{side}_stats_mean"], arrays[f"{side}_stats_scatter"])
              for side, n in attrs.get("stats_n", {}).items()}

@@ -138,7 +138,8 @@ def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, 
 
     if resume and output_state(out) == "incomplete":
         group = zarr.open_group(out, mode="r+")
-        _check_same_plan(out, dict(group.attrs).get("ddrp", {}), facts)
+        recorded: dict[str, Any] = dict(group.attrs).get("ddrp", {})  # type: ignore[assignment]
+        _check_same_plan(out, recorded, facts)
         return group
     group = zarr.open_group(out, mode="w-")
     group.attrs.update({"complete": False, "ddrp": facts})

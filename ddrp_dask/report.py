@@ -43,6 +43,7 @@ def format_report(model: SketchModel, top: int = 8) -> str:
         lines.append(f"  shrinkage (OAS or given): x {rep['shrinkage_x']:.3g}, "
                      f"w {rep['shrinkage_w']:.3g}")
     sigma = rep["sigma"]
+    assert isinstance(sigma, list)
     if sigma:
         shown = ", ".join(f"{s:.3g}" for s in sigma[:top])
         more = f", ... ({len(sigma)} in all)" if len(sigma) > top else ""
