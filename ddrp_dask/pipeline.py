@@ -202,7 +202,12 @@ def compute_moments(plan: Plan, scheduler: Any = None,
 def fit_model(plan: Plan, scheduler: Any = None, progress: bool = False) -> SketchModel:
     """Pass 1 and the build: the fitted model of a ``fit`` or ``run`` plan (nothing written)."""
     moments = compute_moments(plan, scheduler, progress)
-    return build(moments["x"], moments["w"], plan.k, plan.method, plan.seed, plan.shrinkage,
+    k = plan.k
+    if plan.target_rel_mse is not None:  # K from the statistics: the smallest that meets it
+        from .choose import min_k
+
+        k = min_k(moments["x"], moments["w"], plan.target_rel_mse, plan.method, plan.shrinkage)
+    return build(moments["x"], moments["w"], k, plan.method, plan.seed, plan.shrinkage,
                  provenance=plan_summary(plan))
 
 
@@ -241,7 +246,8 @@ def _resolve_model(plan: Plan, scheduler: Any, progress: bool) -> SketchModel:
     saved = plan.out if plan.command == "fit" else f"{plan.out}/model"
     if plan.resume and output_state(saved) == "complete":
         model = load_model(saved)
-        if model.method == plan.method and model.k == plan.k and model.seed == plan.seed:
+        if model.method == plan.method and model.seed == plan.seed and \
+                (model.k == plan.k or plan.target_rel_mse is not None):
             return model
     return fit_model(plan, scheduler, progress)
 
@@ -281,8 +287,8 @@ def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
         _execute_parquet(plan, model, scheduler, progress)
         return model
     names = _output_names(plan)
-    facts = plan_summary(plan)
-    sketches = {name: (plan.sources[side].n_rows, plan.k) for side, (name, _) in names.items()}
+    facts = dict(plan_summary(plan), k=model.k)
+    sketches = {name: (plan.sources[side].n_rows, model.k) for side, (name, _) in names.items()}
     ids = {ids_name: (plan.sources[side].n_rows, str(plan.sources[side].id_dtype))
            for side, (_, ids_name) in names.items() if ids_name}
     group = open_output(plan.out, facts, sketches, plan.block_rows, plan.resume, ids)
@@ -314,7 +320,7 @@ def _execute_parquet(plan: Plan, model: SketchModel, scheduler: Any, progress: b
     """Pass 2 into Parquet datasets (``ddrp_dask.parquet_out``): one task per output file."""
     from . import parquet_out
 
-    facts = plan_summary(plan)
+    facts = dict(plan_summary(plan), k=model.k)
     marker = parquet_out.read_marker(plan.out)
     if marker is not None and plan.resume:
         from .output import _check_same_plan
@@ -330,7 +336,7 @@ def _execute_parquet(plan: Plan, model: SketchModel, scheduler: Any, progress: b
         side_map = dask.delayed(model.side(side), pure=True)
         jobs[side] = parquet_out.file_jobs(src, out_dir, plan.block_rows)
         tasks = [dask.delayed(parquet_out.write_file, pure=True)(src, ranges, side, side_map,
-                                                                 target, plan.k, plan.skip)
+                                                                 target, model.k, plan.skip)
                  for target, ranges in jobs[side]
                  if not (plan.resume and parquet_out.exists(target))]
         graphs.append(dask.delayed(list, pure=True)(tasks))

@@ -55,6 +55,7 @@ class Plan:
     stats_fraction: float = 1.0
     format: str = "zarr"
     on_invalid: str = "error"
+    target_rel_mse: float | None = None
 
     @property
     def skip(self) -> bool:
@@ -95,8 +96,9 @@ class Plan:
                 f", on a seeded {self.stats_fraction:g} of the blocks"
             steps.append(f"pass 1: statistics of {' and '.join(sides)} (map per block, tree "
                          f"reduce in float64{frac})")
-            steps.append(f"build: method={self.method}, K={self.k}, seed={self.seed} "
-                         "(driver, O(d^3))")
+            k = f"K={self.k}" if self.target_rel_mse is None else \
+                f"K = smallest with predicted relative MSE <= {self.target_rel_mse:g}"
+            steps.append(f"build: method={self.method}, {k}, seed={self.seed} (driver, O(d^3))")
         if self.command in ("project", "run"):
             steps.append(f"pass 2: project {' and '.join(sides)} (one GEMM per block) -> Zarr")
         return steps
@@ -123,10 +125,12 @@ class Plan:
                 f"{self.out}/model (model)"]
 
     def output_bytes(self) -> int:
-        """Uncompressed bytes pass 2 writes: float32 sketches (plus 8-byte ids)."""
+        """Uncompressed bytes pass 2 writes: float32 sketches (plus 8-byte ids); with a
+        target instead of K, for the largest K it could choose."""
         if self.command in ("fit", "stats"):
             return 0
-        per_row = 4 * self.k
+        d = next(iter(self.sources.values())).d
+        per_row = 4 * (self.k if self.target_rel_mse is None else max(d + 2, 3))
         return sum(src.n_rows * (per_row + (8 if src.id_column else 0))
                    for src in self.sources.values())
 
@@ -214,41 +218,52 @@ def _check_fraction(fraction: float) -> float:
     return value
 
 
-def _plan_two_sources(command: str, x: str, w: str, k: int, out: str, method: str = "auto",
+def _plan_two_sources(command: str, x: str, w: str, k: int | None, out: str,
+                      method: str = "auto",
                       seed: int = 0, x_columns: Any = None, w_columns: Any = None,
                       block_rows: int | None = None, shrinkage: float | str = "oas",
                       overwrite: bool = False, resume: bool = False,
                       stats_fraction: float = 1.0, x_id_column: str | None = None,
                       w_id_column: str | None = None, format: str = "zarr",
-                      on_invalid: str = "error") -> Plan:
+                      on_invalid: str = "error", target_rel_mse: float | None = None) -> Plan:
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     sx = open_source(x, x_columns, x_id_column)
     sw = open_source(w, w_columns, w_id_column)
     _check_same_d(sx, sw)
-    check_k(int(k), sx.d, method)
+    if (k is None) == (target_rel_mse is None):
+        raise OptionError("give either K (-k) or a target relative MSE (--target-rel-mse), "
+                          "not both and not neither")
+    if target_rel_mse is not None or k is None:
+        from .choose import check_target
+
+        target_rel_mse, k = check_target(float(target_rel_mse or 0)), 0
+    else:
+        check_k(int(k), sx.d, method)
     check_out(out, [x, w], overwrite, resume)
     plan = Plan(command, {"x": sx, "w": sw}, int(k), method, _check_seed(seed),
                 _block_rows(block_rows, sx.d), str(out), _check_shrinkage(shrinkage), overwrite,
                 resume, stats_fraction=_check_fraction(stats_fraction),
-                format=_check_format(format), on_invalid=_check_on_invalid(on_invalid))
+                format=_check_format(format), on_invalid=_check_on_invalid(on_invalid),
+                target_rel_mse=target_rel_mse)
     check_room(plan.out, plan.output_bytes())
     return plan
 
 
-def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
+def plan_fit(x: str, w: str, k: int | None, out: str, method: str = "auto", seed: int = 0,
              x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
              block_rows: int | None = None, shrinkage: float | str = "oas",
              overwrite: bool = False, resume: bool = False,
-             stats_fraction: float = 1.0, on_invalid: str = "error") -> Plan:
+             stats_fraction: float = 1.0, on_invalid: str = "error",
+             target_rel_mse: float | None = None) -> Plan:
     """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
 
     Parameters
     ----------
     x, w : str
         Paths of the two sources (see ``ddrp_dask.io.open_source``).
-    k : int
-        Stored columns per sketch.
+    k : int or None
+        Stored columns per sketch; None with ``target_rel_mse``.
     out : str
         Directory the model is written to.
     method : str, default="auto"
@@ -270,19 +285,22 @@ def plan_fit(x: str, w: str, k: int, out: str, method: str = "auto", seed: int =
         A row with NaN, inf, a null or a wrong length fails the job naming file and row; with
         ``"skip"`` it is left out of the statistics, its sketch row is NaN (Zarr) or absent
         (Parquet), and its row index and id are listed in the output.
+    target_rel_mse : float, optional
+        Instead of K: the smallest K whose predicted relative MSE (MSE / E(x·w)², pairs of
+        fitted rows) is at most this, chosen after pass 1 (``ddrp_dask.choose.min_k``).
     """
     return _plan_two_sources("fit", x, w, k, out, method, seed, x_columns, w_columns,
                              block_rows, shrinkage, overwrite, resume, stats_fraction,
-                             on_invalid=on_invalid)
+                             on_invalid=on_invalid, target_rel_mse=target_rel_mse)
 
 
-def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int = 0,
+def plan_run(x: str, w: str, k: int | None, out: str, method: str = "auto", seed: int = 0,
              x_columns: str | list[str] | None = None, w_columns: str | list[str] | None = None,
              block_rows: int | None = None, shrinkage: float | str = "oas",
              overwrite: bool = False, resume: bool = False,
              stats_fraction: float = 1.0, x_id_column: str | None = None,
              w_id_column: str | None = None, format: str = "zarr",
-             on_invalid: str = "error") -> Plan:
+             on_invalid: str = "error", target_rel_mse: float | None = None) -> Plan:
     """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
     ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``, and
     ``x_id_column``/``w_id_column``: Parquet id columns copied to ``out/x_ids``/``out/w_ids``;
@@ -291,7 +309,7 @@ def plan_run(x: str, w: str, k: int, out: str, method: str = "auto", seed: int =
     """
     return _plan_two_sources("run", x, w, k, out, method, seed, x_columns, w_columns,
                              block_rows, shrinkage, overwrite, resume, stats_fraction,
-                             x_id_column, w_id_column, format, on_invalid)
+                             x_id_column, w_id_column, format, on_invalid, target_rel_mse)
 
 
 def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
@@ -342,6 +360,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "command": plan.command,
         "method": plan.method,
         "k": plan.k,
+        "target_rel_mse": plan.target_rel_mse,
         "seed": plan.seed,
         "block_rows": plan.block_rows,
         "shrinkage": plan.shrinkage,

@@ -171,3 +171,23 @@ def test_config_file_flags_win_and_unknown_keys_fail(tmp_path: Path,
     cfg.write_text("- just\n- a list\n")
     code, _, stderr = _invoke("run", "--config", str(cfg))
     assert code == 2 and "must be a mapping" in stderr
+
+
+def test_fit_with_target_rel_mse_picks_k(tmp_path: Path, inputs: dict[str, str]) -> None:
+    from ddrp_dask import compute_moments, load_model, plan_stats
+    from ddrp_dask.choose import min_k
+
+    out = str(tmp_path / "o.zarr")
+    code, stdout, stderr = _invoke("run", "--x", inputs["x"], "--w", inputs["w"],
+                                   "--target-rel-mse", "0.01", "--out", out,
+                                   "--scheduler", "threads", "--quiet")
+    assert code == 0, stderr
+    m = compute_moments(plan_stats(inputs["x"], inputs["w"]), scheduler="threads")
+    k = min_k(m["x"], m["w"], 0.01, "auto")
+    assert f"K={k} stored columns" in stdout
+    g = zarr.open_group(out, mode="r")
+    assert g["x"].shape == (1200, k) and g.attrs["ddrp"]["k"] == k
+    assert load_model(out + "/model").k == k
+    code, _, stderr = _invoke("run", "--x", inputs["x"], "--w", inputs["w"], "-k", "5",
+                              "--target-rel-mse", "0.01", "--out", str(tmp_path / "b.zarr"))
+    assert code == 2 and "not both" in stderr

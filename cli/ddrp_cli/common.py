@@ -32,8 +32,11 @@ source_options = _options(
     click.option("--w", "w", required=True, help="Source of W rows: .npy, Zarr array, Parquet."),
     click.option("--x-columns", default=None, help="Parquet column(s) of X, comma-separated."),
     click.option("--w-columns", default=None, help="Parquet column(s) of W, comma-separated."),
-    click.option("-k", "--k", "k", type=int, required=True,
+    click.option("-k", "--k", "k", type=int, default=None,
                  help="Stored columns per sketch (all counted)."),
+    click.option("--target-rel-mse", type=float, default=None,
+                 help="Instead of -k: the smallest K whose predicted relative MSE "
+                      "(MSE / E(x.w)^2) is at most this, chosen after pass 1."),
     click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--shrinkage", default="oas", show_default=True,

@@ -8,6 +8,7 @@ import click
 import ddrp_dask
 
 from .pipeline_commands import fit, project, run
+from .use_commands import evaluate, matmul, plan_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +17,7 @@ def cli() -> None:
     """Data-dependent random projections: sketches whose dot products estimate x . w."""
 
 
-for _command in (fit, run, project):
+for _command in (fit, run, project, matmul, evaluate, plan_command):
     cli.add_command(_command)
 
 

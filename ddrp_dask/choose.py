@@ -1,0 +1,324 @@
+"""Choose K from the statistics alone: predicted MSE against K for every method, and the
+smallest K meeting a target — the data-dependent counterpart of scikit-learn's
+``johnson_lindenstrauss_min_dim``. Pure numpy; no random matrix is drawn.
+
+The predictions are exactly ``build(mx, mw, k, method).info["predicted"][method]`` (pair-averaged
+MSE of x·w over pairs of the fitted rows, DESIGN §2–4), but the expensive parts — shrinkage,
+the balanced pairs (one eigh and one SVD each), the balanced covariances — are computed once
+for all K. The *relative* MSE divides by the mean squared inner product over pairs,
+E(x·w)² = tr(Σx Σw) with Σ the uncentred second moments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .build import (
+    METHODS,
+    _head_tail_mse,
+    _pair_var,
+    _sparse_density,
+    balanced_pair,
+    check_k,
+    choose_head,
+    orthogonal_factor,
+    shrink,
+)
+from .errors import InputError, OptionError
+from .stats import Moments
+
+__all__ = ["MsePredictor", "check_options", "check_target", "choose_k", "format_k_table",
+           "k_grid", "min_k", "pair_energy", "plot_mse_curve", "predicted_mse_curve"]
+
+#: Methods whose predicted MSE is c / K: their smallest K has a closed form.
+_INVERSE_K = ("gaussian", "sparse", "asymmetric", "diagonal")
+
+
+def pair_energy(mx: Moments, mw: Moments) -> float:
+    """E(x·w)² over independent pairs of rows: tr(Σx Σw), Σ the uncentred second moments.
+
+    >>> from ddrp_dask.stats import block_moments
+    >>> pair_energy(block_moments(np.array([[1.0, 0.0]])), block_moments(np.array([[2.0, 0.0]])))
+    4.0
+    """
+    return float(np.sum(mx.second_moment * mw.second_moment))
+
+
+class MsePredictor:
+    """Predicted pair-averaged MSE of every method at any K, from two sources' statistics.
+
+    Shrinkage and balanced pairs are computed once, on construction (one BLAS thread, like
+    ``build``, so the numbers match it to the last bit); each ``mse(method, k)`` is then cheap.
+
+    Parameters
+    ----------
+    mx, mw : Moments
+        Statistics of X and W (same d).
+    shrinkage : "oas" or float in [0, 1], default="oas"
+        As for ``ddrp_dask.build``.
+
+    Attributes
+    ----------
+    d : int
+    energy : float
+        E(x·w)² over pairs (``pair_energy``): relative MSE = MSE / energy.
+    """
+
+    def __init__(self, mx: Moments, mw: Moments, shrinkage: float | str = "oas") -> None:
+        if mx.d != mw.d:
+            raise OptionError(f"got d={mx.d} for X but d={mw.d} for W; both sources must have "
+                              "the same dimension")
+        self.d = mx.d
+        self.energy = pair_energy(mx, mw)
+        self._cache: dict[tuple[str, int], float] = {}
+        sx, sw = mx.second_moment, mw.second_moment
+        with threadpool_limits(limits=1):
+            self._numerators = self._prepare(mx, mw, sx, sw, shrinkage)
+        self._sparse = (_sparse_density(self.d) - 3, float(np.sum(np.diag(sx) * np.diag(sw))))
+
+    def _prepare(self, mx: Moments, mw: Moments, sx: np.ndarray, sw: np.ndarray,
+                 shrinkage: float | str) -> dict[str, Any]:
+        """Per-method quantities that do not depend on K (as ``build._fit`` computes them)."""
+        out: dict[str, Any] = {"gaussian": _pair_var(sx, sw, 1)}
+        a, b, _ = balanced_pair(shrink(sx, mx.n, shrinkage)[0], shrink(sw, mw.n, shrinkage)[0])
+        out["asymmetric"] = _pair_var(a @ sx @ a.T, b @ sw @ b.T, 1)
+        dx, _ = shrink(np.diag(np.diag(sx)), mx.n, shrinkage)
+        dw, _ = shrink(np.diag(np.diag(sw)), mw.n, shrinkage)
+        scale = np.diag((np.diag(dw) / np.diag(dx)) ** 0.25)
+        inverse = np.diag(1 / np.diag(scale))
+        out["diagonal"] = _pair_var(scale @ sx @ scale.T, inverse @ sw @ inverse.T, 1)
+        cx, cw = mx.covariance, mw.covariance
+        a, b, sigma = balanced_pair(shrink(cx, mx.n, shrinkage)[0],
+                                    shrink(cw, mw.n, shrinkage)[0])
+        out["head_tail"] = (a @ cx @ a.T, b @ cw @ b.T, sigma)
+        return out
+
+    def k_range(self, method: str) -> tuple[int, int | None]:
+        """Smallest and largest valid K of ``method`` at this d (None: no upper bound)."""
+        low = {"auto": 3, "truncated": 2}.get(method, 1)
+        high = {"auto": self.d + 2, "truncated": self.d + 2, "orthogonal": self.d}.get(method)
+        return low, high
+
+    def mse(self, method: str, k: int) -> float:
+        """Predicted MSE of ``method`` with K = ``k`` (NaN where K is invalid for it)."""
+        key = (method, int(k))
+        if key not in self._cache:
+            self._cache[key] = self._mse(method, int(k))
+        return self._cache[key]
+
+    def _mse(self, method: str, k: int) -> float:
+        try:
+            check_k(int(k), self.d, method)
+        except OptionError:
+            if method not in METHODS:
+                raise
+            return float("nan")
+        if method in ("gaussian", "orthogonal", "sparse"):
+            base = float(self._numerators["gaussian"] / k)
+            if method == "orthogonal":
+                return base * orthogonal_factor(self.d, k)
+            if method == "sparse":
+                return base + self._sparse[0] / k * self._sparse[1]
+            return base
+        if method in ("asymmetric", "diagonal"):
+            return float(self._numerators[method] / k)
+        pa, pb, sigma = self._numerators["head_tail"]
+        r = k - 2 if method == "truncated" else choose_head(sigma, k)[0]
+        return _head_tail_mse(pa, pb, r, k - 2 - r)
+
+    def curve(self, ks: Iterable[int], methods: Sequence[str] = METHODS) -> dict[str, np.ndarray]:
+        """``{method: predicted MSE for each K in ks}`` (NaN where K is invalid)."""
+        ks = [int(k) for k in ks]
+        return {m: np.array([self.mse(m, k) for k in ks], dtype=np.float64) for m in methods}
+
+    def min_k(self, method: str, target: float) -> int:
+        """Smallest K whose predicted relative MSE (MSE / ``energy``) is ≤ ``target``."""
+        target = check_target(target)
+        if not self.energy > 0:
+            raise InputError("E(x.w)^2 is 0 over the sources' pairs (every inner product is "
+                             "zero): a relative MSE is undefined")
+        low, high = self.k_range(method)
+
+        def ok(k: int) -> bool:
+            return self.mse(method, k) / self.energy <= target
+
+        if method in _INVERSE_K:  # MSE = c / K: start from the closed form, fix rounding
+            c = self.mse(method, 1)
+            k = max(low, int(np.ceil(c / (target * self.energy))) if c > 0 else low)
+            while not ok(k):
+                k += 1
+            while k > low and ok(k - 1):
+                k -= 1
+            return k
+        assert high is not None
+        for k in range(low, high + 1):  # head/tail and orthogonal: exact at the top of range
+            if ok(k):
+                return k
+        return high  # pragma: no cover - the largest K is exact, MSE 0
+
+
+def check_target(target: float) -> float:
+    """The target relative MSE as a float; ``OptionError`` unless it is positive and finite."""
+    value = float(target)
+    if not value > 0 or not np.isfinite(value):
+        raise OptionError(f"the target relative MSE must be a positive number, got {target}; "
+                          "e.g. 0.01 for an RMS error of 10% of the RMS inner product")
+    return value
+
+
+def check_options(target: float, methods: Sequence[str], shrinkage: float | str) -> float:
+    """Validate ``choose_k``'s options before any pass over the data; returns the target."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise OptionError(f"unknown method(s) {unknown or ''}; choose among "
+                          f"{', '.join(METHODS)}")
+    if shrinkage != "oas" and not (isinstance(shrinkage, int | float) and 0 <= shrinkage <= 1):
+        raise OptionError(f"shrinkage must be 'oas' or a number in [0, 1], got {shrinkage!r}")
+    return check_target(target)
+
+
+def predicted_mse_curve(mx: Moments, mw: Moments, ks: Iterable[int],
+                        methods: Sequence[str] = METHODS,
+                        shrinkage: float | str = "oas") -> dict[str, np.ndarray]:
+    """Predicted pair-averaged MSE of x·w against K for each method, from statistics alone.
+
+    Parameters
+    ----------
+    mx, mw : Moments
+        Statistics of X and W.
+    ks : iterable of int
+        The K values.
+    methods : sequence of str, default=METHODS
+    shrinkage : "oas" or float in [0, 1], default="oas"
+
+    Returns
+    -------
+    dict of str to ndarray of shape (len(ks),)
+        ``build(mx, mw, k, method).info["predicted"][method]`` for every K; NaN where K is
+        invalid for the method (e.g. orthogonal with K > d). Divide by ``pair_energy(mx, mw)``
+        for the relative MSE.
+    """
+    return MsePredictor(mx, mw, shrinkage).curve(ks, methods)
+
+
+def min_k(mx: Moments, mw: Moments, target: float, method: str = "auto",
+          shrinkage: float | str = "oas") -> int:
+    """Smallest K whose predicted relative MSE, MSE / E(x·w)², is at most ``target``.
+
+    Parameters
+    ----------
+    mx, mw : Moments
+    target : float
+        Target relative MSE (> 0), e.g. 0.01 for an RMS error of 10% of the RMS inner product.
+    method : str, default="auto"
+    shrinkage : "oas" or float in [0, 1], default="oas"
+
+    Returns
+    -------
+    int
+        May exceed d for methods whose MSE is c/K (gaussian, sparse, asymmetric, diagonal).
+    """
+    return MsePredictor(mx, mw, shrinkage).min_k(method, target)
+
+
+def k_grid(d: int, extra: Iterable[int] = ()) -> list[int]:
+    """K values for a table: powers of two up to d + 2, d and d + 2, plus ``extra``.
+
+    >>> k_grid(6, [5])
+    [1, 2, 4, 5, 6, 8]
+    """
+    ks = {2**i for i in range(int(np.log2(d + 2)) + 1)} | {d, d + 2} | set(extra)
+    return sorted(k for k in ks if k >= 1)
+
+
+def choose_k(mx: Moments, mw: Moments, target: float = 0.01, methods: Sequence[str] = METHODS,
+             shrinkage: float | str = "oas") -> dict[str, Any]:
+    """Everything ``ddrp plan`` shows: the smallest K per method for ``target``, a table of
+    predicted relative MSEs, and the curve against every K for the plot.
+
+    Parameters
+    ----------
+    mx, mw : Moments
+    target : float, default=0.01
+        Target relative MSE, MSE / E(x·w)².
+    methods : sequence of str, default=METHODS
+    shrinkage : "oas" or float in [0, 1], default="oas"
+
+    Returns
+    -------
+    dict
+        ``d``, ``n_x``, ``n_w``, ``energy`` (E(x·w)²), ``target_rel_mse``, ``min_k``
+        (method → K), ``table`` (``k``: list, ``rel_mse``: method → list) and ``curve``
+        (``k``: 1..K_max, ``mse``: method → ndarray; NaN where K is invalid).
+    """
+    target = check_options(target, methods, shrinkage)
+    p = MsePredictor(mx, mw, shrinkage)
+    best = {m: p.min_k(m, target) for m in methods}
+    table_ks = k_grid(p.d, best.values())
+    k_max = max(p.d + 2, min(max(best.values()), 16 * (p.d + 2)))
+    curve_ks = list(range(1, k_max + 1))
+    table = p.curve(table_ks, methods)
+    return {"d": p.d, "n_x": mx.n, "n_w": mw.n, "energy": p.energy, "target_rel_mse": target,
+            "shrinkage": shrinkage, "min_k": best,
+            "table": {"k": table_ks,
+                      "rel_mse": {m: (v / p.energy).tolist() for m, v in table.items()}},
+            "curve": {"k": curve_ks, "mse": p.curve(curve_ks, methods)}}
+
+
+def format_k_table(report: dict[str, Any]) -> str:
+    """``choose_k``'s table (rows K, columns methods) and the smallest K's, as text."""
+    rel = report["table"]["rel_mse"]
+    methods = list(rel)
+    lines = [f"d={report['d']}, rows: x {report['n_x']}, w {report['n_w']}; "
+             f"E(x.w)^2 over pairs = {report['energy']:.4g}",
+             "predicted relative MSE of x.w (MSE / E(x.w)^2, averaged over pairs of the "
+             "rows' statistics; '-': K invalid for the method)",
+             f"{'K':>8} " + " ".join(f"{m:>11}" for m in methods)]
+    for i, k in enumerate(report["table"]["k"]):
+        cells = ["-" if not np.isfinite(rel[m][i]) else f"{rel[m][i]:.4g}" for m in methods]
+        lines.append(f"{k:>8} " + " ".join(f"{c:>11}" for c in cells))
+    lines.append(f"smallest K with predicted relative MSE <= {report['target_rel_mse']:g}:")
+    for m, k in report["min_k"].items():
+        note = "  (biased: its error is squared bias, not variance)" if m == "truncated" else ""
+        lines.append(f"  {m:<11} K = {k}{note}")
+    return "\n".join(lines)
+
+
+def plot_mse_curve(report: dict[str, Any], path: str, title: str = "") -> None:
+    """Write ``choose_k``'s relative MSE against K of every method as a PNG (matplotlib Agg,
+    imported here: the library does not need matplotlib otherwise)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = np.asarray(report["curve"]["k"])
+    target, energy = report["target_rel_mse"], report["energy"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        for m, values in report["curve"]["mse"].items():
+            rel = np.asarray(values, dtype=np.float64) / energy
+            keep = np.isfinite(rel) & (rel > 0)
+            (line,) = ax.plot(ks[keep], rel[keep], label=f"{m} (K={report['min_k'][m]})")
+            k = report["min_k"][m]
+            if k <= ks[-1] and keep[k - 1]:
+                ax.plot([k], [rel[k - 1]], "o", color=line.get_color())
+        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        top = max(float(np.nanmax(np.asarray(v, dtype=np.float64) / energy))
+                  for v in report["curve"]["mse"].values())
+        ax.set_ylim(target / 1000, max(top, target) * 2)  # exact K's (MSE 0) fall off the axis
+        ax.set_xlabel("K (stored columns per sketch)")
+        ax.set_ylabel("predicted relative MSE of x.w")
+        ax.set_title(title or f"ddrp plan: d={report['d']}, smallest K per method at the target")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)
