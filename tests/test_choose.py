@@ -172,7 +172,6 @@ def test_plan_command(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("extra", "match"), [
     (["--target-rel-mse", "0"], "must be a positive number"),
     (["--methods", "auto,nope"], "unknown method(s) ['nope']"),
-    (["--resume"], "--resume does not apply to plan"),
     (["--w", "{w13}"], "got d=13 for --w"),
 ])
 def test_plan_command_errors(tmp_path: Path, extra: list[str], match: str) -> None:

@@ -232,7 +232,6 @@ def test_matmul_command(tmp_path: Path, runs: dict[str, Any]) -> None:
     np.testing.assert_allclose(g["scores"][...], -np.sort(-(s @ t.T), axis=1)[:, :4],
                                rtol=1e-5, atol=1e-4)
     for extra, match in ((["--top", "4"], "exists; pass --overwrite"),
-                         (["--resume"], "--resume does not apply to matmul"),
                          (["--w-sketch", f"{runs['run1']}/w", "--overwrite"],
                           "different models")):
         code, _, stderr = _invoke(*base, *extra)

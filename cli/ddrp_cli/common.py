@@ -73,18 +73,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
-execution_options = _options(
-    click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
-                 show_default=True,
-                 help="A row with NaN/inf/null/wrong length: fail naming it, or skip and list it."),
+run_options = _options(
     click.option("--config", type=click.Path(dir_okay=False), is_eager=True,
                  expose_value=False, callback=_load_config,
                  help="YAML file of options (keys: long option names); flags win."),
     click.option("--block-rows", type=int, default=None,
                  help="Rows per block (task, output chunk); default from d only."),
     click.option("--overwrite", is_flag=True, help="Replace an existing ddrp output."),
-    click.option("--resume", is_flag=True,
-                 help="Finish an interrupted output: keep its finished blocks."),
     click.option("--dry-run", is_flag=True, help="Print the plan and write nothing."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
     click.option("--scheduler", default=None,
@@ -96,6 +91,17 @@ execution_options = _options(
     click.option("--memory-limit", default="auto", show_default=True,
                  help="LocalCluster memory limit per worker."),
 )
+"""Options of every command that runs on Dask: config, blocks, output, scheduler."""
+
+execution_options = _options(
+    click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
+                 show_default=True,
+                 help="A row with NaN/inf/null/wrong length: fail naming it, or skip and list it."),
+    click.option("--resume", is_flag=True,
+                 help="Finish an interrupted output: keep its finished blocks."),
+    run_options,
+)
+"""``run_options`` plus what the passes over the sources take: --on-invalid, --resume."""
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from ddrp_dask.matmul import execute_matmul, plan_matmul
 from ddrp_dask.pipeline import compute_moments
 from ddrp_dask.plan import plan_stats
 
-from .common import execution_options, guard, parse_shrinkage, say, scheduler_context
+from .common import guard, parse_shrinkage, run_options, say, scheduler_context
 
 #: Options of execution_options that go to the scheduler.
 _SCHEDULER_KEYS = ("scheduler", "workers", "threads_per_worker", "memory_limit")
@@ -30,8 +30,8 @@ def _split(opts: dict[str, Any], command: str, own: tuple[str, ...]) -> tuple[
         dict[str, Any], dict[str, Any], bool, bool]:
     """(the command's options, scheduler options, dry_run, quiet) from all its options.
 
-    ``own``: the command's own option names. Any other shared execution option (``--resume``,
-    ``--on-invalid``, ...) does not apply here: set to anything but its default, it is refused.
+    ``own``: the command's own option names. Any other shared option
+    that does not apply here, set to anything but its default, is refused.
     """
     sched = {key: opts.pop(key) for key in _SCHEDULER_KEYS}
     params = {p.name: p for p in click.get_current_context().command.params}
@@ -92,7 +92,7 @@ _MATMUL = ("x_sketch", "w_sketch", "out", "top", "block_cols")
               help="Keep only the N largest estimates of every x row (best first).")
 @click.option("--block-cols", type=int, default=None,
               help="W rows per task; default 4096 (product) or 65536 (--top).")
-@execution_options
+@run_options
 @guard
 def matmul(**opts: Any) -> None:
     """Estimate X @ W.T from two sketches, block by block; or its top N per x row."""
@@ -128,7 +128,7 @@ _EVALUATE = ("model", "x", "w", "x_columns", "w_columns", "pairs", "seed", "top"
 @click.option("--seeds", type=int, default=0, show_default=True,
               help="Test the method's unbiasedness over this many rebuilt seeds (0: off).")
 @click.option("--json", "json_path", default=None, help="Write the report as JSON here.")
-@execution_options
+@run_options
 @guard
 def evaluate(**opts: Any) -> None:
     """Measure a model on sampled pairs against exact inner products and equal-K baselines."""
@@ -167,7 +167,7 @@ _PLAN = ("x", "w", "x_columns", "w_columns", "target_rel_mse", "methods", "shrin
               help="Seed of the choice of blocks for --stats-fraction.")
 @click.option("--plot", default=None, help="Write the curves as a PNG here.")
 @click.option("--json", "json_path", default=None, help="Write the numbers as JSON here.")
-@execution_options
+@run_options
 @guard
 def plan_command(**opts: Any) -> None:
     """Choose K from the statistics alone: predicted MSE against K, smallest K per method."""
