@@ -15,7 +15,7 @@ from .matmul import MatmulPlan, execute_matmul, merge_top_n, plan_matmul, top_n
 from .model import SketchModel, load_model, save_model
 from .pipeline import compute_moments, execute, fit_model, sketch_numpy
 from .plan import Plan, plan_fit, plan_project, plan_run, plan_stats
-from .prior import bootstrap_weights
+from .prior import bootstrap_weights, prior_from_labels
 from .project import project_block
 from .stats import Moments, block_moments, combine, combine_all
 
@@ -59,6 +59,7 @@ __all__ = [
     "plan_run",
     "plan_stats",
     "predicted_mse_curve",
+    "prior_from_labels",
     "project_block",
     "sample_pairs",
     "save_model",

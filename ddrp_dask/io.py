@@ -164,20 +164,30 @@ class Source:
         """The id column's values for rows ``start:stop``: int64, or str for text ids."""
         if self.id_column is None:
             raise InputError(f"{self.path}: no id column was chosen")
+        ids = self.read_column(self.id_column, start, stop, "id column")
+        return ids.astype(str) if ids.dtype.kind in "OUS" else ids.astype(np.int64)
+
+    def read_column(self, name: str, start: int, stop: int, what: str = "column") -> np.ndarray:
+        """Another Parquet column's values for rows ``start:stop`` (ids, labels); a null
+        raises naming the file, row group and row."""
+        if self.kind != "parquet":
+            raise InputError(f"{self.path}: {what} {name!r} needs a Parquet source")
         parts = []
         for fi, gi, rg_start, nr in self.row_groups:
             lo, hi = max(start, rg_start), min(stop, rg_start + nr)
             if lo < hi:
-                table = _open_parquet_file(self.files[fi]).read_row_group(
-                    gi, columns=[self.id_column])
-                col = table.column(0).slice(lo - rg_start, hi - lo).combine_chunks()
+                pf = _open_parquet_file(self.files[fi])
+                if name not in pf.schema_arrow.names:
+                    raise InputError(f"{self.files[fi]}: no {what} {name!r}; columns are "
+                                     f"{pf.schema_arrow.names}")
+                col = pf.read_row_group(gi, columns=[name]).column(0)
+                col = col.slice(lo - rg_start, hi - lo).combine_chunks()
                 if col.null_count:
                     raise InvalidValueError(
-                        f"{self.files[fi]} row group {gi}: id column {self.id_column!r} is null "
-                        f"at row {lo + _first_null(col)}")
+                        f"{self.files[fi]} row group {gi}: {what} {name!r} is null at row "
+                        f"{lo + _first_null(col)}")
                 parts.append(np.asarray(col.to_numpy(zero_copy_only=False)))
-        ids = np.concatenate(parts) if parts else np.zeros(0)
-        return ids.astype(str) if ids.dtype.kind in "OUS" else ids.astype(np.int64)
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     @property
     def id_dtype(self) -> str | None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask.array as da
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 
+import ddrp_dask as dd
 from ddrp_dask import bootstrap_weights
 from ddrp_dask.errors import InputError, OptionError
 
@@ -113,3 +116,37 @@ def test_errors() -> None:
         bootstrap_weights(x, y[:10])
     with pytest.raises(InputError, match="holds one class"):
         bootstrap_weights(x, np.zeros(len(x), dtype=int), model="logistic")
+
+
+def test_w_from_labels_in_the_cli(tmp_path: Path) -> None:
+    """run --w-from-labels: W is estimated from a sample of labelled rows, saved, sketched."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zarr
+    from click.testing import CliRunner
+    from sklearn.datasets import load_digits
+
+    from ddrp_cli.main import cli
+
+    x, y = load_digits(return_X_y=True)
+    table = pa.table({"label": y, "pixels": pa.FixedSizeListArray.from_arrays(
+        pa.array(x.astype(np.float32).ravel()), 64)})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=256)
+    out = tmp_path / "o.zarr"
+    args = ["run", "--x", str(tmp_path / "d.parquet"), "--w-from-labels", "label",
+            "--prior-fits", "3", "--prior-sample", "600", "-k", "12", "--out", str(out),
+            "--scheduler", "threads", "--quiet", "--block-rows", "256"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.stderr
+    prior = np.load(str(out) + ".w-prior.npy")
+    assert prior.shape == (30, 64)  # 3 logistic fits x 10 classes
+    expected = dd.prior_from_labels(str(tmp_path / "d.parquet"), "label", n_boot=3,
+                                    sample=600, block_rows=256)
+    assert np.array_equal(prior, expected)
+    g = zarr.open_group(str(out), mode="r")
+    assert g["w"].shape == (30, 12) and g.attrs["complete"] is True
+    res = CliRunner().invoke(cli, [*args[:-1], "256", "--w", str(out) + ".w-prior.npy"])
+    assert res.exit_code == 2 and "either --w or --w-from-labels" in res.stderr
+    bad = CliRunner().invoke(cli, ["fit", "--x", str(tmp_path / "d.parquet"), "--w-from-labels",
+                                   "nope", "-k", "5", "--out", str(tmp_path / "m")])
+    assert bad.exit_code == 2 and "no label column 'nope'" in bad.stderr

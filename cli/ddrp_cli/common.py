@@ -29,7 +29,8 @@ def _options(*decorators: F) -> F:
 
 source_options = _options(
     click.option("--x", "x", required=True, help="Source of X rows: .npy, Zarr array, Parquet."),
-    click.option("--w", "w", required=True, help="Source of W rows: .npy, Zarr array, Parquet."),
+    click.option("--w", "w", default=None,
+                 help="Source of W rows: .npy, Zarr array, Parquet (or --w-from-labels)."),
     click.option("--x-columns", default=None, help="Parquet column(s) of X, comma-separated."),
     click.option("--w-columns", default=None, help="Parquet column(s) of W, comma-separated."),
     click.option("-k", "--k", "k", type=int, default=None,
