@@ -157,7 +157,9 @@ class Source:
                 raise InputError(f"{self.path}: rows {start}..{stop - 1} cannot be read "
                                  f"({type(e).__name__}: {e})") from e
         else:
-            block = _read_parquet_rows(self, start, stop, invalid == "nan")
+            from .parquet_in import read_parquet_rows
+
+            block = read_parquet_rows(self, start, stop, invalid == "nan")
         return np.ascontiguousarray(block, dtype=self.working_dtype)
 
     def read_ids(self, start: int, stop: int) -> np.ndarray:
@@ -172,11 +174,13 @@ class Source:
         raises naming the file, row group and row."""
         if self.kind != "parquet":
             raise InputError(f"{self.path}: {what} {name!r} needs a Parquet source")
+        from .parquet_in import first_null, open_parquet_file
+
         parts = []
         for fi, gi, rg_start, nr in self.row_groups:
             lo, hi = max(start, rg_start), min(stop, rg_start + nr)
             if lo < hi:
-                pf = _open_parquet_file(self.files[fi])
+                pf = open_parquet_file(self.files[fi])
                 if name not in pf.schema_arrow.names:
                     raise InputError(f"{self.files[fi]}: no {what} {name!r}; columns are "
                                      f"{pf.schema_arrow.names}")
@@ -185,7 +189,7 @@ class Source:
                 if col.null_count:
                     raise InvalidValueError(
                         f"{self.files[fi]} row group {gi}: {what} {name!r} is null at row "
-                        f"{lo + _first_null(col)}")
+                        f"{lo + first_null(col)}")
                 parts.append(np.asarray(col.to_numpy(zero_copy_only=False)))
         return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -196,7 +200,9 @@ class Source:
             return None
         import pyarrow as pa
 
-        t = _open_parquet_file(self.files[0]).schema_arrow.field(self.id_column).type
+        from .parquet_in import open_parquet_file
+
+        t = open_parquet_file(self.files[0]).schema_arrow.field(self.id_column).type
         return "int64" if pa.types.is_integer(t) else "str"
 
     def fingerprint(self) -> dict[str, Any]:
@@ -272,7 +278,9 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
         elif fs.isdir(inner) and fs.exists(f"{inner}/zarr.json"):
             src = _open_zarr_source(spath, fs, inner)
         elif fs.isdir(inner) or _is_parquet_file(fs, inner):
-            src = _open_parquet_source(spath, columns, id_column)
+            from .parquet_in import open_parquet_source
+
+            src = open_parquet_source(spath, columns, id_column)
         else:
             raise InputError(
                 f"{spath}: not a .npy file, a Zarr v3 array or a Parquet file/directory"
@@ -404,290 +412,6 @@ def _check_numeric(dtype: np.dtype[Any], where: str) -> None:
         working_dtype(dtype)
     except InputError as e:
         raise InputError(f"{where}: {e}; ddrp needs numeric vectors") from e
-
-
-# ---------------------------------------------------------------------------------------
-# Parquet
-
-
-def _parquet_files(path: str) -> list[str]:
-    """The dataset's files in row order: sorted by path, hidden (``.``/``_``) ones skipped."""
-    fs, inner = filesystem(path)
-    if fs.isfile(inner):
-        return [path]
-    root = inner.rstrip("/")
-    found = sorted(fs.find(root))
-    files = [_qualify(fs, f, path) for f in found
-             if not any(part.startswith((".", "_"))
-                        for part in f[len(root):].strip("/").split("/"))]
-    if not files:
-        raise InputError(f"{path}: directory holds no Parquet files")
-    return files
-
-
-def _open_parquet_file(path: str) -> Any:
-    """A ``pyarrow.parquet.ParquetFile`` for a local path or URL (no pre-buffering: it would
-    buffer the whole file, FIELD-NOTES); page checksums, where the writer stored them, are
-    verified."""
-    import pyarrow.parquet as pq
-
-    try:
-        source: Any = path
-        if is_url(path):
-            fs, inner = filesystem(path)
-            source = fs.open(inner, "rb")
-        return pq.ParquetFile(source, pre_buffer=False, page_checksum_verification=True)
-    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for damaged files
-        raise InputError(f"{path}: not a readable Parquet file ({e})") from e
-
-
-def _open_parquet_source(path: str, columns: list[str] | None,
-                         id_column: str | None = None) -> Source:
-    files = _parquet_files(path)
-    first = _open_parquet_file(files[0])
-    schema = first.schema_arrow
-    if id_column is not None:
-        _check_id_column(schema, id_column, files[0])
-    layout, cols = _choose_columns(schema, columns, files[0],
-                                   exclude=(id_column,) if id_column else ())
-    row_groups: list[tuple[int, int, int, int]] = []
-    sizes = []
-    start = 0
-    for fi, f in enumerate(files):
-        pf = first if fi == 0 else _open_parquet_file(f)
-        if fi > 0 and not _same_columns(pf.schema_arrow, schema, cols):
-            raise InputError(
-                f"{f}: columns {list(cols)} differ in type from {files[0]}; all files of a "
-                "dataset must share the vector columns' types"
-            )
-        for gi in range(pf.metadata.num_row_groups):
-            nr = pf.metadata.row_group(gi).num_rows
-            if nr:
-                row_groups.append((fi, gi, start, nr))
-                start += nr
-        sizes.append(int(pf.metadata.serialized_size))
-    d, dtype = _vector_shape(schema, layout, cols, files, row_groups)
-    return Source(path, "parquet", start, d, dtype, tuple(files), tuple(row_groups),
-                  tuple(cols), layout, tuple(sizes), id_column=id_column)
-
-
-def _check_id_column(schema: Any, id_column: str, where: str) -> None:
-    import pyarrow as pa
-
-    if id_column not in schema.names:
-        raise InputError(f"{where}: no id column {id_column!r}; columns are {schema.names}")
-    t = schema.field(id_column).type
-    if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
-        raise InputError(f"{where}: id column {id_column!r} has type {t}; ids must be integers "
-                         "or strings")
-
-
-def _expand(columns: list[str], names: list[str], where: str) -> list[str]:
-    """Column names with shell-style globs expanded in schema order."""
-    import fnmatch
-
-    out: list[str] = []
-    for c in columns:
-        if any(ch in c for ch in "*?["):
-            hits = [n for n in names if fnmatch.fnmatchcase(n, c)]
-            if not hits:
-                raise InputError(f"{where}: no column matches {c!r}; columns are {names}")
-            out += [h for h in hits if h not in out]
-        elif c not in out:
-            out.append(c)
-    return out
-
-
-def _same_columns(a: Any, b: Any, cols: tuple[str, ...]) -> bool:
-    return all(c in a.names and a.field(c).type == b.field(c).type for c in cols)
-
-
-def _is_list(t: Any) -> bool:
-    import pyarrow as pa
-
-    return bool(pa.types.is_list(t) or pa.types.is_large_list(t)
-                or pa.types.is_fixed_size_list(t))
-
-
-def _is_number(t: Any) -> bool:
-    import pyarrow as pa
-
-    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
-
-
-def _choose_columns(schema: Any, columns: list[str] | None, where: str,
-                    exclude: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
-    """Pick the vector columns: explicit names (globs expanded), else the only list column,
-    else every numeric column not in ``exclude``."""
-    names = list(schema.names)
-    if columns:
-        columns = _expand(columns, names, where)
-        clash = [c for c in columns if c in exclude]
-        if clash:
-            raise InputError(f"{where}: column {clash[0]!r} is the id column; it cannot also "
-                             "hold vector values")
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise InputError(f"{where}: no column {missing[0]!r}; columns are {names}")
-        types = {c: schema.field(c).type for c in columns}
-        if len(columns) == 1 and _is_list(types[columns[0]]):
-            value_t = types[columns[0]].value_type
-            if not _is_number(value_t):
-                raise InputError(f"{where}: column {columns[0]!r} holds lists of {value_t}, "
-                                 "not numbers")
-            return "list", tuple(columns)
-        for c in columns:
-            if not _is_number(types[c]):
-                raise InputError(
-                    f"{where}: column {c!r} has type {types[c]}; give one list column or "
-                    "numeric scalar columns"
-                )
-        return "scalars", tuple(columns)
-    lists = [n for n in names if _is_list(schema.field(n).type)]
-    if len(lists) == 1:
-        return _choose_columns(schema, lists, where)
-    if len(lists) > 1:
-        raise InputError(f"{where}: several list columns {lists}; choose one with --columns "
-                         "(--x-columns / --w-columns)")
-    numeric = [n for n in names if _is_number(schema.field(n).type) and n not in exclude]
-    if not numeric:
-        raise InputError(f"{where}: no list or numeric column among {names}")
-    return "scalars", tuple(numeric)
-
-
-def _vector_shape(schema: Any, layout: str, cols: tuple[str, ...], files: list[str],
-                  row_groups: list[tuple[int, int, int, int]]) -> tuple[int, str]:
-    """d and stored value dtype; a variable-length list column is measured on its first row."""
-    import pyarrow as pa
-
-    if layout == "scalars":
-        dtypes = [schema.field(c).type.to_pandas_dtype() for c in cols]
-        return len(cols), str(np.result_type(*dtypes))
-    t = schema.field(cols[0]).type
-    dtype = str(np.dtype(t.value_type.to_pandas_dtype()))
-    if pa.types.is_fixed_size_list(t):
-        return int(t.list_size), dtype
-    if not row_groups:
-        return 0, dtype
-    fi, gi, _, _ = row_groups[0]
-    first = _open_parquet_file(files[fi]).read_row_group(gi, columns=list(cols)).column(0)
-    arr = first.combine_chunks()
-    valid = arr.drop_null()
-    if len(valid) == 0:
-        return 0, dtype
-    return len(valid[0]), dtype
-
-
-def _read_parquet_rows(src: Source, start: int, stop: int, as_nan: bool = False) -> np.ndarray:
-    """Read the row groups overlapping ``start:stop`` and return exactly those rows (no copy
-    when one row group is exactly the block, the usual case)."""
-    pieces = []
-    for fi, gi, rg_start, nr in src.row_groups:
-        lo, hi = max(start, rg_start), min(stop, rg_start + nr)
-        if lo >= hi:
-            continue
-        f = src.files[fi]
-        try:
-            if nr <= 2 * (stop - start):
-                table = _open_parquet_file(f).read_row_group(gi, columns=list(src.columns))
-                first = rg_start
-            else:  # a row group much larger than the block: stream it, keep only our rows
-                table, first = _row_group_slice(f, gi, rg_start, lo, hi, list(src.columns))
-        except InputError:
-            raise
-        except Exception as e:
-            raise InputError(f"{f}: row group {gi} cannot be read ({e})") from e
-        block = _table_to_matrix(table, src, f"{f} row group {gi}", first, as_nan)
-        pieces.append(block[lo - first:hi - first])
-    if len(pieces) == 1:
-        return pieces[0]
-    if not pieces:
-        return np.empty((0, src.d), dtype=src.working_dtype)
-    return np.concatenate(pieces)
-
-
-def _row_group_slice(f: str, gi: int, rg_start: int, lo: int, hi: int,
-                     columns: list[str]) -> tuple[Any, int]:
-    """Rows ``lo:hi`` of a large row group, read in batches so that memory stays bounded
-    by the block (the rows before ``lo`` are decoded and dropped). Returns the table of the
-    batches overlapping ``lo:hi`` and the global row of its first row."""
-    import pyarrow as pa
-
-    batch = max(1024, (hi - lo) // 4)
-    kept, first, pos = [], None, rg_start
-    for rb in _open_parquet_file(f).iter_batches(batch_size=batch, row_groups=[gi],
-                                                 columns=columns):
-        end = pos + rb.num_rows
-        if end > lo and pos < hi:
-            kept.append(rb)
-            first = pos if first is None else first
-        pos = end
-        if pos >= hi:
-            break
-    return pa.Table.from_batches(kept), int(first if first is not None else lo)
-
-
-def _table_to_matrix(table: Any, src: Source, where: str, row0: int,
-                     as_nan: bool = False) -> np.ndarray:
-    """A pyarrow table of the vector columns as an ``(n, d)`` array. Nulls and wrong lengths
-    raise naming the row (``row0`` is the table's first global row), or become NaN rows."""
-    if src.layout == "scalars":
-        return _scalars_to_matrix(table, src, where, row0, as_nan)
-    import pyarrow as pa
-
-    n = table.num_rows
-    col = table.column(0).combine_chunks()
-    null = np.asarray(col.is_null())
-    if pa.types.is_fixed_size_list(col.type):
-        lengths = np.full(n, src.d)
-        starts = np.arange(n) * src.d + col.offset * src.d
-    else:
-        offsets = np.asarray(col.offsets)
-        lengths, starts = np.diff(offsets), offsets[:-1]
-    values = col.values
-    bad = null | (lengths != src.d)
-    if values.null_count:
-        value_null = np.asarray(values.is_null())
-        has_null = np.add.reduceat(value_null, np.minimum(starts, len(value_null) - 1)) > 0
-        bad |= has_null & (lengths > 0)
-    if bad.any() and not as_nan:
-        row = int(np.flatnonzero(bad)[0])
-        what = ("has a null vector" if null[row] else
-                f"has {lengths[row]} values, expected d={src.d} like the first row of the "
-                "dataset" if lengths[row] != src.d else "holds a null value")
-        raise InvalidValueError(f"{where}: column {src.columns[0]!r} row {row0 + row} {what} "
-                                f"(row {row} of the group)")
-    flat = np.asarray(values.to_numpy(zero_copy_only=False))
-    if not bad.any() and len(flat) == n * src.d and (n == 0 or starts[0] == 0):
-        return flat.reshape(n, src.d)
-    out = np.full((n, src.d), np.nan, dtype=src.working_dtype)
-    good = np.flatnonzero(~bad)
-    out[good] = flat[starts[good][:, None] + np.arange(src.d)]
-    return out
-
-
-def _scalars_to_matrix(table: Any, src: Source, where: str, row0: int,
-                       as_nan: bool) -> np.ndarray:
-    """One numeric column per dimension; a null raises naming column and row, or is NaN."""
-    arrays = []
-    for c in src.columns:
-        col = table.column(c)
-        if col.null_count:
-            if not as_nan:
-                row = _first_null(col.combine_chunks())
-                raise InvalidValueError(f"{where}: column {c!r} is null at row {row0 + row} "
-                                        f"(row {row} of the group)")
-            import pyarrow.compute as pc
-
-            col = pc.fill_null(col.cast("float64"), float("nan"))
-        arrays.append(col.to_numpy())
-    if not arrays or len(arrays[0]) == 0:
-        return np.empty((table.num_rows, src.d), dtype=src.working_dtype)
-    return np.column_stack(arrays).astype(src.working_dtype, copy=False)
-
-
-def _first_null(arr: Any) -> int:
-    return int(np.flatnonzero(np.asarray(arr.is_null()))[0])
 
 
 def read_valid(src: Source, start: int, stop: int, where: str,
