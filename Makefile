@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test wheel-smoke lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,11 +21,24 @@ demo: venv
 		--out demo-out/sketches.zarr --overwrite
 
 test: venv
-	$(BIN)/ruff check ddrp_dask cli tests benchmarks scripts
+	$(BIN)/ruff check ddrp_dask cli tests benchmarks scripts deploy
+	$(BIN)/mypy ddrp_dask
 	$(BIN)/python -m pytest
 
+# A non-editable install in a venv of its own, then one small job through its console script.
+wheel-smoke: venv
+	rm -rf .venv-wheel
+	$(PY) -m venv .venv-wheel
+	.venv-wheel/bin/python -m pip install -q ".[s3]"
+	$(BIN)/python -c "import numpy as np; r = np.random.default_rng(0); \
+		np.save('/tmp/ddrp-smoke-x.npy', r.standard_normal((5000, 16)).astype('f4')); \
+		np.save('/tmp/ddrp-smoke-w.npy', r.standard_normal((300, 16)).astype('f4'))"
+	cd /tmp && $(CURDIR)/.venv-wheel/bin/ddrp run --x /tmp/ddrp-smoke-x.npy \
+		--w /tmp/ddrp-smoke-w.npy -k 8 --out /tmp/ddrp-smoke.zarr --overwrite --scheduler threads
+	rm -rf .venv-wheel
+
 lint: venv
-	$(BIN)/ruff check ddrp_dask cli tests benchmarks scripts
+	$(BIN)/ruff check ddrp_dask cli tests benchmarks scripts deploy
 	$(BIN)/mypy ddrp_dask
 
 bench: venv
