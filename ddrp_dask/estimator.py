@@ -375,8 +375,7 @@ def _numpy_moments(arr: np.ndarray, rows: int) -> Moments:
 def _stats_task(block: np.ndarray, where: str, row0: int) -> Moments:
     """One leaf of pass 1 on a dask block (BLAS pinned to one thread, as in the pipeline)."""
     with one_blas_thread():
-        check_finite(block, where, row0)
-        return block_moments(block)
+        return block_moments(block, check_finite(block, where, row0))
 
 
 def _dask_moments(a: Any, rows: int, where: str) -> Any:

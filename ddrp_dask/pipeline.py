@@ -48,8 +48,10 @@ FAN_IN = 8
 
 def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Moments:
     with one_blas_thread():
-        block, bad = read_valid(src, start, stop, f"--{side} {src.path}", skip)
-        return block_moments(np.delete(block, bad, axis=0) if bad.size else block)
+        block, bad, colsum = read_valid(src, start, stop, f"--{side} {src.path}", skip)
+        if bad.size:
+            return block_moments(np.delete(block, bad, axis=0))
+        return block_moments(block, colsum)
 
 
 def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
@@ -60,7 +62,7 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
 
     where = f"{side} input {src.path}"
     with one_blas_thread():
-        rows, bad = read_valid(src, start, stop, where, skip)
+        rows, bad, _ = read_valid(src, start, stop, where, skip)
         sketch = sketch_valid(rows, bad, side_map, where, start)
     zarr.open_array(f"{out}/{array}", mode="r+")[start:stop] = sketch
     if ids_array is not None:

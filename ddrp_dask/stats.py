@@ -13,7 +13,7 @@ Float32 blocks: the shift and the subtraction run in float32 (exact for values w
 factor two of the shift), and the Gram product of the shifted block runs in float32 with the
 result accumulated in float64. Measured error against a float64 computation is ~1e-7
 relative (Frobenius), below the 1e-6 budget, at about twice the speed (FIELD-NOTES). When the
-block's magnitudes would overflow or underflow float32 squares, the product runs in float64.
+block's magnitudes overflow or underflow float32 squares, the product is redone in float64.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import numpy as np
 
 __all__ = ["Moments", "block_moments", "combine", "combine_all"]
 
-# Largest/smallest absolute value whose squares, summed over a block, stay inside float32.
-_F32_SAFE_MAX = 1e15
-_F32_SAFE_MIN = 1e-12
+# Below this largest diagonal entry of a float32 Gram product, squares may have underflowed.
+_F32_TINY_DIAG = 1e-20
 
 
 @dataclass(frozen=True)
@@ -55,17 +54,23 @@ class Moments:
 
 
 def _gram(c: np.ndarray) -> np.ndarray:
-    """cᵀc accumulated in float64; float32 product when the magnitudes allow it."""
+    """cᵀc accumulated in float64. float32 blocks take the float32 product first, and redo it
+    in float64 when it overflowed (a non-finite entry) or its diagonal is so small that the
+    squares may have underflowed: checking after is cheaper than a pass for max|c| before."""
     if c.dtype == np.float32:
-        amax = float(np.max(np.abs(c))) if c.size else 0.0
-        if amax == 0.0 or _F32_SAFE_MIN < amax < _F32_SAFE_MAX / max(c.shape[0], 1) ** 0.5:
-            return (c.T @ c).astype(np.float64)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            g = (c.T @ c).astype(np.float64)
+        diag = np.diagonal(g)
+        if np.isfinite(diag).all() and float(diag.max(initial=0.0)) > _F32_TINY_DIAG and \
+                np.isfinite(g).all():
+            return g
         c = c.astype(np.float64)
     return c.T @ c
 
 
-def block_moments(block: np.ndarray) -> Moments:
-    """Moments of one ``(rows, d)`` block of float32 or float64 values.
+def block_moments(block: np.ndarray, colsum: np.ndarray | None = None) -> Moments:
+    """Moments of one ``(rows, d)`` block of float32 or float64 values (``colsum``: its
+    float64 column sums, when already computed, e.g. by ``io.check_finite``).
 
     >>> m = block_moments(np.array([[1.0, 2.0], [3.0, 6.0]]))
     >>> m.n, m.mean.tolist(), m.scatter.tolist()
@@ -74,7 +79,9 @@ def block_moments(block: np.ndarray) -> Moments:
     n, d = block.shape
     if n == 0:
         return Moments(0, np.zeros(d), np.zeros((d, d)))
-    mean64 = np.sum(block, axis=0, dtype=np.float64) / n
+    if colsum is None:
+        colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
+    mean64 = colsum / n
     shift = mean64.astype(block.dtype)
     c = block - shift
     resid = np.sum(c, axis=0, dtype=np.float64)
