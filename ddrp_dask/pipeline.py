@@ -51,7 +51,9 @@ def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Mo
         block, bad, colsum = read_valid(src, start, stop, f"--{side} {src.path}", skip)
         if bad.size:
             return block_moments(np.delete(block, bad, axis=0))
-        return block_moments(block, colsum)
+        # shift in place when the block is ours to change (zarr decodes a fresh array;
+        # memory maps and Arrow buffers are read-only and get copied by the shift)
+        return block_moments(block, colsum, overwrite_input=block.flags.writeable)
 
 
 def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
@@ -63,7 +65,8 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
     where = f"{side} input {src.path}"
     with one_blas_thread():
         rows, bad, _ = read_valid(src, start, stop, where, skip)
-        sketch = sketch_valid(rows, bad, side_map, where, start)
+        sketch = sketch_valid(rows, bad, side_map, where, start,
+                              overwrite_input=rows.flags.writeable)
     zarr.open_array(f"{out}/{array}", mode="r+")[start:stop] = sketch
     if ids_array is not None:
         zarr.open_array(f"{out}/{ids_array}", mode="r+")[start:stop] = src.read_ids(start, stop)

@@ -11,32 +11,36 @@ __all__ = ["project_block", "sketch_valid"]
 
 
 def project_block(block: np.ndarray, side: SideMap, where: str = "input",
-                  row0: int = 0) -> np.ndarray:
+                  row0: int = 0, overwrite_input: bool = False) -> np.ndarray:
     """Sketch the rows of ``block`` (float32 or float64, shape (rows, d)) as float32 (rows, k).
 
     The product runs in the block's dtype on rows shifted by the side's mean (see
     ``ddrp_dask.model``); the offset is added in that dtype. A sketch value that does not fit
-    float32 raises ``InvalidValueError`` rather than storing infinity.
+    float32 raises ``InvalidValueError`` rather than storing infinity. ``overwrite_input``
+    shifts the block in place (a task's own block: saves a copy of it).
     """
     dtype = block.dtype
-    shifted = block - side.shift.astype(dtype)
+    shift = side.shift.astype(dtype)
+    shifted = np.subtract(block, shift, out=block if overwrite_input else None)
     out = shifted @ side.matrix.astype(dtype)
     out += side.effective_offset(dtype).astype(dtype)
-    result = out.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = out.astype(np.float32)
     if not np.isfinite(result).all():
         bad = int(np.flatnonzero(~np.isfinite(result).all(axis=1))[0])
+        magnitude = float(np.max(np.abs(shifted[bad].astype(np.float64) + shift)))
         raise InvalidValueError(
             f"{where}: the sketch of row {row0 + bad} overflows float32 (inputs of magnitude "
-            f"{float(np.max(np.abs(block[bad]))):.3g}); rescale the data"
+            f"{magnitude:.3g}); rescale the data"
         )
     return result
 
 
 def sketch_valid(block: np.ndarray, bad: np.ndarray, side_map: SideMap, where: str,
-                 row0: int) -> np.ndarray:
+                 row0: int, overwrite_input: bool = False) -> np.ndarray:
     """The block's sketches, with NaN rows for the invalid (skipped) rows."""
     if not bad.size:
-        return project_block(block, side_map, where, row0)
+        return project_block(block, side_map, where, row0, overwrite_input)
     good = np.setdiff1d(np.arange(len(block)), bad)
     out = np.full((len(block), side_map.matrix.shape[1]), np.nan, dtype=np.float32)
     out[good] = project_block(block[good], side_map, where, row0)

@@ -68,9 +68,11 @@ def _gram(c: np.ndarray) -> np.ndarray:
     return c.T @ c
 
 
-def block_moments(block: np.ndarray, colsum: np.ndarray | None = None) -> Moments:
+def block_moments(block: np.ndarray, colsum: np.ndarray | None = None,
+                  overwrite_input: bool = False) -> Moments:
     """Moments of one ``(rows, d)`` block of float32 or float64 values (``colsum``: its
-    float64 column sums, when already computed, e.g. by ``io.check_finite``).
+    float64 column sums, when already computed, e.g. by ``io.check_finite``;
+    ``overwrite_input``: shift the block in place, saving a copy of a task's own block).
 
     >>> m = block_moments(np.array([[1.0, 2.0], [3.0, 6.0]]))
     >>> m.n, m.mean.tolist(), m.scatter.tolist()
@@ -83,7 +85,7 @@ def block_moments(block: np.ndarray, colsum: np.ndarray | None = None) -> Moment
         colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
     mean64 = colsum / n
     shift = mean64.astype(block.dtype)
-    c = block - shift
+    c = np.subtract(block, shift, out=block if overwrite_input else None)
     resid = np.sum(c, axis=0, dtype=np.float64)
     g = _gram(c)
     mean = shift.astype(np.float64) + resid / n

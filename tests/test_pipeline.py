@@ -85,8 +85,21 @@ def _bytes(group: zarr.Group) -> tuple[bytes, bytes]:
 
 
 @pytest.mark.cluster
+def _digest_tree(paths: list[str]) -> dict[str, str]:
+    import hashlib
+
+    out = {}
+    for p in paths:
+        root = Path(p)
+        for f in sorted([root] if root.is_file() else root.rglob("*")):
+            if f.is_file():
+                out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
 def test_byte_identical_across_schedulers_chunkings_and_formats(
         tmp_path: Path, files: dict[str, str], cluster1: Any, cluster2: Any) -> None:
+    before = _digest_tree(list(files.values()))
     _, ref = _run(tmp_path, files["x_npy"], files["w_npy"], "threads", name="ref.zarr")
     expected = _bytes(ref)
     variants = [
@@ -101,6 +114,7 @@ def test_byte_identical_across_schedulers_chunkings_and_formats(
     for i, (x, w, sched) in enumerate(variants):
         _, out = _run(tmp_path, x, w, sched, name=f"v{i}.zarr")
         assert _bytes(out) == expected, (i, x, w, sched)
+    assert _digest_tree(list(files.values())) == before  # no input was modified
 
 
 def test_fit_then_project_equals_run(tmp_path: Path, files: dict[str, str]) -> None:
