@@ -124,9 +124,17 @@ def scheduler_context(scheduler: str | None, workers: int | None, threads_per_wo
     from distributed import Client, LocalCluster
 
     if name == "local":
+        import dask
+
         n = workers or max(1, (os.cpu_count() or 1) // threads)
-        with LocalCluster(n_workers=n, threads_per_worker=threads, memory_limit=memory,
-                          silence_logs=logging.ERROR, dashboard_address=":0") as cluster, \
+        # huge pages for malloc in the worker processes (read by glibc at start, ignored
+        # elsewhere): every task allocates block-sized arrays, and faulting them in 4 KiB
+        # pages cost ~15 % of a run here (benchmarks/perf.py, "+thp")
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+        environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+                LocalCluster(n_workers=n, threads_per_worker=threads, memory_limit=memory,
+                             silence_logs=logging.ERROR, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             say(f"local cluster: {n} worker(s) x {threads} thread(s), dashboard "
                 f"{client.dashboard_link}")
