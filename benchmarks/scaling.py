@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scratch", default=str(ROOT / "bench-out" / "data"))
     ap.add_argument("--max-build-d", type=int, default=4096)
+    ap.add_argument("--sweeps", default="rows,d,K,workers,build",
+                    help="which sweeps to run (comma-separated)")
     ap.add_argument("--quick", action="store_true",
                     help="a quarter of the rows everywhere (a few minutes)")
     args = ap.parse_args(argv)
@@ -106,29 +108,30 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs: list[Job] = []
     out = scratch / "scaling-out"
+    sweeps = set(args.sweeps.split(","))
     print("\nrows (d=256, K=32, threads):")
     w256 = source(W_ROWS, 256, "w")
-    for rows in (250_000, 500_000, 1_000_000, 2_000_000):
+    for rows in (250_000, 500_000, 1_000_000, 2_000_000) if "rows" in sweeps else ():
         rows //= div
         jobs.append(passes_job(f"rows={rows}", "rows", source(rows, 256), w256, 256, 32,
                                "threads", 2, out, log_dir))
     print("\nd (500k rows; 125k at d=2048, 1 GB; K=32, threads):")
-    for d in (64, 256, 1024, 2048):
+    for d in (64, 256, 1024, 2048) if "d" in sweeps else ():
         rows_d = (500_000 if d <= 1024 else 125_000) // div
         jobs.append(passes_job(f"d={d}", "d", source(rows_d, d), source(W_ROWS, d, "w"), d, 32,
                                "threads", 2, out, log_dir))
     print("\nK (1M rows, d=256, threads):")
-    for k in (8, 32, 128):
+    for k in (8, 32, 128) if "K" in sweeps else ():
         jobs.append(passes_job(f"K={k}", "K", source(1_000_000 // div, 256), w256, 256, k,
                                "threads", 2, out, log_dir))
     print("\nworkers (1M rows, d=256, K=32, LocalCluster n x 1 thread):")
-    for n in (1, 2):
+    for n in (1, 2) if "workers" in sweeps else ():
         jobs.append(passes_job(f"workers={n}", "workers", source(1_000_000 // div, 256), w256,
                                256, 32, "local", n, out, log_dir))
     print(f"\nbuild alone (synthetic Moments, 1 BLAS thread, up to d={args.max_build_d}):")
     builds: list[dict[str, Any]] = []
     d = 64
-    while d <= args.max_build_d:
+    while d <= args.max_build_d and "build" in sweeps:
         row = {"d": d, "auto_s": time_build(d, 32, "auto"),
                "gaussian_s": time_build(d, 32, "gaussian")}
         builds.append(row)
@@ -147,6 +150,8 @@ def _pass_model(jobs: list[Job]) -> tuple[float, float]:
            for j in jobs if j.group == "d" and j.ok]
     from scipy.optimize import nnls
 
+    if len(pts) < 2:
+        return float("nan"), float("nan")
     ds = np.array([p[0] for p in pts], dtype=float)
     t = np.array([p[1] for p in pts])
     coef, _ = nnls(np.column_stack([ds, ds**2]), t)  # both terms cost time: a, b >= 0
@@ -172,6 +177,11 @@ def report(jobs: list[Job], builds: list[dict[str, Any]], div: int) -> None:
     print("(rows: of X; W has 20,000 more rows, counted in rows/s; times inside the process; "
           f"F=0.1 p1: pass 1 on a tenth of the blocks{'; --quick: rows / 4' if div > 1 else ''})")
     a, b = _pass_model(jobs)
+    if not (np.isfinite(a) and builds):
+        (ROOT / "bench-out" / "scaling.json").write_text(json.dumps(
+            {"jobs": [j.summary() for j in jobs], "builds": builds}, indent=1))
+        print("(no d sweep or no build timings: no build-vs-passes table, no plot)")
+        return
     print(f"\nboth passes cost ≈ {a * 1e9:.2f}·d + {b * 1e9:.4f}·d² ns per row (fit to the d "
           "sweep); build vs passes:")
     print(f"{'d':>6} {'build auto s':>12} {'gaussian s':>10} {'passes, 2 GB s':>14} "
