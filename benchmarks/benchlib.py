@@ -36,19 +36,20 @@ def load() -> float:
 
 
 def library_version() -> str:
-    """Git HEAD of the repository and a digest of the library's sources as they are now (the
-    library may change under a long benchmark: compare the value at start and end)."""
+    """Git HEAD of the repository and a digest of the library's and the CLI's sources as they
+    are now (they may change under a long benchmark: compare the value at start and end)."""
     import hashlib
 
     digest = hashlib.sha256()
-    for f in sorted((ROOT / "ddrp_dask").glob("*.py")):
+    sources = [*(ROOT / "ddrp_dask").glob("*.py"), *(ROOT / "cli" / "ddrp_cli").glob("*.py")]
+    for f in sorted(sources):
         digest.update(f.read_bytes())
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         head = "?"
-    return f"HEAD {head}, ddrp_dask sources {digest.hexdigest()[:12]}"
+    return f"HEAD {head}, ddrp_dask + ddrp_cli sources {digest.hexdigest()[:12]}"
 
 
 def check_library(start: str) -> None:
@@ -308,17 +309,22 @@ def emit(result: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def scheduler(name: str, workers: int = 2) -> Iterator[Any]:
-    """``"threads"`` as it is, or a LocalCluster of ``workers`` x 1 thread (as ``ddrp``'s
-    default) with a Client, yielded as the scheduler to pass to ``dask.compute``."""
+    """``"threads"`` as it is, or a LocalCluster of ``workers`` x 1 thread with a Client, set
+    up as the ``ddrp`` CLI's default one (cli/ddrp_cli/common.py: workers start with
+    ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``), so that baselines get the same workers."""
     if name != "local":
         yield name
         return
     import logging
 
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit="auto",
-                      silence_logs=logging.ERROR, dashboard_address=":0") as cluster, \
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit="auto",
+                         silence_logs=logging.ERROR, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         yield client
 

@@ -569,7 +569,7 @@ def drive(args: argparse.Namespace) -> int:
             profiles[label] = profile(label, _ddrp(
                 "run", "--x", str(xz), "--w", str(wz), "-k", str(k), "--out",
                 str(outs / "profiled.zarr"), "--scheduler", s),
-                ROOT / "bench-out" / f"profile-{s}{'' if d == 256 else f'-d{d}'}.txt")
+                ROOT / "bench-out" / f"profile-{s}{_suffix(rows, d)}.txt")
     report(R, args, rows, d, k, scheds, profiles)
     check_library(version)
     shutil.rmtree(outs, ignore_errors=True)
@@ -643,6 +643,14 @@ def print_profile(name: str, prof: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------
 # reporting
+
+
+def _suffix(rows: int, d: int) -> str:
+    """Output name suffix: none for the default 2 GB at d=256, ``-dD`` for the default rows
+    at another d, ``-NxD`` for other row counts (so small runs keep the big results)."""
+    if rows == 2_000_000 * 256 // d:
+        return "" if d == 256 else f"-d{d}"
+    return f"-{rows}x{d}"
 
 
 def _ratio(a: float, b: float) -> str:
@@ -722,9 +730,8 @@ def report(R: Runner, args: argparse.Namespace, rows: int, d: int, k: int,
         print("\nprofiles of ddrp run --method auto (py-spy, Python frames):")
         for name, prof in profiles.items():
             print_profile(name, prof)
-    plot(R, scheds, Path(ROOT / "bench-out" / f"perf{'' if d == 256 else f'-d{d}'}.png"), rows, d,
-         k)
-    path = ROOT / "bench-out" / f"perf{'' if d == 256 else f'-d{d}'}.json"
+    path = ROOT / "bench-out" / f"perf{_suffix(rows, d)}.json"
+    plot(R, scheds, path.with_suffix(".png"), rows, d, k)
     path.write_text(json.dumps({"rows": rows, "d": d, "k": k, "w_rows": args.w_rows,
                                 "jobs": [j.summary() for j in R.jobs],
                                 "profiles": profiles}, indent=1))
