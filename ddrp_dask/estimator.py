@@ -25,7 +25,7 @@ from .build import METHODS, build, check_k
 from .errors import DdrpError, InputError, InvalidValueError, OptionError
 from .io import check_finite, default_block_rows, working_dtype
 from .model import SideMap, SketchModel
-from .pipeline import _reduce_tree, sketch_numpy
+from .pipeline import sketch_numpy, tree_reduce
 from .project import project_block
 from .stats import Moments, block_moments, combine_all
 
@@ -386,7 +386,7 @@ def _dask_moments(a: Any, rows: int, where: str) -> Any:
     starts = np.concatenate([[0], np.cumsum(blocks.chunks[0])[:-1]])
     leaves = [dask.delayed(_stats_task, pure=True)(blk, where, int(s))
               for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-    return _reduce_tree(leaves)
+    return tree_reduce(leaves, combine_all)
 
 
 def _moments(xa: Any, wa: Any, rows: int) -> tuple[Moments, Moments]:

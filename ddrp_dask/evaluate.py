@@ -32,6 +32,7 @@ from .errors import ModelError, OptionError
 from .io import Source, check_finite, open_source
 from .matmul import merge_top_n, top_n_products
 from .model import SideMap, SketchModel, load_model
+from .pipeline import compute, tree_reduce
 from .project import project_block
 
 __all__ = ["EvaluatePlan", "error_summary", "evaluate_model", "format_evaluation",
@@ -43,8 +44,6 @@ QUANTILES = (50, 90, 99)
 BASELINES = ("asymmetric", "gaussian")
 #: Largest gap (rows) bridged by one read when gathering rows of a .npy source.
 _NPY_GAP = 64
-#: Partial results merged per reduction task.
-FAN_IN = 8
 #: Two-sided level of the per-pair t-tests of ``seeds``.
 ALPHA = 0.01
 BIAS_NOTE = ("bias z = mean error / its standard error over the sampled pairs, for this one "
@@ -284,14 +283,6 @@ def _merge_named(parts: Sequence[dict[str, tuple[np.ndarray, np.ndarray]]],
     return {key: merge_top_n([p[key] for p in parts], n) for key in parts[0]}
 
 
-def _reduce(leaves: list[Any], n: int) -> Any:
-    level = leaves
-    while len(level) > 1:
-        level = [dask.delayed(_merge_named, pure=True)(level[i:i + FAN_IN], n)
-                 for i in range(0, len(level), FAN_IN)]
-    return level[0]
-
-
 # ---------------------------------------------------------------------------------------
 # running
 
@@ -311,12 +302,11 @@ def _models(model: SketchModel) -> dict[str, SketchModel]:
 def _read_rows(plan: EvaluatePlan, wanted: dict[str, np.ndarray], scheduler: Any,
                progress: bool) -> dict[str, np.ndarray]:
     """Pass 1: the wanted rows (sorted, distinct) of each side, in one compute."""
-    from .pipeline import _compute
 
     srcs = {"x": plan.x, "w": plan.w}
     graphs = [_gather_graph(srcs[side], rows, plan.block_rows, f"--{side}")
               for side, rows in wanted.items()]
-    results = _compute([g for gs in graphs for g in gs], scheduler, progress,
+    results = compute([g for gs in graphs for g in gs], scheduler, progress,
                        "evaluate: reading sampled rows")
     out, i = {}, 0
     for side, gs in zip(wanted, graphs, strict=True):
@@ -328,7 +318,6 @@ def _read_rows(plan: EvaluatePlan, wanted: dict[str, np.ndarray], scheduler: Any
 def _recall(plan: EvaluatePlan, models: dict[str, SketchModel], queries: np.ndarray,
             scheduler: Any, progress: bool) -> dict[str, float]:
     """Pass 2: recall@N of every method for the query rows, over all W blocks."""
-    from .pipeline import _compute
 
     assert plan.top is not None
     q = dask.delayed(queries.astype(np.float64), pure=True)
@@ -339,7 +328,7 @@ def _recall(plan: EvaluatePlan, models: dict[str, SketchModel], queries: np.ndar
     leaves = [dask.delayed(_scores_task, pure=True)(plan.w, s, min(s + rows, n), q, sketches,
                                                     maps, plan.top)
               for s in range(0, n, rows)]
-    (best,) = _compute([_reduce(leaves, plan.top)], scheduler, progress,
+    (best,) = compute([tree_reduce(leaves, _merge_named, plan.top)], scheduler, progress,
                        "evaluate: top-N over W")
     return {name: recall_at_n(best["exact"][0], best[name][0]) for name in models}
 

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from .errors import DdrpError, InputError, OptionError
 from .io import Source, open_source
 from .output import check_out, check_room, finish, output_state, remove_output
+from .pipeline import FAN_IN, check_memory, check_visible, compute, tree_reduce
 
 __all__ = ["MatmulPlan", "execute_matmul", "merge_top_n", "plan_matmul", "top_n",
            "top_n_products"]
@@ -39,8 +40,6 @@ DEFAULT_TILE = 4096
 DEFAULT_TOP_COLS = 65536
 #: Scores a top-N task holds at once (float32: 16 MiB, plus ~4 bytes/score of bookkeeping).
 MAX_SCORES = 2**22
-#: Partial top-N results merged per reduction task.
-FAN_IN = 8
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,15 +414,6 @@ def _write_top_task(part: tuple[np.ndarray, np.ndarray], out: str,
     return int(idx.shape[0])
 
 
-def reduce_top_n(leaves: list[Any], n: int) -> Any:
-    """Merge delayed partial top-n results in aligned groups of ``FAN_IN``, level by level."""
-    level = leaves
-    while len(level) > 1:
-        level = [dask.delayed(merge_top_n, pure=True)(level[i:i + FAN_IN], n)
-                 for i in range(0, len(level), FAN_IN)]
-    return level[0]
-
-
 def _graphs(plan: MatmulPlan) -> list[Any]:
     cols = plan.col_ranges()
     if plan.top is None:
@@ -433,8 +423,8 @@ def _graphs(plan: MatmulPlan) -> list[Any]:
     for r in plan.row_ranges():
         leaves = [dask.delayed(_top_task, pure=True)(plan.x, plan.w, r, c, plan.top)
                   for c in cols]
-        graphs.append(dask.delayed(_write_top_task, pure=True)(reduce_top_n(leaves, plan.top),
-                                                               plan.out, r))
+        best = tree_reduce(leaves, merge_top_n, plan.top)
+        graphs.append(dask.delayed(_write_top_task, pure=True)(best, plan.out, r))
     return graphs
 
 
@@ -468,7 +458,6 @@ def execute_matmul(plan: MatmulPlan, scheduler: Any = None, progress: bool = Fal
     progress : bool, default=False
         A progress bar on stderr.
     """
-    from .pipeline import _compute, check_memory, check_visible
 
     check_visible(cast(Any, plan), scheduler)
     check_memory(cast(Any, plan), scheduler)
@@ -477,7 +466,7 @@ def execute_matmul(plan: MatmulPlan, scheduler: Any = None, progress: bool = Fal
         remove_output(plan.out)
     group = _create(plan, facts)
     try:
-        _compute(_graphs(plan), scheduler, progress, "matmul")
+        compute(_graphs(plan), scheduler, progress, "matmul")
     except DdrpError:  # an unreadable sketch chunk: leave no output behind
         remove_output(plan.out)
         raise

@@ -36,7 +36,7 @@ from .plan import Plan, plan_summary
 from .project import project_block, sketch_valid
 from .stats import Moments, block_moments, combine_all
 
-__all__ = ["compute_moments", "execute", "fit_model"]
+__all__ = ["compute", "compute_moments", "execute", "fit_model", "tree_reduce"]
 
 #: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's.
 FAN_IN = 8
@@ -74,11 +74,13 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
     return stop - start
 
 
-def _reduce_tree(leaves: list[Any]) -> Any:
-    """Merge delayed Moments in aligned groups of ``FAN_IN``, level by level."""
+def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any) -> Any:
+    """Merge delayed results with ``merge(group, *args)`` in aligned groups of ``FAN_IN``,
+    level by level: a fixed tree, so the result is the same however it is scheduled (for
+    Moments it equals ``combine_all``'s tree)."""
     level = leaves
     while len(level) > 1:
-        level = [dask.delayed(combine_all, pure=True)(level[i:i + FAN_IN])
+        level = [dask.delayed(merge, pure=True)(level[i:i + FAN_IN], *args)
                  for i in range(0, len(level), FAN_IN)]
     return level[0]
 
@@ -160,7 +162,7 @@ def check_memory(plan: Plan, scheduler: Any) -> None:
             )
 
 
-def _compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str) -> list[Any]:
+def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str) -> list[Any]:
     """One ``dask.compute`` of ``objs`` on ``scheduler`` (a name, a Client or None), with a
     progress bar on stderr when asked."""
     client = _client_of(scheduler)
@@ -199,8 +201,8 @@ def compute_moments(plan: Plan, scheduler: Any = None,
         ranges = plan.block_ranges(side)
         leaves = [dask.delayed(_stats_task, pure=True)(src, *ranges[i], side, plan.skip)
                   for i in plan.stats_blocks(side)]
-        graphs.append(_reduce_tree(leaves))
-    results = _compute(graphs, scheduler, progress, "pass 1: statistics")
+        graphs.append(tree_reduce(leaves, combine_all))
+    results = compute(graphs, scheduler, progress, "pass 1: statistics")
     return dict(zip(plan.sources, results, strict=True))
 
 
@@ -301,7 +303,7 @@ def execute(plan: Plan, scheduler: Any = None, progress: bool = False,
         remove_output(f"{plan.out}/model")
         save_model(model, f"{plan.out}/model")
     with _removed_on_data_error(plan):
-        _compute(_project_graphs(plan, model, group, names), scheduler, progress,
+        compute(_project_graphs(plan, model, group, names), scheduler, progress,
                  "pass 2: projection")
     if plan.skip:
         facts["skipped"] = record_skipped(group, plan, names)
@@ -346,7 +348,7 @@ def _execute_parquet(plan: Plan, model: SketchModel, scheduler: Any, progress: b
                  if not (plan.resume and parquet_out.exists(target))]
         graphs.append(dask.delayed(list, pure=True)(tasks))
     with _removed_on_data_error(plan):
-        _compute(graphs, scheduler, progress, "pass 2: projection")
+        compute(graphs, scheduler, progress, "pass 2: projection")
     if plan.skip:  # read back from the files, so files finished before a resume count too
         facts["skipped_rows"] = {side: sorted(r for target, _ in side_jobs
                                               for r in parquet_out.skipped_of(target))
