@@ -151,13 +151,9 @@ class Source:
         if self.kind == "npy":
             block = _read_npy_rows(self, start, stop)
         elif self.kind == "zarr":
-            try:
-                block = _open_zarr_array(self.path)[start:stop]
-            except InputError:
-                raise
-            except Exception as e:  # a damaged chunk: codec errors of many kinds
-                raise InputError(f"{self.path}: rows {start}..{stop - 1} cannot be read "
-                                 f"({type(e).__name__}: {e})") from e
+            from .zarr_in import read_zarr_rows
+
+            block = read_zarr_rows(self, start, stop)
         else:
             from .parquet_in import read_parquet_rows
 
@@ -278,7 +274,9 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
         if fs.isfile(inner) and inner.endswith(".npy"):
             src = _open_npy_source(spath, fs, inner)
         elif fs.isdir(inner) and fs.exists(f"{inner}/zarr.json"):
-            src = _open_zarr_source(spath, fs, inner)
+            from .zarr_in import open_zarr_source
+
+            src = open_zarr_source(spath, fs, inner)
         elif fs.isdir(inner) or _is_parquet_file(fs, inner):
             from .parquet_in import open_parquet_source
 
@@ -359,54 +357,6 @@ def _read_npy_rows(src: Source, start: int, stop: int) -> np.ndarray:
     if len(raw) != (stop - start) * row_bytes:
         raise InputError(f"{src.path}: truncated at row {start + len(raw) // row_bytes}")
     return np.frombuffer(raw, dtype=dtype).reshape(stop - start, src.d)
-
-
-def _open_zarr_array(path: str) -> Any:
-    import zarr
-
-    try:
-        node = zarr.open(path, mode="r")
-    except Exception as e:  # zarr raises several unrelated types for a broken store
-        raise InputError(f"{path}: not a readable Zarr v3 array ({e})") from e
-    if isinstance(node, zarr.Group):
-        arrays = sorted(node.array_keys())
-        if len(arrays) != 1:
-            raise InputError(
-                f"{path}: is a Zarr group with arrays {arrays}; name one, e.g. {path}/"
-                f"{arrays[0] if arrays else 'NAME'}"
-            )
-        node = node[arrays[0]]
-    return node
-
-
-def _open_zarr_source(path: str, fs: Any, inner: str) -> Source:
-    arr = _open_zarr_array(path)
-    if arr.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D Zarr array (rows x d), got shape {arr.shape}")
-    _check_numeric(arr.dtype, path)
-    _check_zarr_chunks(arr, path, fs, inner)
-    size = int(fs.du(inner)) if hasattr(fs, "du") else 0
-    return Source(path, "zarr", int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
-                  sizes=(size,))
-
-
-def _check_zarr_chunks(arr: Any, path: str, fs: Any, inner: str) -> None:
-    """Refuse an array with missing chunks: Zarr would silently read them as fill values."""
-    import itertools
-
-    if arr.nchunks_initialized >= arr.nchunks:
-        return
-    enc = arr.metadata.chunk_key_encoding
-    grid = [-(-n // c) for n, c in zip(arr.shape, arr.chunks, strict=True)]
-    for coords in itertools.product(*map(range, grid)):
-        key = enc.encode_chunk_key(coords)
-        if not fs.exists(f"{inner.rstrip('/')}/{key}"):
-            r0 = coords[0] * arr.chunks[0]
-            r1 = min(r0 + arr.chunks[0], arr.shape[0]) - 1
-            raise InputError(
-                f"{path}: chunk {key} (rows {r0}..{r1}) is missing, and Zarr would read it as "
-                f"the fill value {arr.fill_value}; restore the chunk or rewrite the array"
-            )
 
 
 def _check_numeric(dtype: np.dtype[Any], where: str) -> None:

@@ -83,13 +83,13 @@ def block_moments(block: np.ndarray, colsum: np.ndarray | None = None,
         return Moments(0, np.zeros(d), np.zeros((d, d)))
     if colsum is None:
         colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
-    mean64 = colsum / n
-    shift = mean64.astype(block.dtype)
+    mean = colsum / n
+    shift = mean.astype(block.dtype)
     c = np.subtract(block, shift, out=block if overwrite_input else None)
-    resid = np.sum(c, axis=0, dtype=np.float64)
-    g = _gram(c)
-    mean = shift.astype(np.float64) + resid / n
-    scatter = g - np.outer(resid, resid) / n
+    # Σ c = colsum - n·shift up to the roundings of the shift, whose effect on the centring
+    # term below is O(n·eps²·|mean|²): no second pass over the block for it
+    resid = colsum - n * shift.astype(np.float64)
+    scatter = _gram(c) - np.outer(resid, resid) / n
     return Moments(n, mean, _symmetrize(scatter))
 
 

@@ -1,0 +1,139 @@
+"""The direct Zarr chunk reader: the same values as zarr-python wherever it is used, and
+zarr-python (or a clear error) wherever it must not be."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+
+from ddrp_dask.errors import InputError
+from ddrp_dask.io import open_source
+from ddrp_dask.zarr_in import direct_layout, open_zarr_array, read_direct, zstd_content_size
+
+ROWS, D, CHUNK = 3500, 24, 1000
+RANGES = [(0, ROWS), (0, 1000), (1000, 2000), (999, 1001), (250, 2750), (3000, ROWS),
+          (3499, ROWS), (1500, 1500)]
+
+
+def _write(path: Path, data: np.ndarray, **kw: Any) -> Path:
+    kw.setdefault("chunks", (CHUNK, data.shape[1]))
+    arr = zarr.create_array(str(path), shape=data.shape, dtype=data.dtype, **kw)
+    arr[:] = data
+    return path
+
+
+@pytest.fixture
+def data() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return (rng.standard_normal((ROWS, D)) * 3 + 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"compressors": None},
+    {"compressors": ZstdCodec(level=5, checksum=True)},
+    {"chunk_key_encoding": {"name": "v2"}},
+], ids=["zstd", "uncompressed", "zstd-checksum", "v2-keys"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_direct_reads_equal_zarr(tmp_path: Path, data: np.ndarray, kw: dict[str, Any],
+                                 dtype: str) -> None:
+    path = _write(tmp_path / "a.zarr", data.astype(dtype), **kw)
+    src = open_source(str(path))
+    arr = open_zarr_array(str(path))
+    layout = direct_layout(arr, src.working_dtype)
+    assert layout is not None
+    for start, stop in RANGES:
+        got = read_direct(layout, start, stop, src.path)
+        assert got is not None and got.dtype == np.dtype(dtype) and got.flags.c_contiguous
+        assert np.array_equal(got, arr[start:stop]), (start, stop)
+        assert np.array_equal(src.read_rows(start, stop), arr[start:stop])
+
+
+@pytest.mark.parametrize("kw, dtype", [
+    ({"chunks": (CHUNK, D // 2)}, "float32"),
+    ({"shards": (2 * CHUNK, D)}, "float32"),
+    ({"compressors": (ZstdCodec(), Crc32cCodec())}, "float32"),
+    ({"serializer": BytesCodec(endian="big")}, "float32"),
+    ({}, "int16"),
+    ({}, "float16"),
+], ids=["column-chunks", "sharded", "crc32c", "big-endian", "int16", "float16"])
+def test_other_layouts_are_left_to_zarr(tmp_path: Path, data: np.ndarray,
+                                        kw: dict[str, Any], dtype: str) -> None:
+    values = (data * 100).astype(dtype)
+    path = _write(tmp_path / "a.zarr", values, **kw)
+    src = open_source(str(path))
+    arr = open_zarr_array(str(path))
+    assert direct_layout(arr, src.working_dtype) is None
+    if "shards" in kw:
+        assert any(isinstance(c, ShardingCodec) for c in arr.metadata.codecs)
+    want = values[250:2750].astype(src.working_dtype)
+    assert np.array_equal(src.read_rows(250, 2750), want)
+
+
+def test_remote_store_is_left_to_zarr(data: np.ndarray) -> None:
+    store = zarr.storage.FsspecStore.from_url("memory://ddrp-zarr-in/a.zarr")
+    arr = zarr.create_array(store, shape=data.shape, dtype=data.dtype, chunks=(CHUNK, D))
+    arr[:] = data
+    assert direct_layout(arr, np.dtype(np.float32)) is None
+    src = open_source("memory://ddrp-zarr-in/a.zarr")
+    assert np.array_equal(src.read_rows(999, 1001), data[999:1001])
+
+
+def test_a_frame_of_the_wrong_size_is_not_read_as_stale_rows(tmp_path: Path,
+                                                             data: np.ndarray) -> None:
+    """A valid zstd frame holding fewer bytes than a chunk must not leave the rest of the
+    block as whatever the buffer held: the direct reader declines it and zarr-python's
+    error names the rows."""
+    path = _write(tmp_path / "a.zarr", data)
+    src = open_source(str(path))
+    layout = direct_layout(open_zarr_array(str(path)), src.working_dtype)
+    assert layout is not None
+    short = numcodecs.Zstd().encode(data[1000:1500].tobytes())
+    (path / "c" / "1" / "0").write_bytes(short)
+    assert read_direct(layout, 0, 2000, src.path) is None
+    with pytest.raises(InputError, match=r"a.zarr: rows 0..1999 cannot be read"):
+        src.read_rows(0, 2000)
+    (path / "c" / "1" / "0").write_bytes(short[: len(short) // 2])
+    with pytest.raises(InputError, match=r"a.zarr: rows 1000..1999 cannot be read"):
+        src.read_rows(1000, 2000)
+
+
+def test_uncompressed_chunk_of_the_wrong_size(tmp_path: Path, data: np.ndarray) -> None:
+    path = _write(tmp_path / "a.zarr", data, compressors=None)
+    src = open_source(str(path))
+    with open(path / "c" / "2" / "0", "r+b") as fh:
+        fh.truncate(CHUNK * D * 4 - 4)
+    with pytest.raises(InputError, match=r"a.zarr: rows 1500..2499 cannot be read"):
+        src.read_rows(1500, 2500)
+    assert np.array_equal(src.read_rows(0, 2000), data[:2000])
+
+
+def test_chunk_removed_after_opening_is_named(tmp_path: Path, data: np.ndarray) -> None:
+    path = _write(tmp_path / "a.zarr", data)
+    src = open_source(str(path))
+    os.remove(path / "c" / "3" / "0")
+    with pytest.raises(InputError, match=r"chunk file .*c/3/0 \(rows 3000..3499\) is missing"):
+        src.read_rows(2500, ROWS)
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 300, 65535, 65536 + 256, 70_000, 2**22])
+@pytest.mark.parametrize("level", [0, 1, 19])
+def test_zstd_content_size_reads_the_frame_header(size: int, level: int) -> None:
+    payload = np.arange(size, dtype=np.uint8)
+    frame = np.frombuffer(numcodecs.Zstd(level=level).encode(payload), dtype=np.uint8)
+    assert zstd_content_size(frame) == size
+
+
+def test_zstd_content_size_of_other_bytes() -> None:
+    assert zstd_content_size(np.frombuffer(b"garbage bytes", dtype=np.uint8)) is None
+    assert zstd_content_size(np.zeros(3, dtype=np.uint8)) is None
+    frame = np.frombuffer(numcodecs.Zstd().encode(b"x" * 1000), dtype=np.uint8).copy()
+    frame[4] |= 0x08  # the reserved bit
+    assert zstd_content_size(frame) is None
