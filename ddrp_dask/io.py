@@ -366,15 +366,20 @@ def _check_numeric(dtype: np.dtype[Any], where: str) -> None:
         raise InputError(f"{where}: {e}; ddrp needs numeric vectors") from e
 
 
-def read_valid(src: Source, start: int, stop: int, where: str,
-               skip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
+               check: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Rows ``start:stop``, the in-block indices of invalid ones (NaN, inf, null, wrong
     length) — an error naming the row, or with ``skip`` an index list (the rows are NaN) —
-    and the block's float64 column sums when every row is valid (else None)."""
+    and the block's float64 column sums when every row is valid (else None).
+
+    ``check=False`` (without ``skip``) leaves NaN and inf to the caller and returns no sums:
+    ``project.project_block`` finds them afterwards, through the non-finite sketches they
+    make, and raises the same error; this saves a pass over the block.
+    """
     block = src.read_rows(start, stop, "nan" if skip else "error")
     none = np.zeros(0, dtype=np.int64)
     if not skip:
-        return block, none, check_finite(block, where, start)
+        return block, none, check_finite(block, where, start) if check else None
     colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
     if np.isfinite(colsum).all():
         return block, none, colsum

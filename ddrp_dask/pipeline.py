@@ -64,7 +64,7 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
 
     where = f"{side} input {src.path}"
     with one_blas_thread():
-        rows, bad, _ = read_valid(src, start, stop, where, skip)
+        rows, bad, _ = read_valid(src, start, stop, where, skip, check=False)
         sketch = sketch_valid(rows, bad, side_map, where, start,
                               overwrite_input=rows.flags.writeable)
     zarr.open_array(f"{out}/{array}", mode="r+")[start:stop] = sketch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InvalidValueError
+from .io import check_finite
 from .model import SideMap
 
 __all__ = ["project_block", "sketch_valid"]
@@ -16,17 +17,21 @@ def project_block(block: np.ndarray, side: SideMap, where: str = "input",
 
     The product runs in the block's dtype on rows shifted by the side's mean (see
     ``ddrp_dask.model``); the offset is added in that dtype. A sketch value that does not fit
-    float32 raises ``InvalidValueError`` rather than storing infinity. ``overwrite_input``
+    float32 raises ``InvalidValueError`` rather than storing infinity, and so does a NaN or
+    infinite input, named like ``io.check_finite`` names it. ``overwrite_input``
     shifts the block in place (a task's own block: saves a copy of it).
     """
     dtype = block.dtype
     shift = side.shift.astype(dtype)
-    shifted = np.subtract(block, shift, out=block if overwrite_input else None)
-    out = shifted @ side.matrix.astype(dtype)
-    out += side.effective_offset(dtype).astype(dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, with a clear error
+        shifted = np.subtract(block, shift, out=block if overwrite_input else None)
+        out = shifted @ side.matrix.astype(dtype)
+        out += side.effective_offset(dtype).astype(dtype)
         result = out.astype(np.float32)
     if not np.isfinite(result).all():
+        # NaN and inf inputs make non-finite sketches (x·0 is NaN for them): name the first
+        # such row as io.check_finite would (the in-place shift keeps them non-finite)
+        check_finite(block, where, row0)
         bad = int(np.flatnonzero(~np.isfinite(result).all(axis=1))[0])
         magnitude = float(np.max(np.abs(shifted[bad].astype(np.float64) + shift)))
         raise InvalidValueError(

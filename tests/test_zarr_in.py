@@ -126,14 +126,13 @@ def test_chunk_removed_after_opening_is_named(tmp_path: Path, data: np.ndarray) 
 @pytest.mark.parametrize("size", [0, 1, 255, 256, 300, 65535, 65536 + 256, 70_000, 2**22])
 @pytest.mark.parametrize("level", [0, 1, 19])
 def test_zstd_content_size_reads_the_frame_header(size: int, level: int) -> None:
-    payload = np.arange(size, dtype=np.uint8)
-    frame = np.frombuffer(numcodecs.Zstd(level=level).encode(payload), dtype=np.uint8)
-    assert zstd_content_size(frame) == size
+    frame = bytes(numcodecs.Zstd(level=level).encode(np.arange(size, dtype=np.uint8)))
+    assert zstd_content_size(frame[:18]) == size
 
 
 def test_zstd_content_size_of_other_bytes() -> None:
-    assert zstd_content_size(np.frombuffer(b"garbage bytes", dtype=np.uint8)) is None
-    assert zstd_content_size(np.zeros(3, dtype=np.uint8)) is None
-    frame = np.frombuffer(numcodecs.Zstd().encode(b"x" * 1000), dtype=np.uint8).copy()
+    assert zstd_content_size(b"garbage bytes") is None
+    assert zstd_content_size(b"\x28\xb5") is None
+    frame = bytearray(numcodecs.Zstd().encode(b"x" * 1000))
     frame[4] |= 0x08  # the reserved bit
-    assert zstd_content_size(frame) is None
+    assert zstd_content_size(bytes(frame)) is None
