@@ -181,6 +181,7 @@ def job_limits(p: dict[str, Any]) -> dict[str, Any]:
     with threadpool_limits(limits=1):
         secs = {
             "zarr_decode": _best(lambda: z[:br], 6),
+            "ddrp_read (direct reader)": _best(lambda: src.read_rows(0, br), 6),
             "check_finite": _best(lambda: check_finite(chunk, "x", 0)),
             "block_moments": _best(lambda: block_moments(chunk)),
             " gram_f32": _best(lambda: c.T @ c),
@@ -217,9 +218,17 @@ def job_limits(p: dict[str, Any]) -> dict[str, Any]:
     def tiny(a: Any, tok: str) -> list[Any]:
         return [a.map_blocks(_first, chunks=((1,) * a.numblocks[0], (1,)), token=tok)]
 
+    def direct(i: int) -> Any:
+        """X through ddrp's reader (``Source.read_rows``), one block per task."""
+        bounds = [(a, min(a + br, n)) for a in range(0, n, br)]
+        return da.concatenate([da.from_delayed(
+            dask.delayed(src.read_rows, pure=False)(a, b), (b - a, d), np.float32,
+            name=f"direct-{i}-{a}") for a, b in bounds])
+
     with scheduler(p["scheduler"]) as sched:
         compute([x[:1].map_blocks(_first, chunks=((1,), (1,)))], sched)  # warm-up
         timed("read", lambda i: tiny(x, f"read-{i}"), sched)
+        timed("read_direct", lambda i: tiny(direct(i), f"rd-{i}"), sched)
         timed("read_gram", lambda i: [dask.delayed(sum, pure=False)(
             [dask.delayed(_gram64, pure=False)(b) for b in x.to_delayed().ravel()])], sched)
         timed("write", lambda i: [da.to_zarr(
@@ -229,6 +238,9 @@ def job_limits(p: dict[str, Any]) -> dict[str, Any]:
         timed("read_write", lambda i: [da.to_zarr(
             x.map_blocks(_first_k, k, chunks=(x.chunks[0], (k,)), token=f"copy-{i}"),
             str(out / f"copy{i}"), overwrite=True, compute=False)], sched)
+        timed("read_direct_write", lambda i: [da.to_zarr(
+            direct(i).map_blocks(_first_k, k, chunks=(x.chunks[0], (k,)), token=f"dcp-{i}"),
+            str(out / f"dcopy{i}"), overwrite=True, compute=False)], sched)
         if p.get("parquet"):
             xp = _parquet_array(p["parquet"], d)
             timed("read_parquet", lambda i: tiny(xp, f"pq-{i}"), sched)
@@ -801,6 +813,14 @@ def targets(R: Runner, args: argparse.Namespace, rows: int, d: int, scheds: list
             rw = lim["whole_rows_s"]["read_write"]
             line(f"[{s}] pass 2 (X) >= 70% of read + write throughput",
                  f"{p2 / 1e3:.0f}k / {rw / 1e3:.0f}k rows/s = {p2 / rw:.0%}", p2 / rw >= 0.7)
+            drw = lim["whole_rows_s"].get("read_direct_write")
+            if drw:
+                line(f"[{s}]   pass 2 (X) vs ddrp's own reader + write",
+                     f"{p2 / 1e3:.0f}k / {drw / 1e3:.0f}k rows/s = {p2 / drw:.0%}", None)
+                drg = gram2 * lim["whole_rows_s"]["read_direct"] / (
+                    gram2 + lim["whole_rows_s"]["read_direct"])
+                line(f"[{s}]   pass 1 vs ddrp's reader then Gram (rates combined)",
+                     f"{p1 / 1e3:.0f}k / {drg / 1e3:.0f}k rows/s = {p1 / drg:.0%}", None)
             line(f"[{s}]   (API: pass1 / build / pass2 / pass1 at F=0.1)",
                  f"{r['pass1_s']:.1f} / {r['build_s']:.2f} / {r['pass2_s']:.1f} / "
                  f"{r['pass1_f0.1_s']:.1f} s", None)
