@@ -28,7 +28,15 @@ from threadpoolctl import threadpool_limits
 
 from .errors import DdrpError, InputError, OptionError
 from .io import Source, open_source
-from .output import check_out, check_room, finish, output_state, remove_output
+from .output import (
+    check_out,
+    check_room,
+    finish,
+    float_compressors,
+    output_state,
+    remove_output,
+    write_rows,
+)
 from .pipeline import FAN_IN, check_memory, check_visible, compute, tree_reduce
 
 __all__ = ["MatmulPlan", "execute_matmul", "merge_top_n", "plan_matmul", "top_n",
@@ -382,13 +390,11 @@ def _read(src: Source, start: int, stop: int) -> np.ndarray:
 def _product_task(x: Source, w: Source, rows: tuple[int, int], cols: tuple[int, int],
                   out: str) -> int:
     """Write one chunk of the product: S[rows] @ T[cols].T."""
-    import zarr
-
     with threadpool_limits(limits=1):
         a = _read(x, *rows)
         b = _read(w, *cols)
         tile = (a @ b.T).astype(np.float32, copy=False)
-    zarr.open_array(f"{out}/product", mode="r+")[rows[0]:rows[1], cols[0]:cols[1]] = tile
+    write_rows(f"{out}/product", (slice(*rows), slice(*cols)), tile)
     return int(tile.size)
 
 
@@ -403,14 +409,12 @@ def _top_task(x: Source, w: Source, rows: tuple[int, int], cols: tuple[int, int]
 
 def _write_top_task(part: tuple[np.ndarray, np.ndarray], out: str,
                     rows: tuple[int, int]) -> int:
-    import zarr
-
     idx, val = part
     invalid = np.isnan(val) | np.isneginf(val)  # from NaN sketch rows: no valid estimate
     if invalid.any():
         idx, val = np.where(invalid, -1, idx), np.where(invalid, np.nan, val)
-    zarr.open_array(f"{out}/indices", mode="r+")[rows[0]:rows[1]] = idx
-    zarr.open_array(f"{out}/scores", mode="r+")[rows[0]:rows[1]] = val.astype(np.float32)
+    write_rows(f"{out}/indices", slice(*rows), idx)
+    write_rows(f"{out}/scores", slice(*rows), val.astype(np.float32))
     return int(idx.shape[0])
 
 
@@ -439,11 +443,13 @@ def _create(plan: MatmulPlan, facts: dict[str, Any]) -> Any:
     if plan.top is None:
         group.create_array("product", shape=(n, m), dtype="float32",
                            chunks=(rows, max(min(plan.block_cols, m), 1)),
-                           dimension_names=("x_row", "w_row"))
+                           compressors=float_compressors(), dimension_names=("x_row", "w_row"))
     else:
-        for name, dtype in (("indices", "int64"), ("scores", "float32")):
-            group.create_array(name, shape=(n, plan.top), dtype=dtype,
-                               chunks=(rows, plan.top), dimension_names=("x_row", "rank"))
+        group.create_array("indices", shape=(n, plan.top), dtype="int64",
+                           chunks=(rows, plan.top), dimension_names=("x_row", "rank"))
+        group.create_array("scores", shape=(n, plan.top), dtype="float32",
+                           chunks=(rows, plan.top), compressors=float_compressors(),
+                           dimension_names=("x_row", "rank"))
     return group
 
 

@@ -122,6 +122,26 @@ def remove_output(out: str) -> None:
         fs.rm(inner, recursive=True)
 
 
+def float_compressors() -> Any:
+    """The codec of float32 outputs (sketches, products, scores): zstd level 1. Their values
+    are noise-like, so every level saves about the same (~9 % measured on sketches) and
+    level 1 encodes 3× faster than zarr's default level 3 (22 ms against 64 ms for a
+    65,536 × 32 block), which was a fifth of pass 2's CPU."""
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=1)
+
+
+def write_rows(path: str, rows: slice | tuple[slice, ...], values: np.ndarray) -> None:
+    """Write ``values`` to the region ``rows`` of the Zarr array at ``path`` (a task's chunk).
+    Every chunk is stored, even one equal to the fill value: zarr would skip it by default,
+    and ddrp refuses a Zarr source with missing chunks (e.g. sketches read by ``matmul``)."""
+    import zarr
+
+    arr = zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
+    arr[rows] = values
+
+
 def progress_name(array: str) -> str:
     """Name of the flag array of one output array."""
     return f"_progress_{array}"
@@ -146,6 +166,7 @@ def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, 
     for name, (rows, k) in sketches.items():
         group.create_array(name, shape=(rows, k), dtype="float32",
                            chunks=(max(min(block_rows, rows), 1), k),
+                           compressors=float_compressors(),
                            dimension_names=("row", "component"))
         n_blocks = -(-rows // block_rows)
         group.create_array(progress_name(name), shape=(n_blocks,), dtype="uint8",
@@ -180,9 +201,8 @@ def pending_blocks(group: Any, array: str) -> np.ndarray:
 
 def mark_done(out: str, array: str, block: int, flag: int = 1) -> None:
     """Set one block's flag after its chunk was written: 1 done, 2 done with skipped rows."""
-    import zarr
-
-    zarr.open_array(f"{out}/{progress_name(array)}", mode="r+")[block] = flag
+    write_rows(f"{out}/{progress_name(array)}", slice(block, block + 1),
+               np.array([flag], dtype=np.uint8))
 
 
 def record_skipped(group: Any, plan: Any, names: dict[str, tuple[str, str | None]]

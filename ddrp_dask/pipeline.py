@@ -31,6 +31,7 @@ from .output import (
     pending_blocks,
     record_skipped,
     remove_output,
+    write_rows,
 )
 from .plan import Plan, plan_summary
 from .project import project_block, sketch_valid
@@ -60,16 +61,14 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
                   out: str, array: str, block: int, ids_array: str | None, skip: bool) -> int:
     """Sketch one block, write its chunk (and its ids), then its done flag (2 when it skipped
     rows); a retry rewrites the same bytes."""
-    import zarr
-
     where = f"{side} input {src.path}"
     with one_blas_thread():
         rows, bad, _ = read_valid(src, start, stop, where, skip, check=False)
         sketch = sketch_valid(rows, bad, side_map, where, start,
                               overwrite_input=rows.flags.writeable)
-    zarr.open_array(f"{out}/{array}", mode="r+")[start:stop] = sketch
+    write_rows(f"{out}/{array}", slice(start, stop), sketch)
     if ids_array is not None:
-        zarr.open_array(f"{out}/{ids_array}", mode="r+")[start:stop] = src.read_ids(start, stop)
+        write_rows(f"{out}/{ids_array}", slice(start, stop), src.read_ids(start, stop))
     mark_done(out, array, block, 2 if bad.size else 1)
     return stop - start
 
