@@ -155,3 +155,13 @@ def test_written_zero_chunks_are_stored_and_readable(tmp_path: Path) -> None:
     plain[:] = 0.0
     with pytest.raises(InputError, match="is missing"):
         open_source(str(tmp_path / "p.zarr"))
+
+
+def test_array_inside_a_group_is_read_directly(tmp_path: Path, data: np.ndarray) -> None:
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("vec", shape=data.shape, dtype=data.dtype, chunks=(CHUNK, D))[:] = data
+    src = open_source(str(tmp_path / "g.zarr"))
+    layout = direct_layout(open_zarr_array(src.path), src.working_dtype)
+    assert layout is not None and layout.root.rstrip("/").endswith("g.zarr/vec")
+    got = read_direct(layout, 250, 2750, src.path)
+    assert got is not None and np.array_equal(got, data[250:2750])
