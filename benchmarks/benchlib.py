@@ -215,7 +215,8 @@ class Job:
                 "result": self.result, "cmd": " ".join(self.cmd)}
 
 
-def _vm_hwm(pid: int) -> int:
+def vm_hwm(pid: int) -> int:
+    """The kernel's peak RSS of a process (VmHWM), in bytes; 0 if unavailable."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -240,7 +241,7 @@ def _sample(root: psutil.Process, job: Job) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
         job.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
-        job.hwm[p.pid] = max(job.hwm.get(p.pid, 0), _vm_hwm(p.pid))
+        job.hwm[p.pid] = max(job.hwm.get(p.pid, 0), vm_hwm(p.pid))
     job.nproc = max(job.nproc, len(procs))
     return total
 

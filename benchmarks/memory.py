@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from benchlib import ROOT, vm_hwm
 
-ROOT = Path(__file__).resolve().parents[1]
 D = 256
 CHUNK_ROWS = 65_536
 W_ROWS = 5_000
@@ -144,18 +144,6 @@ def _role(p: psutil.Process, root_pid: int) -> str:
     return p.name()
 
 
-def _vm_hwm(pid: int) -> int:
-    """The kernel's peak RSS of a process (VmHWM), in bytes; 0 if unavailable."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def _sample(root: psutil.Process, roles: dict[int, str],
             res: Run) -> tuple[int, int, dict[str, int]]:
     """Summed RSS and PSS of ``root`` and all its descendants, and RSS per process; updates
@@ -172,7 +160,7 @@ def _sample(root: psutil.Process, roles: dict[int, str],
             cpu = p.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        res.hwm[p.pid] = max(res.hwm.get(p.pid, 0), _vm_hwm(p.pid))
+        res.hwm[p.pid] = max(res.hwm.get(p.pid, 0), vm_hwm(p.pid))
         res.cpu[p.pid] = cpu.user + cpu.system
         role = roles.setdefault(p.pid, _role(p, root.pid))
         rss += mem.rss

@@ -27,12 +27,16 @@ def _options(*decorators: F) -> F:
     return apply
 
 
+column_options = _options(
+    click.option("--x-columns", default=None, help="Parquet column(s) of X, comma-separated."),
+    click.option("--w-columns", default=None, help="Parquet column(s) of W, comma-separated."),
+)
+
 source_options = _options(
     click.option("--x", "x", required=True, help="Source of X rows: .npy, Zarr array, Parquet."),
     click.option("--w", "w", default=None,
                  help="Source of W rows: .npy, Zarr array, Parquet (or --w-from-labels)."),
-    click.option("--x-columns", default=None, help="Parquet column(s) of X, comma-separated."),
-    click.option("--w-columns", default=None, help="Parquet column(s) of W, comma-separated."),
+    column_options,
     click.option("-k", "--k", "k", type=int, default=None,
                  help="Stored columns per sketch (all counted)."),
     click.option("--target-rel-mse", type=float, default=None,

@@ -18,7 +18,7 @@ from ddrp_dask.matmul import execute_matmul, plan_matmul
 from ddrp_dask.pipeline import compute_moments
 from ddrp_dask.plan import plan_stats
 
-from .common import guard, parse_shrinkage, run_options, say, scheduler_context
+from .common import column_options, guard, parse_shrinkage, run_options, say, scheduler_context
 
 #: Options of execution_options that go to the scheduler.
 _SCHEDULER_KEYS = ("scheduler", "workers", "threads_per_worker", "memory_limit")
@@ -116,8 +116,7 @@ _EVALUATE = ("model", "x", "w", "x_columns", "w_columns", "pairs", "seed", "top"
 @click.option("--model", required=True, help="A model written by fit (or RUN/model).")
 @click.option("--x", "x", required=True, help="Source of X rows to sample.")
 @click.option("--w", "w", required=True, help="Source of W rows to sample.")
-@click.option("--x-columns", default=None, help="Parquet column(s) of X, comma-separated.")
-@click.option("--w-columns", default=None, help="Parquet column(s) of W, comma-separated.")
+@column_options
 @click.option("--pairs", type=int, default=10000, show_default=True,
               help="Sampled (x, w) pairs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling.")
@@ -153,8 +152,7 @@ _PLAN = ("x", "w", "x_columns", "w_columns", "target_rel_mse", "methods", "shrin
 @click.command("plan")
 @click.option("--x", "x", required=True, help="Source of X rows: .npy, Zarr array, Parquet.")
 @click.option("--w", "w", required=True, help="Source of W rows: .npy, Zarr array, Parquet.")
-@click.option("--x-columns", default=None, help="Parquet column(s) of X, comma-separated.")
-@click.option("--w-columns", default=None, help="Parquet column(s) of W, comma-separated.")
+@column_options
 @click.option("--target-rel-mse", type=float, default=0.01, show_default=True,
               help="Target MSE / E(x.w)^2 (0.01: RMS error 10% of the RMS inner product).")
 @click.option("--methods", default=",".join(METHODS), show_default=True,
