@@ -44,8 +44,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import ddrp_dask
-from ddrp_dask.build import METHODS, check_k
 from ddrp_dask.errors import OptionError
+from ddrp_dask.options import METHODS, check_k
 
 ROOT = Path(__file__).resolve().parents[1]
 FIT_FRACTION = 0.7

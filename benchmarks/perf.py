@@ -143,12 +143,12 @@ def job_limits(p: dict[str, Any]) -> dict[str, Any]:
     import zarr
     from threadpoolctl import threadpool_limits
 
-    from ddrp_dask.io import check_finite, open_source
-    from ddrp_dask.model import SideMap
-    from ddrp_dask.output import open_output
-    from ddrp_dask.pipeline import _project_task, _stats_task
-    from ddrp_dask.project import project_block
-    from ddrp_dask.stats import block_moments
+    from ddrp_dask.graph.passes import _project_task, _stats_task
+    from ddrp_dask.io.lifecycle import open_output
+    from ddrp_dask.io.registry import open_source
+    from ddrp_dask.maths.model import SideMap
+    from ddrp_dask.maths.project import check_finite, project_block
+    from ddrp_dask.maths.stats import block_moments
 
     d, k, br = p["d"], p["k"], p["block_rows"]
     z = zarr.open_array(p["x"], mode="r")
@@ -260,7 +260,7 @@ def job_passes(p: dict[str, Any]) -> dict[str, Any]:
     X and W), the build, pass 2 (project X and W), and pass 1 at --stats-fraction 0.1."""
     t0 = time.perf_counter()
     import ddrp_dask as dd
-    from ddrp_dask.plan import plan_summary
+
 
     out = Path(p["out"])
     shutil.rmtree(out, ignore_errors=True)
@@ -274,7 +274,7 @@ def job_passes(p: dict[str, Any]) -> dict[str, Any]:
         res["pass1_s"] = time.perf_counter() - t
         t = time.perf_counter()
         model = dd.build(moments["x"], moments["w"], p["k"], "auto", 0,
-                         provenance=plan_summary(plan))
+                         provenance=plan.facts())
         res["build_s"] = time.perf_counter() - t
         dd.save_model(model, str(out / "model"))
         t = time.perf_counter()
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def drive(args: argparse.Namespace) -> int:
     """The benchmark proper."""
-    from ddrp_dask.io import default_block_rows
+    from ddrp_dask.options import default_block_rows
 
     d, k = args.d, args.k
     rows = args.rows or 2_000_000 * 256 // d

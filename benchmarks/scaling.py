@@ -49,7 +49,7 @@ W_ROWS = 20_000
 def passes_job(label: str, sweep: str, x: Path, w: Path, d: int, k: int, sched: str,
                workers: int, out: Path, log_dir: Path) -> Job:
     """One API run of pass 1 + build + pass 2 in a subprocess (perf.py's passes job)."""
-    from ddrp_dask.io import default_block_rows
+    from ddrp_dask.options import default_block_rows
 
     p = {"job": "passes", "x": str(x), "w": str(w), "d": d, "k": k, "scheduler": sched,
          "workers": workers, "block_rows": default_block_rows(d), "out": str(out)}
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     version = library_version()
     print(f"scaling: load {load():.2f}; sources under {scratch}; {version}")
-    from ddrp_dask.io import default_block_rows
+    from ddrp_dask.options import default_block_rows
 
     def source(rows: int, d: int, side: str = "x") -> Path:
         path = scratch / f"{side}_{rows}x{d}.zarr"

@@ -1,28 +1,43 @@
 """ddrp: data-dependent (asymmetric) random projections on Dask.
 
 Sketches ``s(x)``, ``t(w)`` in R^k whose plain dot product estimates ``x · w``, with the
-projection pair built from the two sources' statistics (see DESIGN.md).
+projection pair built from the two sources' statistics (see ``docs/method.md``).
+
+The house: ``maths`` (numpy only: statistics, builds, predictions), ``io`` (files only: one
+reader per format, the model store, the writer and the outputs' life cycle), ``graph`` (the
+only Dask module), ``jobs`` (one module per command: a plan, then ``.execute()``), and
+``options`` (every option rule, once).
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .build import METHODS, build
-from .choose import MsePredictor, choose_k, min_k, pair_energy, predicted_mse_curve
+from ._version import __version__
 from .errors import DdrpError
-from .evaluate import EvaluatePlan, evaluate_model, plan_evaluate, sample_pairs
-from .io import Source, open_source
-from .matmul import MatmulPlan, execute_matmul, merge_top_n, plan_matmul, top_n
-from .model import SketchModel, load_model, save_model
-from .pipeline import compute_moments, execute, fit_model, sketch_numpy
-from .plan import Plan, plan_fit, plan_project, plan_run, plan_stats
-from .prior import bootstrap_weights, prior_from_labels
-from .project import project_block
-from .stats import Moments, block_moments, combine, combine_all
+from .io.model_store import load_model, save_model
+from .io.registry import open_source
+from .io.source import Source
+from .jobs.base import Plan
+from .jobs.evaluate import EvaluatePlan, evaluate_model, plan_evaluate
+from .jobs.fit import compute_moments, fit_model, plan_fit
+from .jobs.matmul import MatmulPlan, execute_matmul, plan_matmul
+from .jobs.plan import plan_stats
+from .jobs.prior import prior_from_labels
+from .jobs.project import plan_project
+from .jobs.run import plan_run
+from .jobs.sketch import sketch_numpy
+from .maths.build import build
+from .maths.choose import MsePredictor, choose_k, min_k, predicted_mse_curve
+from .maths.metrics import sample_pairs
+from .maths.model import SketchModel
+from .maths.predict import pair_energy
+from .maths.prior import bootstrap_weights
+from .maths.project import project_block
+from .maths.stats import Moments, block_moments, combine, combine_all
+from .maths.topn import merge_top_n, top_n
+from .options import METHODS
 
 if TYPE_CHECKING:  # imported on first use below: it needs scikit-learn
     from .estimator import AsymmetricRandomProjection
-
-__version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
@@ -66,6 +81,27 @@ __all__ = [
     "sketch_numpy",
     "top_n",
 ]
+
+
+def execute(plan: Any, scheduler: Any = None, progress: bool = False,
+            on_model: Any = None) -> Any:
+    """Run a ``fit``, ``run`` or ``project`` plan: ``plan.execute(scheduler, progress,
+    on_model)``; returns the model it fitted or used.
+
+    Parameters
+    ----------
+    plan : FitPlan, RunPlan or ProjectPlan
+    scheduler : str, distributed.Client or None, default=None
+        A Dask scheduler name ("threads", "sync", "processes"), a Client, or None for the
+        active client or Dask's default.
+    progress : bool, default=False
+        A progress line per pass on stderr.
+    on_model : callable, optional
+        Called with the model as soon as it is built (before pass 2), e.g. to print the report.
+    """
+    if not hasattr(plan, "execute") or plan.command == "stats":
+        raise ValueError("a stats plan is run with compute_moments(plan)")
+    return plan.execute(scheduler, progress, on_model)
 
 
 def __getattr__(name: str) -> object:

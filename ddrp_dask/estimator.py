@@ -20,14 +20,22 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._threads import one_blas_thread
-from .build import METHODS, build, check_k
 from .errors import DdrpError, InputError, InvalidValueError, OptionError
-from .io import check_finite, default_block_rows, working_dtype
-from .model import SideMap, SketchModel
-from .pipeline import sketch_numpy, tree_reduce
-from .project import project_block
-from .stats import Moments, block_moments, combine_all
+from .graph.arrays import as_dask_array, is_dask_array, moments_of_arrays, sketch_array
+from .io.common import working_dtype
+from .jobs.sketch import sketch_numpy
+from .maths.blas import one_blas_thread
+from .maths.build import build
+from .maths.model import SketchModel
+from .maths.stats import Moments, block_moments, combine_all
+from .options import (
+    check_block_rows,
+    check_k,
+    check_method,
+    check_same_d,
+    check_seed,
+    check_shrinkage,
+)
 
 __all__ = ["AsymmetricRandomProjection"]
 
@@ -141,9 +149,9 @@ class AsymmetricRandomProjection(
         self : AsymmetricRandomProjection
         """
         self._check_params()
-        x_dask = _is_dask(X)
+        x_dask = is_dask_array(X)
         if x_dask:
-            xa = _check_dask(X, "X")
+            xa = as_dask_array(X, "X")
             self.n_features_in_ = int(xa.shape[1])
             if hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
@@ -154,10 +162,8 @@ class AsymmetricRandomProjection(
             _warn_if_y_looks_like_w(y, d)
             wa = None
         else:
-            wa = _check_dask(W, "W") if _is_dask(W) else _check_numpy(W, "W")
-            if wa.shape[1] != d:
-                raise OptionError(f"got d={wa.shape[1]} for W but d={d} for X; both sources "
-                                  "must have the same dimension")
+            wa = as_dask_array(W, "W") if is_dask_array(W) else _check_numpy(W, "W")
+            check_same_d(d, wa.shape[1], "X", "W")
         check_k(int(self.n_components), d, self.method)
         rows = self._block_rows(d)
         mx, mw = _moments(xa, wa, rows)
@@ -181,8 +187,8 @@ class AsymmetricRandomProjection(
             ``transform(X) @ transform_w(W).T`` estimates ``X @ W.T``.
         """
         check_is_fitted(self)
-        if _is_dask(X):
-            xa = _check_dask(X, "X")
+        if is_dask_array(X):
+            xa = as_dask_array(X, "X")
             if xa.shape[1] != self.n_features_in_:
                 raise OptionError(f"X has {xa.shape[1]} features, but {type(self).__name__} "
                                   f"is expecting {self.n_features_in_} features as input")
@@ -201,11 +207,11 @@ class AsymmetricRandomProjection(
         ndarray of shape (n_w_samples, n_components), float32, or a lazy dask array
         """
         check_is_fitted(self)
-        wa = _check_dask(W, "W") if _is_dask(W) else _check_numpy(W, "W")
+        wa = as_dask_array(W, "W") if is_dask_array(W) else _check_numpy(W, "W")
         if wa.shape[1] != self.n_features_in_:
             raise OptionError(f"got d={wa.shape[1]} for W but the model was fitted for "
                               f"d={self.n_features_in_}")
-        return self._sketch_dask(wa, "w") if _is_dask(wa) else self._sketch(wa, "w")
+        return self._sketch_dask(wa, "w") if is_dask_array(wa) else self._sketch(wa, "w")
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -223,26 +229,24 @@ class AsymmetricRandomProjection(
     # helpers
 
     def _check_params(self) -> None:
-        """Raise ``OptionError`` for a bad parameter (K against d is checked later)."""
+        """Raise ``OptionError`` for a bad parameter (K against d is checked later), with
+        the rules of ``ddrp_dask.options`` that the CLI and the plans use."""
         k = self.n_components
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
             raise OptionError(f"n_components must be a positive integer, got {k!r}")
-        if self.method not in METHODS:
-            raise OptionError(f"unknown method {self.method!r}; choose one of "
-                              f"{', '.join(METHODS)}")
-        s = self.shrinkage
-        if not (s == "oas" or (isinstance(s, numbers.Real) and not isinstance(s, bool)
-                               and 0.0 <= float(s) <= 1.0)):
-            raise OptionError(f"shrinkage must be 'oas' or a number in [0, 1], got {s!r}")
+        check_method(self.method)
+        check_shrinkage(self.shrinkage)
         b = self.block_rows
         if b is not None and (not isinstance(b, numbers.Integral) or isinstance(b, bool)
                               or b < 1):
             raise OptionError(f"block_rows must be None or a positive integer, got {b!r}")
         r = self.random_state
-        if isinstance(r, numbers.Integral) and not isinstance(r, bool) \
-                and not 0 <= int(r) < 2**63:
-            raise OptionError(f"random_state must be a non-negative integer below 2**63, "
-                              f"None or a RandomState, got {r!r}")
+        if isinstance(r, numbers.Integral) and not isinstance(r, bool):
+            try:
+                check_seed(r)
+            except OptionError:
+                raise OptionError(f"random_state must be a non-negative integer below 2**63, "
+                                  f"None or a RandomState, got {r!r}") from None
 
     def _seed(self) -> int:
         r = self.random_state
@@ -255,7 +259,7 @@ class AsymmetricRandomProjection(
                               f"RandomState, got {r!r}") from e
 
     def _block_rows(self, d: int) -> int:
-        return int(self.block_rows) if self.block_rows is not None else default_block_rows(d)
+        return check_block_rows(self.block_rows, d)
 
     def _validate_x(self, X: Any, reset: bool) -> np.ndarray:
         """X through scikit-learn's validation (its messages, feature names, n_features),
@@ -286,24 +290,12 @@ class AsymmetricRandomProjection(
 
     def _sketch_dask(self, arr: Any, side: str) -> Any:
         """Lazy sketch of a dask array: ``project_block`` mapped over canonical blocks."""
-        blocks = _canonical(arr, self._block_rows(self.n_features_in_))
-        return blocks.map_blocks(_sketch_task, side_map=self.model_.side(side),
-                                 where=f"{side} input", dtype=np.float32,
-                                 chunks=(blocks.chunks[0], (self.model_.k,)),
-                                 meta=np.empty((0, 0), dtype=np.float32))
+        return sketch_array(arr, self.model_.side(side),
+                            self._block_rows(self.n_features_in_), f"{side} input")
 
 
 # ---------------------------------------------------------------------------------------
 # input validation
-
-
-def _is_dask(a: Any) -> bool:
-    """True for a dask array (without importing dask.array for other inputs)."""
-    if not type(a).__module__.startswith("dask"):
-        return False
-    import dask.array as da
-
-    return isinstance(a, da.Array)
 
 
 def _target_dtype(a: Any) -> Any:
@@ -330,23 +322,6 @@ def _check_numpy(a: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_dask(a: Any, name: str) -> Any:
-    """A 2-D numeric dask array with known chunks, cast to the working dtype (lazily)."""
-    if a.ndim != 2:
-        raise InputError(f"{name}: expected a 2-D dask array (rows x d), got shape {a.shape}")
-    if any(np.isnan(c) for c in a.chunks[0]):
-        raise InputError(f"{name}: the dask array's row chunk sizes are unknown; call "
-                         f"{name}.compute_chunk_sizes() first")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise InputError(f"{name}: the dask array has shape {a.shape}; at least one row and "
-                         "one column are needed")
-    try:
-        dtype = working_dtype(a.dtype)
-    except InputError as e:
-        raise InputError(f"{name}: {e}; ddrp needs numeric vectors") from e
-    return a.astype(dtype)
-
-
 def _warn_if_y_looks_like_w(y: Any, d: int) -> None:
     """``fit(X, W)`` passes W as y, which is ignored: say so when y looks like a W."""
     shape = getattr(y, "shape", None)
@@ -357,12 +332,7 @@ def _warn_if_y_looks_like_w(y: Any, d: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# statistics (pass 1) and projection tasks
-
-
-def _canonical(a: Any, rows: int) -> Any:
-    """The dask array in canonical row blocks and one block across the columns."""
-    return a.rechunk({0: rows, 1: -1})
+# statistics (pass 1)
 
 
 def _numpy_moments(arr: np.ndarray, rows: int) -> Moments:
@@ -372,45 +342,12 @@ def _numpy_moments(arr: np.ndarray, rows: int) -> Moments:
         return combine_all([block_moments(arr[i:i + rows]) for i in range(0, len(arr), rows)])
 
 
-def _stats_task(block: np.ndarray, where: str, row0: int) -> Moments:
-    """One leaf of pass 1 on a dask block (BLAS pinned to one thread, as in the pipeline)."""
-    with one_blas_thread():
-        return block_moments(block, check_finite(block, where, row0))
-
-
-def _dask_moments(a: Any, rows: int, where: str) -> Any:
-    """Delayed moments of a dask array: one leaf per canonical block, the pipeline's tree."""
-    import dask
-
-    blocks = _canonical(a, rows)
-    starts = np.concatenate([[0], np.cumsum(blocks.chunks[0])[:-1]])
-    leaves = [dask.delayed(_stats_task, pure=True)(blk, where, int(s))
-              for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-    return tree_reduce(leaves, combine_all)
-
-
 def _moments(xa: Any, wa: Any, rows: int) -> tuple[Moments, Moments]:
-    """Moments of X and W (W None: X's), with one ``dask.compute`` for the dask sides."""
+    """Moments of X and W (W None: X's), with one compute for the dask sides."""
     sides = {"x": xa} if wa is None else {"x": xa, "w": wa}
-    result: dict[str, Any] = {}
-    lazy: dict[str, Any] = {}
-    for side, a in sides.items():
-        if _is_dask(a):
-            lazy[side] = _dask_moments(a, rows, f"{side.upper()} (dask array)")
-        else:
-            result[side] = _numpy_moments(a, rows)
+    result = {side: _numpy_moments(a, rows) for side, a in sides.items()
+              if not is_dask_array(a)}
+    lazy = {side: a for side, a in sides.items() if is_dask_array(a)}
     if lazy:
-        import dask
-
-        computed = dask.compute(*lazy.values())
-        result.update(zip(lazy, computed, strict=True))
+        result.update(moments_of_arrays(lazy, rows))
     return result["x"], result.get("w", result["x"])
-
-
-def _sketch_task(block: np.ndarray, side_map: SideMap, where: str,
-                 block_info: dict[Any, Any] | None = None) -> np.ndarray:
-    """One projection task on a dask block: the pipeline's ``project_block``."""
-    row0 = int(block_info[0]["array-location"][0][0]) if block_info else 0
-    with one_blas_thread():
-        check_finite(block, where, row0)
-        return project_block(block, side_map, where, row0)

@@ -1,12 +1,21 @@
-"""The build report: what a user reads to choose K before projecting anything."""
+"""The reports a user reads: the build report (to choose K before projecting anything),
+``ddrp plan``'s table and ``ddrp evaluate``'s measurements, as text."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .model import SketchModel
+from .maths.metrics import QUANTILES
+from .maths.model import SketchModel
 
-__all__ = ["format_report", "report_dict"]
+__all__ = ["BIAS_NOTE", "format_evaluation", "format_k_table", "format_report", "report_dict"]
+
+BIAS_NOTE = ("bias z = mean error / its standard error over the sampled pairs, for this one "
+             "model (one draw of its random matrix): it tests whether this model's errors "
+             "average out over such pairs, not whether the method is unbiased; for that, "
+             "rebuild over seeds (--seeds N)")
 
 
 def report_dict(model: SketchModel) -> dict[str, object]:
@@ -58,4 +67,57 @@ def format_report(model: SketchModel, top: int = 8) -> str:
     if model.method == "truncated":
         lines.append("  note: truncated is BIASED (no tail); its MSE is squared bias on rows like "
                      "the fitted ones, with no guarantee for others")
+    return "\n".join(lines)
+
+
+def format_k_table(report: dict[str, Any]) -> str:
+    """``choose_k``'s table (rows K, columns methods) and the smallest K's, as text."""
+    rel = report["table"]["rel_mse"]
+    methods = list(rel)
+    lines = [f"d={report['d']}, rows: x {report['n_x']}, w {report['n_w']}; "
+             f"E(x.w)^2 over pairs = {report['energy']:.4g}",
+             "predicted relative MSE of x.w (MSE / E(x.w)^2, averaged over pairs of the "
+             "rows' statistics; '-': K invalid for the method)",
+             f"{'K':>8} " + " ".join(f"{m:>11}" for m in methods)]
+    for i, k in enumerate(report["table"]["k"]):
+        cells = ["-" if not np.isfinite(rel[m][i]) else f"{rel[m][i]:.4g}" for m in methods]
+        lines.append(f"{k:>8} " + " ".join(f"{c:>11}" for c in cells))
+    lines.append(f"smallest K with predicted relative MSE <= {report['target_rel_mse']:g}:")
+    for m, k in report["min_k"].items():
+        note = "  (biased: its error is squared bias, not variance)" if m == "truncated" else ""
+        lines.append(f"  {m:<11} K = {k}{note}")
+    return "\n".join(lines)
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """The report of ``evaluate_model`` as a table, with the notes a reader needs."""
+    qs = "/".join(str(q) for q in QUANTILES)
+    lines = [f"evaluate {result['model']}: method {result['method']}, K={result['k']}, "
+             f"{result['pairs']} sampled pairs (seed {result['seed']}), "
+             f"mean (x.w)^2 = {result['exact_mean_square']:.4g}",
+             f"  {'method':<11} {'MSE':>10} {'predicted':>10} {'rel MSE':>9} "
+             f"{'rel err ' + qs + '%':>28} {'bias z':>7}"
+             + (f" {'recall@' + str(result['top']):>10}" if result.get("top") else "")]
+    for name, s in result["methods"].items():
+        q = " ".join(f"{v:.3g}" for v in s["rel_error_quantiles"].values())
+        rec = f" {s['recall_at_n']:>10.3f}" if "recall_at_n" in s else ""
+        lines.append(f"  {name:<11} {s['mse']:>10.4g} {s['predicted_mse']:>10.4g} "
+                     f"{s['rel_mse']:>9.3g} {q:>28} {s['bias_z']:>7.2f}{rec}")
+    pg = result.get("predicted_gain")
+    lines.append(f"  gain over gaussian: measured {result['gain']:.3g}x, predicted "
+                 f"{pg:.3g}x" if pg is not None else
+                 f"  gain over gaussian: measured {result['gain']:.3g}x")
+    if result.get("top"):
+        lines.append(f"  recall@{result['top']}: share of the exact top {result['top']} W rows "
+                     f"found by the estimated top {result['top']}, over {result['queries']} "
+                     "sampled x rows")
+    lines.append("  rel err: |estimate - x.w| / |x.w| (large where x.w is near 0); "
+                 "predicted: the build's pair-averaged MSE over the fitted rows")
+    lines.append(f"  note: {BIAS_NOTE}")
+    seeds = result.get("over_seeds")
+    if seeds:
+        lines.append(f"  over {seeds['seeds']} seeds of {result['method']}: mean error "
+                     f"{seeds['mean_error']:.3g} (z = {seeds['z']:.2f}); pairs rejecting "
+                     f"'unbiased' at level {seeds['expected_reject_rate']}: "
+                     f"{seeds['pair_reject_rate']:.1%}")
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import SketchModel
+from .maths.model import SketchModel
 
 __all__ = ["reference_covariance", "reference_mean", "reference_sketch"]
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from ddrp_dask import build, sketch_numpy
-from ddrp_dask.build import balanced_pair, check_k, choose_head, orthogonal_factor, shrink
 from ddrp_dask.errors import OptionError
-from ddrp_dask.stats import block_moments
+from ddrp_dask.maths.linalg import balanced_pair, orthogonal_factor, shrink
+from ddrp_dask.maths.predict import choose_head
+from ddrp_dask.maths.stats import block_moments
+from ddrp_dask.options import check_k
 from ddrp_dask.testing import reference_sketch
 
 from .conftest import make_pair

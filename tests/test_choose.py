@@ -14,9 +14,12 @@ from click.testing import CliRunner
 
 import ddrp_dask as dd
 from ddrp_cli.main import cli
-from ddrp_dask import choose
-from ddrp_dask.choose import MsePredictor, choose_k, format_k_table, min_k, pair_energy
 from ddrp_dask.errors import InputError, OptionError
+from ddrp_dask.maths import choose
+from ddrp_dask.maths.choose import MsePredictor, choose_k, min_k
+from ddrp_dask.maths.predict import pair_energy
+from ddrp_dask.plot import plot_mse_curve
+from ddrp_dask.report import format_k_table
 
 from .conftest import make_pair, write_npy
 
@@ -37,7 +40,7 @@ def moments(pair: tuple[np.ndarray, np.ndarray]) -> tuple[dd.Moments, dd.Moments
 def _k_values(method: str) -> list[int]:
     low = {"auto": 3, "truncated": 2}.get(method, 1)
     high = {"orthogonal": D}.get(method, D + 2)
-    return [*range(low, high + 1), 3 * D, 40 * D] if method in choose._INVERSE_K else \
+    return [*range(low, high + 1), 3 * D, 40 * D] if method in choose.INVERSE_K else \
         list(range(low, high + 1))
 
 
@@ -116,7 +119,7 @@ def test_balanced_pairs_are_computed_once_for_all_k(
 def test_plot_is_a_png_and_matplotlib_is_not_imported_by_the_library(
         tmp_path: Path, moments: tuple[dd.Moments, dd.Moments]) -> None:
     path = tmp_path / "k.png"
-    choose.plot_mse_curve(choose_k(*moments, target=0.05), str(path))
+    plot_mse_curve(choose_k(*moments, target=0.05), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code = "import sys, ddrp_dask; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 import ddrp_dask as dd
 from ddrp_cli.main import cli
 from ddrp_dask.errors import ModelError, OptionError
-from ddrp_dask.evaluate import error_summary, recall_at_n, sample_queries
-from ddrp_dask.io import Source
+from ddrp_dask.io.source import Source
+from ddrp_dask.maths.metrics import error_summary, recall_at_n, sample_queries
 from ddrp_dask.testing import reference_sketch
 
 from .conftest import make_pair, write_npy, write_parquet_list

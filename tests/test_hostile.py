@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from ddrp_cli.main import cli
 from ddrp_dask import METHODS, DdrpError, build, sketch_numpy
-from ddrp_dask.io import working_dtype
-from ddrp_dask.stats import block_moments
+from ddrp_dask.io.common import working_dtype
+from ddrp_dask.maths.stats import block_moments
 from ddrp_dask.testing import reference_sketch
 
 DTYPES = ["float16", "float32", "float64", "int8", "int32"]

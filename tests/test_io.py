@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ddrp_dask.errors import InputError, InvalidValueError
-from ddrp_dask.io import check_finite, open_source
+from ddrp_dask.io.registry import open_source
+from ddrp_dask.maths.project import check_finite
 
 from .conftest import write_npy, write_parquet_list, write_parquet_scalars, write_zarr
 

@@ -11,7 +11,7 @@ import zarr
 
 from ddrp_dask import build, load_model, save_model
 from ddrp_dask.errors import ModelError
-from ddrp_dask.stats import block_moments
+from ddrp_dask.maths.stats import block_moments
 
 from .conftest import make_pair
 

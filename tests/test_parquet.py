@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 import ddrp_dask as dd
 from ddrp_cli.main import cli
-from ddrp_dask import parquet_out  # noqa: F401  (dd.parquet_out below)
 from ddrp_dask.errors import InputError
+from ddrp_dask.io import lifecycle
 
 from .conftest import make_pair, write_npy
 
@@ -110,7 +110,7 @@ def test_parquet_output_mirrors_files_and_joins_back(tmp_path: Path,
     files = sorted(str(p.relative_to(out / "x")) for p in (out / "x").rglob("*.parquet"))
     assert files == ["part=a/f0.parquet", "part=a/f1.parquet", "part=b/f0.parquet"]
     assert sorted(p.name for p in (out / "w").iterdir()) == ["part-00000.parquet"]
-    marker = dd.parquet_out.read_marker(str(out))
+    marker = lifecycle.read_marker(str(out))
     assert marker is not None and marker["complete"] is True
     table = pq.read_table(out / "x")  # the mirrored dataset reads back, partitions included
     assert table.schema.field("sketch").type == pa.list_(pa.float32(), 6)
@@ -188,6 +188,6 @@ def test_on_invalid_skip_lists_and_excludes_rows(tmp_path: Path,
     pout = tmp_path / "p"
     dd.execute(dd.plan_run(str(dirty["path"]), w, 4, str(pout), block_rows=256,
                            format="parquet", on_invalid="skip"), scheduler="threads")
-    marker = dd.parquet_out.read_marker(str(pout))
+    marker = lifecycle.read_marker(str(pout))
     assert marker is not None and marker["ddrp"]["skipped_rows"]["x"] == bad
     assert pq.read_table(pout / "x").num_rows == 596

@@ -10,8 +10,8 @@ import pytest
 
 import ddrp_dask as dd
 from ddrp_dask.errors import InvalidValueError
-from ddrp_dask.model import SideMap
-from ddrp_dask.project import project_block
+from ddrp_dask.maths.model import SideMap
+from ddrp_dask.maths.project import project_block
 
 from .conftest import make_pair, write_npy, write_zarr
 

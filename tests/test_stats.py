@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddrp_dask.stats import Moments, block_moments, combine, combine_all
+from ddrp_dask.maths.stats import Moments, block_moments, combine, combine_all
 from ddrp_dask.testing import reference_covariance, reference_mean
 
 
@@ -78,7 +78,7 @@ def test_combine_is_associative_and_has_identity() -> None:
 
 def test_combine_all_is_the_aligned_tree() -> None:
     """The Dask reduction merges aligned groups of 8; that must equal combine_all's tree."""
-    from ddrp_dask.pipeline import FAN_IN
+    from ddrp_dask.graph.compute import FAN_IN
 
     rng = np.random.default_rng(5)
     parts = [block_moments(rng.standard_normal((7, 3)) + i) for i in range(37)]

@@ -14,8 +14,8 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 
 from ddrp_dask.errors import InputError
-from ddrp_dask.io import open_source
-from ddrp_dask.zarr_in import direct_layout, open_zarr_array, read_direct, zstd_content_size
+from ddrp_dask.io.registry import open_source
+from ddrp_dask.io.zarr_reader import direct_layout, open_zarr_array, read_direct, zstd_content_size
 
 ROWS, D, CHUNK = 3500, 24, 1000
 RANGES = [(0, ROWS), (0, 1000), (1000, 2000), (999, 1001), (250, 2750), (3000, ROWS),
@@ -142,7 +142,7 @@ def test_written_zero_chunks_are_stored_and_readable(tmp_path: Path) -> None:
     """Zarr skips chunks equal to the fill value; ddrp's outputs store them, so that a
     sketch block of zeros still reads back as a ddrp source (which refuses missing
     chunks)."""
-    from ddrp_dask.output import float_compressors, write_rows
+    from ddrp_dask.io.writer import float_compressors, write_rows
 
     arr = zarr.create_array(str(tmp_path / "s.zarr"), shape=(300, 4), dtype="float32",
                             chunks=(100, 4), compressors=float_compressors())

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 import ddrp_dask
-from ddrp_dask.build import METHODS
 from ddrp_dask.errors import DdrpError
+from ddrp_dask.graph.compute import local_scheduler
+from ddrp_dask.io.lifecycle import output_facts
+from ddrp_dask.options import METHODS
 from ddrp_dask.report import format_report
 
 F = Callable[..., Any]
@@ -109,52 +108,12 @@ execution_options = _options(
 """``run_options`` plus what the passes over the sources take: --on-invalid, --resume."""
 
 
-@contextlib.contextmanager
 def scheduler_context(scheduler: str | None, workers: int | None, threads_per_worker: int,
-                      memory_limit: str) -> Iterator[Any]:
-    """Yield what ``execute`` takes as ``scheduler``: a Client or a local scheduler name.
-
-    No name: the address in Dask's config (``DASK_SCHEDULER_ADDRESS``), else a LocalCluster.
-    """
-    name, threads, memory = scheduler, threads_per_worker, memory_limit
-    if name is None:
-        import dask
-
-        name = dask.config.get("scheduler-address", None) or "local"
-    assert name is not None
-    if name in ("threads", "sync", "synchronous", "processes"):
-        yield name
-        return
-    from distributed import Client, LocalCluster
-
-    if name == "local":
-        import dask
-
-        n = workers or max(1, (os.cpu_count() or 1) // threads)
-        # huge pages for malloc in the worker processes (read by glibc at start, ignored
-        # elsewhere): every task allocates block-sized arrays, and faulting them in 4 KiB
-        # pages cost ~15 % of a run here (benchmarks/perf.py, "+thp")
-        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-        environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
-                LocalCluster(n_workers=n, threads_per_worker=threads, memory_limit=memory,
-                             silence_logs=logging.ERROR, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
-            say(f"local cluster: {n} worker(s) x {threads} thread(s), dashboard "
-                f"{client.dashboard_link}")
-            yield client
-        return
-    try:
-        client = Client(name, timeout="20s")
-    except (OSError, TimeoutError, TypeError, ValueError) as e:
-        raise DdrpError(
-            f"cannot connect to the scheduler at {name} ({type(e).__name__}: {e}); check the "
-            "address, that the scheduler runs, and for tls:// the certificates "
-            "(distributed.comm.tls.* in the Dask config or DASK_DISTRIBUTED__COMM__TLS__*)"
-        ) from e
-    with client:
-        say(f"scheduler {name}, dashboard {client.dashboard_link}")
-        yield client
+                      memory_limit: str, quiet: bool = False) -> Any:
+    """What a job's ``execute`` takes as ``scheduler``, as a context (``--scheduler``,
+    ``--workers``, ...; see ``ddrp_dask.graph.compute.local_scheduler``)."""
+    return local_scheduler(scheduler, workers, threads_per_worker, memory_limit,
+                           say=None if quiet else say)
 
 
 def say(msg: str) -> None:
@@ -162,7 +121,7 @@ def say(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def run_plan(plan: ddrp_dask.Plan, dry_run: bool, quiet: bool, sched: dict[str, Any],
+def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
              show_report: bool) -> None:
     """Print the plan (dry run) or execute it; ``sched``: the scheduler options
     (scheduler, workers, threads_per_worker, memory_limit)."""
@@ -175,24 +134,23 @@ def run_plan(plan: ddrp_dask.Plan, dry_run: bool, quiet: bool, sched: dict[str, 
         if show_report:
             click.echo(format_report(model))
 
-    with scheduler_context(**sched) as scheduler:
-        ddrp_dask.execute(plan, scheduler=scheduler, progress=progress, on_model=on_model)
+    with scheduler_context(**sched, quiet=quiet) as scheduler:
+        plan.execute(scheduler=scheduler, progress=progress, on_model=on_model)
     if plan.command != "fit" and plan.skip:
         _report_skipped(plan)
     if not quiet:
         say(f"wrote {plan.out}")
 
 
-def _report_skipped(plan: ddrp_dask.Plan) -> None:
+def _report_skipped(plan: Any) -> None:
     """Say how many invalid rows were skipped, and where their list is."""
-    from ddrp_dask.output import output_facts
-
     counts = output_facts(plan.out).get("skipped", {})
     for side, n in counts.items():
         if n:
-            where = ("the marker _ddrp.json" if plan.format == "parquet" else
-                     f"{'' if plan.command == 'project' else side + '_'}skipped_rows"
-                     f"{' and _skipped_ids' if plan.sources[side].id_column else ''}")
+            prefix = "" if plan.command == "project" else f"{side}_"
+            where = "the marker _ddrp.json" if plan.format == "parquet" else \
+                f"{prefix}skipped_rows" + (f" and {prefix}skipped_ids"
+                                           if plan.sources[side].id_column else "")
             say(f"skipped {n} invalid row(s) of {side}; listed in {plan.out}: {where}")
 
 
@@ -208,16 +166,7 @@ def guard(f: F) -> F:
             click.echo(f"ddrp: error: {e}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("ddrp: interrupted; the output is left marked incomplete", err=True)
+            click.echo("ddrp: interrupted; the output is left marked incomplete: run the same "
+                       "command with --resume to finish it", err=True)
             sys.exit(130)
     return wrapper
-
-
-def parse_shrinkage(value: str) -> float | str:
-    """'oas' or a float; the range is checked by the library."""
-    if value == "oas":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise DdrpError(f"--shrinkage must be 'oas' or a number in [0, 1], got {value!r}") from None

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
 
-import ddrp_dask
 from ddrp_dask.errors import DdrpError
+from ddrp_dask.jobs.fit import plan_fit
+from ddrp_dask.jobs.prior import PriorPlan, plan_prior
+from ddrp_dask.jobs.project import plan_project
+from ddrp_dask.jobs.run import plan_run
 
-from .common import execution_options, guard, parse_shrinkage, run_plan, say, source_options
-
-#: Options of execution_options that go to the scheduler, not to the plan.
-_SCHEDULER_KEYS = ("scheduler", "workers", "threads_per_worker", "memory_limit")
-
+from .common import execution_options, guard, run_plan, source_options
 
 _prior_options = (
     click.option("--w-from-labels", "labels", default=None,
@@ -36,39 +34,23 @@ def prior_options(f: Any) -> Any:
     return f
 
 
-def _resolve_w(opts: dict[str, Any]) -> None:
-    """--w, or with --w-from-labels a W prior estimated now and saved beside the output."""
-    labels = opts.pop("labels")
-    model, fits, sample = opts.pop("prior_model"), opts.pop("prior_fits"), opts.pop("prior_sample")
-    if (opts["w"] is None) == (labels is None):
+def _prior(x: str, x_columns: str | None, w: str | None, labels: str | None, out: str,
+           prior_model: str, prior_fits: int, prior_sample: int, seed: int,
+           block_rows: int | None, overwrite: bool, resume: bool) -> PriorPlan | None:
+    """The W-prior plan of --w-from-labels (None with --w); it reads no data."""
+    if (w is None) == (labels is None):
         raise DdrpError("give either --w or --w-from-labels, not both and not neither")
     if labels is None:
-        return
-    import numpy as np
-
-    from ddrp_dask.prior import prior_from_labels
-
-    path = f"{str(opts['out']).rstrip('/')}.w-prior.npy"
-    if os.path.exists(path) and not opts.get("overwrite") and not opts.get("resume"):
-        raise DdrpError(f"{path} exists; pass --overwrite to replace it")
-    w = prior_from_labels(opts["x"], labels, opts["x_columns"], n_boot=fits, model=model,
-                          sample=sample, seed=opts["seed"], block_rows=opts["block_rows"])
-    if not opts.get("dry_run"):
-        np.save(path, w)
-        say(f"W prior: {w.shape[0]} {model} weight vectors from label column {labels!r}, "
-            f"saved to {path}")
-    opts["w"], opts["w_columns"] = path, None
+        return None
+    return plan_prior(x, labels, f"{str(out).rstrip('/')}.w-prior.npy", x_columns,
+                      prior_fits, prior_model, prior_sample, seed, block_rows,
+                      overwrite=overwrite or resume)
 
 
-def _split(opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool, bool]:
-    """(plan keyword arguments, scheduler options, dry_run, quiet) from a command's options."""
-    if "labels" in opts:
-        _resolve_w(opts)
-    sched = {key: opts.pop(key) for key in _SCHEDULER_KEYS}
-    dry_run, quiet = opts.pop("dry_run"), opts.pop("quiet")
-    if "shrinkage" in opts:
-        opts["shrinkage"] = parse_shrinkage(opts["shrinkage"])
-    return opts, sched, dry_run, quiet
+def _sched(scheduler: str | None, workers: int | None, threads_per_worker: int,
+           memory_limit: str) -> dict[str, Any]:
+    return {"scheduler": scheduler, "workers": workers,
+            "threads_per_worker": threads_per_worker, "memory_limit": memory_limit}
 
 
 @click.command()
@@ -77,10 +59,21 @@ def _split(opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool, 
 @click.option("--out", required=True, help="Directory the model is written to.")
 @execution_options
 @guard
-def fit(**opts: Any) -> None:
+def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
+        target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
+        stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
+        prior_sample: int, out: str, on_invalid: str, resume: bool, block_rows: int | None,
+        overwrite: bool, dry_run: bool, quiet: bool, scheduler: str | None,
+        workers: int | None, threads_per_worker: int, memory_limit: str) -> None:
     """Fit the projection pair from both sources and save it to OUT (prints the report)."""
-    kwargs, sched, dry_run, quiet = _split(opts)
-    run_plan(ddrp_dask.plan_fit(**kwargs), dry_run, quiet, sched, show_report=True)
+    prior = _prior(x, x_columns, w, labels, out, prior_model, prior_fits, prior_sample, seed,
+                   block_rows, overwrite, resume)
+    plan = plan_fit(x, w, k, out, method=method, seed=seed, x_columns=x_columns,
+                    w_columns=w_columns, block_rows=block_rows, shrinkage=shrinkage,
+                    overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
+                    on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior)
+    run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
+                                          memory_limit), show_report=True)
 
 
 @click.command()
@@ -89,28 +82,48 @@ def fit(**opts: Any) -> None:
 @click.option("--out", required=True, help="Zarr group written: arrays x, w and model.")
 @click.option("--x-id-column", default=None, help="Parquet id column of X, written to OUT/x_ids.")
 @click.option("--w-id-column", default=None, help="Parquet id column of W, written to OUT/w_ids.")
-@click.option("--format", "format", type=click.Choice(["zarr", "parquet"]), default="zarr",
+@click.option("--format", "fmt", type=click.Choice(["zarr", "parquet"]), default="zarr",
               show_default=True, help="Zarr arrays, or Parquet datasets mirroring the inputs.")
 @execution_options
 @guard
-def run(**opts: Any) -> None:
+def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
+        target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
+        stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
+        prior_sample: int, out: str, x_id_column: str | None, w_id_column: str | None,
+        fmt: str, on_invalid: str, resume: bool, block_rows: int | None, overwrite: bool,
+        dry_run: bool, quiet: bool, scheduler: str | None, workers: int | None,
+        threads_per_worker: int, memory_limit: str) -> None:
     """Fit, then sketch both sources into the Zarr group OUT (arrays x, w; model at OUT/model)."""
-    kwargs, sched, dry_run, quiet = _split(opts)
-    run_plan(ddrp_dask.plan_run(**kwargs), dry_run, quiet, sched, show_report=True)
+    prior = _prior(x, x_columns, w, labels, out, prior_model, prior_fits, prior_sample, seed,
+                   block_rows, overwrite, resume)
+    plan = plan_run(x, w, k, out, method=method, seed=seed, x_columns=x_columns,
+                    w_columns=w_columns, block_rows=block_rows, shrinkage=shrinkage,
+                    overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
+                    x_id_column=x_id_column, w_id_column=w_id_column, format=fmt,
+                    on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior)
+    run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
+                                          memory_limit), show_report=True)
 
 
 @click.command()
 @click.option("--model", required=True, help="A model written by fit (or RUN/model).")
 @click.option("--side", type=click.Choice(["x", "w"]), required=True)
-@click.option("--input", "input", required=True, help="Rows to sketch.")
+@click.option("--input", "input_path", required=True, help="Rows to sketch.")
 @click.option("--columns", default=None, help="Parquet column(s) of the vectors.")
 @click.option("--id-column", default=None, help="Parquet id column, written to OUT/ids.")
-@click.option("--format", "format", type=click.Choice(["zarr", "parquet"]), default="zarr",
+@click.option("--format", "fmt", type=click.Choice(["zarr", "parquet"]), default="zarr",
               show_default=True, help="A Zarr array, or a Parquet dataset mirroring the input.")
 @click.option("--out", required=True, help="Zarr group written: array sketch.")
 @execution_options
 @guard
-def project(**opts: Any) -> None:
+def project(model: str, side: str, input_path: str, columns: str | None,
+            id_column: str | None, fmt: str, out: str, on_invalid: str, resume: bool,
+            block_rows: int | None, overwrite: bool, dry_run: bool, quiet: bool,
+            scheduler: str | None, workers: int | None, threads_per_worker: int,
+            memory_limit: str) -> None:
     """Sketch the rows of INPUT as side x or w of a saved model into the Zarr group OUT."""
-    kwargs, sched, dry_run, quiet = _split(opts)
-    run_plan(ddrp_dask.plan_project(**kwargs), dry_run, quiet, sched, show_report=False)
+    plan = plan_project(model, side, input_path, out, columns=columns, block_rows=block_rows,
+                        overwrite=overwrite, resume=resume, id_column=id_column, format=fmt,
+                        on_invalid=on_invalid)
+    run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
+                                          memory_limit), show_report=False)

@@ -10,39 +10,19 @@ from typing import Any
 
 import click
 
-from ddrp_dask.build import METHODS
-from ddrp_dask.choose import check_options, choose_k, format_k_table, plot_mse_curve
-from ddrp_dask.errors import OptionError, OutputError
-from ddrp_dask.evaluate import evaluate_model, format_evaluation, plan_evaluate
-from ddrp_dask.matmul import execute_matmul, plan_matmul
-from ddrp_dask.pipeline import compute_moments
-from ddrp_dask.plan import plan_stats
+from ddrp_dask.errors import OutputError
+from ddrp_dask.jobs.evaluate import evaluate_model, plan_evaluate
+from ddrp_dask.jobs.matmul import plan_matmul
+from ddrp_dask.jobs.plan import plan_choose
+from ddrp_dask.options import METHODS
+from ddrp_dask.plot import plot_mse_curve
+from ddrp_dask.report import format_evaluation, format_k_table
 
-from .common import column_options, guard, parse_shrinkage, run_options, say, scheduler_context
-
-#: Options of execution_options that go to the scheduler.
-_SCHEDULER_KEYS = ("scheduler", "workers", "threads_per_worker", "memory_limit")
-#: Options of execution_options these commands use themselves.
-_USED_KEYS = ("block_rows", "overwrite", "dry_run", "quiet")
+from .common import column_options, guard, run_options, say, scheduler_context
 
 
-def _split(opts: dict[str, Any], command: str, own: tuple[str, ...]) -> tuple[
-        dict[str, Any], dict[str, Any], bool, bool]:
-    """(the command's options, scheduler options, dry_run, quiet) from all its options.
-
-    ``own``: the command's own option names. Any other shared option
-    that does not apply here, set to anything but its default, is refused.
-    """
-    sched = {key: opts.pop(key) for key in _SCHEDULER_KEYS}
-    params = {p.name: p for p in click.get_current_context().command.params}
-    for key in [k for k in opts if k not in own and k not in _USED_KEYS]:
-        value = opts.pop(key)
-        if value != params[key].default and value not in (None, False):
-            flag = "/".join(params[key].opts)
-            raise OptionError(f"{flag} does not apply to {command}; remove it")
-    dry_run, quiet = opts.pop("dry_run"), opts.pop("quiet")
-    opts["progress"] = not quiet and sys.stderr.isatty()
-    return opts, sched, dry_run, quiet
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
 
 
 def _check_report_file(path: str | None, inputs: list[str], overwrite: bool) -> None:
@@ -78,9 +58,6 @@ def _write_json(path: str | None, data: dict[str, Any]) -> None:
         Path(path).write_text(json.dumps(_jsonable(data), indent=2) + "\n")
 
 
-_MATMUL = ("x_sketch", "w_sketch", "out", "top", "block_cols")
-
-
 @click.command()
 @click.option("--x-sketch", required=True,
               help="Sketches of X rows: a Zarr array such as RUN/x or PROJECTED/sketch.")
@@ -94,22 +71,21 @@ _MATMUL = ("x_sketch", "w_sketch", "out", "top", "block_cols")
               help="W rows per task; default 4096 (product) or 65536 (--top).")
 @run_options
 @guard
-def matmul(**opts: Any) -> None:
+def matmul(x_sketch: str, w_sketch: str, out: str, top: int | None, block_cols: int | None,
+           block_rows: int | None, overwrite: bool, dry_run: bool, quiet: bool,
+           scheduler: str | None, workers: int | None, threads_per_worker: int,
+           memory_limit: str) -> None:
     """Estimate X @ W.T from two sketches, block by block; or its top N per x row."""
-    kwargs, sched, dry_run, quiet = _split(opts, "matmul", _MATMUL)
-    progress = kwargs.pop("progress")
-    plan = plan_matmul(**kwargs)
+    plan = plan_matmul(x_sketch, w_sketch, out, top=top, block_rows=block_rows,
+                       block_cols=block_cols, overwrite=overwrite)
     if dry_run:
         click.echo(str(plan))
         return
-    with scheduler_context(**sched) as scheduler:
-        execute_matmul(plan, scheduler=scheduler, progress=progress)
+    with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
+                           quiet) as client:
+        plan.execute(client, _progress(quiet))
     if not quiet:
         say(f"wrote {plan.out}")
-
-
-_EVALUATE = ("model", "x", "w", "x_columns", "w_columns", "pairs", "seed", "top", "queries",
-             "seeds", "json_path")
 
 
 @click.command()
@@ -129,24 +105,24 @@ _EVALUATE = ("model", "x", "w", "x_columns", "w_columns", "pairs", "seed", "top"
 @click.option("--json", "json_path", default=None, help="Write the report as JSON here.")
 @run_options
 @guard
-def evaluate(**opts: Any) -> None:
+def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str | None,
+             pairs: int, seed: int, top: int | None, queries: int, seeds: int,
+             json_path: str | None, block_rows: int | None, overwrite: bool, dry_run: bool,
+             quiet: bool, scheduler: str | None, workers: int | None,
+             threads_per_worker: int, memory_limit: str) -> None:
     """Measure a model on sampled pairs against exact inner products and equal-K baselines."""
-    kwargs, sched, dry_run, _ = _split(opts, "evaluate", _EVALUATE)
-    progress, json_path = kwargs.pop("progress"), kwargs.pop("json_path")
-    overwrite = kwargs.pop("overwrite")
-    plan = plan_evaluate(**kwargs)
-    _check_report_file(json_path, [kwargs["x"], kwargs["w"], kwargs["model"]], overwrite)
+    plan = plan_evaluate(model, x, w, pairs=pairs, seed=seed, top=top, queries=queries,
+                         seeds=seeds, x_columns=x_columns, w_columns=w_columns,
+                         block_rows=block_rows)
+    _check_report_file(json_path, [x, w, model], overwrite)
     if dry_run:
         click.echo(str(plan))
         return
-    with scheduler_context(**sched) as scheduler:
-        result = evaluate_model(plan, scheduler=scheduler, progress=progress)
+    with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
+                           quiet) as client:
+        result = evaluate_model(plan, scheduler=client, progress=_progress(quiet))
     click.echo(format_evaluation(result))
     _write_json(json_path, result)
-
-
-_PLAN = ("x", "w", "x_columns", "w_columns", "target_rel_mse", "methods", "shrinkage",
-         "stats_fraction", "seed", "plot", "json_path")
 
 
 @click.command("plan")
@@ -167,27 +143,26 @@ _PLAN = ("x", "w", "x_columns", "w_columns", "target_rel_mse", "methods", "shrin
 @click.option("--json", "json_path", default=None, help="Write the numbers as JSON here.")
 @run_options
 @guard
-def plan_command(**opts: Any) -> None:
+def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
+                 target_rel_mse: float, methods: str, shrinkage: str, stats_fraction: float,
+                 seed: int, plot: str | None, json_path: str | None, block_rows: int | None,
+                 overwrite: bool, dry_run: bool, quiet: bool, scheduler: str | None,
+                 workers: int | None, threads_per_worker: int, memory_limit: str) -> None:
     """Choose K from the statistics alone: predicted MSE against K, smallest K per method."""
-    kwargs, sched, dry_run, _ = _split(opts, "plan", _PLAN)
-    methods = [m.strip() for m in kwargs["methods"].split(",") if m.strip()]
-    shrinkage = parse_shrinkage(kwargs["shrinkage"])
-    stats = plan_stats(kwargs["x"], kwargs["w"], kwargs["x_columns"], kwargs["w_columns"],
-                       kwargs["block_rows"], stats_fraction=kwargs["stats_fraction"],
-                       seed=kwargs["seed"])
-    inputs = [kwargs["x"], kwargs["w"]]
-    _check_report_file(kwargs["plot"], inputs, kwargs["overwrite"])
-    _check_report_file(kwargs["json_path"], inputs, kwargs["overwrite"])
-    check_options(kwargs["target_rel_mse"], methods, shrinkage)
+    written = [f"{p} ({what})" for p, what in ((plot, "PNG plot"), (json_path, "JSON"))
+               if p]
+    plan = plan_choose(x, w, target_rel_mse, methods, shrinkage, x_columns, w_columns,
+                       block_rows, stats_fraction, seed, written)
+    for path in (plot, json_path):
+        _check_report_file(path, [x, w], overwrite)
     if dry_run:
-        click.echo(str(stats))
-        click.echo(f"then: predicted MSE against K for {', '.join(methods)} (driver, no pass)")
+        click.echo(str(plan))
         return
-    with scheduler_context(**sched) as scheduler:
-        moments = compute_moments(stats, scheduler, kwargs["progress"])
-    report = choose_k(moments["x"], moments["w"], kwargs["target_rel_mse"], methods, shrinkage)
+    with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
+                           quiet) as client:
+        report = plan.choose(client, _progress(quiet))
     click.echo(format_k_table(report))
-    if kwargs["plot"]:
-        plot_mse_curve(report, kwargs["plot"])
-        say(f"wrote {kwargs['plot']}")
-    _write_json(kwargs["json_path"], report)
+    if plot:
+        plot_mse_curve(report, plot)
+        say(f"wrote {plot}")
+    _write_json(json_path, report)

@@ -24,16 +24,16 @@ import itertools
 import mmap
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
+from .common import check_numeric
+from .source import Source
 
-if TYPE_CHECKING:
-    from .io import Source
-
-__all__ = ["DirectLayout", "direct_layout", "open_zarr_array", "read_zarr_rows"]
+__all__ = ["DirectLayout", "ZarrSource", "direct_layout", "open_zarr_array", "open_zarr_source",
+           "read_zarr_rows"]
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -57,18 +57,33 @@ def open_zarr_array(path: str) -> Any:
     return node
 
 
-def open_zarr_source(path: str, fs: Any, inner: str) -> Source:
-    """Describe the 2-D Zarr array at ``path``; refuse one with missing chunks."""
-    from .io import Source, _check_numeric
+@dataclass(frozen=True)
+class ZarrSource(Source):
+    """A 2-D Zarr v3 array; ``chunk_rows``: rows per chunk of its grid."""
 
+    kind = "zarr"
+
+    chunk_rows: int = 0
+
+    def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
+        return read_zarr_rows(self, start, stop)
+
+    def chunk_bounds(self) -> tuple[int, ...]:
+        """The first row of every chunk, and ``n_rows``."""
+        step = self.chunk_rows or self.n_rows
+        return (*range(0, self.n_rows, step), self.n_rows)
+
+
+def open_zarr_source(path: str, fs: Any, inner: str) -> ZarrSource:
+    """Describe the 2-D Zarr array at ``path``; refuse one with missing chunks."""
     arr = open_zarr_array(path)
     if arr.ndim != 2:
         raise InputError(f"{path}: expected a 2-D Zarr array (rows x d), got shape {arr.shape}")
-    _check_numeric(arr.dtype, path)
+    check_numeric(arr.dtype, path)
     _check_zarr_chunks(arr, path, fs, inner)
     size = int(fs.du(inner)) if hasattr(fs, "du") else 0
-    return Source(path, "zarr", int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
-                  sizes=(size,))
+    return ZarrSource(path, int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
+                      sizes=(size,), chunk_rows=int(arr.chunks[0]))
 
 
 def _check_zarr_chunks(arr: Any, path: str, fs: Any, inner: str) -> None:

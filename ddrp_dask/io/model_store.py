@@ -1,100 +1,25 @@
-"""The fitted sketch model, and its save/load as a Zarr v3 group (no pickle).
+"""Save and load a ``SketchModel`` as a Zarr v3 group (no pickle).
 
-A model maps a row ``v`` of either side to its sketch by one affine map
-
-    sketch(v) = (v − shift) @ matrix + (offset + shift @ matrix)
-
-``matrix`` (d, k), ``offset`` (k,) and ``shift`` (d,) are float64. The shift is the side's
-mean: subtracting it before the float32 product keeps the product accurate when the mean is
-far larger than the spread. Every method (auto's mean columns included) fits this form, so
-projecting is one GEMM per block.
-
-On disk: a Zarr group whose attributes hold the metadata, the format version and a SHA-256
-of every array's bytes; loading refuses another format version or a changed array.
+The group's attributes hold the metadata, the format version and a SHA-256 of every array's
+bytes; loading refuses another format version or a changed array.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-from .stats import Moments
+from ..errors import ModelError
+from ..maths.model import MAP_ARRAYS, SideMap, SketchModel, array_digest
+from ..maths.stats import Moments
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SideMap", "SketchModel", "load_model", "save_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_model", "save_model"]
 
 FORMAT = "ddrp-model"
 FORMAT_VERSION = 1
-_ARRAYS = ("matrix", "offset", "shift")
-
-
-@dataclass(frozen=True)
-class SideMap:
-    """The affine map of one side: ``sketch = (v − shift) @ matrix + offset + shift @ matrix``."""
-
-    matrix: np.ndarray
-    offset: np.ndarray
-    shift: np.ndarray
-
-    def effective_offset(self, dtype: np.dtype[Any]) -> np.ndarray:
-        """``offset + shift @ matrix`` with the shift rounded as it is applied to ``dtype``."""
-        shift = self.shift.astype(dtype).astype(np.float64)
-        return self.offset + shift @ self.matrix
-
-
-@dataclass(frozen=True)
-class SketchModel:
-    """A fitted projection pair and what the build learned.
-
-    Attributes
-    ----------
-    method : str
-    k : int
-        Stored columns per row, every one of them counted.
-    d : int
-    seed : int
-    x, w : SideMap
-        The maps of the two sides.
-    info : dict
-        JSON-serialisable build facts: ``r`` (exact head columns), ``k_tail``, ``sigma``,
-        ``shrinkage_x``/``shrinkage_w``, ``n_x``/``n_w``, ``predicted`` MSEs and ``gain``.
-    provenance : dict
-        Inputs' fingerprints, package versions, block rows.
-    stats_x, stats_w : Moments or None
-        The statistics the model was built from, so that other methods can be built, and
-        their accuracy predicted, later without a pass over the data.
-    """
-
-    method: str
-    k: int
-    d: int
-    seed: int
-    x: SideMap
-    w: SideMap
-    info: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    stats_x: Moments | None = field(default=None, repr=False)
-    stats_w: Moments | None = field(default=None, repr=False)
-
-    def side(self, name: str) -> SideMap:
-        """The map of side ``"x"`` or ``"w"``."""
-        if name not in ("x", "w"):
-            raise ValueError(f"side must be 'x' or 'w', got {name!r}")
-        return self.x if name == "x" else self.w
-
-    @property
-    def unbiased(self) -> bool:
-        """False only for ``truncated``, whose estimate drops the tail."""
-        return self.method != "truncated"
-
-
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a, dtype="<f8").tobytes()).hexdigest()
 
 
 def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
@@ -104,7 +29,7 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
     group = zarr.open_group(str(path), mode="w-")
     group.attrs.update({"format": FORMAT, "complete": False})
     arrays = {f"{side}_{name}": getattr(model.side(side), name)
-              for side in ("x", "w") for name in _ARRAYS}
+              for side in ("x", "w") for name in MAP_ARRAYS}
     counts = {}
     for side, m in (("x", model.stats_x), ("w", model.stats_w)):
         if m is not None:
@@ -116,7 +41,7 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
         arr = group.create_array(key, shape=a.shape, dtype="<f8", chunks=a.shape,
                                  compressors=None)
         arr[...] = a
-        checksums[key] = _digest(a)
+        checksums[key] = array_digest(a)
     group.attrs.update({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -156,7 +81,7 @@ def load_model(path: str | os.PathLike[str]) -> SketchModel:
         raise ModelError(f"{spath}: arrays {sorted(group.array_keys())} do not match the saved "
                          f"list {sorted(checksums)}; the model was changed after it was saved")
     arrays = {key: _checked_array(group, key, checksums[key], spath) for key in checksums}
-    sides = {side: SideMap(*(arrays.get(f"{side}_{name}") for name in _ARRAYS))  # type: ignore[arg-type]
+    sides = {side: SideMap(*(arrays.get(f"{side}_{name}") for name in MAP_ARRAYS))  # type: ignore[arg-type]
              for side in ("x", "w")}
     stats = {side: Moments(int(n), arrays[f"{side}_stats_mean"], arrays[f"{side}_stats_scatter"])
              for side, n in attrs.get("stats_n", {}).items()}
@@ -181,7 +106,7 @@ def _checked_array(group: Any, key: str, digest: str, where: str) -> np.ndarray:
         a = np.asarray(group[key][...], dtype=np.float64)
     except Exception as e:
         raise ModelError(f"{where}: array {key!r} is missing or unreadable ({e})") from e
-    if _digest(a) != digest:
+    if array_digest(a) != digest:
         raise ModelError(f"{where}: array {key!r} does not match its checksum; the model was "
                          "changed or damaged after it was saved")
     return a

@@ -15,37 +15,20 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .build import (
-    METHODS,
-    _head_tail_mse,
-    _pair_var,
-    _sparse_density,
-    balanced_pair,
-    check_k,
-    choose_head,
-    orthogonal_factor,
-    shrink,
-)
-from .errors import InputError, OptionError
+from ..errors import InputError, OptionError
+from ..options import METHODS, check_k, check_methods, check_shrinkage, check_target, k_range
+from .blas import one_blas_thread
+from .draws import sparse_density
+from .linalg import balanced_pair, orthogonal_factor, shrink
+from .predict import choose_head, head_tail_mse, pair_energy, pair_var
 from .stats import Moments
 
-__all__ = ["MsePredictor", "check_options", "check_target", "choose_k", "format_k_table",
-           "k_grid", "min_k", "pair_energy", "plot_mse_curve", "predicted_mse_curve"]
+__all__ = ["MsePredictor", "check_options", "choose_k", "k_grid", "min_k",
+           "predicted_mse_curve"]
 
 #: Methods whose predicted MSE is c / K: their smallest K has a closed form.
-_INVERSE_K = ("gaussian", "sparse", "asymmetric", "diagonal")
-
-
-def pair_energy(mx: Moments, mw: Moments) -> float:
-    """E(x·w)² over independent pairs of rows: tr(Σx Σw), Σ the uncentred second moments.
-
-    >>> from ddrp_dask.stats import block_moments
-    >>> pair_energy(block_moments(np.array([[1.0, 0.0]])), block_moments(np.array([[2.0, 0.0]])))
-    4.0
-    """
-    return float(np.sum(mx.second_moment * mw.second_moment))
+INVERSE_K = ("gaussian", "sparse", "asymmetric", "diagonal")
 
 
 class MsePredictor:
@@ -76,21 +59,21 @@ class MsePredictor:
         self.energy = pair_energy(mx, mw)
         self._cache: dict[tuple[str, int], float] = {}
         sx, sw = mx.second_moment, mw.second_moment
-        with threadpool_limits(limits=1):
+        with one_blas_thread():
             self._numerators = self._prepare(mx, mw, sx, sw, shrinkage)
-        self._sparse = (_sparse_density(self.d) - 3, float(np.sum(np.diag(sx) * np.diag(sw))))
+        self._sparse = (sparse_density(self.d) - 3, float(np.sum(np.diag(sx) * np.diag(sw))))
 
     def _prepare(self, mx: Moments, mw: Moments, sx: np.ndarray, sw: np.ndarray,
                  shrinkage: float | str) -> dict[str, Any]:
         """Per-method quantities that do not depend on K (as ``build._fit`` computes them)."""
-        out: dict[str, Any] = {"gaussian": _pair_var(sx, sw, 1)}
+        out: dict[str, Any] = {"gaussian": pair_var(sx, sw, 1)}
         a, b, _ = balanced_pair(shrink(sx, mx.n, shrinkage)[0], shrink(sw, mw.n, shrinkage)[0])
-        out["asymmetric"] = _pair_var(a @ sx @ a.T, b @ sw @ b.T, 1)
+        out["asymmetric"] = pair_var(a @ sx @ a.T, b @ sw @ b.T, 1)
         dx, _ = shrink(np.diag(np.diag(sx)), mx.n, shrinkage)
         dw, _ = shrink(np.diag(np.diag(sw)), mw.n, shrinkage)
         scale = np.diag((np.diag(dw) / np.diag(dx)) ** 0.25)
         inverse = np.diag(1 / np.diag(scale))
-        out["diagonal"] = _pair_var(scale @ sx @ scale.T, inverse @ sw @ inverse.T, 1)
+        out["diagonal"] = pair_var(scale @ sx @ scale.T, inverse @ sw @ inverse.T, 1)
         cx, cw = mx.covariance, mw.covariance
         a, b, sigma = balanced_pair(shrink(cx, mx.n, shrinkage)[0],
                                     shrink(cw, mw.n, shrinkage)[0])
@@ -99,9 +82,7 @@ class MsePredictor:
 
     def k_range(self, method: str) -> tuple[int, int | None]:
         """Smallest and largest valid K of ``method`` at this d (None: no upper bound)."""
-        low = {"auto": 3, "truncated": 2}.get(method, 1)
-        high = {"auto": self.d + 2, "truncated": self.d + 2, "orthogonal": self.d}.get(method)
-        return low, high
+        return k_range(method, self.d)
 
     def mse(self, method: str, k: int) -> float:
         """Predicted MSE of ``method`` with K = ``k`` (NaN where K is invalid for it)."""
@@ -128,7 +109,7 @@ class MsePredictor:
             return float(self._numerators[method] / k)
         pa, pb, sigma = self._numerators["head_tail"]
         r = k - 2 if method == "truncated" else choose_head(sigma, k)[0]
-        return _head_tail_mse(pa, pb, r, k - 2 - r)
+        return head_tail_mse(pa, pb, r, k - 2 - r)
 
     def curve(self, ks: Iterable[int], methods: Sequence[str] = METHODS) -> dict[str, np.ndarray]:
         """``{method: predicted MSE for each K in ks}`` (NaN where K is invalid)."""
@@ -146,7 +127,7 @@ class MsePredictor:
         def ok(k: int) -> bool:
             return self.mse(method, k) / self.energy <= target
 
-        if method in _INVERSE_K:  # MSE = c / K: start from the closed form, fix rounding
+        if method in INVERSE_K:  # MSE = c / K: start from the closed form, fix rounding
             c = self.mse(method, 1)
             k = max(low, int(np.ceil(c / (target * self.energy))) if c > 0 else low)
             while not ok(k):
@@ -161,23 +142,10 @@ class MsePredictor:
         return high  # pragma: no cover - the largest K is exact, MSE 0
 
 
-def check_target(target: float) -> float:
-    """The target relative MSE as a float; ``OptionError`` unless it is positive and finite."""
-    value = float(target)
-    if not value > 0 or not np.isfinite(value):
-        raise OptionError(f"the target relative MSE must be a positive number, got {target}; "
-                          "e.g. 0.01 for an RMS error of 10% of the RMS inner product")
-    return value
-
-
 def check_options(target: float, methods: Sequence[str], shrinkage: float | str) -> float:
     """Validate ``choose_k``'s options before any pass over the data; returns the target."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise OptionError(f"unknown method(s) {unknown or ''}; choose among "
-                          f"{', '.join(METHODS)}")
-    if shrinkage != "oas" and not (isinstance(shrinkage, int | float) and 0 <= shrinkage <= 1):
-        raise OptionError(f"shrinkage must be 'oas' or a number in [0, 1], got {shrinkage!r}")
+    check_methods(methods)
+    check_shrinkage(shrinkage)
     return check_target(target)
 
 
@@ -267,58 +235,3 @@ def choose_k(mx: Moments, mw: Moments, target: float = 0.01, methods: Sequence[s
             "table": {"k": table_ks,
                       "rel_mse": {m: (v / p.energy).tolist() for m, v in table.items()}},
             "curve": {"k": curve_ks, "mse": p.curve(curve_ks, methods)}}
-
-
-def format_k_table(report: dict[str, Any]) -> str:
-    """``choose_k``'s table (rows K, columns methods) and the smallest K's, as text."""
-    rel = report["table"]["rel_mse"]
-    methods = list(rel)
-    lines = [f"d={report['d']}, rows: x {report['n_x']}, w {report['n_w']}; "
-             f"E(x.w)^2 over pairs = {report['energy']:.4g}",
-             "predicted relative MSE of x.w (MSE / E(x.w)^2, averaged over pairs of the "
-             "rows' statistics; '-': K invalid for the method)",
-             f"{'K':>8} " + " ".join(f"{m:>11}" for m in methods)]
-    for i, k in enumerate(report["table"]["k"]):
-        cells = ["-" if not np.isfinite(rel[m][i]) else f"{rel[m][i]:.4g}" for m in methods]
-        lines.append(f"{k:>8} " + " ".join(f"{c:>11}" for c in cells))
-    lines.append(f"smallest K with predicted relative MSE <= {report['target_rel_mse']:g}:")
-    for m, k in report["min_k"].items():
-        note = "  (biased: its error is squared bias, not variance)" if m == "truncated" else ""
-        lines.append(f"  {m:<11} K = {k}{note}")
-    return "\n".join(lines)
-
-
-def plot_mse_curve(report: dict[str, Any], path: str, title: str = "") -> None:
-    """Write ``choose_k``'s relative MSE against K of every method as a PNG (matplotlib Agg,
-    imported here: the library does not need matplotlib otherwise)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ks = np.asarray(report["curve"]["k"])
-    target, energy = report["target_rel_mse"], report["energy"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    try:
-        for m, values in report["curve"]["mse"].items():
-            rel = np.asarray(values, dtype=np.float64) / energy
-            keep = np.isfinite(rel) & (rel > 0)
-            (line,) = ax.plot(ks[keep], rel[keep], label=f"{m} (K={report['min_k'][m]})")
-            k = report["min_k"][m]
-            if k <= ks[-1] and keep[k - 1]:
-                ax.plot([k], [rel[k - 1]], "o", color=line.get_color())
-        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        top = max(float(np.nanmax(np.asarray(v, dtype=np.float64) / energy))
-                  for v in report["curve"]["mse"].values())
-        ax.set_ylim(target / 1000, max(top, target) * 2)  # exact K's (MSE 0) fall off the axis
-        ax.set_xlabel("K (stored columns per sketch)")
-        ax.set_ylabel("predicted relative MSE of x.w")
-        ax.set_title(title or f"ddrp plan: d={report['d']}, smallest K per method at the target")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=100)
-    finally:
-        plt.close(fig)

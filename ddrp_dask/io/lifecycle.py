@@ -17,14 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OptionError, OutputError
-from .io import filesystem, is_url
+from ..errors import OptionError, OutputError
+from .common import filesystem, is_url
+from .source import Source
+from .writer import float_compressors, write_rows
 
-__all__ = ["check_out", "output_state", "remove_output"]
+MARKER = "_ddrp.json"
+
+__all__ = ["MARKER", "RESUME_KEYS", "check_out", "check_resumable", "check_room",
+           "check_same_plan", "finish", "mark_done", "open_output", "output_facts",
+           "output_state", "pending_blocks", "read_marker", "record_skipped", "remove_output",
+           "write_marker"]
 
 #: Facts of a plan that must match for an incomplete output to be resumed.
-RESUME_KEYS = ("command", "method", "k", "seed", "block_rows", "shrinkage", "stats_fraction",
-               "inputs")
+RESUME_KEYS = ("command", "method", "k", "target_rel_mse", "seed", "block_rows", "shrinkage",
+               "stats_fraction", "model", "inputs")
 
 
 def output_state(path: str | os.PathLike[str]) -> str | None:
@@ -33,8 +40,6 @@ def output_state(path: str | os.PathLike[str]) -> str | None:
     try:
         attrs = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json")).get("attributes", {})
     except (OSError, ValueError):
-        from .parquet_out import read_marker  # a Parquet output: its marker file
-
         attrs = read_marker(str(path)) or {}
     if attrs.get("format") != "ddrp-model" and "ddrp" not in attrs:
         return None
@@ -59,10 +64,8 @@ def output_facts(path: str) -> dict[str, Any]:
     try:
         attrs = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json")).get("attributes", {})
     except (OSError, ValueError):
-        from .parquet_out import read_marker
-
         attrs = read_marker(path) or {}
-    facts = attrs.get("ddrp", {})
+    facts = attrs.get("provenance" if attrs.get("format") == "ddrp-model" else "ddrp", {})
     return facts if isinstance(facts, dict) else {}
 
 
@@ -122,26 +125,6 @@ def remove_output(out: str) -> None:
         fs.rm(inner, recursive=True)
 
 
-def float_compressors() -> Any:
-    """The codec of float32 outputs (sketches, products, scores): zstd level 1. Their values
-    are noise-like, so every level saves about the same (~9 % measured on sketches) and
-    level 1 encodes 3× faster than zarr's default level 3 (22 ms against 64 ms for a
-    65,536 × 32 block), which was a fifth of pass 2's CPU."""
-    from zarr.codecs import ZstdCodec
-
-    return ZstdCodec(level=1)
-
-
-def write_rows(path: str, rows: slice | tuple[slice, ...], values: np.ndarray) -> None:
-    """Write ``values`` to the region ``rows`` of the Zarr array at ``path`` (a task's chunk).
-    Every chunk is stored, even one equal to the fill value: zarr would skip it by default,
-    and ddrp refuses a Zarr source with missing chunks (e.g. sketches read by ``matmul``)."""
-    import zarr
-
-    arr = zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
-    arr[rows] = values
-
-
 def progress_name(array: str) -> str:
     """Name of the flag array of one output array."""
     return f"_progress_{array}"
@@ -159,7 +142,7 @@ def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, 
     if resume and output_state(out) == "incomplete":
         group = zarr.open_group(out, mode="r+")
         recorded: dict[str, Any] = dict(group.attrs).get("ddrp", {})  # type: ignore[assignment]
-        _check_same_plan(out, recorded, facts)
+        check_same_plan(out, recorded, facts)
         return group
     group = zarr.open_group(out, mode="w-")
     group.attrs.update({"complete": False, "ddrp": facts})
@@ -177,12 +160,39 @@ def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, 
     return group
 
 
-def _check_same_plan(out: str, recorded: dict[str, Any], facts: dict[str, Any]) -> None:
-    diffs = [f"{key}: {recorded.get(key)!r} then, {facts.get(key)!r} now"
-             for key in RESUME_KEYS if _strip(recorded.get(key)) != _strip(facts.get(key))]
+def check_resumable(out: str, facts: dict[str, Any], resume: bool) -> None:
+    """With ``resume``, refuse — before any pass runs — an existing ddrp output (complete or
+    not) that another plan made; the message says what differs, in words."""
+    if resume and output_state(out) is not None:
+        check_same_plan(out, output_facts(out), facts)
+
+
+#: How the facts compared on resume are named in messages.
+_NAMES = {"command": "the command", "method": "method", "k": "K", "seed": "seed",
+          "block_rows": "block rows", "shrinkage": "shrinkage",
+          "stats_fraction": "stats fraction", "target_rel_mse": "target relative MSE",
+          "model": "the model"}
+
+
+def check_same_plan(out: str, recorded: dict[str, Any], facts: dict[str, Any]) -> None:
+    """Refuse to resume ``out`` unless its ``recorded`` facts match this plan's ``facts``
+    (``RESUME_KEYS``; K is not compared when this plan chooses it from a target)."""
+    diffs = []
+    for key in RESUME_KEYS:
+        then, now = _strip(recorded.get(key)), _strip(facts.get(key))
+        if (key == "k" and facts.get("target_rel_mse") is not None) or \
+                (key == "model" and now is None):  # chosen after pass 1: not known yet
+            continue
+        if key == "inputs" and isinstance(then, dict) and isinstance(now, dict):
+            diffs += [f"input {side} was {_input_text(then[side])}; this run reads "
+                      f"{_input_text(now[side])}"
+                      for side in sorted(set(then) & set(now)) if then[side] != now[side]]
+        elif then != now:
+            diffs.append(f"the output was made with {_NAMES.get(key, key)}={then}; this run "
+                         f"asks for {_NAMES.get(key, key)}={now}")
     if diffs:
-        raise OutputError(f"cannot resume {out}: it was started with other options or inputs "
-                          f"({'; '.join(diffs)}); pass --overwrite to start again")
+        raise OutputError(f"cannot resume {out}: {'; '.join(diffs)}; pass --overwrite to "
+                          "start again")
 
 
 def _strip(value: Any) -> Any:
@@ -191,6 +201,14 @@ def _strip(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _strip(v) for k, v in value.items() if k != "path"}
     return value
+
+
+def _input_text(fingerprint: Any) -> str:
+    if not isinstance(fingerprint, dict):
+        return str(fingerprint)
+    shape = fingerprint.get("shape") or ["?", "?"]
+    return (f"{fingerprint.get('kind')} {shape[0]} x {shape[1]} {fingerprint.get('dtype')} "
+            f"(digest {fingerprint.get('digest')})")
 
 
 def pending_blocks(group: Any, array: str) -> np.ndarray:
@@ -205,27 +223,27 @@ def mark_done(out: str, array: str, block: int, flag: int = 1) -> None:
                np.array([flag], dtype=np.uint8))
 
 
-def record_skipped(group: Any, plan: Any, names: dict[str, tuple[str, str | None]]
-                   ) -> dict[str, int]:
+def record_skipped(group: Any, block_rows: int,
+                   outputs: dict[str, tuple[str, str | None, str, Source]]) -> dict[str, int]:
     """Find the skipped (NaN) rows of the blocks flagged 2 and store their row indices as
-    ``<sketch>_skipped_rows`` (and ids as ``<ids>_skipped``); returns counts per side.
-    Reads one flagged chunk at a time, so it also covers blocks done before a resume."""
+    ``<prefix>skipped_rows`` (and ids as ``<prefix>skipped_ids``); ``outputs``: side →
+    (sketch array, ids array or None, prefix, source). Returns counts per side. Reads one
+    flagged chunk at a time, so it also covers blocks done before a resume."""
     counts = {}
-    for side, (name, ids_name) in names.items():
+    for side, (name, ids_name, prefix, src) in outputs.items():
         flags = np.asarray(group[progress_name(name)][...])
         rows = []
         for b in np.flatnonzero(flags == 2):
-            start = int(b) * plan.block_rows
-            chunk = group[name][start:start + plan.block_rows]
+            start = int(b) * block_rows
+            chunk = group[name][start:start + block_rows]
             rows.append(start + np.flatnonzero(np.isnan(chunk).any(axis=1)))
         skipped = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        prefix = f"{side}_" if plan.command == "run" else ""
         arr = group.create_array(f"{prefix}skipped_rows", shape=skipped.shape, dtype="int64",
                                  chunks=(max(len(skipped), 1),), overwrite=True)
         arr[...] = skipped
         if ids_name is not None:
-            ids = np.concatenate([plan.sources[side].read_ids(int(r), int(r) + 1)
-                                  for r in skipped]) if skipped.size else np.zeros(0, dtype=str)
+            ids = np.concatenate([src.read_ids(int(r), int(r) + 1) for r in skipped]) \
+                if skipped.size else np.zeros(0, dtype=str)
             ida = group.create_array(f"{prefix}skipped_ids", shape=ids.shape,
                                      dtype=str if ids.dtype.kind in "OUS" else "int64",
                                      chunks=(max(len(ids), 1),), overwrite=True)
@@ -240,3 +258,27 @@ def finish(group: Any, facts: dict[str, Any]) -> None:
         if name.startswith("_progress_"):
             del group[name]
     group.attrs.update({"complete": True, "ddrp": facts})
+
+
+def write_marker(out: str, complete: bool, facts: dict[str, Any]) -> None:
+    """Write ``OUT/_ddrp.json``: the completion flag and the provenance."""
+    fs, inner = filesystem(out)
+    fs.makedirs(inner, exist_ok=True)
+    fs.pipe_file(f"{inner}/{MARKER}", json.dumps({"complete": complete, "ddrp": facts},
+                                                 indent=1).encode())
+
+
+def read_marker(out: str) -> dict[str, Any] | None:
+    """The marker's content, or None when there is none."""
+    fs, inner = filesystem(out)
+    try:
+        doc = json.loads(fs.cat_file(f"{inner.rstrip('/')}/{MARKER}"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def exists(target: str) -> bool:
+    """Whether an output file is already complete (it exists under its final name)."""
+    fs, inner = filesystem(target)
+    return bool(fs.exists(inner))

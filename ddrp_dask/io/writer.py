@@ -1,4 +1,7 @@
-"""Pass 2 into Parquet (``--format parquet``): a dataset that mirrors the input's files.
+"""The one writer of outputs: Zarr chunks of sketches, products and scores, and the Parquet
+files of ``--format parquet``.
+
+Parquet (``--format parquet``) writes a dataset that mirrors the input's files.
 
 Each input Parquet file ``REL`` (hive partition directories included) becomes ``OUT/REL``
 with one row group per input row group and two columns: the id column (or ``row``, the
@@ -17,14 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ._threads import one_blas_thread
-from .io import Source, filesystem, read_valid
-from .model import SideMap
-from .project import sketch_valid
+from ..maths.blas import one_blas_thread
+from ..maths.model import SideMap
+from ..maths.project import sketch_valid
+from .common import filesystem
+from .source import Source, read_valid
 
-__all__ = ["MARKER", "file_jobs", "read_marker", "write_file", "write_marker"]
-
-MARKER = "_ddrp.json"
+__all__ = ["file_jobs", "float_compressors", "skipped_of", "write_file", "write_rows"]
 
 
 Jobs = list[tuple[str, list[tuple[int, int]]]]
@@ -32,20 +34,8 @@ Jobs = list[tuple[str, list[tuple[int, int]]]]
 
 def file_jobs(src: Source, out_dir: str, block_rows: int) -> Jobs:
     """(output file, row ranges written into it) for every file of the output."""
-    if src.kind != "parquet":
-        n = src.n_rows
-        return [(f"{out_dir}/part-{i:05d}.parquet", [(s, min(s + block_rows, n))])
-                for i, s in enumerate(range(0, n, block_rows))]
-    jobs: dict[int, list[tuple[int, int]]] = {}
-    for fi, _, start, nr in src.row_groups:
-        jobs.setdefault(fi, []).append((start, start + nr))
-    root = src.path.rstrip("/")
-    out = []
-    for fi, ranges in jobs.items():
-        f = src.files[fi]
-        rel = f[len(root):].lstrip("/") if f != src.path else f.rsplit("/", 1)[-1]
-        out.append((f"{out_dir}/{rel}", ranges))
-    return out
+    return [(f"{out_dir.rstrip('/')}/{rel}", ranges)
+            for rel, ranges in src.output_files(block_rows)]
 
 
 def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: SideMap,
@@ -94,25 +84,21 @@ def skipped_of(target: str) -> list[int]:
     return list(json.loads(meta.get(b"ddrp_skipped_rows", b"[]")))
 
 
-def write_marker(out: str, complete: bool, facts: dict[str, Any]) -> None:
-    """Write ``OUT/_ddrp.json``: the completion flag and the provenance."""
-    fs, inner = filesystem(out)
-    fs.makedirs(inner, exist_ok=True)
-    fs.pipe_file(f"{inner}/{MARKER}", json.dumps({"complete": complete, "ddrp": facts},
-                                                 indent=1).encode())
+def float_compressors() -> Any:
+    """The codec of float32 outputs (sketches, products, scores): zstd level 1. Their values
+    are noise-like, so every level saves about the same (~9 % measured on sketches) and
+    level 1 encodes 3× faster than zarr's default level 3 (22 ms against 64 ms for a
+    65,536 × 32 block), which was a fifth of pass 2's CPU."""
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=1)
 
 
-def read_marker(out: str) -> dict[str, Any] | None:
-    """The marker's content, or None when there is none."""
-    fs, inner = filesystem(out)
-    try:
-        doc = json.loads(fs.cat_file(f"{inner.rstrip('/')}/{MARKER}"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+def write_rows(path: str, rows: slice | tuple[slice, ...], values: np.ndarray) -> None:
+    """Write ``values`` to the region ``rows`` of the Zarr array at ``path`` (a task's chunk).
+    Every chunk is stored, even one equal to the fill value: zarr would skip it by default,
+    and ddrp refuses a Zarr source with missing chunks (e.g. sketches read by ``matmul``)."""
+    import zarr
 
-
-def exists(target: str) -> bool:
-    """Whether an output file is already complete (it exists under its final name)."""
-    fs, inner = filesystem(target)
-    return bool(fs.exists(inner))
+    arr = zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
+    arr[rows] = values

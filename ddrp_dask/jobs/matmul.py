@@ -17,137 +17,31 @@ estimate are written as index −1 with score NaN.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import dask
-import numpy as np
-from threadpoolctl import threadpool_limits
+from ..errors import DdrpError, InputError, OptionError
+from ..graph import compute as graph
+from ..graph.tiles import matmul_product, matmul_top
+from ..io import lifecycle
+from ..io.registry import open_source
+from ..io.source import Source
+from ..io.writer import float_compressors
+from ..maths.topn import MAX_SCORES
+from ..options import check_positive, check_top
+from .base import versions
 
-from .errors import DdrpError, InputError, OptionError
-from .io import Source, open_source
-from .output import (
-    check_out,
-    check_room,
-    finish,
-    float_compressors,
-    output_state,
-    remove_output,
-    write_rows,
-)
-from .pipeline import FAN_IN, check_memory, check_visible, compute, tree_reduce
-
-__all__ = ["MatmulPlan", "execute_matmul", "merge_top_n", "plan_matmul", "top_n",
-           "top_n_products"]
+__all__ = ["MatmulPlan", "execute_matmul", "plan_matmul"]
 
 #: Default rows of S per task, and W rows per task for the full product (output chunk 64 MiB).
 DEFAULT_TILE = 4096
 #: Default W rows per task for top-N (scored in pieces of at most ``MAX_SCORES`` values).
 DEFAULT_TOP_COLS = 65536
-#: Scores a top-N task holds at once (float32: 16 MiB, plus ~4 bytes/score of bookkeeping).
-MAX_SCORES = 2**22
 
 
 # ---------------------------------------------------------------------------------------
 # top-N selection (pure numpy)
-
-
-def top_n(scores: np.ndarray, n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` largest scores of every row, best first, ties broken by the lower column.
-
-    Parameters
-    ----------
-    scores : ndarray of shape (rows, cols)
-    n : int
-        Kept per row (all columns if ``n`` ≥ cols).
-    offset : int, default=0
-        Added to the column numbers (the first W row of the block).
-
-    Returns
-    -------
-    indices : ndarray of int64, shape (rows, min(n, cols))
-    values : ndarray of shape (rows, min(n, cols)), the dtype of ``scores`` (NaN as −inf)
-
-    >>> top_n(np.array([[1.0, 3.0, 3.0, 2.0]]), 2, offset=10)
-    (array([[11, 12]]), array([[3., 3.]]))
-    """
-    s = np.asarray(scores)
-    if np.isnan(s).any():
-        s = np.where(np.isnan(s), -np.inf, s)
-    rows, cols = s.shape
-    keep = min(int(n), cols)
-    if keep == cols:
-        cand = np.broadcast_to(np.arange(cols), (rows, cols))
-    else:
-        cand = np.argpartition(s, cols - keep, axis=1)[:, cols - keep:]  # ties: arbitrary
-        kth = np.take_along_axis(s, cand, axis=1).min(axis=1, keepdims=True)
-        straddle = np.flatnonzero((s >= kth).sum(axis=1) > keep)
-        if straddle.size:  # ties at the n-th value: take the lowest columns among them
-            sub, k_sub = s[straddle], kth[straddle]
-            ties = sub == k_sub
-            need = keep - (sub > k_sub).sum(axis=1, keepdims=True)
-            chosen = (sub > k_sub) | (ties & (np.cumsum(ties, axis=1) <= need))
-            cand = cand.copy()
-            cand[straddle] = np.nonzero(chosen)[1].reshape(straddle.size, keep)
-    values = np.take_along_axis(s, cand, axis=1)
-    order = np.lexsort((cand, -values), axis=1)
-    idx = np.take_along_axis(cand, order, axis=1).astype(np.int64) + offset
-    return idx, np.take_along_axis(values, order, axis=1)
-
-
-def merge_top_n(parts: Sequence[tuple[np.ndarray, np.ndarray]],
-                n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge per-block ``(indices, values)`` of the same rows into the overall top ``n``
-    (score descending, then index ascending): exact, whatever the blocks."""
-    idx = np.concatenate([p[0] for p in parts], axis=1)
-    val = np.concatenate([p[1] for p in parts], axis=1)
-    order = np.lexsort((idx, -val), axis=1)[:, :n]
-    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(val, order, axis=1)
-
-
-def top_n_products(a: np.ndarray, b: np.ndarray, n: int, offset: int = 0,
-                   max_scores: int = MAX_SCORES) -> tuple[np.ndarray, np.ndarray]:
-    """``top_n(a @ b.T, n, offset)`` computed over pieces of ``b`` so that at most about
-    ``max_scores`` scores are held at once.
-
-    Once every row holds n results, a later piece can only add scores strictly above a row's
-    n-th best (a tie loses: its column is higher), so only those few scores are merged in:
-    selection then costs about a comparison per score, less than the product itself.
-    """
-    step = max(1, max_scores // max(len(a), 1))
-    best: tuple[np.ndarray, np.ndarray] | None = None
-    for c0 in range(0, len(b), step):
-        s = a @ b[c0:c0 + step].T
-        if best is None or best[0].shape[1] < n:
-            part = top_n(s, n, offset + c0)
-            best = part if best is None else merge_top_n([best, part], n)
-            continue
-        best = _add_above(best, s, n, offset + c0)
-    if best is None:
-        return np.zeros((len(a), 0), np.int64), np.zeros((len(a), 0), np.result_type(a, b))
-    return best
-
-
-def _add_above(best: tuple[np.ndarray, np.ndarray], s: np.ndarray, n: int,
-               offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge into ``best`` (n per row, columns below ``offset``) the scores of ``s`` above each
-    row's n-th best: one sort of the affected rows' entries and those scores."""
-    rows, cols = np.nonzero(s > best[1][:, -1:])  # NaN never passes
-    if rows.size == 0:
-        return best
-    hit = np.unique(rows)
-    row_all = np.concatenate([np.repeat(hit, n), rows])
-    idx_all = np.concatenate([best[0][hit].ravel(), cols.astype(np.int64) + offset])
-    val_all = np.concatenate([best[1][hit].ravel(), s[rows, cols]])
-    order = np.lexsort((idx_all, -val_all, row_all))
-    starts = np.searchsorted(row_all[order], hit)
-    take = order[(starts[:, None] + np.arange(n)).ravel()]
-    idx, val = best[0].copy(), best[1].copy()
-    idx[hit] = idx_all[take].reshape(hit.size, n)
-    val[hit] = val_all[take].reshape(hit.size, n)
-    return idx, val
 
 
 # ---------------------------------------------------------------------------------------
@@ -191,11 +85,6 @@ class MatmulPlan:
         """The inputs, by option (what the pipeline's worker checks look at)."""
         return {"x_sketch": self.x, "w_sketch": self.w}
 
-    @property
-    def model_path(self) -> None:
-        """No model is read."""
-        return None
-
     def output_bytes(self) -> int:
         """Uncompressed bytes written."""
         n, m = self.x.n_rows, self.w.n_rows
@@ -231,12 +120,38 @@ class MatmulPlan:
 
     def facts(self) -> dict[str, Any]:
         """The plan as JSON-ready provenance."""
-        from .plan import _versions
-
         return {"command": "matmul", "k": self.k, "top": self.top,
                 "block_rows": self.block_rows, "block_cols": self.block_cols,
                 "inputs": {"x_sketch": self.x.fingerprint(), "w_sketch": self.w.fingerprint()},
-                "sketches": self.origins, "versions": _versions()}
+                "sketches": self.origins, "versions": versions()}
+
+    def execute(self, scheduler: Any = None, progress: bool = False) -> None:
+        """One compute over all tiles; ``"complete": true`` written last.
+
+        Parameters
+        ----------
+        scheduler : str, distributed.Client or None, default=None
+            As for ``ddrp_dask.execute``.
+        progress : bool, default=False
+            A progress line on stderr.
+        """
+        graph.check_visible([self.x.path, self.w.path], scheduler)
+        graph.check_memory(self.memory_per_task(), self.block_rows, scheduler)
+        facts = self.facts()
+        if self.overwrite:
+            lifecycle.remove_output(self.out)
+        group = _create(self, facts)
+        try:
+            if self.top is None:
+                matmul_product(self.x, self.w, self.row_ranges(), self.col_ranges(), self.out,
+                               scheduler, progress)
+            else:
+                matmul_top(self.x, self.w, self.row_ranges(), self.col_ranges(), self.top,
+                           self.out, scheduler, progress)
+        except DdrpError:  # an unreadable sketch chunk: leave no output behind
+            lifecycle.remove_output(self.out)
+            raise
+        lifecycle.finish(group, facts)
 
     def __str__(self) -> str:
         rows, cols = self.row_ranges(), self.col_ranges()
@@ -253,7 +168,7 @@ class MatmulPlan:
                   f"{self.block_rows} x rows by {self.block_cols} w rows"]
         if self.top is not None:
             lines.append(f"  exact merge of the tiles' top {self.top} per x block "
-                         f"(tree of fan-in {FAN_IN}), one write task per x block")
+                         f"(tree of fan-in {graph.FAN_IN}), one write task per x block")
         lines += ["outputs:", *[f"  {o}" for o in self.outputs]]
         lines.append(f"memory: about {self.memory_per_task() / 2**20:.0f} MiB per running task "
                      "(x threads per worker)")
@@ -288,8 +203,9 @@ def sketch_origin(path: str) -> dict[str, Any]:
         side = name
     elif facts.get("command") == "project" and len(facts.get("inputs") or {}) == 1:
         side = next(iter(facts["inputs"]))
-    return {"group": str(group), "state": output_state(group), "side": side,
-            "method": facts.get("method"), "k": facts.get("k"), "seed": facts.get("seed")}
+    return {"group": str(group), "state": lifecycle.output_state(str(group)), "side": side,
+            "method": facts.get("method"), "k": facts.get("k"), "seed": facts.get("seed"),
+            "model": facts.get("model")}
 
 
 def _open_sketch(path: str, flag: str) -> tuple[Source, dict[str, Any]]:
@@ -314,6 +230,10 @@ def _check_pair(x: Source, w: Source, ox: dict[str, Any], ow: dict[str, Any]) ->
             other = "--w-sketch" if want == "x" else "--x-sketch"
             raise OptionError(f"{flag} {src.path} holds {origin['side']}-side sketches; pass "
                               f"it as {other} (the estimate is x sketch . w sketch)")
+    if ox.get("model") and ow.get("model") and ox["model"] != ow["model"]:
+        raise OptionError(f"the sketches come from different models: --x-sketch from model "
+                          f"{ox['model']} ({ox['group']}), --w-sketch from model {ow['model']} "
+                          f"({ow['group']}); sketch both sides with one model")
     keys = ("method", "k", "seed")
     if all(ox.get(key) is not None and ow.get(key) is not None for key in keys) and \
             any(ox[key] != ow[key] for key in keys):
@@ -321,14 +241,6 @@ def _check_pair(x: Source, w: Source, ox: dict[str, Any], ow: dict[str, Any]) ->
             return f"method={o['method']} K={o['k']} seed={o['seed']}"
         raise OptionError(f"the sketches come from different models ({desc(ox)} for --x-sketch, "
                           f"{desc(ow)} for --w-sketch); sketch both sides with one model")
-
-
-def _positive(value: int | None, default: int, what: str) -> int:
-    if value is None:
-        return default
-    if int(value) < 1:
-        raise OptionError(f"{what} must be at least 1, got {value}")
-    return int(value)
 
 
 def plan_matmul(x_sketch: str, w_sketch: str, out: str, top: int | None = None,
@@ -363,73 +275,17 @@ def plan_matmul(x_sketch: str, w_sketch: str, out: str, top: int | None = None,
     x, ox = _open_sketch(x_sketch, "--x-sketch")
     w, ow = _open_sketch(w_sketch, "--w-sketch")
     _check_pair(x, w, ox, ow)
-    if top is not None and not 1 <= int(top) <= w.n_rows:
-        raise OptionError(f"--top must be between 1 and the {w.n_rows} rows of the w sketch, "
-                          f"got {top}")
-    rows = _positive(block_rows, min(x.n_rows, DEFAULT_TILE), "block rows")
+    top = check_top(top, w.n_rows, "the w sketch")
+    rows = min(x.n_rows, DEFAULT_TILE) if block_rows is None else \
+        check_positive(block_rows, "block rows")
     default_cols = DEFAULT_TILE if top is None else DEFAULT_TOP_COLS
-    cols = _positive(block_cols, min(w.n_rows, default_cols), "block cols")
+    cols = min(w.n_rows, default_cols) if block_cols is None else \
+        check_positive(block_cols, "block cols")
     groups = [o["group"] for o in (ox, ow) if o.get("group")]
-    check_out(str(out), [x_sketch, w_sketch, *groups], overwrite)
-    plan = MatmulPlan(x, w, str(out), None if top is None else int(top), rows, cols,
-                      overwrite, {"x": ox, "w": ow})
-    check_room(plan.out, plan.output_bytes())
+    lifecycle.check_out(str(out), [x_sketch, w_sketch, *groups], overwrite)
+    plan = MatmulPlan(x, w, str(out), top, rows, cols, overwrite, {"x": ox, "w": ow})
+    lifecycle.check_room(plan.out, plan.output_bytes())
     return plan
-
-
-# ---------------------------------------------------------------------------------------
-# tasks (each opens its inputs itself and pins BLAS to one thread)
-
-
-def _read(src: Source, start: int, stop: int) -> np.ndarray:
-    """Rows of a sketch; NaN rows (rows left out by ``--on-invalid skip``) are kept: they give
-    NaN products and no top-N entries."""
-    return src.read_rows(start, stop)
-
-
-def _product_task(x: Source, w: Source, rows: tuple[int, int], cols: tuple[int, int],
-                  out: str) -> int:
-    """Write one chunk of the product: S[rows] @ T[cols].T."""
-    with threadpool_limits(limits=1):
-        a = _read(x, *rows)
-        b = _read(w, *cols)
-        tile = (a @ b.T).astype(np.float32, copy=False)
-    write_rows(f"{out}/product", (slice(*rows), slice(*cols)), tile)
-    return int(tile.size)
-
-
-def _top_task(x: Source, w: Source, rows: tuple[int, int], cols: tuple[int, int],
-              n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The top n of S[rows] @ T[cols].T, with global W indices."""
-    with threadpool_limits(limits=1):
-        a = _read(x, *rows)
-        b = _read(w, *cols)
-        return top_n_products(a, b, n, offset=cols[0])
-
-
-def _write_top_task(part: tuple[np.ndarray, np.ndarray], out: str,
-                    rows: tuple[int, int]) -> int:
-    idx, val = part
-    invalid = np.isnan(val) | np.isneginf(val)  # from NaN sketch rows: no valid estimate
-    if invalid.any():
-        idx, val = np.where(invalid, -1, idx), np.where(invalid, np.nan, val)
-    write_rows(f"{out}/indices", slice(*rows), idx)
-    write_rows(f"{out}/scores", slice(*rows), val.astype(np.float32))
-    return int(idx.shape[0])
-
-
-def _graphs(plan: MatmulPlan) -> list[Any]:
-    cols = plan.col_ranges()
-    if plan.top is None:
-        return [dask.delayed(_product_task, pure=True)(plan.x, plan.w, r, c, plan.out)
-                for r in plan.row_ranges() for c in cols]
-    graphs = []
-    for r in plan.row_ranges():
-        leaves = [dask.delayed(_top_task, pure=True)(plan.x, plan.w, r, c, plan.top)
-                  for c in cols]
-        best = tree_reduce(leaves, merge_top_n, plan.top)
-        graphs.append(dask.delayed(_write_top_task, pure=True)(best, plan.out, r))
-    return graphs
 
 
 def _create(plan: MatmulPlan, facts: dict[str, Any]) -> Any:
@@ -454,26 +310,5 @@ def _create(plan: MatmulPlan, facts: dict[str, Any]) -> Any:
 
 
 def execute_matmul(plan: MatmulPlan, scheduler: Any = None, progress: bool = False) -> None:
-    """Run a ``MatmulPlan``: one compute over all tiles; ``"complete": true`` written last.
-
-    Parameters
-    ----------
-    plan : MatmulPlan
-    scheduler : str, distributed.Client or None, default=None
-        As for ``ddrp_dask.execute``.
-    progress : bool, default=False
-        A progress bar on stderr.
-    """
-
-    check_visible(cast(Any, plan), scheduler)
-    check_memory(cast(Any, plan), scheduler)
-    facts = plan.facts()
-    if plan.overwrite:
-        remove_output(plan.out)
-    group = _create(plan, facts)
-    try:
-        compute(_graphs(plan), scheduler, progress, "matmul")
-    except DdrpError:  # an unreadable sketch chunk: leave no output behind
-        remove_output(plan.out)
-        raise
-    finish(group, facts)
+    """Run a ``MatmulPlan`` (``plan.execute``)."""
+    plan.execute(scheduler, progress)

@@ -3,32 +3,115 @@ as numpy arrays (with nulls and ragged lists named, or turned into NaN rows to b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .errors import InputError, InvalidValueError
-from .io import _qualify, filesystem, is_url
+from ..errors import InputError, InvalidValueError
+from .common import filesystem, is_url, qualify, short_list
+from .source import Source
 
-if TYPE_CHECKING:
-    from .io import Source
-
-__all__ = ["open_parquet_file", "open_parquet_source", "read_parquet_rows"]
+__all__ = ["ParquetSource", "first_null", "is_parquet_file", "open_parquet_file",
+           "open_parquet_source", "read_parquet_rows"]
 
 
-def _parquet_files(path: str) -> list[str]:
-    """The dataset's files in row order: sorted by path, hidden (``.``/``_``) ones skipped."""
+@dataclass(frozen=True)
+class ParquetSource(Source):
+    """A Parquet file or dataset.
+
+    Parameters
+    ----------
+    files : tuple of str
+        The files in row order (sorted paths; hidden ones skipped).
+    row_groups : tuple of (file index, row group index, first row, n rows)
+        The non-empty row groups in row order.
+    columns : tuple of str
+        The columns holding the vectors.
+    layout : {"list", "scalars"}
+        ``list``: one list/fixed-size-list column; ``scalars``: one numeric column per
+        dimension.
+    """
+
+    kind = "parquet"
+
+    files: tuple[str, ...] = ()
+    row_groups: tuple[tuple[int, int, int, int], ...] = ()
+    columns: tuple[str, ...] = ()
+    layout: str = "list"
+    relative_files: tuple[str, ...] = ()
+
+    def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
+        return read_parquet_rows(self, start, stop, as_nan)
+
+    def chunk_bounds(self) -> tuple[int, ...]:
+        """The first row of every row group, and ``n_rows``."""
+        return (*(rg[2] for rg in self.row_groups), self.n_rows)
+
+    def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
+        """One output file per input file, at the same path relative to the dataset's
+        root, holding that file's row groups."""
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        for fi, _, start, nr in self.row_groups:
+            ranges.setdefault(fi, []).append((start, start + nr))
+        return [(self.relative_files[fi], r) for fi, r in ranges.items()]
+
+    def read_column(self, name: str, start: int, stop: int, what: str = "column") -> np.ndarray:
+        """Another column's values for rows ``start:stop`` (ids, labels); a null raises
+        naming the file, row group and row."""
+        parts = []
+        for fi, gi, rg_start, nr in self.row_groups:
+            lo, hi = max(start, rg_start), min(stop, rg_start + nr)
+            if lo < hi:
+                pf = open_parquet_file(self.files[fi])
+                if name not in pf.schema_arrow.names:
+                    raise InputError(f"{self.files[fi]}: no {what} {name!r}; columns are "
+                                     f"{pf.schema_arrow.names}")
+                col = pf.read_row_group(gi, columns=[name]).column(0)
+                col = col.slice(lo - rg_start, hi - lo).combine_chunks()
+                if col.null_count:
+                    raise InvalidValueError(
+                        f"{self.files[fi]} row group {gi}: {what} {name!r} is null at row "
+                        f"{lo + first_null(col)}")
+                parts.append(np.asarray(col.to_numpy(zero_copy_only=False)))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    @property
+    def id_dtype(self) -> str | None:
+        """``"int64"`` or ``"str"`` for the id column, None without one."""
+        if self.id_column is None:
+            return None
+        import pyarrow as pa
+
+        t = open_parquet_file(self.files[0]).schema_arrow.field(self.id_column).type
+        return "int64" if pa.types.is_integer(t) else "str"
+
+    def _fingerprint_extra(self) -> dict[str, Any]:
+        return {"columns": list(self.columns), "files": list(self.relative_files),
+                "row_groups": len(self.row_groups)}
+
+    def _describe_extra(self) -> str:
+        return (f", {len(self.files)} file(s), {len(self.row_groups)} row group(s), "
+                f"{self.layout} column(s) {short_list(self.columns)}")
+
+
+def _parquet_files(path: str) -> tuple[list[str], list[str]]:
+    """The dataset's files in row order (sorted by path; hidden ``.``/``_`` names below the
+    root skipped), and each one's path relative to the root, whatever form ``path`` takes
+    (relative, absolute, ``./``, through a symlink, a URL)."""
     fs, inner = filesystem(path)
     if fs.isfile(inner):
-        return [path]
+        return [path], [inner.rstrip("/").rsplit("/", 1)[-1]]
     root = inner.rstrip("/")
-    found = sorted(fs.find(root))
-    files = [_qualify(fs, f, path) for f in found
-             if not any(part.startswith((".", "_"))
-                        for part in f[len(root):].strip("/").split("/"))]
+    files, rels = [], []
+    for f in sorted(fs.find(root)):
+        rel = f[len(root):].lstrip("/") if f.startswith(root + "/") else f.rsplit("/", 1)[-1]
+        if not any(part.startswith((".", "_")) for part in rel.split("/")):
+            files.append(qualify(fs, f, path))
+            rels.append(rel)
     if not files:
         raise InputError(f"{path}: directory holds no Parquet files")
-    return files
+    return files, rels
 
 
 def open_parquet_file(path: str) -> Any:
@@ -48,8 +131,9 @@ def open_parquet_file(path: str) -> Any:
 
 
 def open_parquet_source(path: str, columns: list[str] | None,
-                         id_column: str | None = None) -> Source:
-    files = _parquet_files(path)
+                        id_column: str | None = None) -> ParquetSource:
+    """Describe the Parquet file or dataset at ``path`` from its footers."""
+    files, rels = _parquet_files(path)
     first = open_parquet_file(files[0])
     schema = first.schema_arrow
     if id_column is not None:
@@ -71,12 +155,24 @@ def open_parquet_source(path: str, columns: list[str] | None,
             if nr:
                 row_groups.append((fi, gi, start, nr))
                 start += nr
-        sizes.append(int(pf.metadata.serialized_size))
+        sizes.append(_file_size(f))
     d, dtype = _vector_shape(schema, layout, cols, files, row_groups)
-    from .io import Source
+    return ParquetSource(path, start, d, dtype, tuple(sizes), id_column, tuple(files),
+                         tuple(row_groups), tuple(cols), layout, tuple(rels))
 
-    return Source(path, "parquet", start, d, dtype, tuple(files), tuple(row_groups),
-                  tuple(cols), layout, tuple(sizes), id_column=id_column)
+
+def _file_size(path: str) -> int:
+    """Bytes of one file on disk (the whole file, not its footer)."""
+    fs, inner = filesystem(path)
+    return int(fs.size(inner))
+
+
+def is_parquet_file(fs: Any, inner: str) -> bool:
+    """Whether the file at ``inner`` starts with Parquet's magic bytes."""
+    if not fs.isfile(inner):
+        return False
+    with fs.open(inner, "rb") as fh:
+        return bool(fh.read(4) == b"PAR1")
 
 
 def _check_id_column(schema: Any, id_column: str, where: str) -> None:
@@ -186,7 +282,8 @@ def _vector_shape(schema: Any, layout: str, cols: tuple[str, ...], files: list[s
     return len(valid[0]), dtype
 
 
-def read_parquet_rows(src: Source, start: int, stop: int, as_nan: bool = False) -> np.ndarray:
+def read_parquet_rows(src: ParquetSource, start: int, stop: int,
+                      as_nan: bool = False) -> np.ndarray:
     """Read the row groups overlapping ``start:stop`` and return exactly those rows (no copy
     when one row group is exactly the block, the usual case)."""
     pieces = []
@@ -235,7 +332,7 @@ def _row_group_slice(f: str, gi: int, rg_start: int, lo: int, hi: int,
     return pa.Table.from_batches(kept), int(first if first is not None else lo)
 
 
-def _table_to_matrix(table: Any, src: Source, where: str, row0: int,
+def _table_to_matrix(table: Any, src: ParquetSource, where: str, row0: int,
                      as_nan: bool = False) -> np.ndarray:
     """A pyarrow table of the vector columns as an ``(n, d)`` array. Nulls and wrong lengths
     raise naming the row (``row0`` is the table's first global row), or become NaN rows."""
@@ -274,7 +371,7 @@ def _table_to_matrix(table: Any, src: Source, where: str, row0: int,
     return out
 
 
-def _scalars_to_matrix(table: Any, src: Source, where: str, row0: int,
+def _scalars_to_matrix(table: Any, src: ParquetSource, where: str, row0: int,
                        as_nan: bool) -> np.ndarray:
     """One numeric column per dimension; a null raises naming column and row, or is NaN."""
     arrays = []

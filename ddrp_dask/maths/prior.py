@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ._threads import one_blas_thread
-from .errors import InputError, OptionError
-from .io import check_finite
+from ..errors import InputError, OptionError
+from .blas import one_blas_thread
+from .project import check_finite
 
-__all__ = ["MODELS", "bootstrap_weights", "prior_from_labels"]
+__all__ = ["MODELS", "bootstrap_weights"]
 
 MODELS = ("ridge", "logistic")
 
@@ -193,56 +193,3 @@ def _resample(groups: np.ndarray | None, n: int, rng: np.random.Generator) -> np
         members = np.flatnonzero(groups == g)
         parts.append(members[rng.integers(0, len(members), len(members))])
     return np.sort(np.concatenate(parts))
-
-
-def prior_from_labels(source: str, label_column: str, columns: str | list[str] | None = None,
-                      n_boot: int = 20, model: str = "logistic", sample: int = 10_000,
-                      seed: int = 0, block_rows: int | None = None) -> np.ndarray:
-    """W estimated from a labelled Parquet source: ``bootstrap_weights`` on a seeded sample.
-
-    Reads whole canonical blocks chosen at random until ``sample`` rows are in hand (never
-    the whole source), then keeps a uniform sample of ``sample`` of their rows.
-
-    Parameters
-    ----------
-    source : str
-        Parquet file or directory (as for ``ddrp_dask.open_source``).
-    label_column : str
-        Column of class labels (logistic) or targets (ridge).
-    columns : str or list of str, optional
-        The vector columns, as for ``open_source``.
-    n_boot, model, seed :
-        As for ``bootstrap_weights``.
-    sample : int, default=10000
-        Labelled rows used.
-    block_rows : int, optional
-        Rows per block read; default from d.
-
-    Returns
-    -------
-    ndarray of shape (m, d)
-    """
-    from .io import default_block_rows, open_source
-
-    src = open_source(source, columns)
-    if src.kind != "parquet":
-        raise OptionError(f"{source}: labels (--w-from-labels) need a Parquet source with a "
-                          "label column")
-    if label_column in src.columns:
-        raise OptionError(f"{source}: the label column {label_column!r} is also a vector column")
-    rows = block_rows or default_block_rows(src.d)
-    rng = np.random.default_rng([seed, 0x9A1])
-    xs, ys, have = [], [], 0
-    for b in rng.permutation(-(-src.n_rows // rows)):
-        start = int(b) * rows
-        stop = min(start + rows, src.n_rows)
-        xs.append(src.read_rows(start, stop))
-        ys.append(src.read_column(label_column, start, stop, "label column"))
-        have += stop - start
-        if have >= sample:
-            break
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    if not np.isfinite(np.sum(x, axis=0, dtype=np.float64)).all():
-        raise OptionError(f"{source}: the labelled sample holds NaN or inf values")
-    keep = np.sort(rng.choice(len(x), size=min(sample, len(x)), replace=False))
-    return bootstrap_weights(x[keep], y[keep], n_boot=n_boot, model=model, seed=seed)

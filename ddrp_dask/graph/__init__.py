@@ -1,0 +1,6 @@
+"""The only part of ddrp that imports dask or distributed.
+
+``compute`` runs graphs (one compute per pass, the fixed reduction tree, progress, the
+cluster checks and the local cluster), ``passes`` wires pass 1 and pass 2, ``tiles`` the
+graphs of ``matmul`` and ``evaluate``, and ``arrays`` the estimator's dask-array inputs.
+"""

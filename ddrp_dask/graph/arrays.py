@@ -1,0 +1,88 @@
+"""Dask arrays in and out of the estimator: pass 1 over a dask array's canonical blocks,
+and the lazy sketch of one, with the same tasks and tree as the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.common import working_dtype
+from ..maths.blas import one_blas_thread
+from ..maths.model import SideMap
+from ..maths.project import check_finite, project_block
+from ..maths.stats import Moments, block_moments, combine_all
+from .compute import compute, task, tree_reduce
+
+__all__ = ["as_dask_array", "is_dask_array", "moments_of_arrays", "sketch_array"]
+
+
+def is_dask_array(a: Any) -> bool:
+    """True for a dask array (without importing dask.array for other inputs)."""
+    if not type(a).__module__.startswith("dask"):
+        return False
+    import dask.array as da
+
+    return isinstance(a, da.Array)
+
+
+def as_dask_array(a: Any, name: str) -> Any:
+    """A 2-D numeric dask array with known chunks, cast to the working dtype (lazily)."""
+    if a.ndim != 2:
+        raise InputError(f"{name}: expected a 2-D dask array (rows x d), got shape {a.shape}")
+    if any(np.isnan(c) for c in a.chunks[0]):
+        raise InputError(f"{name}: the dask array's row chunk sizes are unknown; call "
+                         f"{name}.compute_chunk_sizes() first")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"{name}: the dask array has shape {a.shape}; at least one row and "
+                         "one column are needed")
+    try:
+        dtype = working_dtype(a.dtype)
+    except InputError as e:
+        raise InputError(f"{name}: {e}; ddrp needs numeric vectors") from e
+    return a.astype(dtype)
+
+
+def _canonical(a: Any, rows: int) -> Any:
+    """The dask array in canonical row blocks and one block across the columns."""
+    return a.rechunk({0: rows, 1: -1})
+
+
+def _stats_task(block: np.ndarray, where: str, row0: int) -> Moments:
+    """One leaf of pass 1 on a dask block (BLAS pinned to one thread, as in the pipeline)."""
+    with one_blas_thread():
+        return block_moments(block, check_finite(block, where, row0))
+
+
+def moments_of_arrays(arrays: Mapping[str, Any], rows: int) -> dict[str, Moments]:
+    """The statistics of each named dask array, in one compute: one leaf per canonical
+    block, merged in the pipeline's fixed tree."""
+    lazy = {}
+    for name, a in arrays.items():
+        blocks = _canonical(a, rows)
+        starts = np.concatenate([[0], np.cumsum(blocks.chunks[0])[:-1]])
+        leaves = [task(_stats_task, blk, f"{name.upper()} (dask array)", int(s))
+                  for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
+        lazy[name] = tree_reduce(leaves, combine_all)
+    computed = compute(list(lazy.values()), None, False, "pass 1: statistics")
+    return dict(zip(lazy, computed, strict=True))
+
+
+def _sketch_task(block: np.ndarray, side_map: SideMap, where: str,
+                 block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """One projection task on a dask block: the pipeline's ``project_block``."""
+    row0 = int(block_info[0]["array-location"][0][0]) if block_info else 0
+    with one_blas_thread():
+        check_finite(block, where, row0)
+        return project_block(block, side_map, where, row0)
+
+
+def sketch_array(a: Any, side_map: SideMap, rows: int, where: str) -> Any:
+    """Lazy sketch of a dask array: ``project_block`` mapped over canonical blocks."""
+    blocks = _canonical(a, rows)
+    k = side_map.matrix.shape[1]
+    return blocks.map_blocks(_sketch_task, side_map=side_map, where=where, dtype=np.float32,
+                             chunks=(blocks.chunks[0], (k,)),
+                             meta=np.empty((0, 0), dtype=np.float32))

@@ -1,0 +1,258 @@
+"""Running graphs: one compute per pass with progress, the fixed reduction tree, the checks
+that a cluster can run a job (visibility, memory), and the local cluster.
+
+This package is the only part of ddrp that imports dask or distributed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import dask
+
+from ..errors import DdrpError, OptionError
+from ..maths.blas import one_blas_thread
+
+__all__ = ["FAN_IN", "check_memory", "check_visible", "client_of", "compute", "local_scheduler",
+           "tree_reduce"]
+
+#: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's.
+FAN_IN = 8
+#: Names of Dask's local schedulers (no cluster).
+LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")
+
+
+def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any) -> Any:
+    """Merge delayed results with ``merge(group, *args)`` in aligned groups of ``FAN_IN``,
+    level by level: a fixed tree, so the result is the same however it is scheduled (for
+    Moments it equals ``combine_all``'s tree)."""
+    level = leaves
+    while len(level) > 1:
+        level = [dask.delayed(merge, pure=True)(level[i:i + FAN_IN], *args)
+                 for i in range(0, len(level), FAN_IN)]
+    return level[0]
+
+
+def delayed(obj: Any) -> Any:
+    """``obj`` as a delayed value (shipped once to the workers that need it)."""
+    return dask.delayed(obj, pure=True)
+
+
+def task(func: Callable[..., Any], *args: Any) -> Any:
+    """A delayed call of ``func(*args)``: one task of a graph."""
+    return dask.delayed(func, pure=True)(*args)
+
+
+def dask_version() -> str:
+    """The installed dask's version (recorded in provenance)."""
+    return str(dask.__version__)
+
+
+def client_of(scheduler: Any) -> Any:
+    """The distributed Client to use: the one given, or (for None) the active one, if any."""
+    from distributed import Client
+
+    if isinstance(scheduler, Client):
+        return scheduler
+    if scheduler is None:
+        try:
+            from distributed import get_client
+
+            return get_client()
+        except ValueError:
+            return None
+    return None
+
+
+def _missing_paths(paths: list[str]) -> list[str]:
+    """Run on each worker: which of the local paths it cannot see."""
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def check_visible(paths: Sequence[str], scheduler: Any) -> None:
+    """Fail early when a worker of the cluster cannot see one of the local ``paths`` (e.g. a
+    laptop path given to a remote cluster); URLs are left to the workers."""
+    client = client_of(scheduler)
+    if client is None:
+        return
+    local = [p for p in paths if "://" not in p]
+    missing = client.run(_missing_paths, local)
+    for worker, gone in sorted(missing.items()):
+        if gone:
+            raise OptionError(
+                f"{gone[0]} is not visible to worker {worker}; put inputs and outputs on a "
+                "filesystem every worker mounts, or use URLs they can reach (s3://, gs://, ...)"
+            )
+
+
+def check_memory(need: int, block_rows: int, scheduler: Any) -> None:
+    """Refuse, before any work, blocks that would not fit the workers' memory: a task holds
+    about ``need`` bytes and a worker runs one task per thread."""
+    client = client_of(scheduler)
+    if client is not None:
+        workers = [(addr, w.get("memory_limit") or 0, w.get("nthreads") or 1)
+                   for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()]
+    else:
+        import psutil
+
+        workers = [("this machine", psutil.virtual_memory().available, os.cpu_count() or 1)]
+    for addr, limit, threads in workers:
+        budget = 0.6 * limit / threads  # Dask starts spilling at 60 % of the limit
+        if limit and need > budget:
+            rows = max(1, int(block_rows * budget / need))
+            fit_rows = 2 ** (rows.bit_length() - 1)
+            raise OptionError(
+                f"a block of {block_rows} rows needs about {need / 2**20:.0f} MiB per task, "
+                f"but {addr} offers {budget / 2**20:.0f} MiB per thread ({threads} thread(s), "
+                f"memory {limit / 2**20:.0f} MiB); pass --block-rows {fit_rows}, or give the "
+                "workers more memory or fewer threads"
+            )
+
+
+def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
+            units: Sequence[Any] = ()) -> list[Any]:
+    """One compute of ``objs`` on ``scheduler`` (a name, a Client or None).
+
+    With ``progress``, a line on stderr counts the ``units`` (the pass's per-block tasks;
+    default ``objs``) done of all, with elapsed and remaining time, the same on every
+    scheduler.
+    """
+    client = client_of(scheduler)
+    if client is not None:
+        futures = client.compute([*objs, *units]) if progress else client.compute(list(objs))
+        outputs, watched = futures[:len(objs)], futures[len(objs):] or futures
+        try:
+            if progress:
+                _follow(watched, label)
+            return list(client.gather(outputs))
+        finally:
+            client.cancel(futures)
+    # Local schedulers run the tasks in this process: limit BLAS from this (the calling)
+    # thread for the whole compute. OpenBLAS takes a thread count set from the main thread
+    # for every thread, but not always one set from a pool thread (measured), so the tasks'
+    # own one_blas_thread blocks alone would leave some products on two threads.
+    with one_blas_thread():
+        if progress:
+            with _LocalProgress(label, {u.key for u in (units or objs)}):
+                return list(dask.compute(*objs, scheduler=scheduler))
+        return list(dask.compute(*objs, scheduler=scheduler))
+
+
+def format_progress(label: str, done: int, total: int, elapsed: float) -> str:
+    """One progress line: ``label [####    ] done/total blocks, elapsed, ~remaining``.
+
+    >>> format_progress("pass 1", 1, 4, 10.0)
+    'pass 1 [##########                              ] 1/4 blocks, 0:10 elapsed, ~0:30 left'
+    """
+    filled = int(40 * done / total) if total else 40
+    left = elapsed / done * (total - done) if done else None
+    rest = f", ~{_clock(left)} left" if left is not None and done < total else ""
+    return (f"{label} [{'#' * filled}{' ' * (40 - filled)}] {done}/{total} blocks, "
+            f"{_clock(elapsed)} elapsed{rest}")
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"{s // 60}:{s % 60:02d}"
+
+
+def _follow(futures: list[Any], label: str) -> None:
+    """Draw the progress line as the cluster finishes ``futures``, releasing each (so
+    per-block results are not held on the client's behalf)."""
+    from distributed import as_completed
+
+    start, total, done = time.monotonic(), len(futures), 0
+    _draw(label, 0, total, 0.0)
+    for f in as_completed(futures):
+        done += 1
+        f.release()
+        _draw(label, done, total, time.monotonic() - start)
+    sys.stderr.write("\n")
+
+
+def _draw(label: str, done: int, total: int, elapsed: float) -> None:
+    sys.stderr.write("\r" + format_progress(label, done, total, elapsed))
+    sys.stderr.flush()
+
+
+class _LocalProgress:
+    """Dask's local-scheduler callbacks drawing the progress line of ``keys``."""
+
+    def __init__(self, label: str, keys: set[Any]) -> None:
+        from dask.callbacks import Callback
+
+        self.label, self.keys = label, keys
+        self.done, self.start = 0, time.monotonic()
+        self._callback = Callback(posttask=self._posttask)
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if key in self.keys:
+            self.done += 1
+            _draw(self.label, self.done, len(self.keys), time.monotonic() - self.start)
+
+    def __enter__(self) -> None:
+        _draw(self.label, 0, len(self.keys), 0.0)
+        self._callback.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._callback.__exit__(*exc)
+        if exc[0] is None:
+            sys.stderr.write("\n")
+
+
+@contextlib.contextmanager
+def local_scheduler(scheduler: str | None = None, workers: int | None = None,
+                    threads_per_worker: int = 1, memory_limit: str = "auto",
+                    say: Callable[[str], None] | None = None) -> Iterator[Any]:
+    """Yield what a job's ``execute`` takes as ``scheduler``: a Client or a local name.
+
+    ``scheduler``: an address (``tcp://``, ``tls://``), ``"local"`` (a LocalCluster of
+    ``workers`` × ``threads_per_worker``), or a local scheduler name (``"threads"``,
+    ``"sync"``, ``"processes"``). None: the address in Dask's config
+    (``DASK_SCHEDULER_ADDRESS``), else ``"local"``. ``say`` receives one status line (the
+    cluster and its dashboard).
+    """
+    name = scheduler or dask.config.get("scheduler-address", None) or "local"
+    tell = say or (lambda _msg: None)
+    if name in LOCAL_SCHEDULERS:
+        yield name
+        return
+    from distributed import Client, LocalCluster
+
+    if name == "local":
+        n = workers or max(1, (os.cpu_count() or 1) // threads_per_worker)
+        # huge pages for malloc in the worker processes (read by glibc at start, ignored
+        # elsewhere): every task allocates block-sized arrays, and faulting them in 4 KiB
+        # pages cost ~15 % of a run here (benchmarks/perf.py, "+thp")
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+        environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+                LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
+                             memory_limit=memory_limit, silence_logs=logging.ERROR,
+                             dashboard_address=":0") as cluster, \
+                Client(cluster) as client:
+            tell(f"local cluster: {n} worker(s) x {threads_per_worker} thread(s), dashboard "
+                 f"{client.dashboard_link}")
+            yield client
+        return
+    if "://" not in name and ":" not in name:
+        raise OptionError(f"--scheduler {name!r} is neither an address (tcp://HOST:PORT, "
+                          "tls://HOST:PORT) nor one of local, threads, sync, processes")
+    try:
+        client = Client(name, timeout="20s")
+    except (OSError, TimeoutError, TypeError, ValueError) as e:
+        raise DdrpError(
+            f"cannot connect to the scheduler at {name} ({type(e).__name__}: {e}); check the "
+            "address, that the scheduler runs, and for tls:// the certificates "
+            "(distributed.comm.tls.* in the Dask config or DASK_DISTRIBUTED__COMM__TLS__*)"
+        ) from e
+    with client:
+        tell(f"scheduler {name}, dashboard {client.dashboard_link}")
+        yield client

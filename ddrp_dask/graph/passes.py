@@ -1,0 +1,102 @@
+"""The two passes as Dask graphs: the numpy stages mapped over canonical row blocks.
+
+Pass 1 maps ``block_moments`` over canonical row blocks and merges them in a fixed tree of
+aligned groups (the same tree as ``maths.stats.combine_all``), so the statistics — hence the
+model and the sketches — are bit-identical on any scheduler and for any input chunking or
+format. Pass 2 maps ``project_block`` over the same blocks; each task writes exactly one chunk
+of the output array, so tasks never share a chunk and a retried task rewrites the same bytes.
+Every task opens its input itself: the client ships only small descriptions and the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..io import lifecycle, writer
+from ..io.source import Source, read_valid
+from ..maths.blas import one_blas_thread
+from ..maths.model import SideMap
+from ..maths.project import sketch_valid
+from ..maths.stats import Moments, block_moments, combine_all
+from .compute import compute, delayed, task, tree_reduce
+
+__all__ = ["moments", "project_parquet", "project_zarr"]
+
+Ranges = Sequence[tuple[int, int]]
+
+
+# ---------------------------------------------------------------------------------------
+# tasks (run on workers; each pins BLAS to one thread: Dask threads x BLAS threads <= cores)
+
+
+def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Moments:
+    with one_blas_thread():
+        block, bad, colsum = read_valid(src, start, stop, f"--{side} {src.path}", skip)
+        if bad.size:
+            return block_moments(np.delete(block, bad, axis=0))
+        # shift in place when the block is ours to change (zarr decodes a fresh array;
+        # memory maps and Arrow buffers are read-only and get copied by the shift)
+        return block_moments(block, colsum, overwrite_input=block.flags.writeable)
+
+
+def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
+                  out: str, array: str, block: int, ids_array: str | None, skip: bool) -> int:
+    """Sketch one block, write its chunk (and its ids), then its done flag (2 when it skipped
+    rows); a retry rewrites the same bytes."""
+    where = f"{side} input {src.path}"
+    with one_blas_thread():
+        rows, bad, _ = read_valid(src, start, stop, where, skip, check=False)
+        sketch = sketch_valid(rows, bad, side_map, where, start,
+                              overwrite_input=rows.flags.writeable)
+    writer.write_rows(f"{out}/{array}", slice(start, stop), sketch)
+    if ids_array is not None:
+        writer.write_rows(f"{out}/{ids_array}", slice(start, stop), src.read_ids(start, stop))
+    lifecycle.mark_done(out, array, block, 2 if bad.size else 1)
+    return stop - start
+
+
+# ---------------------------------------------------------------------------------------
+# passes
+
+
+def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: Any,
+            progress: bool) -> dict[str, Moments]:
+    """Pass 1: the statistics of every side's ``(source, block ranges)``, in one compute."""
+    graphs, leaves = [], []
+    for side, (src, ranges) in blocks.items():
+        side_leaves = [task(_stats_task, src, start, stop, side, skip)
+                       for start, stop in ranges]
+        leaves += side_leaves
+        graphs.append(tree_reduce(side_leaves, combine_all))
+    results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
+    return dict(zip(blocks, results, strict=True))
+
+
+def project_zarr(jobs: Sequence[tuple[str, Source, SideMap, str, str | None,
+                                      Sequence[tuple[int, int, int]]]],
+                 out: str, skip: bool, scheduler: Any, progress: bool) -> None:
+    """Pass 2 into a Zarr group: for every ``(side, source, map, array, ids array,
+    [(block, start, stop), ...])``, one task per pending block writing its chunk."""
+    leaves = []
+    for side, src, side_map, array, ids_array, pending in jobs:
+        lazy_map = delayed(side_map)
+        leaves += [task(_project_task, src, start, stop, side, lazy_map, out, array, block,
+                        ids_array, skip)
+                   for block, start, stop in pending]
+    compute(leaves, scheduler, progress, "pass 2: projection")
+
+
+def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
+                                         Sequence[tuple[str, list[tuple[int, int]]]]]],
+                    skip: bool, scheduler: Any, progress: bool) -> None:
+    """Pass 2 into Parquet: for every ``(side, source, map, K, [(file, ranges), ...])``, one
+    task per output file (``io.writer.write_file``)."""
+    leaves = []
+    for side, src, side_map, k, files in jobs:
+        lazy_map = delayed(side_map)
+        leaves += [task(writer.write_file, src, ranges, side, lazy_map, target, k, skip)
+                   for target, ranges in files]
+    compute(leaves, scheduler, progress, "pass 2: projection")

@@ -1,0 +1,130 @@
+"""What every job that reads sources shares: the canonical blocks, the blocks pass 1 reads,
+the plan's text and its provenance.
+
+A plan is frozen, reads only metadata and writes nothing; ``str(plan)`` is ``--dry-run``'s
+output and ``plan.execute()`` runs it (rechunker's plan-then-execute).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..io.source import Source
+
+__all__ = ["Plan", "versions"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated job over one or two sources, cut into canonical row blocks.
+
+    Attributes
+    ----------
+    sources : dict of str to Source
+        ``{"x": ..., "w": ...}`` (fit, run, stats) or ``{side: ...}`` (project).
+    block_rows : int
+        Rows of one canonical block: one task, one output chunk, one leaf of the reduction.
+    seed : int
+        Seed of every random draw (the model's, and the blocks of ``stats_fraction``).
+    stats_fraction : float
+        Share of the blocks pass 1 reads.
+    """
+
+    #: The command's name, as recorded in outputs' provenance.
+    command: ClassVar[str] = ""
+
+    sources: dict[str, Source]
+    block_rows: int
+    seed: int = 0
+    stats_fraction: float = 1.0
+
+    def n_blocks(self, side: str) -> int:
+        """Number of canonical row blocks of one source."""
+        return -(-self.sources[side].n_rows // self.block_rows)
+
+    def stats_blocks(self, side: str) -> list[int]:
+        """The blocks pass 1 reads: all of them, or a seeded fraction (at least one).
+
+        The choice depends only on the seed, the side and the block count, so it is the
+        same on every machine and for every format of the same data.
+        """
+        n = self.n_blocks(side)
+        if self.stats_fraction >= 1.0:
+            return list(range(n))
+        m = max(1, math.ceil(self.stats_fraction * n))
+        rng = np.random.default_rng([self.seed, 0x5747, 0 if side == "x" else 1])
+        return sorted(int(i) for i in rng.choice(n, size=m, replace=False))
+
+    def block_ranges(self, side: str) -> list[tuple[int, int]]:
+        """``(start, stop)`` of every canonical block of one source, in row order."""
+        n, b = self.sources[side].n_rows, self.block_rows
+        return [(s, min(s + b, n)) for s in range(0, n, b)]
+
+    def stats_ranges(self) -> dict[str, tuple[Source, list[tuple[int, int]]]]:
+        """Each side's source and the ranges of the blocks pass 1 reads."""
+        return {side: (src, [self.block_ranges(side)[i] for i in self.stats_blocks(side)])
+                for side, src in self.sources.items()}
+
+    @property
+    def d(self) -> int:
+        """The sources' dimension."""
+        return next(iter(self.sources.values())).d
+
+    def memory_per_task(self) -> int:
+        """Bytes one task holds at its peak: the block, its shifted copy, the float64
+        scatter and the output rows."""
+        itemsize = max(s.working_dtype.itemsize for s in self.sources.values())
+        rows = min(self.block_rows, max(s.n_rows for s in self.sources.values()))
+        return int(2 * rows * self.d * itemsize + 4 * self.d * self.d * 8
+                   + rows * self.width() * 8)
+
+    def width(self) -> int:
+        """Columns of the output rows (0: no pass 2)."""
+        return 0
+
+    @property
+    def passes(self) -> list[str]:
+        """The passes over the data, in order."""
+        return []
+
+    @property
+    def outputs(self) -> list[str]:
+        """What the job writes."""
+        return []
+
+    def visible_paths(self) -> list[str]:
+        """Local paths every worker must see: the inputs (and the output's directory)."""
+        return [src.path for src in self.sources.values()]
+
+    def _header(self) -> list[str]:
+        """Extra lines between the inputs and the passes (e.g. the model used)."""
+        return []
+
+    def __str__(self) -> str:
+        lines = [f"ddrp {self.command} plan", "inputs:"]
+        for side, src in self.sources.items():
+            lines.append(f"  {side}: {src.describe()}")
+            lines.append(f"     {self.n_blocks(side)} block(s) of {self.block_rows} rows")
+        lines += self._header()
+        lines.append("passes:")
+        lines += [f"  {p}" for p in self.passes]
+        lines.append("outputs:")
+        lines += [f"  {o}" for o in self.outputs]
+        mb = self.memory_per_task() / 2**20
+        lines.append(f"memory: about {mb:.0f} MiB per running task (x threads per worker)")
+        return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    """The versions recorded in every output's provenance."""
+    import zarr
+
+    from .._version import __version__
+    from ..graph.compute import dask_version
+
+    return {"ddrp_dask": __version__, "numpy": np.__version__, "dask": dask_version(),
+            "zarr": zarr.__version__}

@@ -1,0 +1,251 @@
+"""``ddrp fit``: statistics of both sources (pass 1), then the build; the model is saved."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+from ..graph import compute as graph
+from ..graph.passes import moments
+from ..io import lifecycle
+from ..io.model_store import load_model, save_model
+from ..io.registry import open_source
+from ..maths.build import build
+from ..maths.choose import min_k
+from ..maths.model import SketchModel
+from ..maths.stats import Moments
+from ..options import (
+    check_block_rows,
+    check_format,
+    check_fraction,
+    check_k,
+    check_k_or_target,
+    check_method,
+    check_on_invalid,
+    check_same_d,
+    check_seed,
+    check_shrinkage,
+)
+from .base import Plan, versions
+from .prior import PriorPlan
+
+__all__ = ["FitPlan", "compute_moments", "fit_model", "open_pair", "plan_fit"]
+
+OnModel = Callable[[SketchModel], None]
+
+
+@dataclass(frozen=True)
+class FitPlan(Plan):
+    """A validated ``fit`` job (see ``plan_fit``): pass 1, the build, the model saved to
+    ``out``."""
+
+    command: ClassVar[str] = "fit"
+
+    k: int = 0
+    method: str = "auto"
+    out: str = ""
+    shrinkage: float | str = "oas"
+    overwrite: bool = False
+    resume: bool = False
+    on_invalid: str = "error"
+    target_rel_mse: float | None = None
+    prior: PriorPlan | None = field(default=None, repr=False)
+    format: str = "zarr"
+
+    @property
+    def skip(self) -> bool:
+        """Whether invalid rows are skipped (and listed) instead of failing the job."""
+        return self.on_invalid == "skip"
+
+    def width(self) -> int:
+        return self.k
+
+    def _k_text(self) -> str:
+        return f"K={self.k}" if self.target_rel_mse is None else \
+            f"K = smallest with predicted relative MSE <= {self.target_rel_mse:g}"
+
+    @property
+    def passes(self) -> list[str]:
+        """The passes over the data, in order."""
+        sides = " and ".join(self.sources)
+        frac = "" if self.stats_fraction >= 1 else \
+            f", on a seeded {self.stats_fraction:g} of the blocks"
+        steps = [f"pass 1: statistics of {sides} (map per block, tree reduce in "
+                 f"float64{frac})",
+                 f"build: method={self.method}, {self._k_text()}, seed={self.seed} (driver, "
+                 "O(d^3))"]
+        if self.prior is not None:
+            steps.insert(0, f"first: {self.prior}")
+        return steps
+
+    @property
+    def outputs(self) -> list[str]:
+        """What the job writes."""
+        return [f"{self.out} (model)"]
+
+    def visible_paths(self) -> list[str]:
+        import os
+
+        return [*super().visible_paths(), os.path.dirname(os.path.abspath(self.out))]
+
+    def facts(self, model: SketchModel | None = None) -> dict[str, Any]:
+        """The plan's facts as a JSON-ready dict (recorded as provenance); with the
+        ``model`` fitted, its K and identity."""
+        return {
+            "command": self.command,
+            "method": self.method,
+            "k": self.k if model is None else model.k,
+            "model": None if model is None else model.digest,
+            "target_rel_mse": self.target_rel_mse,
+            "seed": self.seed,
+            "block_rows": self.block_rows,
+            "shrinkage": self.shrinkage,
+            "stats_fraction": self.stats_fraction,
+            "format": self.format,
+            "on_invalid": self.on_invalid,
+            "inputs": {side: src.fingerprint() for side, src in self.sources.items()},
+            "versions": versions(),
+        }
+
+    def model_path(self) -> str:
+        """Where the model is saved."""
+        return self.out
+
+    def fit(self, scheduler: Any = None, progress: bool = False) -> SketchModel:
+        """Pass 1 and the build: the fitted model (nothing written)."""
+        stats = compute_moments(self, scheduler, progress)
+        k = self.k
+        if self.target_rel_mse is not None:  # K from the statistics: the smallest meeting it
+            k = min_k(stats["x"], stats["w"], self.target_rel_mse, self.method, self.shrinkage)
+        return build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
+                     provenance=self.facts())
+
+    def _saved_model(self) -> SketchModel | None:
+        """When resuming: the model saved earlier by the same plan, if complete."""
+        path = self.model_path()
+        if self.resume and lifecycle.output_state(path) == "complete":
+            return load_model(path)
+        return None
+
+    def with_prior(self) -> FitPlan:
+        """The plan with its W prior fitted and written, W opened from it."""
+        if self.prior is None:
+            return self
+        path = self.prior.execute()
+        w = open_source(path)
+        check_same_d(self.sources["x"].d, w.d, "--x", f"the W prior {path}")
+        return replace(self, sources={"x": self.sources["x"], "w": w}, prior=None)
+
+    def model_for(self, scheduler: Any, progress: bool,
+                  on_model: OnModel | None) -> tuple[SketchModel, bool]:
+        """The checks against the cluster, then the model (saved, when resuming; else pass
+        1 and the build), shown to ``on_model``; and whether the output is already
+        complete."""
+        graph.check_visible(self.visible_paths(), scheduler)
+        graph.check_memory(self.memory_per_task(), self.block_rows, scheduler)
+        model = self._saved_model() or self.fit(scheduler, progress)
+        if on_model is not None:
+            on_model(model)
+        return model, self.resume and lifecycle.output_state(self.out) == "complete"
+
+    def execute(self, scheduler: Any = None, progress: bool = False,
+                on_model: OnModel | None = None) -> SketchModel:
+        """Run the plan; returns the model fitted (or, resuming, the one saved)."""
+        plan = self.with_prior()
+        model, done = plan.model_for(scheduler, progress, on_model)
+        if done:
+            return model
+        lifecycle.remove_output(plan.out)  # an older model (vetted at planning), or a
+        save_model(model, plan.out)         # save that was interrupted
+        return model
+
+
+def compute_moments(plan: Plan, scheduler: Any = None,
+                    progress: bool = False) -> dict[str, Moments]:
+    """Pass 1: the statistics of every source of the plan, in one compute."""
+    return moments(plan.stats_ranges(), getattr(plan, "skip", False), scheduler, progress)
+
+
+def fit_model(plan: FitPlan, scheduler: Any = None, progress: bool = False) -> SketchModel:
+    """Pass 1 and the build: the fitted model of a ``fit`` or ``run`` plan (nothing written)."""
+    return plan.fit(scheduler, progress)
+
+
+def open_pair(x: str, w: str | None, x_columns: Any = None, w_columns: Any = None,
+              x_id_column: str | None = None, w_id_column: str | None = None,
+              prior: PriorPlan | None = None) -> dict[str, Any]:
+    """The two sources of a fit, checked for the same d. With a ``prior``, W is not opened
+    yet (it is written by the prior's fits) and X stands in for its shape."""
+    sx = open_source(x, x_columns, x_id_column)
+    if prior is not None:
+        return {"x": sx, "w": sx}
+    assert w is not None
+    sw = open_source(w, w_columns, w_id_column)
+    check_same_d(sx.d, sw.d, f"--x ({sx.path})", f"--w ({sw.path})")
+    return {"x": sx, "w": sw}
+
+
+def fit_options(k: int | None, method: str, seed: int, block_rows: int | None, d: int,
+                shrinkage: Any, stats_fraction: float, on_invalid: str,
+                target_rel_mse: float | None, fmt: str = "zarr") -> dict[str, Any]:
+    """The validated options shared by ``plan_fit`` and ``plan_run``."""
+    method = check_method(method)
+    k, target = check_k_or_target(k, target_rel_mse)
+    return {"k": 0 if k is None else check_k(k, d, method), "method": method,
+            "seed": check_seed(seed), "block_rows": check_block_rows(block_rows, d),
+            "shrinkage": check_shrinkage(shrinkage),
+            "stats_fraction": check_fraction(stats_fraction),
+            "on_invalid": check_on_invalid(on_invalid), "target_rel_mse": target,
+            "format": check_format(fmt)}
+
+
+def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto",
+             seed: int = 0, x_columns: str | list[str] | None = None,
+             w_columns: str | list[str] | None = None, block_rows: int | None = None,
+             shrinkage: float | str = "oas", overwrite: bool = False, resume: bool = False,
+             stats_fraction: float = 1.0, on_invalid: str = "error",
+             target_rel_mse: float | None = None, prior: PriorPlan | None = None) -> FitPlan:
+    """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
+
+    Parameters
+    ----------
+    x, w : str
+        Paths of the two sources (see ``ddrp_dask.open_source``); ``w`` None with ``prior``.
+    k : int or None
+        Stored columns per sketch; None with ``target_rel_mse``.
+    out : str
+        Directory the model is written to.
+    method : str, default="auto"
+    seed : int, default=0
+    x_columns, w_columns : str or list of str, optional
+        Parquet vector columns.
+    block_rows : int, optional
+        Rows per canonical block; default from d only (``options.default_block_rows``).
+    shrinkage : "oas" or float, default="oas"
+    overwrite : bool, default=False
+        Replace an existing ddrp output at ``out``.
+    resume : bool, default=False
+        Finish an interrupted output at ``out`` made with the same options: finished blocks
+        are kept, the rest written (a complete one is left as it is).
+    stats_fraction : float in (0, 1], default=1.0
+        Compute the statistics on this seeded fraction of the row blocks only (pass 1 reads
+        just those); pass 2 still sketches every row.
+    on_invalid : {"error", "skip"}, default="error"
+        A row with NaN, inf, a null or a wrong length fails the job naming file and row; with
+        ``"skip"`` it is left out of the statistics, its sketch row is NaN (Zarr) or absent
+        (Parquet), and its row index and id are listed in the output.
+    target_rel_mse : float, optional
+        Instead of K: the smallest K whose predicted relative MSE (MSE / E(x·w)², pairs of
+        fitted rows) is at most this, chosen after pass 1 (``ddrp_dask.min_k``).
+    prior : PriorPlan, optional
+        W from labels (``jobs.prior.plan_prior``), fitted when the plan is executed.
+    """
+    sources = open_pair(x, w, x_columns, w_columns, prior=prior)
+    opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
+                       on_invalid, target_rel_mse)
+    plan = FitPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
+                   **opts)
+    lifecycle.check_out(plan.out, [x, *([w] if w else [])], overwrite, resume)
+    lifecycle.check_resumable(plan.out, plan.facts(), resume)
+    return plan

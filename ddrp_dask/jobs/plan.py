@@ -1,0 +1,99 @@
+"""``ddrp plan``: pass 1 alone, then the predicted MSE against K of every method and the
+smallest K meeting a target (``maths.choose.choose_k``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..io.registry import open_source
+from ..maths.choose import choose_k
+from ..maths.stats import Moments
+from ..options import (
+    check_block_rows,
+    check_fraction,
+    check_methods,
+    check_same_d,
+    check_seed,
+    check_shrinkage,
+    check_target,
+)
+from .base import Plan
+from .fit import compute_moments
+
+__all__ = ["ChoosePlan", "StatsPlan", "plan_choose", "plan_stats"]
+
+
+@dataclass(frozen=True)
+class StatsPlan(Plan):
+    """Pass 1 alone: the statistics of both sources (``execute`` returns them)."""
+
+    command: ClassVar[str] = "stats"
+
+    @property
+    def passes(self) -> list[str]:
+        return [f"pass 1: statistics of {' and '.join(self.sources)}"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["(none: statistics are returned to the caller)"]
+
+    def execute(self, scheduler: Any = None, progress: bool = False) -> dict[str, Moments]:
+        """Pass 1: ``{"x": Moments, "w": Moments}``."""
+        return compute_moments(self, scheduler, progress)
+
+
+@dataclass(frozen=True)
+class ChoosePlan(StatsPlan):
+    """``ddrp plan``: pass 1, then ``choose_k`` for a target relative MSE."""
+
+    command: ClassVar[str] = "plan"
+
+    target_rel_mse: float = 0.01
+    methods: tuple[str, ...] = ()
+    shrinkage: float | str = "oas"
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def passes(self) -> list[str]:
+        return [*super().passes, f"then: predicted MSE against K for {', '.join(self.methods)} "
+                "(driver, no pass)"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["a table on stdout", *self.extra]
+
+    def choose(self, scheduler: Any = None, progress: bool = False) -> dict[str, Any]:
+        """Pass 1 and the choice: ``choose_k``'s report."""
+        stats = compute_moments(self, scheduler, progress)
+        return choose_k(stats["x"], stats["w"], self.target_rel_mse, list(self.methods),
+                        self.shrinkage)
+
+
+def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
+               w_columns: str | list[str] | None = None, block_rows: int | None = None,
+               stats_fraction: float = 1.0, seed: int = 0) -> StatsPlan:
+    """Plan pass 1 alone (``compute_moments(plan)``): the statistics of both sources, for
+    choosing K or method before fitting. Writes nothing. ``stats_fraction`` and ``seed``
+    choose the blocks read, as for ``plan_fit``."""
+    sx, sw = open_source(x, x_columns), open_source(w, w_columns)
+    check_same_d(sx.d, sw.d, f"--x ({sx.path})", f"--w ({sw.path})")
+    return StatsPlan({"x": sx, "w": sw}, check_block_rows(block_rows, sx.d), check_seed(seed),
+                     check_fraction(stats_fraction))
+
+
+def plan_choose(x: str, w: str, target_rel_mse: float = 0.01,
+                methods: str | list[str] | None = None, shrinkage: Any = "oas",
+                x_columns: str | list[str] | None = None,
+                w_columns: str | list[str] | None = None, block_rows: int | None = None,
+                stats_fraction: float = 1.0, seed: int = 0,
+                outputs: list[str] | None = None) -> ChoosePlan:
+    """Plan ``ddrp plan``: every option checked before pass 1 (``outputs``: the report
+    files the caller writes, for the plan's text)."""
+    from ..options import METHODS
+
+    stats = plan_stats(x, w, x_columns, w_columns, block_rows, stats_fraction, seed)
+    return ChoosePlan(stats.sources, stats.block_rows, stats.seed, stats.stats_fraction,
+                      check_target(target_rel_mse),
+                      tuple(check_methods(methods if methods is not None else list(METHODS))),
+                      check_shrinkage(shrinkage), list(outputs or []))

@@ -1,0 +1,150 @@
+"""``ddrp project``: sketch new rows of one side with a saved model (pass 2 only)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..graph import compute as graph
+from ..io import lifecycle
+from ..io.model_store import load_model
+from ..io.registry import open_source
+from ..maths.model import SketchModel
+from ..options import check_block_rows, check_format, check_on_invalid, check_side
+from .base import Plan, versions
+from .fit import OnModel
+from .sketch import SketchTarget, write_parquet, write_zarr
+
+__all__ = ["ProjectPlan", "plan_project"]
+
+
+@dataclass(frozen=True)
+class ProjectPlan(Plan):
+    """A validated ``project`` job (see ``plan_project``): array ``sketch`` (and ``ids``) in
+    the Zarr group ``out``, or a Parquet dataset."""
+
+    command: ClassVar[str] = "project"
+
+    model: SketchModel | None = field(default=None, repr=False)
+    model_path: str = ""
+    out: str = ""
+    overwrite: bool = False
+    resume: bool = False
+    format: str = "zarr"
+    on_invalid: str = "error"
+
+    @property
+    def fitted(self) -> SketchModel:
+        """The model used."""
+        assert self.model is not None
+        return self.model
+
+    @property
+    def k(self) -> int:
+        """Columns of the sketches."""
+        return self.fitted.k
+
+    @property
+    def method(self) -> str:
+        """The model's method."""
+        return self.fitted.method
+
+    @property
+    def skip(self) -> bool:
+        """Whether invalid rows are skipped (and listed) instead of failing the job."""
+        return self.on_invalid == "skip"
+
+    @property
+    def side(self) -> str:
+        """The side sketched."""
+        return next(iter(self.sources))
+
+    def width(self) -> int:
+        return self.k
+
+    def _header(self) -> list[str]:
+        return [f"model: {self.model_path} (method={self.method}, K={self.k}, "
+                f"model {self.fitted.digest})"]
+
+    @property
+    def passes(self) -> list[str]:
+        fmt = "Parquet" if self.format == "parquet" else "Zarr"
+        return [f"pass 2: project {self.side} (one GEMM per block) -> {fmt}"]
+
+    @property
+    def outputs(self) -> list[str]:
+        src = self.sources[self.side]
+        if self.format == "parquet":
+            return [f"{self.out}/... (Parquet mirroring {src.path}: "
+                    f"{src.id_column or 'row'}, sketch[{self.k}] float32)",
+                    f"{self.out}/_ddrp.json (completion marker)"]
+        return [f"{self.out}/sketch ({src.n_rows} x {self.k} float32)"]
+
+    def output_bytes(self) -> int:
+        """Uncompressed bytes written: float32 sketches (plus 8-byte ids)."""
+        src = self.sources[self.side]
+        return src.n_rows * (4 * self.k + (8 if src.id_column else 0))
+
+    def visible_paths(self) -> list[str]:
+        return [*super().visible_paths(), self.model_path,
+                os.path.dirname(os.path.abspath(self.out))]
+
+    def facts(self) -> dict[str, Any]:
+        """The plan's facts as a JSON-ready dict (recorded as provenance)."""
+        m = self.fitted
+        return {"command": self.command, "method": m.method, "k": m.k, "target_rel_mse": None,
+                "seed": m.seed, "block_rows": self.block_rows, "shrinkage": "oas",
+                "stats_fraction": 1.0, "format": self.format, "on_invalid": self.on_invalid,
+                "model": m.digest,
+                "inputs": {side: src.fingerprint() for side, src in self.sources.items()},
+                "versions": versions()}
+
+    def execute(self, scheduler: Any = None, progress: bool = False,
+                on_model: OnModel | None = None) -> SketchModel:
+        """Run the plan; returns the model used."""
+        graph.check_visible(self.visible_paths(), scheduler)
+        graph.check_memory(self.memory_per_task(), self.block_rows, scheduler)
+        if on_model is not None:
+            on_model(self.fitted)
+        if self.resume and lifecycle.output_state(self.out) == "complete":
+            return self.fitted
+        if not self.resume:
+            lifecycle.remove_output(self.out)  # vetted by check_out at planning
+        src = self.sources[self.side]
+        target = SketchTarget(self.side, src, "sketch", "ids" if src.id_column else None, "",
+                              self.out)
+        write = write_parquet if self.format == "parquet" else write_zarr
+        write(self.out, [target], self.fitted, self.block_rows, self.facts(), self.resume,
+              self.skip, scheduler, progress)
+        return self.fitted
+
+
+def plan_project(model: str, side: str, input: str, out: str,
+                 columns: str | list[str] | None = None, block_rows: int | None = None,
+                 overwrite: bool = False, resume: bool = False,
+                 id_column: str | None = None, format: str = "zarr",
+                 on_invalid: str = "error") -> ProjectPlan:
+    """Plan ``project``: sketch the rows of ``input`` as side ``side`` of the saved model into
+    the Zarr group ``out`` (array ``sketch``).
+
+    ``block_rows`` defaults to the model's, so the bytes match the ``run`` that fitted it.
+    ``id_column``: a Parquet id column copied to ``out/ids``; ``format="parquet"``: a Parquet
+    dataset mirroring the input's files.
+    """
+    check_side(side)
+    fitted = load_model(model)
+    src = open_source(input, columns, id_column)
+    if src.d != fitted.d:
+        from ..errors import OptionError
+
+        raise OptionError(f"got d={src.d} for {input} but the model {model} was fitted for "
+                          f"d={fitted.d}")
+    rows = block_rows if block_rows is not None else fitted.provenance.get("block_rows")
+    plan = ProjectPlan({side: src}, check_block_rows(rows, src.d), fitted.seed, model=fitted,
+                       model_path=str(model), out=str(out), overwrite=overwrite, resume=resume,
+                       format=check_format(format), on_invalid=check_on_invalid(on_invalid))
+    lifecycle.check_out(plan.out, [input, model], overwrite, resume)
+    lifecycle.check_resumable(plan.out, plan.facts(), resume)
+    lifecycle.check_room(plan.out, plan.output_bytes())
+    return plan

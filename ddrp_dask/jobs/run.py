@@ -1,0 +1,103 @@
+"""``ddrp run``: fit, then sketch both sources (pass 2) into one output with the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..io import lifecycle
+from ..io.model_store import save_model
+from ..maths.model import SketchModel
+from .fit import FitPlan, OnModel, fit_options, open_pair
+from .prior import PriorPlan
+from .sketch import SketchTarget, write_parquet, write_zarr
+
+__all__ = ["RunPlan", "plan_run"]
+
+
+@dataclass(frozen=True)
+class RunPlan(FitPlan):
+    """A validated ``run`` job (see ``plan_run``): fit, then arrays ``x``, ``w`` (and
+    ``x_ids``/``w_ids``) and the model at ``out/model``, or Parquet datasets."""
+
+    command: ClassVar[str] = "run"
+
+    @property
+    def passes(self) -> list[str]:
+        sides = " and ".join(self.sources)
+        fmt = "Parquet" if self.format == "parquet" else "Zarr"
+        return [*super().passes, f"pass 2: project {sides} (one GEMM per block) -> {fmt}"]
+
+    @property
+    def outputs(self) -> list[str]:
+        if self.format == "parquet":
+            lines = [f"{self.out}/{side}/... (Parquet mirroring {src.path}: "
+                     f"{src.id_column or 'row'}, sketch[{self.k}] float32)"
+                     for side, src in self.sources.items()]
+            return [*lines, f"{self.out}/_ddrp.json (completion marker)",
+                    f"{self.out}/model (model)"]
+        return [*(f"{self.out}/{side} ({src.n_rows} x {self.k} float32)"
+                  for side, src in self.sources.items()), f"{self.out}/model (model)"]
+
+    def output_bytes(self) -> int:
+        """Uncompressed bytes pass 2 writes: float32 sketches (plus 8-byte ids); with a
+        target instead of K, for the largest K it could choose."""
+        per_row = 4 * (self.k if self.target_rel_mse is None else max(self.d + 2, 3))
+        return sum(src.n_rows * (per_row + (8 if src.id_column else 0))
+                   for src in self.sources.values())
+
+    def model_path(self) -> str:
+        return f"{self.out}/model"
+
+    def targets(self) -> list[SketchTarget]:
+        """Where each side's sketches go."""
+        return [SketchTarget(side, src, side, f"{side}_ids" if src.id_column else None,
+                             f"{side}_", f"{self.out}/{side}")
+                for side, src in self.sources.items()]
+
+    def execute(self, scheduler: Any = None, progress: bool = False,
+                on_model: OnModel | None = None) -> SketchModel:
+        """Run the plan; returns the model fitted (or, resuming, the one saved)."""
+        plan = self.with_prior()
+        assert isinstance(plan, RunPlan)
+        model, done = plan.model_for(scheduler, progress, on_model)
+        if done:
+            return model
+        if not plan.resume:
+            lifecycle.remove_output(plan.out)  # vetted by check_out at planning
+        facts = plan.facts(model)
+        write = write_parquet if plan.format == "parquet" else write_zarr
+
+        def save() -> None:  # inside the output, once it exists
+            if lifecycle.output_state(plan.model_path()) != "complete":
+                lifecycle.remove_output(plan.model_path())
+                save_model(model, plan.model_path())
+
+        write(plan.out, plan.targets(), model, plan.block_rows, facts, plan.resume, plan.skip,
+              scheduler, progress, save)
+        return model
+
+
+def plan_run(x: str, w: str | None, k: int | None, out: str, method: str = "auto",
+             seed: int = 0, x_columns: str | list[str] | None = None,
+             w_columns: str | list[str] | None = None, block_rows: int | None = None,
+             shrinkage: float | str = "oas", overwrite: bool = False, resume: bool = False,
+             stats_fraction: float = 1.0, x_id_column: str | None = None,
+             w_id_column: str | None = None, format: str = "zarr",
+             on_invalid: str = "error", target_rel_mse: float | None = None,
+             prior: PriorPlan | None = None) -> RunPlan:
+    """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
+    ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``, and
+    ``x_id_column``/``w_id_column``: Parquet id columns copied to ``out/x_ids``/``out/w_ids``;
+    ``format="parquet"``: Parquet datasets ``out/x``, ``out/w`` mirroring the inputs' files
+    (see ``ddrp_dask.io.writer``).
+    """
+    sources = open_pair(x, w, x_columns, w_columns, x_id_column, w_id_column, prior)
+    opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
+                       on_invalid, target_rel_mse, format)
+    plan = RunPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
+                   **opts)
+    lifecycle.check_out(plan.out, [x, *([w] if w else [])], overwrite, resume)
+    lifecycle.check_resumable(plan.out, plan.facts(), resume)
+    lifecycle.check_room(plan.out, plan.output_bytes())
+    return plan

@@ -1,0 +1,109 @@
+"""Pass 2, shared by ``run`` and ``project``: sketch sources through a model into a Zarr
+group or Parquet datasets, with the output's life cycle (create or resume, complete)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import DdrpError
+from ..graph.passes import project_parquet, project_zarr
+from ..io import lifecycle, writer
+from ..io.common import working_dtype
+from ..io.source import Source
+from ..maths.blas import one_blas_thread
+from ..maths.model import SketchModel
+from ..maths.project import project_block
+
+__all__ = ["SketchTarget", "sketch_numpy", "write_parquet", "write_zarr"]
+
+
+@dataclass(frozen=True)
+class SketchTarget:
+    """One source to sketch as one side: its array names in a Zarr group (``array``,
+    ``ids`` or None, ``prefix`` of its skipped-row lists) or its Parquet directory."""
+
+    side: str
+    source: Source
+    array: str
+    ids: str | None
+    prefix: str
+    parquet_dir: str
+
+
+@contextlib.contextmanager
+def _removed_on_data_error(out: str, resume: bool) -> Iterator[None]:
+    """A bad input met in pass 2 (a block pass 1 did not read) leaves no output behind,
+    unless resuming (then the finished blocks are kept for a rerun after the fix)."""
+    try:
+        yield
+    except DdrpError:
+        if not resume:
+            lifecycle.remove_output(out)
+        raise
+
+
+def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_rows: int,
+               facts: dict[str, Any], resume: bool, skip: bool, scheduler: Any,
+               progress: bool, created: Callable[[], None] | None = None) -> None:
+    """Pass 2 into the Zarr group ``out``: create (or reopen when resuming) it, call
+    ``created``, one task per pending block, the skipped rows listed, then
+    ``complete: true``."""
+    sketches = {t.array: (t.source.n_rows, model.k) for t in targets}
+    ids = {t.ids: (t.source.n_rows, str(t.source.id_dtype)) for t in targets if t.ids}
+    group = lifecycle.open_output(out, facts, sketches, block_rows, resume, ids)
+    if created is not None:
+        created()
+    jobs = []
+    for t in targets:
+        n = t.source.n_rows
+        pending = [(int(b), int(b) * block_rows, min((int(b) + 1) * block_rows, n))
+                   for b in lifecycle.pending_blocks(group, t.array)]
+        jobs.append((t.side, t.source, model.side(t.side), t.array, t.ids, pending))
+    with _removed_on_data_error(out, resume):
+        project_zarr(jobs, out, skip, scheduler, progress)
+    if skip:
+        facts["skipped"] = lifecycle.record_skipped(
+            group, block_rows, {t.side: (t.array, t.ids, t.prefix, t.source) for t in targets})
+    lifecycle.finish(group, facts)
+
+
+def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, block_rows: int,
+                  facts: dict[str, Any], resume: bool, skip: bool, scheduler: Any,
+                  progress: bool, created: Callable[[], None] | None = None) -> None:
+    """Pass 2 into Parquet datasets (``io.writer.write_file``): one task per output file;
+    files finished before a resume are kept."""
+    marker = lifecycle.read_marker(out)
+    if marker is not None and resume:
+        lifecycle.check_same_plan(out, marker.get("ddrp", {}), facts)
+    lifecycle.write_marker(out, False, facts)
+    if created is not None:
+        created()
+    files = {t.side: writer.file_jobs(t.source, t.parquet_dir, block_rows) for t in targets}
+    jobs = [(t.side, t.source, model.side(t.side), model.k,
+             [(target, ranges) for target, ranges in files[t.side]
+              if not (resume and lifecycle.exists(target))])
+            for t in targets]
+    with _removed_on_data_error(out, resume):
+        project_parquet(jobs, skip, scheduler, progress)
+    if skip:  # read back from the files, so files finished before a resume count too
+        facts["skipped_rows"] = {side: sorted(r for target, _ in side_files
+                                              for r in writer.skipped_of(target))
+                                 for side, side_files in files.items()}
+        facts["skipped"] = {side: len(rows) for side, rows in facts["skipped_rows"].items()}
+    lifecycle.write_marker(out, True, facts)
+
+
+def sketch_numpy(model: SketchModel, side: str, data: np.ndarray,
+                 block_rows: int | None = None) -> np.ndarray:
+    """Sketch an in-memory array with ``model`` block by block, as pass 2 does (no Dask)."""
+    arr = np.ascontiguousarray(data, dtype=working_dtype(np.asarray(data).dtype))
+    rows = block_rows or int(model.provenance.get("block_rows") or max(len(arr), 1))
+    with one_blas_thread():  # the bytes of a float32 product depend on BLAS threads
+        parts = [project_block(arr[i:i + rows], model.side(side))
+                 for i in range(0, len(arr), rows)]
+    return np.concatenate(parts) if parts else np.zeros((0, model.k), np.float32)

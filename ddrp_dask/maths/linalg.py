@@ -1,0 +1,67 @@
+"""Linear algebra of the constructions (DESIGN §3–4): shrinkage, PSD roots, balanced pairs,
+and the variance factor of an orthogonal projection. Pure numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..options import check_shrinkage
+
+__all__ = ["MIN_SHRINKAGE", "balanced_pair", "orthogonal_factor", "psd_sqrt", "shrink"]
+
+#: Smallest shrinkage applied, so A and B stay invertible for rank-deficient statistics.
+MIN_SHRINKAGE = 1e-9
+
+
+def shrink(s: np.ndarray, n: int, shrinkage: float | str = "oas",
+           fallback: float = 1.0) -> tuple[np.ndarray, float]:
+    """``(1 − ρ)·S + ρ·(tr S/d)·I`` and ρ, with ρ from OAS (Chen et al. 2010) or given.
+
+    OAS needs only S and n: μ = tr S/d, α = mean(S²), ρ = min((α + μ²)/((n+1)(α − μ²/d)), 1).
+    ρ is at least ``MIN_SHRINKAGE``. An all-zero S (a constant source) becomes
+    ``fallback``·I: any positive multiple keeps the pair unbiased, and the caller passes one
+    of the data's own magnitude so that float32 sketches stay in range.
+    """
+    shrinkage = check_shrinkage(shrinkage)
+    d = s.shape[0]
+    mu = float(np.trace(s)) / d
+    if not mu > 0:
+        return np.eye(d) * fallback, 1.0
+    if shrinkage == "oas":
+        alpha = float(np.mean(s**2))
+        den = (n + 1) * (alpha - mu**2 / d)
+        rho = 1.0 if den <= 0 else min((alpha + mu**2) / den, 1.0)
+    else:
+        rho = float(shrinkage)
+    rho = max(rho, MIN_SHRINKAGE)
+    out = (1.0 - rho) * s
+    out[np.diag_indices(d)] += rho * mu
+    return out, rho
+
+
+def psd_sqrt(s: np.ndarray) -> np.ndarray:
+    """The symmetric PSD square root of ``s`` (negative eigenvalues clipped to 0)."""
+    vals, vecs = np.linalg.eigh(s)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+
+
+def balanced_pair(sx: np.ndarray, sw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A, B, σ with AᵀB = I and A Sx Aᵀ = B Sw Bᵀ = diag(σ), σ descending (DESIGN §3).
+
+    Mx = Sx^{1/2}, Mw = Sw^{1/2}, Mw Mx = U diag(σ) Vᵀ, A = σ^{-1/2} Uᵀ Mw, B = σ^{-1/2} Vᵀ Mx.
+    Both matrices must be positive definite (shrink them first).
+    """
+    mx, mw = psd_sqrt(sx), psd_sqrt(sw)
+    u, sigma, vt = np.linalg.svd(mw @ mx)
+    scale = 1.0 / np.sqrt(sigma)
+    a = scale[:, None] * (u.T @ mw)
+    b = scale[:, None] * (vt @ mx)
+    return a, b, sigma
+
+
+def orthogonal_factor(dim: int, width: int) -> float:
+    """Variance of an orthogonal projection of ``width`` over ``dim`` directions relative to a
+    Gaussian one: (D − k')/(D − 1) · D/(D + 2); zero when it covers every direction."""
+    if width >= dim:
+        return 0.0
+    return (dim - width) / (dim - 1) * dim / (dim + 2)

@@ -1,0 +1,219 @@
+"""Every option rule, once: the CLI, the estimator, the plans and the maths call these.
+
+Each ``check_*`` takes the value as a user gave it (a CLI string, a Python number), returns it
+in canonical form, or raises ``OptionError`` naming the value and the fix (as scikit-learn's
+``validate_params`` does for its estimators).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import OptionError
+
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "FORMATS",
+    "METHODS",
+    "ON_INVALID",
+    "SHRINKAGE_NAMES",
+    "SIDES",
+    "check_block_rows",
+    "check_format",
+    "check_fraction",
+    "check_k",
+    "check_method",
+    "check_methods",
+    "check_on_invalid",
+    "check_positive",
+    "check_same_d",
+    "check_seed",
+    "check_shrinkage",
+    "check_side",
+    "check_target",
+    "check_top",
+    "default_block_rows",
+    "k_range",
+]
+
+#: Every method; ``auto`` is the default.
+METHODS = ("auto", "asymmetric", "diagonal", "gaussian", "orthogonal", "sparse", "truncated")
+#: Methods that ignore the data (random matrices only).
+OBLIVIOUS = ("gaussian", "orthogonal", "sparse")
+#: Named shrinkage rules; a number in [0, 1] is a fixed intensity.
+SHRINKAGE_NAMES = ("oas",)
+SIDES = ("x", "w")
+FORMATS = ("zarr", "parquet")
+ON_INVALID = ("error", "skip")
+#: Target size of one canonical row block in float32: the unit of every task.
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+
+def check_method(method: str) -> str:
+    """``method`` if it is one of ``METHODS``."""
+    if method not in METHODS:
+        raise OptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+def check_methods(methods: Sequence[str] | str) -> list[str]:
+    """A non-empty list of known methods (a string is split at commas)."""
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise OptionError(f"unknown method(s) {unknown or ''}; choose among "
+                          f"{', '.join(METHODS)}")
+    return list(methods)
+
+
+def k_range(method: str, d: int) -> tuple[int, int | None]:
+    """Smallest and largest valid K of ``method`` at dimension ``d`` (None: no upper bound).
+
+    >>> k_range("auto", 10), k_range("orthogonal", 10), k_range("gaussian", 10)
+    ((3, 12), (1, 10), (1, None))
+    """
+    low = {"auto": 3, "truncated": 2}.get(method, 1)
+    high = {"auto": d + 2, "truncated": d + 2, "orthogonal": d}.get(method)
+    return low, high
+
+
+def check_k(k: int, d: int, method: str) -> int:
+    """``k`` if ``k`` columns are possible for ``method`` at dimension ``d``."""
+    check_method(method)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise OptionError(f"K must be an integer, got {k!r}")
+    k = int(k)
+    if k < 1:
+        raise OptionError(f"K must be at least 1, got K={k}")
+    low, high = k_range(method, d)
+    if method == "orthogonal" and high is not None and k > high:
+        raise OptionError(f"K={k} is too large for orthogonal rows at d={d}: K must be ≤ d")
+    if k < low:
+        raise OptionError(
+            f"K={k} is too small for method {method!r}: it stores 2 exact mean columns"
+            f"{' and at least 1 tail column' if method == 'auto' else ''}, so K ≥ {low}; "
+            "use --method asymmetric or gaussian for smaller K"
+        )
+    if high is not None and k > high:
+        raise OptionError(f"K={k} is too large for method {method!r} at d={d}: K = d + 2 "
+                          "is already exact, so K must be ≤ d + 2")
+    return k
+
+
+def check_shrinkage(shrinkage: Any) -> float | str:
+    """``"oas"`` or a float in [0, 1] (CLI strings such as ``"0.1"`` are parsed)."""
+    if shrinkage in SHRINKAGE_NAMES:
+        return str(shrinkage)
+    try:
+        value = float(shrinkage)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(shrinkage, bool) or not 0.0 <= value <= 1.0:
+        raise OptionError(f"shrinkage must be 'oas' or a number in [0, 1], got {shrinkage!r}")
+    return value
+
+
+def check_seed(seed: Any) -> int:
+    """A seed: an integer in [0, 2**63)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= int(seed) < 2**63:
+        raise OptionError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
+    return int(seed)
+
+
+def check_fraction(fraction: Any) -> float:
+    """The stats fraction: a float in (0, 1]."""
+    value = float(fraction)
+    if not 0.0 < value <= 1.0:
+        raise OptionError(f"stats fraction must be in (0, 1], got {fraction}")
+    return value
+
+
+def default_block_rows(d: int) -> int:
+    """Rows of one canonical block: a power of two near 64 MiB of float32, from ``d`` only.
+
+    It depends on nothing but the dimension, so the same data gives the same blocks (and so
+    the same bytes) whatever its format or chunking on disk.
+
+    >>> default_block_rows(256)
+    65536
+    """
+    rows = DEFAULT_BLOCK_BYTES // (4 * max(d, 1))
+    return int(min(max(2 ** (max(rows, 1).bit_length() - 1), 256), 2**20))
+
+
+def check_block_rows(block_rows: int | None, d: int) -> int:
+    """Rows per canonical block: the given count (≥ 1), or the default for ``d``."""
+    if block_rows is None:
+        return default_block_rows(d)
+    return check_positive(block_rows, "block rows")
+
+
+def check_positive(value: Any, what: str) -> int:
+    """An integer ≥ 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise OptionError(f"{what} must be at least 1, got {value}")
+    return int(value)
+
+
+def check_side(side: str) -> str:
+    """``"x"`` or ``"w"``."""
+    if side not in SIDES:
+        raise OptionError(f"--side must be 'x' or 'w', got {side!r}")
+    return side
+
+
+def check_format(fmt: str) -> str:
+    """An output format: ``"zarr"`` or ``"parquet"``."""
+    if fmt not in FORMATS:
+        raise OptionError(f"output format must be 'zarr' or 'parquet', got {fmt!r}")
+    return fmt
+
+
+def check_on_invalid(value: str) -> str:
+    """What to do with an invalid row: ``"error"`` or ``"skip"``."""
+    if value not in ON_INVALID:
+        raise OptionError(f"on_invalid must be 'error' or 'skip', got {value!r}")
+    return value
+
+
+def check_top(top: int | None, n_rows: int, what: str = "--w") -> int | None:
+    """N of a top-N search: None, or an integer in [1, rows of the searched side]."""
+    if top is None:
+        return None
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) \
+            or not 1 <= int(top) <= n_rows:
+        raise OptionError(f"--top must be between 1 and the {n_rows} rows of {what}, "
+                          f"got {top}")
+    return int(top)
+
+
+def check_target(target: Any) -> float:
+    """A target relative MSE: a positive finite number."""
+    try:
+        value = float(target)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise OptionError(f"the target relative MSE must be a positive number, got {target}; "
+                          "e.g. 0.01 for an RMS error of 10% of the RMS inner product")
+    return value
+
+
+def check_k_or_target(k: int | None, target: float | None) -> tuple[int | None, float | None]:
+    """Exactly one of K and a target relative MSE."""
+    if (k is None) == (target is None):
+        raise OptionError("give either K (-k) or a target relative MSE (--target-rel-mse), "
+                          "not both and not neither")
+    return k, None if target is None else check_target(target)
+
+
+def check_same_d(d_x: int, d_w: int, x: str = "--x", w: str = "--w") -> int:
+    """The common dimension of two sources (``x``, ``w``: how to name them)."""
+    if d_x != d_w:
+        raise OptionError(f"got d={d_w} for {w} but d={d_x} for {x}; both sources must have "
+                          "the same dimension")
+    return d_x

@@ -1,0 +1,174 @@
+"""The house's rules, read from the code's own imports (``ast``): maths knows no files and no
+Dask, io knows no Dask, graph is the only Dask module, one registry knows every reader, the
+CLI calls only the library, nobody imports another module's private names, no cycles."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "ddrp_dask"
+CLI = ROOT / "cli" / "ddrp_cli"
+STDLIB = set(sys.stdlib_module_names)
+READERS = {"ddrp_dask.io.npy_reader", "ddrp_dask.io.zarr_reader", "ddrp_dask.io.parquet_reader"}
+
+
+def _module(path: Path) -> str:
+    lib = path.is_relative_to(ROOT / "ddrp_dask")
+    rel = path.relative_to(ROOT if lib else ROOT / "cli").with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, names taken) of every import in the file, at any depth."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    me = _module(path).split(".")
+    package = me if path.name == "__init__.py" else me[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            mod = ".".join([*base, *([node.module] if node.module else [])])
+            found.append((mod, [alias.name for alias in node.names]))
+    return found
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.py"))
+
+
+def _top(mod: str) -> str:
+    return mod.split(".")[0]
+
+
+def _violations(files: list[Path], allowed: set[str], own: tuple[str, ...]) -> list[str]:
+    """Imports of third-party packages not in ``allowed`` or of ddrp modules outside ``own``."""
+    bad = []
+    for f in files:
+        for mod, _ in _imports(f):
+            top = _top(mod)
+            if top in STDLIB or top == "__future__":
+                continue
+            if top in ("ddrp_dask", "ddrp_cli"):
+                if not mod.startswith(own):
+                    bad.append(f"{f.relative_to(ROOT)} imports {mod}")
+            elif top not in allowed:
+                bad.append(f"{f.relative_to(ROOT)} imports {mod}")
+    return bad
+
+
+def test_maths_knows_no_files_and_no_dask() -> None:
+    allowed = {"numpy", "scipy", "threadpoolctl", "sklearn"}
+    own = ("ddrp_dask.maths", "ddrp_dask.errors", "ddrp_dask.options")
+    assert _violations(_files(LIB / "maths"), allowed, own) == []
+
+
+def test_io_knows_no_dask() -> None:
+    allowed = {"numpy", "zarr", "pyarrow", "fsspec", "numcodecs", "threadpoolctl"}
+    own = ("ddrp_dask.io", "ddrp_dask.maths", "ddrp_dask.errors", "ddrp_dask.options")
+    assert _violations(_files(LIB / "io"), allowed, own) == []
+
+
+def test_graph_is_the_only_dask_module() -> None:
+    users = {str(f.relative_to(ROOT)) for f in _files(LIB)
+             for mod, _ in _imports(f) if _top(mod) in ("dask", "distributed")}
+    assert users and all(u.startswith("ddrp_dask/graph/") for u in users), sorted(users)
+
+
+def test_only_the_registry_knows_the_readers() -> None:
+    users = {_module(f) for f in _files(LIB) for mod, _ in _imports(f) if mod in READERS}
+    assert users <= {"ddrp_dask.io.registry"}, sorted(users)
+
+
+def test_the_cli_calls_only_click_yaml_and_the_library() -> None:
+    assert _violations(_files(CLI), {"click", "yaml"}, ("ddrp_dask", "ddrp_cli")) == []
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    bad = [f"{f.relative_to(ROOT)}: {mod}.{name}"
+           for f in [*_files(LIB), *_files(CLI)] for mod, names in _imports(f)
+           if _top(mod) in ("ddrp_dask", "ddrp_cli")
+           for name in names if name.startswith("_") and name != "__version__"]
+    assert bad == []
+
+
+def test_no_import_cycles_between_library_modules() -> None:
+    graph: dict[str, set[str]] = {}
+    modules = {_module(f) for f in _files(LIB)}
+    for f in _files(LIB):
+        deps = set()
+        for mod, names in _imports(f):
+            for target in [mod, *(f"{mod}.{n}" for n in names)]:
+                if target in modules and target != _module(f):
+                    deps.add(target)
+        graph[_module(f)] = deps - {"ddrp_dask"}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError(" -> ".join([*path, node, nxt]))
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state and node != "ddrp_dask":
+            visit(node, [])
+
+
+def test_every_command_is_a_job_module() -> None:
+    from ddrp_cli.main import cli
+
+    assert {f.stem for f in (LIB / "jobs").glob("*.py")} >= {
+        "fit", "run", "project", "plan", "evaluate", "matmul", "prior"}
+    assert set(cli.commands) <= {"fit", "run", "project", "plan", "evaluate", "matmul"}
+
+
+def test_the_rules_catch_todays_kind_of_violation(tmp_path: Path) -> None:
+    """A control: a maths module that reads Zarr, and a reader imported outside the registry,
+    are both reported."""
+    bad = tmp_path / "ddrp_dask" / "maths" / "bad.py"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("import zarr\nfrom ..io.zarr_reader import open_zarr_array\n")
+    global ROOT
+    saved = ROOT
+    try:
+        ROOT = tmp_path
+        found = _violations([bad], {"numpy"}, ("ddrp_dask.maths",))
+    finally:
+        ROOT = saved
+    assert found == ["ddrp_dask/maths/bad.py imports zarr",
+                     "ddrp_dask/maths/bad.py imports ddrp_dask.io.zarr_reader"]
+
+
+def test_no_pickle_in_the_library() -> None:
+    """Read the syntax: no import of pickle (or cloudpickle/dill), no ``allow_pickle=True``."""
+    bad = []
+    for f in [*_files(LIB), *_files(CLI)]:
+        tree = ast.parse(f.read_text())
+        for mod, _ in _imports(f):
+            if _top(mod) in ("pickle", "cloudpickle", "dill", "joblib"):
+                bad.append(f"{f.name} imports {mod}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "allow_pickle" and \
+                    not (isinstance(node.value, ast.Constant) and node.value.value is False):
+                bad.append(f"{f.name}:{node.lineno} allow_pickle={ast.unparse(node.value)}")
+    assert bad == []
+
+
+@pytest.mark.parametrize("source", ["import pickle\n", "np.load(p, allow_pickle=True)\n"])
+def test_the_pickle_rule_can_fail(tmp_path: Path, source: str) -> None:
+    tree = ast.parse(source)
+    hits = [n for n in ast.walk(tree)
+            if (isinstance(n, ast.Import) and n.names[0].name == "pickle")
+            or (isinstance(n, ast.keyword) and n.arg == "allow_pickle")]
+    assert hits
