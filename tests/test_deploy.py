@@ -373,6 +373,75 @@ def test_compose_tls_variant(tmp_path: Path) -> None:
         sec.tls_ca_file, sec.tls_client_cert, sec.tls_client_key]
 
 
+# --------------------------------------------------------------------------- exposure
+
+
+LOOPBACK = {"127.0.0.1", "::1"}
+COMPOSE_FILES = sorted(DOCKER.glob("compose*.yaml"))
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host_ip, published, target) of a compose service's `ports`, short or long syntax.
+    host_ip "" means every interface of the host (compose's default), published "" a random
+    host port."""
+    out = []
+    for p in service.get("ports", []):
+        if isinstance(p, dict):
+            out.append((str(p.get("host_ip", "")), str(p.get("published", "")),
+                        str(p["target"])))
+            continue
+        # an unquoted 8786:8786 is a YAML 1.1 base-60 integer: a container port only
+        s, host = str(p).split("/")[0], ""
+        if s.startswith("["):  # [::1]:8787:8787
+            host, _, s = s[1:].partition("]:")
+        parts = s.split(":")
+        if len(parts) == 3:
+            host, published, target = parts
+        elif len(parts) == 2:
+            published, target = parts
+        else:
+            published, target = "", parts[0]
+        out.append((host, published, target))
+    return out
+
+
+def test_published_ports_parser_flags_every_interface() -> None:
+    # what the exposure tests below must refuse, and what they accept
+    bad = [{"ports": ["8786:8786"]}, {"ports": ["0.0.0.0:8787:8787"]}, {"ports": [8787]},
+           {"ports": ["8786"]}, {"ports": [{"target": 8786, "published": 8786}]},
+           {"ports": ["[::]:8786:8786"]}, {"ports": [{"target": 1, "host_ip": "0.0.0.0"}]}]
+    for s in bad:
+        assert any(h not in LOOPBACK for h, _, _ in published_ports(s)), s
+    good = {"ports": ["127.0.0.1:8787:8787", "[::1]:8787:8787/tcp", "127.0.0.1::8787",
+                      {"target": 8787, "published": "8787", "host_ip": "127.0.0.1"}]}
+    assert [h for h, _, _ in published_ports(good)] == ["127.0.0.1", "::1", "127.0.0.1",
+                                                         "127.0.0.1"]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_publishes_nothing_beyond_loopback(path: Path) -> None:
+    assert {"compose.yaml", "compose.tls.yaml"} <= {p.name for p in COMPOSE_FILES}
+    for name, s in load_yaml(path)["services"].items():
+        for host, published, target in published_ports(s):
+            assert host in LOOPBACK, (
+                f"{path.name}: {name} publishes {published or '(random)'}:{target} on every "
+                f"interface of the host; bind it to 127.0.0.1")
+        # host networking or an extra network would bypass the above
+        assert s.get("network_mode") in (None, "bridge"), (path.name, name)
+
+
+def test_compose_scheduler_port_is_not_published() -> None:
+    """The job and the workers reach the scheduler inside the compose network: its comm port
+    is published nowhere (not even on loopback), with or without the TLS overlay; the
+    dashboard only on 127.0.0.1."""
+    for services in (compose()["services"], load_yaml(DOCKER / "compose.tls.yaml")["services"]):
+        for name, s in services.items():
+            targets = {t for _, _, t in published_ports(s)}
+            assert "8786" not in targets, f"{name} publishes the scheduler port"
+    assert published_ports(compose()["services"]["scheduler"]) == [
+        ("127.0.0.1", "8787", "8787")]
+
+
 K8S_POD = {
     "containers", "initContainers", "volumes", "restartPolicy", "securityContext",
     "serviceAccountName", "nodeSelector", "affinity", "tolerations", "imagePullSecrets",
