@@ -269,7 +269,9 @@ def test_recipes_exist() -> None:
     for rel in ("README.md", "docker/README.md", "docker/Dockerfile", "docker/compose.yaml",
                 "docker/compose.tls.yaml", "docker/entrypoint.sh", "docker/make_certs.sh",
                 "kubernetes/README.md", "kubernetes/daskjob.yaml", "kubernetes/pvc.yaml",
-                "kubernetes/helm-values.yaml", "kubernetes/helm-job.yaml", "hpc/README.md",
+                "kubernetes/helm-values.yaml", "kubernetes/helm-job.yaml",
+                "kubernetes/networkpolicy.yaml", "kubernetes/helm-networkpolicy.yaml",
+                "hpc/README.md",
                 "hpc/jobqueue.yaml", "hpc/submit_slurm.py"):
         assert (DEPLOY / rel).is_file(), rel
     index = (DEPLOY / "README.md").read_text()
@@ -617,6 +619,157 @@ def test_helm_values_and_job() -> None:
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
     assert claims == {v["persistentVolumeClaim"]["claimName"]
                       for v in values["worker"]["mounts"]["volumes"]}
+
+
+# --------------------------------------------------------------------------- NetworkPolicy
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against a pod's labels;
+    the empty selector matches every pod."""
+    if not set(selector) <= {"matchLabels", "matchExpressions"}:
+        raise ValueError(f"not a label selector: {selector}")
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def policy_admits(policy: dict[str, Any], source: dict[str, str], same_namespace: bool = True,
+                  from_outside: bool = False) -> bool:
+    """Whether a NetworkPolicy's ingress rules admit a connection from a pod with the labels
+    `source` (in the policy's namespace or not), or from outside any pod (an IP address)."""
+    for rule in policy["spec"].get("ingress", []):
+        peers = rule.get("from")
+        if not peers:  # a rule without `from` admits every source
+            return True
+        for peer in peers:
+            if "ipBlock" in peer:
+                if from_outside:
+                    return True
+                continue
+            if from_outside:
+                continue
+            if "namespaceSelector" in peer:
+                # some namespace's pods: this test gives other namespaces no labels to match
+                if same_namespace or peer["namespaceSelector"] == {}:
+                    if selector_matches(peer.get("podSelector", {}), source):
+                        return True
+                continue
+            if same_namespace and selector_matches(peer["podSelector"], source):
+                return True
+    return False
+
+
+def check_network_policy(policy: dict[str, Any], members: dict[str, dict[str, str]],
+                         strangers: dict[str, dict[str, str]]) -> None:
+    """`policy` selects every pod of `members` for ingress and admits connections from each of
+    them, and from no pod of `strangers`, no pod of another namespace, no outside address."""
+    assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["kind"] == "NetworkPolicy"
+    spec = policy["spec"]
+    assert set(spec) <= {"podSelector", "policyTypes", "ingress", "egress"}
+    assert "Ingress" in spec["policyTypes"]
+    assert spec["podSelector"], "an empty podSelector would select every pod of the namespace"
+    for name, labels in members.items():
+        assert selector_matches(spec["podSelector"], labels), f"{name} is not selected"
+        assert policy_admits(policy, labels), f"{name} cannot connect"
+    for name, labels in strangers.items():
+        assert not policy_admits(policy, labels), f"{name} is admitted"
+        assert not selector_matches(spec["podSelector"], labels), f"selects {name}"
+    for labels in members.values():
+        assert not policy_admits(policy, labels, same_namespace=False), "other namespaces"
+    assert not policy_admits(policy, {}, from_outside=True), "admits outside addresses"
+
+
+def operator_pod_labels(cluster: str, component: str) -> dict[str, str]:
+    """The labels the dask-kubernetes operator gives a DaskJob's pods
+    (dask_kubernetes.operator.controller: build_scheduler/worker/job_pod_spec)."""
+    labels = {"dask.org/cluster-name": cluster, "dask.org/component": component,
+              "sidecar.istio.io/inject": "false"}
+    if component == "worker":
+        labels["dask.org/workergroup-name"] = "default"
+    return labels
+
+
+def helm_pod_labels(values: dict[str, Any], release: str, component: str) -> dict[str, str]:
+    """The labels of the Dask Helm chart's scheduler and worker pods (the deployments' pod
+    templates, default label style)."""
+    return {"app": values.get("nameOverride") or "dask", "release": release,
+            "component": component}
+
+
+STRANGERS = {
+    "unlabelled pod": {},
+    "a pod of another DaskJob": operator_pod_labels("other-run", "job-runner"),
+    "another DaskJob's worker": operator_pod_labels("other-run", "worker"),
+    "another release's worker": {"app": "dask", "release": "other", "component": "worker"},
+    "some app": {"app": "web"},
+}
+
+
+def test_network_policy_checker_can_fail() -> None:
+    members = {"scheduler": operator_pod_labels("ddrp-run", "scheduler")}
+    sel = {"matchLabels": {"dask.org/cluster-name": "ddrp-run"}}
+    open_policies = [
+        {"ingress": [{}]},                                   # every source
+        {"ingress": [{"from": [{"podSelector": {}}]}]},      # every pod of the namespace
+        {"ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+        {"ingress": [{"from": [{"namespaceSelector": {}}]}]},  # every pod of every namespace
+        {"ingress": [{"from": [{"podSelector": {"matchExpressions": [
+            {"key": "dask.org/cluster-name", "operator": "Exists"}]}}]}]},  # every DaskJob
+    ]
+    for extra in open_policies:
+        policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "spec": {"podSelector": sel, "policyTypes": ["Ingress"], **extra}}
+        with pytest.raises(AssertionError):
+            check_network_policy(policy, members, STRANGERS)
+    closed = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "spec": {"podSelector": sel, "policyTypes": ["Ingress"],
+                       "ingress": [{"from": [{"podSelector": sel}]}]}}
+    check_network_policy(closed, members, STRANGERS)
+    # a policy that does not select the pods protects nothing
+    closed["spec"]["podSelector"] = {"matchLabels": {"app": "ddrp"}}
+    with pytest.raises(AssertionError):
+        check_network_policy(closed, members, STRANGERS)
+
+
+def test_daskjob_network_policy_admits_only_the_jobs_pods() -> None:
+    job = daskjob()
+    name = job["metadata"]["name"]
+    policy = load_yaml(K8S / "networkpolicy.yaml")
+    members = {c: operator_pod_labels(name, c) for c in ("scheduler", "worker", "job-runner")}
+    check_network_policy(policy, members, STRANGERS)
+    # nothing outside the cluster's network reaches the scheduler service
+    assert job["spec"]["cluster"]["spec"]["scheduler"]["service"]["type"] == "ClusterIP"
+    for pod in (job["spec"]["job"]["spec"], job["spec"]["cluster"]["spec"]["worker"]["spec"],
+                job["spec"]["cluster"]["spec"]["scheduler"]["spec"]):
+        assert not pod.get("hostNetwork"), "host networking bypasses the NetworkPolicy"
+    text = (K8S / "daskjob.yaml").read_text() + (K8S / "README.md").read_text()
+    assert "networkpolicy.yaml" in text
+
+
+def test_helm_network_policy_admits_only_the_jobs_pods() -> None:
+    values = load_yaml(K8S / "helm-values.yaml")
+    readme = (K8S / "README.md").read_text()
+    release = re.search(r"helm install (\S+) dask/dask", readme)
+    assert release, "README: no `helm install RELEASE dask/dask`"
+    job = load_yaml(K8S / "helm-job.yaml")
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    members = {c: helm_pod_labels(values, release.group(1), c) for c in ("scheduler", "worker")}
+    policy = load_yaml(K8S / "helm-networkpolicy.yaml")
+    check_network_policy(policy, members, STRANGERS)
+    # the ddrp Job reaches the scheduler; it is not itself a Dask pod
+    assert policy_admits(policy, job_labels), "the ddrp Job cannot reach the scheduler"
+    assert not selector_matches(policy["spec"]["podSelector"], job_labels)
+    assert values["scheduler"]["serviceType"] == "ClusterIP"
+    assert values["jupyter"]["enabled"] is False
+    assert "helm-networkpolicy.yaml" in readme
 
 
 # --------------------------------------------------------------------------- ddrp flags
