@@ -1131,6 +1131,99 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> N
     raise TimeoutError(url)
 
 
+def certless_security(ca_file: str) -> Any:
+    """A client side that trusts the cluster's CA but has no certificate of its own: what an
+    outsider who knows the CA can do. distributed's Security builds no TLS context without a
+    certificate, so this one hands `connect` a context made here."""
+    import ssl
+
+    from distributed.security import Security
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    ctx.check_hostname = False
+
+    class CertlessSecurity(Security):  # type: ignore[misc]
+        def get_connection_args(self, role: str) -> dict[str, Any]:
+            return {"ssl_context": ctx, "require_encryption": True, "extra_conn_args": {}}
+
+    return CertlessSecurity(require_encryption=True)
+
+
+@pytest.mark.cluster
+def test_tls_scheduler_refuses_a_client_without_a_certificate(
+        tmp_path: Path, procs: Processes, certs: Path) -> None:
+    """The scheduler of compose.tls.yaml (its exact command, certificates from make_certs.sh,
+    on 127.0.0.1) refuses a client without a certificate, with a certificate of another CA,
+    and over plain tcp://; a client with the recipe's certificate connects."""
+    import ssl
+
+    from distributed import Client
+    from distributed.security import Security
+
+    services = compose_tls()["services"]
+    port, dport = free_port(), free_port()
+    subs = [("8786", str(port)), (":8787", f"127.0.0.1:{dport}"), ("/certs", str(certs))]
+    argv = [*localize(compose_argv(services["scheduler"]), subs), "--host", "127.0.0.1"]
+    env = {k: localize([str(v)], subs)[0] for k, v in services["scheduler"]["environment"].items()}
+    sched = procs.start("scheduler", ["sh", str(ENTRYPOINT_SH), *argv], clean_env(**env))
+    wait_http(f"http://127.0.0.1:{dport}/health", sched)
+    address = f"tls://127.0.0.1:{port}"
+
+    other = tmp_path / "other-ca"  # a certificate signed by another CA
+    subprocess.run([str(DOCKER / "make_certs.sh"), str(other)], check=True, capture_output=True,
+                   timeout=60)
+
+    def handshake(cert: Path | None) -> str:
+        """A raw TLS connection that trusts the cluster's CA, with `cert` (or none) as the
+        client certificate: "ok", or the server's TLS alert."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certs / "ca.pem"))
+        ctx.check_hostname = False
+        if cert is not None:
+            ctx.load_cert_chain(str(cert / "cluster.pem"), str(cert / "cluster-key.pem"))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            try:
+                with ctx.wrap_socket(raw) as tls:
+                    # TLS 1.3: the server's verdict on the client certificate comes after the
+                    # client's side of the handshake, with the first read
+                    tls.settimeout(2)
+                    try:
+                        tls.recv(1)
+                    except TimeoutError:
+                        pass  # accepted: the scheduler waits for the client to speak first
+                    return "ok"
+            except ssl.SSLError as e:
+                return str(e.reason)
+            except ConnectionResetError:
+                return "reset"
+
+    # 1. the TLS handshake: no certificate, or another CA's, is refused by the server
+    assert handshake(None) in ("TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE",
+                               "reset")
+    assert handshake(other) in ("TLSV1_ALERT_UNKNOWN_CA", "reset")
+    assert handshake(certs) == "ok"  # the recipe's certificate
+
+    # 2. distributed clients, as ddrp would connect (short connect timeout)
+    strangers: list[Any] = [
+        certless_security(str(certs / "ca.pem")),
+        # trusts the scheduler, but its own certificate is from another CA
+        Security(tls_ca_file=str(certs / "ca.pem"), tls_client_cert=str(other / "cluster.pem"),
+                 tls_client_key=str(other / "cluster-key.pem"), require_encryption=True),
+    ]
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+        for sec in strangers:
+            with pytest.raises((OSError, TimeoutError)):
+                Client(address, security=sec, timeout=3)
+        with pytest.raises((OSError, TimeoutError)):
+            Client(f"tcp://127.0.0.1:{port}", timeout=3)
+    # control: the job's environment from the recipe (the Dask config) connects
+    job_env = {k: localize([str(v)], subs)[0]
+               for k, v in services["job"]["environment"].items()}
+    with dask.config.set(dask_env_config(job_env)):
+        with Client(address, security=Security(), timeout=20) as client:
+            assert client.scheduler_info()["address"] == address
+    assert sched.poll() is None
+
+
 def make_data(data: Path, env: dict[str, str]) -> None:
     """Run compose's make-data service (its python -c program) with small sizes."""
     svc = compose()["services"]["make-data"]
