@@ -1062,6 +1062,62 @@ def test_jobqueue_tls_job_script(certs: Path) -> None:
     assert ctx.params["tls_key"] == str(certs / "cluster-key.pem")
 
 
+def test_submit_slurm_security_defaults_to_tls(tmp_path: Path) -> None:
+    """No flag: tls:// with a temporary certificate; --tls-dir: those files; --no-tls only on
+    request. In-memory certificates reach a `ddrp` process as 0600 files, not as keys in its
+    environment."""
+    pytest.importorskip("cryptography")
+    submit = load_submit_module()
+    args = submit.parse_args(["--x", "x", "--w", "w", "-k", "4", "--out", "o"])
+    assert args.tls_dir is None and args.no_tls is False
+    sec = submit.cluster_security(args.tls_dir, args.no_tls)
+    assert sec is not None and sec.require_encryption is True
+    for role in ("client", "scheduler", "worker"):
+        assert sec.get_connection_args(role)["ssl_context"] is not None
+    assert submit.cluster_security(None, no_tls=True) is None
+    with pytest.raises(ValueError):
+        submit.cluster_security("certs", no_tls=True)
+    env = submit.tls_env(sec, tmp_path)
+    for key in ("CA_FILE", "CLIENT__CERT", "CLIENT__KEY"):
+        path = Path(env[f"DASK_DISTRIBUTED__COMM__TLS__{key}"])
+        assert path.parent == tmp_path and path.stat().st_mode & 0o777 == 0o600
+        assert "-----BEGIN" in path.read_text()
+    assert not any("\n" in v for v in env.values())
+    with dask.config.set(dask_env_config(env)):
+        from distributed.security import Security
+
+        assert Security().get_connection_args("client")["ssl_context"] is not None
+
+
+def test_jobqueue_default_cluster_is_tls_with_private_certificate_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `submit_slurm.py` builds without TLS flags: a tls:// scheduler, workers given the
+    temporary certificate as files only the user can read, and the dashboard on loopback."""
+    pytest.importorskip("dask_jobqueue")
+    pytest.importorskip("cryptography")
+    submit = load_submit_module()
+    monkeypatch.chdir(tmp_path)
+    with dask.config.set(submit.load_jobqueue_config(HPC / "jobqueue.yaml")):
+        assert dask.config.get("jobqueue.slurm.scheduler-options") == {
+            "dashboard_address": "127.0.0.1:8787"}
+        cluster = submit.make_cluster("slurm", security=submit.cluster_security(),
+                                      protocol="tls://", shared_temp_directory=str(tmp_path))
+        try:
+            script, address = cluster.job_script(), cluster.scheduler_address
+            ctx = parse_dask(worker_command(script))
+            files = [Path(ctx.params[k]) for k in ("tls_ca_file", "tls_cert", "tls_key")]
+            modes = [f.stat().st_mode & 0o777 for f in files]
+            # where the dashboard listens (its link names the scheduler's host instead)
+            http = cluster.scheduler.http_server
+            dashboard = {s.getsockname()[0] for s in http._sockets.values()}
+        finally:
+            cluster.close()
+    assert address.startswith("tls://")
+    assert ctx.params["protocol"] == "tls://"
+    assert all(f.parent == tmp_path for f in files) and modes == [0o600] * 3
+    assert dashboard == {"127.0.0.1"}, dashboard
+
+
 # --------------------------------------------------------------------------- local runs
 
 
