@@ -1435,6 +1435,9 @@ def test_submit_slurm_runs_against_a_stand_in_sbatch(tmp_path: Path) -> None:
         assert not (fake / "pids").exists(), "--dry-run submitted a job"
         cmd = next(line for line in dry.stdout.splitlines() if line.startswith("ddrp run "))
         parse_ddrp(shlex.split(cmd))
+        # tls:// by default: the workers get the run's temporary certificate as files
+        assert flag_value(shlex.split(cmd), "--scheduler").startswith("tls://")
+        assert "--protocol tls://" in dry.stdout and "--tls-key" in dry.stdout
         run = subprocess.run([sys.executable, str(HPC / "submit_slurm.py"), "--via", "api",
                               "--jobs", "2", "--cores", "1", "--processes", "1",
                               "--memory", "1GiB", "--wait", "120", *common],
@@ -1442,6 +1445,7 @@ def test_submit_slurm_runs_against_a_stand_in_sbatch(tmp_path: Path) -> None:
         logs = "\n".join(p.read_text()[-2000:] for p in fake.glob("job-*.log"))
         assert run.returncode == 0, run.stderr + run.stdout + logs
         assert "predicted gain over gaussian" in run.stdout
+        assert "scheduler tls://" in run.stderr
         assert len((fake / "pids").read_text().split()) == 2  # two batch jobs submitted
         assert (tmp_path / "ddrp-logs").is_dir()  # jobqueue.yaml's log-directory
         check_sketches(out, 12)

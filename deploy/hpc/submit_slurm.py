@@ -12,7 +12,7 @@ node and the compute nodes share (or be URLs they can all reach).
         --w /scratch/$USER/queries.npy -k 64 --out /scratch/$USER/sketches.zarr \\
         --jobs 2 --queue normal --account myproject
     python deploy/hpc/submit_slurm.py --pbs ...      # PBSCluster instead of SLURMCluster
-    python deploy/hpc/submit_slurm.py --via cli ...  # ddrp run ... --scheduler tcp://...
+    python deploy/hpc/submit_slurm.py --via cli ...  # ddrp run ... --scheduler tls://...
     python deploy/hpc/submit_slurm.py --dry-run ...  # print the job script and the ddrp
                                                      # command (and plan); submit nothing
     python deploy/hpc/submit_slurm.py --tls-dir certs ...  # tls:// with your certificates:
