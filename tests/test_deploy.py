@@ -269,7 +269,9 @@ def test_recipes_exist() -> None:
     for rel in ("README.md", "docker/README.md", "docker/Dockerfile", "docker/compose.yaml",
                 "docker/compose.tls.yaml", "docker/entrypoint.sh", "docker/make_certs.sh",
                 "kubernetes/README.md", "kubernetes/daskjob.yaml", "kubernetes/pvc.yaml",
-                "kubernetes/helm-values.yaml", "kubernetes/helm-job.yaml", "hpc/README.md",
+                "kubernetes/helm-values.yaml", "kubernetes/helm-job.yaml",
+                "kubernetes/networkpolicy.yaml", "kubernetes/helm-networkpolicy.yaml",
+                "hpc/README.md",
                 "hpc/jobqueue.yaml", "hpc/submit_slurm.py"):
         assert (DEPLOY / rel).is_file(), rel
     index = (DEPLOY / "README.md").read_text()
@@ -371,6 +373,75 @@ def test_compose_tls_variant(tmp_path: Path) -> None:
     worker = compose_argv(services["worker"])
     assert [flag_value(worker, f) for f in tls_flags] == [
         sec.tls_ca_file, sec.tls_client_cert, sec.tls_client_key]
+
+
+# --------------------------------------------------------------------------- exposure
+
+
+LOOPBACK = {"127.0.0.1", "::1"}
+COMPOSE_FILES = sorted(DOCKER.glob("compose*.yaml"))
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host_ip, published, target) of a compose service's `ports`, short or long syntax.
+    host_ip "" means every interface of the host (compose's default), published "" a random
+    host port."""
+    out = []
+    for p in service.get("ports", []):
+        if isinstance(p, dict):
+            out.append((str(p.get("host_ip", "")), str(p.get("published", "")),
+                        str(p["target"])))
+            continue
+        # an unquoted 8786:8786 is a YAML 1.1 base-60 integer: a container port only
+        s, host = str(p).split("/")[0], ""
+        if s.startswith("["):  # [::1]:8787:8787
+            host, _, s = s[1:].partition("]:")
+        parts = s.split(":")
+        if len(parts) == 3:
+            host, published, target = parts
+        elif len(parts) == 2:
+            published, target = parts
+        else:
+            published, target = "", parts[0]
+        out.append((host, published, target))
+    return out
+
+
+def test_published_ports_parser_flags_every_interface() -> None:
+    # what the exposure tests below must refuse, and what they accept
+    bad = [{"ports": ["8786:8786"]}, {"ports": ["0.0.0.0:8787:8787"]}, {"ports": [8787]},
+           {"ports": ["8786"]}, {"ports": [{"target": 8786, "published": 8786}]},
+           {"ports": ["[::]:8786:8786"]}, {"ports": [{"target": 1, "host_ip": "0.0.0.0"}]}]
+    for s in bad:
+        assert any(h not in LOOPBACK for h, _, _ in published_ports(s)), s
+    good = {"ports": ["127.0.0.1:8787:8787", "[::1]:8787:8787/tcp", "127.0.0.1::8787",
+                      {"target": 8787, "published": "8787", "host_ip": "127.0.0.1"}]}
+    assert [h for h, _, _ in published_ports(good)] == ["127.0.0.1", "::1", "127.0.0.1",
+                                                         "127.0.0.1"]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_publishes_nothing_beyond_loopback(path: Path) -> None:
+    assert {"compose.yaml", "compose.tls.yaml"} <= {p.name for p in COMPOSE_FILES}
+    for name, s in load_yaml(path)["services"].items():
+        for host, published, target in published_ports(s):
+            assert host in LOOPBACK, (
+                f"{path.name}: {name} publishes {published or '(random)'}:{target} on every "
+                f"interface of the host; bind it to 127.0.0.1")
+        # host networking or an extra network would bypass the above
+        assert s.get("network_mode") in (None, "bridge"), (path.name, name)
+
+
+def test_compose_scheduler_port_is_not_published() -> None:
+    """The job and the workers reach the scheduler inside the compose network: its comm port
+    is published nowhere (not even on loopback), with or without the TLS overlay; the
+    dashboard only on 127.0.0.1."""
+    for services in (compose()["services"], load_yaml(DOCKER / "compose.tls.yaml")["services"]):
+        for name, s in services.items():
+            targets = {t for _, _, t in published_ports(s)}
+            assert "8786" not in targets, f"{name} publishes the scheduler port"
+    assert published_ports(compose()["services"]["scheduler"]) == [
+        ("127.0.0.1", "8787", "8787")]
 
 
 K8S_POD = {
@@ -548,6 +619,157 @@ def test_helm_values_and_job() -> None:
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
     assert claims == {v["persistentVolumeClaim"]["claimName"]
                       for v in values["worker"]["mounts"]["volumes"]}
+
+
+# --------------------------------------------------------------------------- NetworkPolicy
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against a pod's labels;
+    the empty selector matches every pod."""
+    if not set(selector) <= {"matchLabels", "matchExpressions"}:
+        raise ValueError(f"not a label selector: {selector}")
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def policy_admits(policy: dict[str, Any], source: dict[str, str], same_namespace: bool = True,
+                  from_outside: bool = False) -> bool:
+    """Whether a NetworkPolicy's ingress rules admit a connection from a pod with the labels
+    `source` (in the policy's namespace or not), or from outside any pod (an IP address)."""
+    for rule in policy["spec"].get("ingress", []):
+        peers = rule.get("from")
+        if not peers:  # a rule without `from` admits every source
+            return True
+        for peer in peers:
+            if "ipBlock" in peer:
+                if from_outside:
+                    return True
+                continue
+            if from_outside:
+                continue
+            if "namespaceSelector" in peer:
+                # some namespace's pods: this test gives other namespaces no labels to match
+                if same_namespace or peer["namespaceSelector"] == {}:
+                    if selector_matches(peer.get("podSelector", {}), source):
+                        return True
+                continue
+            if same_namespace and selector_matches(peer["podSelector"], source):
+                return True
+    return False
+
+
+def check_network_policy(policy: dict[str, Any], members: dict[str, dict[str, str]],
+                         strangers: dict[str, dict[str, str]]) -> None:
+    """`policy` selects every pod of `members` for ingress and admits connections from each of
+    them, and from no pod of `strangers`, no pod of another namespace, no outside address."""
+    assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["kind"] == "NetworkPolicy"
+    spec = policy["spec"]
+    assert set(spec) <= {"podSelector", "policyTypes", "ingress", "egress"}
+    assert "Ingress" in spec["policyTypes"]
+    assert spec["podSelector"], "an empty podSelector would select every pod of the namespace"
+    for name, labels in members.items():
+        assert selector_matches(spec["podSelector"], labels), f"{name} is not selected"
+        assert policy_admits(policy, labels), f"{name} cannot connect"
+    for name, labels in strangers.items():
+        assert not policy_admits(policy, labels), f"{name} is admitted"
+        assert not selector_matches(spec["podSelector"], labels), f"selects {name}"
+    for labels in members.values():
+        assert not policy_admits(policy, labels, same_namespace=False), "other namespaces"
+    assert not policy_admits(policy, {}, from_outside=True), "admits outside addresses"
+
+
+def operator_pod_labels(cluster: str, component: str) -> dict[str, str]:
+    """The labels the dask-kubernetes operator gives a DaskJob's pods
+    (dask_kubernetes.operator.controller: build_scheduler/worker/job_pod_spec)."""
+    labels = {"dask.org/cluster-name": cluster, "dask.org/component": component,
+              "sidecar.istio.io/inject": "false"}
+    if component == "worker":
+        labels["dask.org/workergroup-name"] = "default"
+    return labels
+
+
+def helm_pod_labels(values: dict[str, Any], release: str, component: str) -> dict[str, str]:
+    """The labels of the Dask Helm chart's scheduler and worker pods (the deployments' pod
+    templates, default label style)."""
+    return {"app": values.get("nameOverride") or "dask", "release": release,
+            "component": component}
+
+
+STRANGERS = {
+    "unlabelled pod": {},
+    "a pod of another DaskJob": operator_pod_labels("other-run", "job-runner"),
+    "another DaskJob's worker": operator_pod_labels("other-run", "worker"),
+    "another release's worker": {"app": "dask", "release": "other", "component": "worker"},
+    "some app": {"app": "web"},
+}
+
+
+def test_network_policy_checker_can_fail() -> None:
+    members = {"scheduler": operator_pod_labels("ddrp-run", "scheduler")}
+    sel = {"matchLabels": {"dask.org/cluster-name": "ddrp-run"}}
+    open_policies = [
+        {"ingress": [{}]},                                   # every source
+        {"ingress": [{"from": [{"podSelector": {}}]}]},      # every pod of the namespace
+        {"ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+        {"ingress": [{"from": [{"namespaceSelector": {}}]}]},  # every pod of every namespace
+        {"ingress": [{"from": [{"podSelector": {"matchExpressions": [
+            {"key": "dask.org/cluster-name", "operator": "Exists"}]}}]}]},  # every DaskJob
+    ]
+    for extra in open_policies:
+        policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "spec": {"podSelector": sel, "policyTypes": ["Ingress"], **extra}}
+        with pytest.raises(AssertionError):
+            check_network_policy(policy, members, STRANGERS)
+    closed = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "spec": {"podSelector": sel, "policyTypes": ["Ingress"],
+                       "ingress": [{"from": [{"podSelector": sel}]}]}}
+    check_network_policy(closed, members, STRANGERS)
+    # a policy that does not select the pods protects nothing
+    closed["spec"]["podSelector"] = {"matchLabels": {"app": "ddrp"}}
+    with pytest.raises(AssertionError):
+        check_network_policy(closed, members, STRANGERS)
+
+
+def test_daskjob_network_policy_admits_only_the_jobs_pods() -> None:
+    job = daskjob()
+    name = job["metadata"]["name"]
+    policy = load_yaml(K8S / "networkpolicy.yaml")
+    members = {c: operator_pod_labels(name, c) for c in ("scheduler", "worker", "job-runner")}
+    check_network_policy(policy, members, STRANGERS)
+    # nothing outside the cluster's network reaches the scheduler service
+    assert job["spec"]["cluster"]["spec"]["scheduler"]["service"]["type"] == "ClusterIP"
+    for pod in (job["spec"]["job"]["spec"], job["spec"]["cluster"]["spec"]["worker"]["spec"],
+                job["spec"]["cluster"]["spec"]["scheduler"]["spec"]):
+        assert not pod.get("hostNetwork"), "host networking bypasses the NetworkPolicy"
+    text = (K8S / "daskjob.yaml").read_text() + (K8S / "README.md").read_text()
+    assert "networkpolicy.yaml" in text
+
+
+def test_helm_network_policy_admits_only_the_jobs_pods() -> None:
+    values = load_yaml(K8S / "helm-values.yaml")
+    readme = (K8S / "README.md").read_text()
+    release = re.search(r"helm install (\S+) dask/dask", readme)
+    assert release, "README: no `helm install RELEASE dask/dask`"
+    job = load_yaml(K8S / "helm-job.yaml")
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    members = {c: helm_pod_labels(values, release.group(1), c) for c in ("scheduler", "worker")}
+    policy = load_yaml(K8S / "helm-networkpolicy.yaml")
+    check_network_policy(policy, members, STRANGERS)
+    # the ddrp Job reaches the scheduler; it is not itself a Dask pod
+    assert policy_admits(policy, job_labels), "the ddrp Job cannot reach the scheduler"
+    assert not selector_matches(policy["spec"]["podSelector"], job_labels)
+    assert values["scheduler"]["serviceType"] == "ClusterIP"
+    assert values["jupyter"]["enabled"] is False
+    assert "helm-networkpolicy.yaml" in readme
 
 
 # --------------------------------------------------------------------------- ddrp flags
@@ -840,6 +1062,62 @@ def test_jobqueue_tls_job_script(certs: Path) -> None:
     assert ctx.params["tls_key"] == str(certs / "cluster-key.pem")
 
 
+def test_submit_slurm_security_defaults_to_tls(tmp_path: Path) -> None:
+    """No flag: tls:// with a temporary certificate; --tls-dir: those files; --no-tls only on
+    request. In-memory certificates reach a `ddrp` process as 0600 files, not as keys in its
+    environment."""
+    pytest.importorskip("cryptography")
+    submit = load_submit_module()
+    args = submit.parse_args(["--x", "x", "--w", "w", "-k", "4", "--out", "o"])
+    assert args.tls_dir is None and args.no_tls is False
+    sec = submit.cluster_security(args.tls_dir, args.no_tls)
+    assert sec is not None and sec.require_encryption is True
+    for role in ("client", "scheduler", "worker"):
+        assert sec.get_connection_args(role)["ssl_context"] is not None
+    assert submit.cluster_security(None, no_tls=True) is None
+    with pytest.raises(ValueError):
+        submit.cluster_security("certs", no_tls=True)
+    env = submit.tls_env(sec, tmp_path)
+    for key in ("CA_FILE", "CLIENT__CERT", "CLIENT__KEY"):
+        path = Path(env[f"DASK_DISTRIBUTED__COMM__TLS__{key}"])
+        assert path.parent == tmp_path and path.stat().st_mode & 0o777 == 0o600
+        assert "-----BEGIN" in path.read_text()
+    assert not any("\n" in v for v in env.values())
+    with dask.config.set(dask_env_config(env)):
+        from distributed.security import Security
+
+        assert Security().get_connection_args("client")["ssl_context"] is not None
+
+
+def test_jobqueue_default_cluster_is_tls_with_private_certificate_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `submit_slurm.py` builds without TLS flags: a tls:// scheduler, workers given the
+    temporary certificate as files only the user can read, and the dashboard on loopback."""
+    pytest.importorskip("dask_jobqueue")
+    pytest.importorskip("cryptography")
+    submit = load_submit_module()
+    monkeypatch.chdir(tmp_path)
+    with dask.config.set(submit.load_jobqueue_config(HPC / "jobqueue.yaml")):
+        assert dask.config.get("jobqueue.slurm.scheduler-options") == {
+            "dashboard_address": "127.0.0.1:8787"}
+        cluster = submit.make_cluster("slurm", security=submit.cluster_security(),
+                                      protocol="tls://", shared_temp_directory=str(tmp_path))
+        try:
+            script, address = cluster.job_script(), cluster.scheduler_address
+            ctx = parse_dask(worker_command(script))
+            files = [Path(ctx.params[k]) for k in ("tls_ca_file", "tls_cert", "tls_key")]
+            modes = [f.stat().st_mode & 0o777 for f in files]
+            # where the dashboard listens (its link names the scheduler's host instead)
+            http = cluster.scheduler.http_server
+            dashboard = {s.getsockname()[0] for s in http._sockets.values()}
+        finally:
+            cluster.close()
+    assert address.startswith("tls://")
+    assert ctx.params["protocol"] == "tls://"
+    assert all(f.parent == tmp_path for f in files) and modes == [0o600] * 3
+    assert dashboard == {"127.0.0.1"}, dashboard
+
+
 # --------------------------------------------------------------------------- local runs
 
 
@@ -907,6 +1185,99 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> N
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(url)
+
+
+def certless_security(ca_file: str) -> Any:
+    """A client side that trusts the cluster's CA but has no certificate of its own: what an
+    outsider who knows the CA can do. distributed's Security builds no TLS context without a
+    certificate, so this one hands `connect` a context made here."""
+    import ssl
+
+    from distributed.security import Security
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    ctx.check_hostname = False
+
+    class CertlessSecurity(Security):  # type: ignore[misc]
+        def get_connection_args(self, role: str) -> dict[str, Any]:
+            return {"ssl_context": ctx, "require_encryption": True, "extra_conn_args": {}}
+
+    return CertlessSecurity(require_encryption=True)
+
+
+@pytest.mark.cluster
+def test_tls_scheduler_refuses_a_client_without_a_certificate(
+        tmp_path: Path, procs: Processes, certs: Path) -> None:
+    """The scheduler of compose.tls.yaml (its exact command, certificates from make_certs.sh,
+    on 127.0.0.1) refuses a client without a certificate, with a certificate of another CA,
+    and over plain tcp://; a client with the recipe's certificate connects."""
+    import ssl
+
+    from distributed import Client
+    from distributed.security import Security
+
+    services = compose_tls()["services"]
+    port, dport = free_port(), free_port()
+    subs = [("8786", str(port)), (":8787", f"127.0.0.1:{dport}"), ("/certs", str(certs))]
+    argv = [*localize(compose_argv(services["scheduler"]), subs), "--host", "127.0.0.1"]
+    env = {k: localize([str(v)], subs)[0] for k, v in services["scheduler"]["environment"].items()}
+    sched = procs.start("scheduler", ["sh", str(ENTRYPOINT_SH), *argv], clean_env(**env))
+    wait_http(f"http://127.0.0.1:{dport}/health", sched)
+    address = f"tls://127.0.0.1:{port}"
+
+    other = tmp_path / "other-ca"  # a certificate signed by another CA
+    subprocess.run([str(DOCKER / "make_certs.sh"), str(other)], check=True, capture_output=True,
+                   timeout=60)
+
+    def handshake(cert: Path | None) -> str:
+        """A raw TLS connection that trusts the cluster's CA, with `cert` (or none) as the
+        client certificate: "ok", or the server's TLS alert."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certs / "ca.pem"))
+        ctx.check_hostname = False
+        if cert is not None:
+            ctx.load_cert_chain(str(cert / "cluster.pem"), str(cert / "cluster-key.pem"))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            try:
+                with ctx.wrap_socket(raw) as tls:
+                    # TLS 1.3: the server's verdict on the client certificate comes after the
+                    # client's side of the handshake, with the first read
+                    tls.settimeout(2)
+                    try:
+                        tls.recv(1)
+                    except TimeoutError:
+                        pass  # accepted: the scheduler waits for the client to speak first
+                    return "ok"
+            except ssl.SSLError as e:
+                return str(e.reason)
+            except ConnectionResetError:
+                return "reset"
+
+    # 1. the TLS handshake: no certificate, or another CA's, is refused by the server
+    assert handshake(None) in ("TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE",
+                               "reset")
+    assert handshake(other) in ("TLSV1_ALERT_UNKNOWN_CA", "reset")
+    assert handshake(certs) == "ok"  # the recipe's certificate
+
+    # 2. distributed clients, as ddrp would connect (short connect timeout)
+    strangers: list[Any] = [
+        certless_security(str(certs / "ca.pem")),
+        # trusts the scheduler, but its own certificate is from another CA
+        Security(tls_ca_file=str(certs / "ca.pem"), tls_client_cert=str(other / "cluster.pem"),
+                 tls_client_key=str(other / "cluster-key.pem"), require_encryption=True),
+    ]
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+        for sec in strangers:
+            with pytest.raises((OSError, TimeoutError)):
+                Client(address, security=sec, timeout=3)
+        with pytest.raises((OSError, TimeoutError)):
+            Client(f"tcp://127.0.0.1:{port}", timeout=3)
+    # control: the job's environment from the recipe (the Dask config) connects
+    job_env = {k: localize([str(v)], subs)[0]
+               for k, v in services["job"]["environment"].items()}
+    with dask.config.set(dask_env_config(job_env)):
+        with Client(address, security=Security(), timeout=20) as client:
+            assert client.scheduler_info()["address"] == address
+    assert sched.poll() is None
 
 
 def make_data(data: Path, env: dict[str, str]) -> None:
@@ -1064,6 +1435,9 @@ def test_submit_slurm_runs_against_a_stand_in_sbatch(tmp_path: Path) -> None:
         assert not (fake / "pids").exists(), "--dry-run submitted a job"
         cmd = next(line for line in dry.stdout.splitlines() if line.startswith("ddrp run "))
         parse_ddrp(shlex.split(cmd))
+        # tls:// by default: the workers get the run's temporary certificate as files
+        assert flag_value(shlex.split(cmd), "--scheduler").startswith("tls://")
+        assert "--protocol tls://" in dry.stdout and "--tls-key" in dry.stdout
         run = subprocess.run([sys.executable, str(HPC / "submit_slurm.py"), "--via", "api",
                               "--jobs", "2", "--cores", "1", "--processes", "1",
                               "--memory", "1GiB", "--wait", "120", *common],
@@ -1071,6 +1445,7 @@ def test_submit_slurm_runs_against_a_stand_in_sbatch(tmp_path: Path) -> None:
         logs = "\n".join(p.read_text()[-2000:] for p in fake.glob("job-*.log"))
         assert run.returncode == 0, run.stderr + run.stdout + logs
         assert "predicted gain over gaussian" in run.stdout
+        assert "scheduler tls://" in run.stderr
         assert len((fake / "pids").read_text().split()) == 2  # two batch jobs submitted
         assert (tmp_path / "ddrp-logs").is_dir()  # jobqueue.yaml's log-directory
         check_sketches(out, 12)

@@ -12,11 +12,22 @@ node and the compute nodes share (or be URLs they can all reach).
         --w /scratch/$USER/queries.npy -k 64 --out /scratch/$USER/sketches.zarr \\
         --jobs 2 --queue normal --account myproject
     python deploy/hpc/submit_slurm.py --pbs ...      # PBSCluster instead of SLURMCluster
-    python deploy/hpc/submit_slurm.py --via cli ...  # ddrp run ... --scheduler tcp://...
+    python deploy/hpc/submit_slurm.py --via cli ...  # ddrp run ... --scheduler tls://...
     python deploy/hpc/submit_slurm.py --dry-run ...  # print the job script and the ddrp
                                                      # command (and plan); submit nothing
-    python deploy/hpc/submit_slurm.py --tls-dir certs ...  # tls:// everywhere, with
+    python deploy/hpc/submit_slurm.py --tls-dir certs ...  # tls:// with your certificates:
                                                      # certs/ca.pem, cluster.pem, cluster-key.pem
+
+Security: the scheduler listens on the login node's network (the compute nodes must reach it)
+and runs any code it is sent, so anyone who can reach it can run code as you. By default the
+cluster is tls:// with a temporary self-signed certificate made for this run (distributed's
+``Security.temporary()``, needs ``cryptography``): the scheduler, the workers and the client
+all require it, and dask-jobqueue writes the workers' copy to files readable only by you in
+the shared temp directory (jobqueue.yaml's ``shared-temp-directory``, else the current
+directory, which the compute nodes must see anyway for ``ddrp-logs/``). ``--tls-dir`` uses
+your own certificates instead; ``--no-tls`` (plain tcp://) is for a trusted, single-user
+network only. The dashboard (plain HTTP, no authentication) listens on 127.0.0.1 only
+(jobqueue.yaml): reach it through ``ssh -L 8787:localhost:8787 LOGIN-NODE``.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,15 +95,50 @@ def tls_security(tls_dir: str | Path) -> Any:
                     tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
 
 
-def tls_env(security: Any) -> dict[str, str]:
+def temporary_security() -> Any:
+    """A distributed ``Security`` with a self-signed certificate and key made for this run, in
+    memory (``Security.temporary()``): the default of ``submit_slurm.py``."""
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()
+    except ImportError as e:
+        raise SystemExit(
+            "submit_slurm.py uses tls:// by default and makes a temporary certificate with "
+            "the `cryptography` package, which is not installed: `pip install cryptography`, "
+            "or pass --tls-dir DIR with your own certificates (--no-tls: plain tcp://, for a "
+            "trusted single-user network only)") from e
+
+
+def cluster_security(tls_dir: str | Path | None = None, no_tls: bool = False) -> Any:
+    """The cluster's ``Security``: the certificates of ``tls_dir``, else a temporary one; None
+    (plain tcp://) only when ``no_tls`` is asked for."""
+    if no_tls:
+        if tls_dir:
+            raise ValueError("--no-tls and --tls-dir exclude each other")
+        return None
+    return tls_security(tls_dir) if tls_dir else temporary_security()
+
+
+def tls_env(security: Any, directory: str | Path | None = None) -> dict[str, str]:
     """The Dask config of ``security``'s client side as environment variables: what a ``ddrp``
-    process needs to connect to a tls:// scheduler."""
-    return {
-        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": security.tls_ca_file,
-        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": security.tls_client_cert,
-        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": security.tls_client_key,
-    }
+    process needs to connect to a tls:// scheduler. Certificates and keys held in memory (a
+    temporary ``Security``) are written to files in ``directory`` (mode 0600; required then),
+    so that no key travels in the environment."""
+    values = {"CA_FILE": security.tls_ca_file, "CLIENT__CERT": security.tls_client_cert,
+              "CLIENT__KEY": security.tls_client_key}
+    env = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+    for name, value in values.items():
+        if "\n" in value:  # PEM contents, not a path
+            if directory is None:
+                raise ValueError("an in-memory certificate needs a directory to be written to")
+            path = Path(directory) / f"{name.lower().replace('__', '-')}.pem"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
+            value = str(path)
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{name}"] = value
+    return env
 
 
 def ddrp_argv(args: argparse.Namespace, scheduler_address: str) -> list[str]:
@@ -133,7 +180,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wait", type=float, default=3600.0,
                    help="Seconds to wait for the first worker (jobs may queue).")
     p.add_argument("--tls-dir", default=None,
-                   help="Directory with ca.pem, cluster.pem, cluster-key.pem: use tls://.")
+                   help="Directory with ca.pem, cluster.pem, cluster-key.pem for tls:// "
+                        "(default: tls:// with a temporary certificate made for this run).")
+    p.add_argument("--no-tls", action="store_true",
+                   help="Plain tcp:// (unsafe: anyone who can reach the scheduler's port can "
+                        "run code as you); for a trusted single-user network only.")
     p.add_argument("--via", choices=("api", "cli"), default="api",
                    help="Run ddrp through the library or the `ddrp` command.")
     p.add_argument("--dry-run", action="store_true",
@@ -157,8 +208,9 @@ def run_cli(args: argparse.Namespace, scheduler_address: str, security: Any = No
     argv = ddrp_argv(args, scheduler_address)
     exe = shutil.which("ddrp")
     cmd = [exe, *argv[1:]] if exe else [sys.executable, "-m", "ddrp_cli.main", *argv[1:]]
-    env = {**os.environ, **(tls_env(security) if security is not None else {})}
-    subprocess.run(cmd, check=True, env=env)
+    with tempfile.TemporaryDirectory(prefix="ddrp-tls-") as d:  # mode 0700
+        env = {**os.environ, **(tls_env(security, d) if security is not None else {})}
+        subprocess.run(cmd, check=True, env=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,11 +218,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     kind = "pbs" if args.pbs else "slurm"
     overrides = {"queue": args.queue, "account": args.account, "walltime": args.walltime,
                  "cores": args.cores, "processes": args.processes, "memory": args.memory}
-    security = tls_security(args.tls_dir) if args.tls_dir else None
+    if args.no_tls and args.tls_dir:
+        raise SystemExit("--no-tls and --tls-dir exclude each other")
+    jobqueue_config = load_jobqueue_config(args.jobqueue_config)
+    security = cluster_security(args.tls_dir, args.no_tls)
     if security is not None:
         overrides.update(security=security, protocol="tls://")
+        key = f"jobqueue.{kind}.shared-temp-directory"
+        if jobqueue_config.get(key, dask.config.get(key, None)) is None:
+            # where dask-jobqueue writes the workers' copy of a temporary certificate (0600
+            # files): the current directory, as dask-jobqueue does, without its warning
+            overrides["shared_temp_directory"] = os.getcwd()
+    else:
+        print("warning: --no-tls: the scheduler accepts plain tcp:// from anyone who can "
+              "reach it", file=sys.stderr)
     # The config stays set while the cluster lives: jobs read it when they are created.
-    with dask.config.set(load_jobqueue_config(args.jobqueue_config)), \
+    with dask.config.set(jobqueue_config), \
             make_cluster(kind, **overrides) as cluster:
         if args.dry_run:
             print(cluster.job_script())
