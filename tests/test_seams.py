@@ -150,3 +150,24 @@ def test_the_shipped_config_does_not_overwrite() -> None:
 
     cfg = yaml.safe_load((Path(__file__).parents[1] / "configs" / "local.yaml").read_text())
     assert not cfg.get("overwrite")
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("scheduler", ["local", "threads", "sync"])
+def test_a_bad_input_is_one_error_line_on_every_scheduler(tmp_path: Path, scheduler: str) -> None:
+    import subprocess
+    import sys
+
+    x, w = make_pair(n=3000, m=40, d=6, seed=5)
+    x[2100, 3] = np.nan
+    xp, wp = write_npy(tmp_path / "x.npy", x), write_npy(tmp_path / "w.npy", w)
+    ddrp = Path(sys.executable).parent / "ddrp"
+    proc = subprocess.run([str(ddrp), "run", "--x", xp, "--w", wp, "-k", "4", "--out",
+                           str(tmp_path / "o.zarr"), "--block-rows", "500", "--quiet",
+                           "--scheduler", scheduler, "--workers", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"ddrp: error: --x {xp}: row 2100 column 3 is nan (1 rows in rows 2000..2499 are not "
+        "finite); remove or impute them before sketching"]
+    assert not (tmp_path / "o.zarr").exists()

@@ -235,7 +235,7 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
         environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
         with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
                 LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
-                             memory_limit=memory_limit, silence_logs=logging.ERROR,
+                             memory_limit=memory_limit, silence_logs=logging.CRITICAL,
                              dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             tell(f"local cluster: {n} worker(s) x {threads_per_worker} thread(s), dashboard "
