@@ -68,7 +68,7 @@ def deserved_refusals(d: int, k: int, method: str, scale: float) -> list[Refusal
                                r"K = d \+ 2 is already exact, so K must be ≤ d \+ 2$"))
     if scale >= 1e30:
         out.append(Refusal("sketch beyond float32", InvalidValueError,
-                           r"^\w+: the sketch of row \d+ overflows float32 \(inputs of "
+                           r"^.+: the sketch of row \d+ overflows float32 \(inputs of "
                            r"magnitude [^)]+\); rescale the data$", required=False))
     return out
 
