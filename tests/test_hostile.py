@@ -2,11 +2,18 @@
 
 Shapes down to n = 1 and d = 1, K from 1 to beyond d, constant and all-zero columns,
 magnitudes 1e-30 and 1e30, float16 and integer inputs, Fortran-ordered and strided arrays.
+
+A refusal is accepted only when the case deserves it: ``deserved_refusals`` lists, per case,
+the errors (class and message) that its inputs call for, from the documented K ranges, and
+``check_refusal`` rejects any other error, so a valid K refused fails the test.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,11 +24,71 @@ from hypothesis import strategies as st
 
 from ddrp_cli.main import cli
 from ddrp_dask import METHODS, DdrpError, build, sketch_numpy
+from ddrp_dask.errors import InvalidValueError, OptionError
 from ddrp_dask.io.common import working_dtype
 from ddrp_dask.maths.stats import block_moments
 from ddrp_dask.testing import reference_sketch
 
 DTYPES = ["float16", "float32", "float64", "int8", "int32"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An error a case deserves: its class and a regex its one-line message must match."""
+
+    name: str
+    error: type[DdrpError]
+    message: str
+    #: the case must be refused (with this or another required refusal); else it may be
+    required: bool = True
+
+
+def deserved_refusals(d: int, k: int, method: str, scale: float) -> list[Refusal]:
+    """The refusals a case deserves, written from the documented K ranges (README, DESIGN):
+    auto stores 2 mean columns and at least one tail column (K >= 3), truncated the 2 mean
+    columns (K >= 2); auto and truncated are exact at K = d + 2 (K <= d + 2), orthogonal
+    rows need K <= d; other methods take any K >= 1. Inputs of magnitude 1e30 may have
+    sketches beyond float32. An empty list: the case is valid and must succeed."""
+    out = []
+    low = {"auto": 3, "truncated": 2}.get(method, 1)
+    high = {"auto": d + 2, "truncated": d + 2, "orthogonal": d}.get(method)
+    if k < low:
+        out.append(Refusal("K below the method's minimum", OptionError,
+                           rf"^K={k} is too small for method '{method}': it stores 2 exact "
+                           rf"mean columns.*, so K ≥ {low}; use --method asymmetric or "
+                           r"gaussian for smaller K$"))
+    if high is not None and k > high:
+        if method == "orthogonal":
+            out.append(Refusal("K beyond d for orthogonal rows", OptionError,
+                               rf"^K={k} is too large for orthogonal rows at d={d}: "
+                               r"K must be ≤ d$"))
+        else:
+            out.append(Refusal("K beyond the exact d + 2", OptionError,
+                               rf"^K={k} is too large for method '{method}' at d={d}: "
+                               r"K = d \+ 2 is already exact, so K must be ≤ d \+ 2$"))
+    if scale >= 1e30:
+        out.append(Refusal("sketch beyond float32", InvalidValueError,
+                           r"^.+: the sketch of row \d+ overflows float32 \(inputs of "
+                           r"magnitude [^)]+\); rescale the data$", required=False))
+    return out
+
+
+def check_refusal(error: BaseException, deserved: list[Refusal]) -> Refusal:
+    """The deserved refusal ``error`` is; AssertionError when it is none of them (a wrong
+    class, a wrong message, more than one line, or a valid case refused)."""
+    message = str(error)
+    assert message and "\n" not in message, f"not a one-line message: {message!r}"
+    for refusal in deserved:
+        if isinstance(error, refusal.error) and re.search(refusal.message, message):
+            return refusal
+    raise AssertionError(f"undeserved refusal {type(error).__name__}: {message!r}; the case "
+                         f"deserves only {[r.name for r in deserved] or 'success'}")
+
+
+def check_success(deserved: list[Refusal]) -> None:
+    """AssertionError when a case that must be refused was accepted."""
+    required = [r.name for r in deserved if r.required]
+    assert not required, f"accepted a case that deserves a refusal: {required}"
 
 
 @st.composite
@@ -60,17 +127,25 @@ def hostile_pair(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, float]:
        seed=st.integers(0, 100))
 def test_library_gives_reference_or_clear_error(pair: tuple[np.ndarray, np.ndarray, float],
                                                 k: int, method: str, seed: int) -> None:
-    x, w, _ = pair
+    x, w, scale = pair
+    run_library_case(x, w, k, method, seed, scale)
+
+
+def run_library_case(x: np.ndarray, w: np.ndarray, k: int, method: str, seed: int,
+                     scale: float, build_model: Any = build) -> None:
+    """One library case: the reference answer, or a refusal the case deserves."""
+    deserved = deserved_refusals(x.shape[1], k, method, scale)
     xs = np.ascontiguousarray(x, dtype=working_dtype(x.dtype))
     ws = np.ascontiguousarray(w, dtype=working_dtype(w.dtype))
     mx, mw = block_moments(xs), block_moments(ws)
     assert np.isfinite(mx.scatter).all() and np.isfinite(mw.scatter).all()
     try:
-        model = build(mx, mw, k, method, seed)
+        model = build_model(mx, mw, k, method, seed)
         s, t = sketch_numpy(model, "x", x), sketch_numpy(model, "w", w)
     except DdrpError as e:
-        assert str(e) and "\n" not in str(e)
+        check_refusal(e, deserved)
         return
+    check_success(deserved)
     assert s.shape == (len(x), k) and t.shape == (len(w), k) and s.dtype == np.float32
     assert np.isfinite(s).all() and np.isfinite(t).all()
     # the stored float32 sketches are the model's affine maps (float64 reference)
@@ -93,7 +168,8 @@ def test_library_gives_reference_or_clear_error(pair: tuple[np.ndarray, np.ndarr
 def test_cli_gives_output_or_one_line_error(tmp_path: Path,
                                             pair: tuple[np.ndarray, np.ndarray, float], k: int,
                                             method: str) -> None:
-    x, w, _ = pair
+    x, w, scale = pair
+    deserved = deserved_refusals(x.shape[1], k, method, scale)
     case = tmp_path / f"c{np.random.default_rng().integers(1 << 30)}"
     case.mkdir()
     np.save(case / "x.npy", x)
@@ -103,11 +179,16 @@ def test_cli_gives_output_or_one_line_error(tmp_path: Path,
                                    "--out", str(case / "o.zarr"), "--scheduler", "sync",
                                    "--quiet"])
     if res.exit_code == 0:
+        check_success(deserved)
         g = zarr.open_group(str(case / "o.zarr"), mode="r")
         assert g.attrs["complete"] is True and np.isfinite(g["x"][...]).all()
     else:
         assert res.exit_code == 2, res.output
-        assert res.stderr.startswith("ddrp: error: ") and res.stderr.count("\n") == 1
+        assert res.stderr.startswith("ddrp: error: ") and res.stderr.endswith("\n")
+        # the CLI prints the message, not the class: K messages are OptionErrors, the rest
+        # can only be the overflow refusal (an InvalidValueError)
+        kind = OptionError if res.stderr.startswith("ddrp: error: K=") else InvalidValueError
+        check_refusal(kind(res.stderr[len("ddrp: error: "):-1]), deserved)
         assert not (case / "o.zarr").exists()
 
 
@@ -122,3 +203,35 @@ def test_extreme_magnitudes_keep_the_estimate(scale: float) -> None:
     est = s.astype(np.float64) @ t.T.astype(np.float64)
     exact = x @ w.T
     assert np.abs(est - exact).max() < 1e-5 * np.abs(exact).max()
+
+
+def test_checker_rejects_a_refused_valid_k() -> None:
+    """Control: a library that refused a valid K (here auto at K = 4, d = 6) fails the case,
+    and so does one accepting an invalid K or refusing with another message."""
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((20, 6)), rng.standard_normal((10, 6))
+    run_library_case(x, w, 4, "auto", 0, 1.0)  # the real library: valid, succeeds
+
+    def refuses(mx: Any, mw: Any, k: int, method: str, seed: int) -> Any:
+        raise OptionError(f"K={k} is too large for method {method!r} at d=3: K = d + 2 is "
+                          "already exact, so K must be ≤ d + 2")
+
+    with pytest.raises(AssertionError, match="undeserved refusal OptionError"):
+        run_library_case(x, w, 4, "auto", 0, 1.0, build_model=refuses)
+    # the deserved message passes; the same class with another message, or another class, not
+    deserved = deserved_refusals(6, 9, "auto", 1.0)
+    check_refusal(OptionError("K=9 is too large for method 'auto' at d=6: K = d + 2 is "
+                              "already exact, so K must be ≤ d + 2"), deserved)
+    with pytest.raises(AssertionError, match="undeserved"):
+        check_refusal(OptionError("K=9 is too large for method 'auto' at d=7: K = d + 2 is "
+                                  "already exact, so K must be ≤ d + 2"), deserved)
+    with pytest.raises(AssertionError, match="undeserved"):
+        check_refusal(InvalidValueError("input: row 0 column 0 is nan"), deserved)
+    with pytest.raises(AssertionError, match="one-line"):
+        check_refusal(OptionError("K=9 is too large\nfor method 'auto'"), deserved)
+
+    def accepts(mx: Any, mw: Any, k: int, method: str, seed: int) -> Any:
+        return build(mx, mw, 3, method, seed)
+
+    with pytest.raises(AssertionError, match="accepted a case that deserves a refusal"):
+        run_library_case(x, w, 9, "auto", 0, 1.0, build_model=accepts)

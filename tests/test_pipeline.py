@@ -84,7 +84,6 @@ def _bytes(group: zarr.Group) -> tuple[bytes, bytes]:
     return group["x"][...].tobytes(), group["w"][...].tobytes()
 
 
-@pytest.mark.cluster
 def _digest_tree(paths: list[str]) -> dict[str, str]:
     import hashlib
 
@@ -97,6 +96,7 @@ def _digest_tree(paths: list[str]) -> dict[str, str]:
     return out
 
 
+@pytest.mark.cluster
 def test_byte_identical_across_schedulers_chunkings_and_formats(
         tmp_path: Path, files: dict[str, str], cluster1: Any, cluster2: Any) -> None:
     before = _digest_tree(list(files.values()))
@@ -245,6 +245,7 @@ def files_of(tmp: Path, x: np.ndarray) -> str:
     return write_zarr(tmp / "x_other.zarr", x, 333)
 
 
+@pytest.mark.cluster
 def test_blocks_too_large_for_worker_memory_are_refused_up_front(tmp_path: Path,
                                                                  files: dict[str, str]) -> None:
     import dask

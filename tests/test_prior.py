@@ -97,11 +97,37 @@ def test_logistic_bootstrap_fits_scatter_around_the_full_data_fit() -> None:
 
 
 def test_dask_input_reads_only_the_sample() -> None:
+    """A dask X is indexed lazily: only the chunks holding sampled rows are computed (each
+    chunk task records its index when it runs)."""
+    import dask
+
+    from ddrp_dask.maths.prior import _sample_rows
+
     x, y = load_digits(return_X_y=True)
-    xd, yd = da.from_array(x, chunks=(256, 64)), da.from_array(y, chunks=256)
-    w = bootstrap_weights(xd, yd, n_boot=2, model="ridge", sample=300, seed=4)
-    assert np.array_equal(w, bootstrap_weights(x, y, n_boot=2, model="ridge", sample=300,
-                                               seed=4))
+    rows, sample, seed = 32, 20, 4
+    computed: list[int] = []  # appended by the chunk tasks (list.append is thread-safe)
+
+    def chunk(i: int) -> np.ndarray:
+        computed.append(i)
+        return x[i * rows:(i + 1) * rows]
+
+    starts = range(0, len(x), rows)
+    xd = da.concatenate([da.from_delayed(dask.delayed(chunk, pure=False)(i),
+                                         shape=(min(rows, len(x) - s), x.shape[1]),
+                                         dtype=x.dtype)
+                         for i, s in enumerate(starts)])
+    yd = da.from_array(y, chunks=rows)
+    w = bootstrap_weights(xd, yd, n_boot=2, model="ridge", sample=sample, seed=seed)
+    assert np.array_equal(w, bootstrap_weights(x, y, n_boot=2, model="ridge", sample=sample,
+                                               seed=seed))
+    # the sample is the first draw of the seed's generator
+    wanted = {int(r) // rows for r in _sample_rows(len(x), sample, np.random.default_rng(seed))}
+    assert len(computed) == len(set(computed)), computed  # each chunk once
+    assert set(computed) == wanted and len(wanted) < len(starts) // 2, (computed, wanted)
+    # control: the recorder sees every chunk when the whole array is computed
+    computed.clear()
+    assert np.array_equal(xd.compute(), x)
+    assert sorted(computed) == list(range(len(starts)))
 
 
 def test_errors() -> None:

@@ -77,14 +77,38 @@ def test_combine_is_associative_and_has_identity() -> None:
 
 
 def test_combine_all_is_the_aligned_tree() -> None:
-    """The Dask reduction merges aligned groups of 8; that must equal combine_all's tree."""
-    from ddrp_dask.graph.compute import FAN_IN
+    """The Dask reduction (graph.compute.tree_reduce, merging aligned groups of FAN_IN) gives
+    combine_all's tree: bit-identical Moments over 70 leaves (3 levels), and the same shape."""
+    import dask
 
+    from ddrp_dask.graph.compute import FAN_IN, tree_reduce
+
+    assert FAN_IN == 8
     rng = np.random.default_rng(5)
-    parts = [block_moments(rng.standard_normal((7, 3)) + i) for i in range(37)]
-    level = parts
-    while len(level) > 1:
-        level = [combine_all(level[i:i + FAN_IN]) for i in range(0, len(level), FAN_IN)]
+    # means far apart and unequal counts: another merge order changes the last bits
+    parts = [block_moments(rng.standard_normal((7 + i % 5, 3)) * (1 + i) + 1e3 * i)
+             for i in range(70)]
+    leaves = [dask.delayed(p) for p in parts]
+    (got,) = dask.compute(tree_reduce(leaves, combine_all), scheduler="sync")
     whole = combine_all(parts)
-    assert np.array_equal(level[0].scatter, whole.scatter)
-    assert np.array_equal(level[0].mean, whole.mean)
+    assert got.n == whole.n
+    assert np.array_equal(got.scatter, whole.scatter) and np.array_equal(got.mean, whole.mean)
+    # a sequential fold differs in the last bits, so the equality above tells trees apart
+    fold = parts[0]
+    for p in parts[1:]:
+        fold = combine(fold, p)
+    assert not np.array_equal(fold.scatter, whole.scatter)
+
+    # the shape itself, with a non-associative merge: bracketed concatenation
+    def pairwise(group: list[str]) -> str:  # combine_all's binary tree over strings
+        level = list(group)
+        while len(level) > 1:
+            level = [f"({level[i]}{level[i + 1]})" if i + 1 < len(level) else level[i]
+                     for i in range(0, len(level), 2)]
+        return level[0]
+
+    names = [f"{i}." for i in range(70)]
+    (shape,) = dask.compute(tree_reduce([dask.delayed(n) for n in names], pairwise),
+                            scheduler="sync")
+    assert shape == pairwise(names)
+    assert shape.count("(") == 69 and shape.startswith("(((((((0.1.)")
