@@ -192,10 +192,11 @@ def shrinkage_grid(d: int) -> list[Spec]:
 
     Full grid (d ≤ ``COARSE_D``): OAS, LW, and blends towards (tr C/d)·I ("iso") and towards
     diag(C) ("diag") at ``INTENSITIES``. Above it, where each candidate costs 5 SVDs of
-    (d+1)² (≈ 0.7 s each at d = 1024), a coarse grid: OAS, LW, diag 0.1 and 0.6.
+    (d+1)² (≈ 0.7 s each at d = 1024), a coarse grid: OAS, iso 0.3, diag 0.1 and 0.6 (LW is
+    dropped: with many rows it is within a few % of OAS).
     """
     if d > COARSE_D:
-        return [("oas", 0.0), ("lw", 0.0), ("diag", 0.1), ("diag", 0.6)]
+        return [("oas", 0.0), ("iso", 0.3), ("diag", 0.1), ("diag", 0.6)]
     return [("oas", 0.0), ("lw", 0.0)] + [(kind, lam) for kind in ("iso", "diag")
                                           for lam in INTENSITIES]
 
@@ -581,6 +582,9 @@ class _CrossFit:
     cache_x: _EigCache = field(default_factory=_EigCache)
     cache_w: _EigCache = field(default_factory=_EigCache)
     memo: dict[tuple[Spec, Spec], tuple[_Alloc, float, _Energies]] = field(default_factory=dict)
+    #: held-out pairs of the best specs so far only (5 × 2 d² floats per entry)
+    pairs: dict[tuple[Spec, Spec], list[tuple[np.ndarray, np.ndarray]]] = field(
+        default_factory=dict)
 
 
 def _cross_fit(folds_x: Sequence[Moments], folds_w: Sequence[Moments], scale_x: float,
@@ -614,9 +618,11 @@ def _pairs(cv: _CrossFit, sx: Spec, sw: Spec) -> list[tuple[np.ndarray, np.ndarr
 def _score(cv: _CrossFit, sx: Spec, sw: Spec, k: int) -> tuple[_Alloc, float, _Energies]:
     """Best allocation and its out-of-sample MSE for one pair of shrinkage specs."""
     if (sx, sw) not in cv.memo:
-        en = _energies(_pairs(cv, sx, sw))
+        pairs = _pairs(cv, sx, sw)
+        en = _energies(pairs)
         alloc, mse = _choose_alloc(en, k)
         cv.memo[(sx, sw)] = (alloc, mse, en)
+        cv.pairs[(sx, sw)] = pairs
     return cv.memo[(sx, sw)]
 
 
@@ -643,12 +649,21 @@ def _search(cv: _CrossFit, grid_x: list[Spec], grid_w: list[Spec], k: int,
     best = (grid_x[0], grid_w[0])
     for _ in range(rounds):
         before = best
-        options_x = [(s, best[1]) for s in grid_x]
-        best = min(options_x, key=lambda sp: _score(cv, sp[0], sp[1], k)[1])
-        options_w = [(best[0], s) for s in grid_w]
-        best = min(options_w, key=lambda sp: _score(cv, sp[0], sp[1], k)[1])
+        best = _best(cv, [(s, best[1]) for s in grid_x], k)
+        best = _best(cv, [(best[0], s) for s in grid_w], k)
         if best == before:
             break
+    return best
+
+
+def _best(cv: _CrossFit, options: list[tuple[Spec, Spec]], k: int) -> tuple[Spec, Spec]:
+    """The first option of least cross-fitted MSE; held-out pairs kept for it only."""
+    best, best_mse = options[0], _score(cv, *options[0], k)[1]
+    for sp in options[1:]:
+        mse = _score(cv, *sp, k)[1]
+        if mse < best_mse:
+            best, best_mse = sp, mse
+        cv.pairs = {key: v for key, v in cv.pairs.items() if key == best}
     return best
 
 
@@ -687,7 +702,7 @@ def _choose(cv: _CrossFit, d: int, k: int, shrinkage: Shrinkage) -> _Choice:
     rounds = 2 if not fixed and d <= TWO_SWEEPS_D else 1
     sx, sw = _search(cv, grid_x, grid_w, k, rounds)
     alloc, mse, _ = _score(cv, sx, sw, k)
-    honest = _honest_mse(_pairs(cv, sx, sw), alloc)
+    honest = _honest_mse(cv.pairs.get((sx, sw)) or _pairs(cv, sx, sw), alloc)
     kind = "fixed" if fixed else ("coarse" if d > COARSE_D else "full")
     return _Choice(sx, sw, alloc, honest, mse, f"{kind}: {len(grid_x)} points per source, "
                    f"{len(cv.memo)} pairs scored")
