@@ -116,6 +116,11 @@ def scheduler_context(scheduler: str | None, workers: int | None, threads_per_wo
                            say=None if quiet else say)
 
 
+def show_progress(quiet: bool) -> bool:
+    """Progress lines on stderr: on a terminal, unless ``--quiet``."""
+    return not quiet and sys.stderr.isatty()
+
+
 def say(msg: str) -> None:
     """A status line on stderr (stdout is for reports)."""
     click.echo(msg, err=True)
@@ -128,7 +133,7 @@ def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
     if dry_run:
         click.echo(str(plan))
         return
-    progress = not quiet and sys.stderr.isatty()
+    progress = show_progress(quiet)
 
     def on_model(model: ddrp_dask.SketchModel) -> None:
         if show_report:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,7 @@ from ddrp_dask.options import METHODS
 from ddrp_dask.plot import plot_mse_curve
 from ddrp_dask.report import format_evaluation, format_k_table
 
-from .common import column_options, guard, run_options, say, scheduler_context
-
-
-def _progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
+from .common import column_options, guard, run_options, say, scheduler_context, show_progress
 
 
 def _check_report_file(path: str | None, inputs: list[str], overwrite: bool) -> None:
@@ -83,7 +78,7 @@ def matmul(x_sketch: str, w_sketch: str, out: str, top: int | None, block_cols: 
         return
     with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
                            quiet) as client:
-        plan.execute(client, _progress(quiet))
+        plan.execute(client, show_progress(quiet))
     if not quiet:
         say(f"wrote {plan.out}")
 
@@ -120,7 +115,7 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
         return
     with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
                            quiet) as client:
-        result = evaluate_model(plan, scheduler=client, progress=_progress(quiet))
+        result = evaluate_model(plan, scheduler=client, progress=show_progress(quiet))
     click.echo(format_evaluation(result))
     _write_json(json_path, result)
 
@@ -160,7 +155,7 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
         return
     with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
                            quiet) as client:
-        report = plan.choose(client, _progress(quiet))
+        report = plan.choose(client, show_progress(quiet))
     click.echo(format_k_table(report))
     if plot:
         plot_mse_curve(report, plot)

@@ -34,8 +34,7 @@ def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any) -> Any
     Moments it equals ``combine_all``'s tree)."""
     level = leaves
     while len(level) > 1:
-        level = [dask.delayed(merge, pure=True)(level[i:i + FAN_IN], *args)
-                 for i in range(0, len(level), FAN_IN)]
+        level = [task(merge, level[i:i + FAN_IN], *args) for i in range(0, len(level), FAN_IN)]
     return level[0]
 
 

@@ -24,23 +24,46 @@ from .writer import float_compressors, write_rows
 
 MARKER = "_ddrp.json"
 
-__all__ = ["MARKER", "RESUME_KEYS", "check_out", "check_resumable", "check_room",
-           "check_same_plan", "finish", "mark_done", "open_output", "output_facts",
-           "output_state", "pending_blocks", "read_marker", "record_skipped", "remove_output",
-           "write_marker"]
+__all__ = [
+    "MARKER",
+    "RESUME_KEYS",
+    "check_out",
+    "check_resumable",
+    "check_room",
+    "check_same_plan",
+    "finish",
+    "mark_done",
+    "open_output",
+    "output_facts",
+    "output_state",
+    "pending_blocks",
+    "read_marker",
+    "read_node",
+    "record_skipped",
+    "remove_output",
+    "write_marker",
+]
 
 #: Facts of a plan that must match for an incomplete output to be resumed.
 RESUME_KEYS = ("command", "method", "k", "target_rel_mse", "seed", "block_rows", "shrinkage",
                "stats_fraction", "model", "inputs")
 
 
-def output_state(path: str | os.PathLike[str]) -> str | None:
-    """``"complete"``/``"incomplete"`` for a ddrp output group or model, else None."""
+def read_node(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]]:
+    """(node type, attributes) of the Zarr v3 node at ``path`` — or ``("parquet", marker)``
+    for a Parquet output, or ``(None, {})`` when there is neither."""
     fs, inner = filesystem(str(path))
     try:
-        attrs = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json")).get("attributes", {})
+        meta = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json"))
     except (OSError, ValueError):
-        attrs = read_marker(str(path)) or {}
+        marker = read_marker(str(path))
+        return ("parquet", marker) if marker is not None else (None, {})
+    return meta.get("node_type"), dict(meta.get("attributes") or {})
+
+
+def output_state(path: str | os.PathLike[str]) -> str | None:
+    """``"complete"``/``"incomplete"`` for a ddrp output group or model, else None."""
+    attrs = read_node(path)[1]
     if attrs.get("format") != "ddrp-model" and "ddrp" not in attrs:
         return None
     return "complete" if attrs.get("complete") is True else "incomplete"
@@ -60,11 +83,7 @@ def check_room(out: str, nbytes: int) -> None:
 
 def output_facts(path: str) -> dict[str, Any]:
     """The provenance an output records (``ddrp`` attribute or Parquet marker)."""
-    fs, inner = filesystem(path)
-    try:
-        attrs = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json")).get("attributes", {})
-    except (OSError, ValueError):
-        attrs = read_marker(path) or {}
+    attrs = read_node(path)[1]
     facts = attrs.get("provenance" if attrs.get("format") == "ddrp-model" else "ddrp", {})
     return facts if isinstance(facts, dict) else {}
 
@@ -135,15 +154,12 @@ def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, 
                 ) -> Any:
     """The output group, created marked incomplete with empty float32 ``sketches``
     (name → (rows, k)), their flags and the ``ids`` arrays (name → (rows, "int64"|"str")) —
-    or, when resuming, the existing incomplete group after checking it was made by the same
-    plan."""
+    or, when resuming, the existing incomplete group (``check_resumable`` vetted it when the
+    job was planned)."""
     import zarr
 
     if resume and output_state(out) == "incomplete":
-        group = zarr.open_group(out, mode="r+")
-        recorded: dict[str, Any] = dict(group.attrs).get("ddrp", {})  # type: ignore[assignment]
-        check_same_plan(out, recorded, facts)
-        return group
+        return zarr.open_group(out, mode="r+")
     group = zarr.open_group(out, mode="w-")
     group.attrs.update({"complete": False, "ddrp": facts})
     for name, (rows, k) in sketches.items():

@@ -44,10 +44,6 @@ class ParquetSource(Source):
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_parquet_rows(self, start, stop, as_nan)
 
-    def chunk_bounds(self) -> tuple[int, ...]:
-        """The first row of every row group, and ``n_rows``."""
-        return (*(rg[2] for rg in self.row_groups), self.n_rows)
-
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """One output file per input file, at the same path relative to the dataset's
         root, holding that file's row groups."""

@@ -71,11 +71,6 @@ class Source:
         """The format's read of rows ``start:stop`` (any dtype; cast by ``read_rows``)."""
         raise NotImplementedError
 
-    def chunk_bounds(self) -> tuple[int, ...]:
-        """First rows of the source's storage units (Zarr chunks, Parquet row groups), and
-        ``n_rows``: a block whose ends lie on these decodes each unit once."""
-        return (0, self.n_rows)
-
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """``(relative file, row ranges)`` of a Parquet output mirroring this source: one
         ``part-NNNNN.parquet`` per canonical block (Parquet sources mirror their files)."""

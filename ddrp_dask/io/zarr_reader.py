@@ -59,19 +59,12 @@ def open_zarr_array(path: str) -> Any:
 
 @dataclass(frozen=True)
 class ZarrSource(Source):
-    """A 2-D Zarr v3 array; ``chunk_rows``: rows per chunk of its grid."""
+    """A 2-D Zarr v3 array (or the only array of a group)."""
 
     kind = "zarr"
 
-    chunk_rows: int = 0
-
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_zarr_rows(self, start, stop)
-
-    def chunk_bounds(self) -> tuple[int, ...]:
-        """The first row of every chunk, and ``n_rows``."""
-        step = self.chunk_rows or self.n_rows
-        return (*range(0, self.n_rows, step), self.n_rows)
 
 
 def open_zarr_source(path: str, fs: Any, inner: str) -> ZarrSource:
@@ -83,7 +76,7 @@ def open_zarr_source(path: str, fs: Any, inner: str) -> ZarrSource:
     _check_zarr_chunks(arr, path, fs, inner)
     size = int(fs.du(inner)) if hasattr(fs, "du") else 0
     return ZarrSource(path, int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
-                      sizes=(size,), chunk_rows=int(arr.chunks[0]))
+                      sizes=(size,))
 
 
 def _check_zarr_chunks(arr: Any, path: str, fs: Any, inner: str) -> None:

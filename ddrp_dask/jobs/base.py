@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ..graph import compute as graph
 from ..io.source import Source
 
-__all__ = ["Plan", "versions"]
+__all__ = ["Plan", "block_ranges", "versions"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Plan:
         Seed of every random draw (the model's, and the blocks of ``stats_fraction``).
     stats_fraction : float
         Share of the blocks pass 1 reads.
+    on_invalid : {"error", "skip"}
+        What a row with NaN, inf, a null or a wrong length does: fail the job, or be skipped.
     """
 
     #: The command's name, as recorded in outputs' provenance.
@@ -41,6 +44,12 @@ class Plan:
     block_rows: int
     seed: int = 0
     stats_fraction: float = 1.0
+    on_invalid: str = "error"
+
+    @property
+    def skip(self) -> bool:
+        """Whether invalid rows are skipped (and listed) instead of failing the job."""
+        return self.on_invalid == "skip"
 
     def n_blocks(self, side: str) -> int:
         """Number of canonical row blocks of one source."""
@@ -61,8 +70,7 @@ class Plan:
 
     def block_ranges(self, side: str) -> list[tuple[int, int]]:
         """``(start, stop)`` of every canonical block of one source, in row order."""
-        n, b = self.sources[side].n_rows, self.block_rows
-        return [(s, min(s + b, n)) for s in range(0, n, b)]
+        return block_ranges(self.sources[side].n_rows, self.block_rows)
 
     def stats_ranges(self) -> dict[str, tuple[Source, list[tuple[int, int]]]]:
         """Each side's source and the ranges of the blocks pass 1 reads."""
@@ -96,6 +104,11 @@ class Plan:
         """What the job writes."""
         return []
 
+    def check_cluster(self, scheduler: Any) -> None:
+        """Before any work: every worker sees the local paths, and a task fits a worker."""
+        graph.check_visible(self.visible_paths(), scheduler)
+        graph.check_memory(self.memory_per_task(), self.block_rows, scheduler)
+
     def visible_paths(self) -> list[str]:
         """Local paths every worker must see: the inputs (and the output's directory)."""
         return [src.path for src in self.sources.values()]
@@ -119,12 +132,20 @@ class Plan:
         return "\n".join(lines)
 
 
+def block_ranges(n: int, rows: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive blocks of ``rows`` rows covering ``n`` rows.
+
+    >>> block_ranges(5, 2)
+    [(0, 2), (2, 4), (4, 5)]
+    """
+    return [(s, min(s + rows, n)) for s in range(0, n, rows)]
+
+
 def versions() -> dict[str, str]:
     """The versions recorded in every output's provenance."""
     import zarr
 
     from .._version import __version__
-    from ..graph.compute import dask_version
 
-    return {"ddrp_dask": __version__, "numpy": np.__version__, "dask": dask_version(),
+    return {"ddrp_dask": __version__, "numpy": np.__version__, "dask": graph.dask_version(),
             "zarr": zarr.__version__}

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from ..graph import compute as graph
 from ..graph.passes import moments
 from ..io import lifecycle
 from ..io.model_store import load_model, save_model
@@ -48,15 +47,9 @@ class FitPlan(Plan):
     shrinkage: float | str = "oas"
     overwrite: bool = False
     resume: bool = False
-    on_invalid: str = "error"
     target_rel_mse: float | None = None
     prior: PriorPlan | None = field(default=None, repr=False)
     format: str = "zarr"
-
-    @property
-    def skip(self) -> bool:
-        """Whether invalid rows are skipped (and listed) instead of failing the job."""
-        return self.on_invalid == "skip"
 
     def width(self) -> int:
         return self.k
@@ -138,33 +131,30 @@ class FitPlan(Plan):
         return replace(self, sources={"x": self.sources["x"], "w": w}, prior=None)
 
     def model_for(self, scheduler: Any, progress: bool,
-                  on_model: OnModel | None) -> tuple[SketchModel, bool]:
+                  on_model: OnModel | None) -> SketchModel:
         """The checks against the cluster, then the model (saved, when resuming; else pass
-        1 and the build), shown to ``on_model``; and whether the output is already
-        complete."""
-        graph.check_visible(self.visible_paths(), scheduler)
-        graph.check_memory(self.memory_per_task(), self.block_rows, scheduler)
+        1 and the build), shown to ``on_model``."""
+        self.check_cluster(scheduler)
         model = self._saved_model() or self.fit(scheduler, progress)
         if on_model is not None:
             on_model(model)
-        return model, self.resume and lifecycle.output_state(self.out) == "complete"
+        return model
 
     def execute(self, scheduler: Any = None, progress: bool = False,
                 on_model: OnModel | None = None) -> SketchModel:
         """Run the plan; returns the model fitted (or, resuming, the one saved)."""
         plan = self.with_prior()
-        model, done = plan.model_for(scheduler, progress, on_model)
-        if done:
-            return model
-        lifecycle.remove_output(plan.out)  # an older model (vetted at planning), or a
-        save_model(model, plan.out)         # save that was interrupted
+        model = plan.model_for(scheduler, progress, on_model)
+        if not (plan.resume and lifecycle.output_state(plan.out) == "complete"):
+            lifecycle.remove_output(plan.out)  # an older model (vetted at planning), or a
+            save_model(model, plan.out)         # save that was interrupted
         return model
 
 
 def compute_moments(plan: Plan, scheduler: Any = None,
                     progress: bool = False) -> dict[str, Moments]:
     """Pass 1: the statistics of every source of the plan, in one compute."""
-    return moments(plan.stats_ranges(), getattr(plan, "skip", False), scheduler, progress)
+    return moments(plan.stats_ranges(), plan.skip, scheduler, progress)
 
 
 def fit_model(plan: FitPlan, scheduler: Any = None, progress: bool = False) -> SketchModel:

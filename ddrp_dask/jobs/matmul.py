@@ -16,7 +16,6 @@ estimate are written as index −1 with score NaN.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from ..io.source import Source
 from ..io.writer import float_compressors
 from ..maths.topn import MAX_SCORES
 from ..options import check_positive, check_top
-from .base import versions
+from .base import block_ranges, versions
 
 __all__ = ["MatmulPlan", "execute_matmul", "plan_matmul"]
 
@@ -92,11 +91,11 @@ class MatmulPlan:
 
     def row_ranges(self) -> list[tuple[int, int]]:
         """``(start, stop)`` of every block of x rows."""
-        return _ranges(self.x.n_rows, self.block_rows)
+        return block_ranges(self.x.n_rows, self.block_rows)
 
     def col_ranges(self) -> list[tuple[int, int]]:
         """``(start, stop)`` of every block of w rows."""
-        return _ranges(self.w.n_rows, self.block_cols)
+        return block_ranges(self.w.n_rows, self.block_cols)
 
     @property
     def outputs(self) -> list[str]:
@@ -175,26 +174,13 @@ class MatmulPlan:
         return "\n".join(lines)
 
 
-def _ranges(n: int, step: int) -> list[tuple[int, int]]:
-    return [(s, min(s + step, n)) for s in range(0, n, step)]
-
-
-def _group_attrs(path: Path) -> tuple[str | None, dict[str, Any]]:
-    """(node type, attributes) of the Zarr v3 node at ``path``, or (None, {})."""
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return None, {}
-    return meta.get("node_type"), dict(meta.get("attributes") or {})
-
-
 def sketch_origin(path: str) -> dict[str, Any]:
     """What a ddrp output says about the sketch array at ``path`` (``RUN/x``, ``PROJ/sketch``
     or the group ``PROJ``): its group, state, side, method, K and seed (None when unknown)."""
     p = Path(path)
-    kind, _ = _group_attrs(p)
+    kind, _ = lifecycle.read_node(p)
     group, name = (p, None) if kind == "group" else (p.parent, p.name)
-    gkind, attrs = _group_attrs(group)
+    gkind, attrs = lifecycle.read_node(group)
     facts = attrs.get("ddrp") if gkind == "group" else None
     if not isinstance(facts, dict):
         return {}

@@ -94,6 +94,7 @@ def plan_choose(x: str, w: str, target_rel_mse: float = 0.01,
 
     stats = plan_stats(x, w, x_columns, w_columns, block_rows, stats_fraction, seed)
     return ChoosePlan(stats.sources, stats.block_rows, stats.seed, stats.stats_fraction,
-                      check_target(target_rel_mse),
-                      tuple(check_methods(methods if methods is not None else list(METHODS))),
-                      check_shrinkage(shrinkage), list(outputs or []))
+                      target_rel_mse=check_target(target_rel_mse),
+                      methods=tuple(check_methods(methods if methods is not None
+                                                  else list(METHODS))),
+                      shrinkage=check_shrinkage(shrinkage), extra=list(outputs or []))

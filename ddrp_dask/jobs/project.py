@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..graph import compute as graph
+from ..errors import OptionError
 from ..io import lifecycle
 from ..io.model_store import load_model
 from ..io.registry import open_source
@@ -14,7 +14,7 @@ from ..maths.model import SketchModel
 from ..options import check_block_rows, check_format, check_on_invalid, check_side
 from .base import Plan, versions
 from .fit import OnModel
-from .sketch import SketchTarget, write_parquet, write_zarr
+from .sketch import SketchTarget, write_sketches
 
 __all__ = ["ProjectPlan", "plan_project"]
 
@@ -32,7 +32,6 @@ class ProjectPlan(Plan):
     overwrite: bool = False
     resume: bool = False
     format: str = "zarr"
-    on_invalid: str = "error"
 
     @property
     def fitted(self) -> SketchModel:
@@ -49,11 +48,6 @@ class ProjectPlan(Plan):
     def method(self) -> str:
         """The model's method."""
         return self.fitted.method
-
-    @property
-    def skip(self) -> bool:
-        """Whether invalid rows are skipped (and listed) instead of failing the job."""
-        return self.on_invalid == "skip"
 
     @property
     def side(self) -> str:
@@ -103,20 +97,14 @@ class ProjectPlan(Plan):
     def execute(self, scheduler: Any = None, progress: bool = False,
                 on_model: OnModel | None = None) -> SketchModel:
         """Run the plan; returns the model used."""
-        graph.check_visible(self.visible_paths(), scheduler)
-        graph.check_memory(self.memory_per_task(), self.block_rows, scheduler)
+        self.check_cluster(scheduler)
         if on_model is not None:
             on_model(self.fitted)
-        if self.resume and lifecycle.output_state(self.out) == "complete":
-            return self.fitted
-        if not self.resume:
-            lifecycle.remove_output(self.out)  # vetted by check_out at planning
         src = self.sources[self.side]
         target = SketchTarget(self.side, src, "sketch", "ids" if src.id_column else None, "",
                               self.out)
-        write = write_parquet if self.format == "parquet" else write_zarr
-        write(self.out, [target], self.fitted, self.block_rows, self.facts(), self.resume,
-              self.skip, scheduler, progress)
+        write_sketches(self.format, self.out, [target], self.fitted, self.block_rows,
+                       self.facts(), self.resume, self.skip, scheduler, progress)
         return self.fitted
 
 
@@ -136,8 +124,6 @@ def plan_project(model: str, side: str, input: str, out: str,
     fitted = load_model(model)
     src = open_source(input, columns, id_column)
     if src.d != fitted.d:
-        from ..errors import OptionError
-
         raise OptionError(f"got d={src.d} for {input} but the model {model} was fitted for "
                           f"d={fitted.d}")
     rows = block_rows if block_rows is not None else fitted.provenance.get("block_rows")

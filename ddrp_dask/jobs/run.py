@@ -10,7 +10,7 @@ from ..io.model_store import save_model
 from ..maths.model import SketchModel
 from .fit import FitPlan, OnModel, fit_options, open_pair
 from .prior import PriorPlan
-from .sketch import SketchTarget, write_parquet, write_zarr
+from .sketch import SketchTarget, write_sketches
 
 __all__ = ["RunPlan", "plan_run"]
 
@@ -60,21 +60,15 @@ class RunPlan(FitPlan):
         """Run the plan; returns the model fitted (or, resuming, the one saved)."""
         plan = self.with_prior()
         assert isinstance(plan, RunPlan)
-        model, done = plan.model_for(scheduler, progress, on_model)
-        if done:
-            return model
-        if not plan.resume:
-            lifecycle.remove_output(plan.out)  # vetted by check_out at planning
-        facts = plan.facts(model)
-        write = write_parquet if plan.format == "parquet" else write_zarr
+        model = plan.model_for(scheduler, progress, on_model)
 
         def save() -> None:  # inside the output, once it exists
             if lifecycle.output_state(plan.model_path()) != "complete":
                 lifecycle.remove_output(plan.model_path())
                 save_model(model, plan.model_path())
 
-        write(plan.out, plan.targets(), model, plan.block_rows, facts, plan.resume, plan.skip,
-              scheduler, progress, save)
+        write_sketches(plan.format, plan.out, plan.targets(), model, plan.block_rows,
+                       plan.facts(model), plan.resume, plan.skip, scheduler, progress, save)
         return model
 
 

@@ -18,8 +18,9 @@ from ..io.source import Source
 from ..maths.blas import one_blas_thread
 from ..maths.model import SketchModel
 from ..maths.project import project_block
+from .base import block_ranges
 
-__all__ = ["SketchTarget", "sketch_numpy", "write_parquet", "write_zarr"]
+__all__ = ["SketchTarget", "sketch_numpy", "write_parquet", "write_sketches", "write_zarr"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,8 @@ def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_
         created()
     jobs = []
     for t in targets:
-        n = t.source.n_rows
-        pending = [(int(b), int(b) * block_rows, min((int(b) + 1) * block_rows, n))
-                   for b in lifecycle.pending_blocks(group, t.array)]
+        ranges = block_ranges(t.source.n_rows, block_rows)
+        pending = [(int(b), *ranges[b]) for b in lifecycle.pending_blocks(group, t.array)]
         jobs.append((t.side, t.source, model.side(t.side), t.array, t.ids, pending))
     with _removed_on_data_error(out, resume):
         project_zarr(jobs, out, skip, scheduler, progress)
@@ -77,10 +77,7 @@ def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, blo
                   progress: bool, created: Callable[[], None] | None = None) -> None:
     """Pass 2 into Parquet datasets (``io.writer.write_file``): one task per output file;
     files finished before a resume are kept."""
-    marker = lifecycle.read_marker(out)
-    if marker is not None and resume:
-        lifecycle.check_same_plan(out, marker.get("ddrp", {}), facts)
-    lifecycle.write_marker(out, False, facts)
+    lifecycle.write_marker(out, False, facts)  # a resumed plan was vetted when planned
     if created is not None:
         created()
     files = {t.side: writer.file_jobs(t.source, t.parquet_dir, block_rows) for t in targets}
@@ -96,6 +93,21 @@ def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, blo
                                  for side, side_files in files.items()}
         facts["skipped"] = {side: len(rows) for side, rows in facts["skipped_rows"].items()}
     lifecycle.write_marker(out, True, facts)
+
+
+def write_sketches(fmt: str, out: str, targets: list[SketchTarget], model: SketchModel,
+                   block_rows: int, facts: dict[str, Any], resume: bool, skip: bool,
+                   scheduler: Any, progress: bool,
+                   created: Callable[[], None] | None = None) -> None:
+    """Pass 2 of ``run`` and ``project`` into ``out`` in format ``fmt``: nothing when
+    resuming a complete output; an earlier output (vetted at planning) is replaced unless
+    resuming."""
+    if resume and lifecycle.output_state(out) == "complete":
+        return
+    if not resume:
+        lifecycle.remove_output(out)
+    write = write_parquet if fmt == "parquet" else write_zarr
+    write(out, targets, model, block_rows, facts, resume, skip, scheduler, progress, created)
 
 
 def sketch_numpy(model: SketchModel, side: str, data: np.ndarray,

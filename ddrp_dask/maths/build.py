@@ -28,6 +28,7 @@ from ..options import METHODS, OBLIVIOUS, check_k, check_same_d
 from .blas import one_blas_thread
 from .draws import DRAW, gaussian_matrix, orthogonal_matrix
 from .linalg import balanced_pair, shrink
+from .maps import head_tail_maps, linear_map, scale_of
 from .model import SideMap, SketchModel
 from .predict import choose_head, predict_head_tail, predict_oblivious, predict_paired
 from .stats import Moments
@@ -91,56 +92,35 @@ def _fit(mx: Moments, mw: Moments, k: int, method: str, seed: int,
     sx, sw = mx.second_moment, mw.second_moment
     predicted = {"gaussian": predict_oblivious("gaussian", sx, sw, k)}
     # The paper's pair: always computed, for the report's comparison.
-    shx, rho_x = shrink(sx, mx.n, shrinkage, _scale_of(sx, sw))
-    shw, rho_w = shrink(sw, mw.n, shrinkage, _scale_of(sw, sx))
+    shx, rho_x = shrink(sx, mx.n, shrinkage, scale_of(sx, sw))
+    shw, rho_w = shrink(sw, mw.n, shrinkage, scale_of(sw, sx))
     a, b, sigma = balanced_pair(shx, shw)
     predicted["asymmetric"] = predict_paired(a, b, sx, sw, k)
     if method in OBLIVIOUS:
         r_mat = DRAW[method](rng, k, mx.d)
         predicted[method] = predict_oblivious(method, sx, sw, k)
-        return _Fit(_linear(r_mat.T, mx), _linear(r_mat.T, mw), {}), predicted
+        return _Fit(linear_map(r_mat.T, mx), linear_map(r_mat.T, mw), {}), predicted
     if method == "asymmetric":
         r_mat = gaussian_matrix(rng, k, mx.d)
         info = {"sigma": sigma, "shrinkage_x": rho_x, "shrinkage_w": rho_w}
-        return _Fit(_linear((r_mat @ a).T, mx), _linear((r_mat @ b).T, mw), info), predicted
+        return _Fit(linear_map((r_mat @ a).T, mx), linear_map((r_mat @ b).T, mw), info), predicted
     if method == "diagonal":
         return _fit_diagonal(mx, mw, k, rng, shrinkage, predicted)
     return _fit_head_tail(mx, mw, k, method, rng, shrinkage, predicted)
-
-
-def _scale_of(*candidates: np.ndarray) -> float:
-    """tr/d of the first matrix with positive trace (1.0 if none): the identity's scale
-    that stands in for an all-zero second moment."""
-    for m in candidates:
-        t = float(np.trace(m)) / m.shape[0]
-        if t > 0 and np.isfinite(t):
-            return t
-    return 1.0
-
-
-def _linear(matrix: np.ndarray, m: Moments) -> SideMap:
-    """A purely linear map, shifted by the side's mean for accuracy."""
-    return SideMap(np.ascontiguousarray(matrix), np.zeros(matrix.shape[1]), m.mean.copy())
 
 
 def _fit_diagonal(mx: Moments, mw: Moments, k: int, rng: np.random.Generator,
                   shrinkage: float | str, predicted: dict[str, float]
                   ) -> tuple[_Fit, dict[str, float]]:
     sx, sw = mx.second_moment, mw.second_moment
-    dx, rho_x = shrink(np.diag(np.diag(sx)), mx.n, shrinkage, _scale_of(sx, sw))
-    dw, rho_w = shrink(np.diag(np.diag(sw)), mw.n, shrinkage, _scale_of(sw, sx))
+    dx, rho_x = shrink(np.diag(np.diag(sx)), mx.n, shrinkage, scale_of(sx, sw))
+    dw, rho_w = shrink(np.diag(np.diag(sw)), mw.n, shrinkage, scale_of(sw, sx))
     scale = (np.diag(dw) / np.diag(dx)) ** 0.25
     r_mat = gaussian_matrix(rng, k, mx.d)
     predicted["diagonal"] = predict_paired(np.diag(scale), np.diag(1 / scale), sx, sw, k)
     info = {"scale": scale, "shrinkage_x": rho_x, "shrinkage_w": rho_w}
-    fit = _Fit(_linear((r_mat * scale).T, mx), _linear((r_mat / scale).T, mw), info)
+    fit = _Fit(linear_map((r_mat * scale).T, mx), linear_map((r_mat / scale).T, mw), info)
     return fit, predicted
-
-
-def _balance_scale(energy: float, mean: np.ndarray) -> float:
-    """c with |v·mean|/c ≈ c for rows v of the given mean energy E|v|² (1 when degenerate)."""
-    c = float(np.sqrt(np.sqrt(max(energy, 0.0)) * np.linalg.norm(mean)))
-    return c if np.isfinite(c) and c > 0 else 1.0
 
 
 def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random.Generator,
@@ -149,8 +129,8 @@ def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random
     """auto and truncated (DESIGN §4): centred balanced pair, exact head, mean columns, tail."""
     d = mx.d
     cx, cw = mx.covariance, mw.covariance
-    shx, rho_x = shrink(cx, mx.n, shrinkage, _scale_of(mx.second_moment, cw))
-    shw, rho_w = shrink(cw, mw.n, shrinkage, _scale_of(mw.second_moment, cx))
+    shx, rho_x = shrink(cx, mx.n, shrinkage, scale_of(mx.second_moment, cw))
+    shw, rho_w = shrink(cw, mw.n, shrinkage, scale_of(mw.second_moment, cx))
     a, b, sigma = balanced_pair(shx, shw)
     if method == "truncated":
         r, v = k - 2, None
@@ -158,20 +138,7 @@ def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random
         r, v = choose_head(sigma, k)
     width = k - 2 - r
     tail = orthogonal_matrix(rng, width, d - r) if width else np.zeros((0, d - r))
-    # columns: r exact head coordinates, width tail columns, then [x·μw, 1] / [1, w̃·μx]
-    main_x = np.vstack([a[:r], tail @ a[r:]]).T  # (d, k-2), applied to x − μx
-    main_w = np.vstack([b[:r], tail @ b[r:]]).T
-    mu_x, mu_w = mx.mean, mw.mean
-    # the mean columns hold x·μw ↔ 1 and 1 ↔ w̃·μx; scaling each pair by c and 1/c keeps
-    # the products and puts both entries on the same magnitude, so float32 holds them for
-    # data of magnitude 1e-30 or 1e30 alike
-    c1 = _balance_scale(np.trace(mx.second_moment), mu_w)
-    c2 = _balance_scale(np.trace(mw.second_moment), mu_x)
-    x_map = SideMap(np.column_stack([main_x, mu_w / c1, np.zeros(d)]),
-                    np.concatenate([-mu_x @ main_x, [0.0, c2]]), mu_x.copy())
-    w_map = SideMap(np.column_stack([main_w, np.zeros(d), mu_x / c2]),
-                    np.concatenate([-mu_w @ main_w, [c1, -float(mu_w @ mu_x) / c2]]),
-                    mu_w.copy())
+    x_map, w_map = head_tail_maps(mx, mw, a, b, r, tail)
     predicted[method] = predict_head_tail(a, b, cx, cw, r, width)
     info: dict[str, Any] = {"sigma": sigma, "r": r, "k_tail": width, "shrinkage_x": rho_x,
                             "shrinkage_w": rho_w}

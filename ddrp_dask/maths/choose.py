@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OptionError
-from ..options import METHODS, check_k, check_methods, check_shrinkage, check_target, k_range
+from ..options import (
+    METHODS,
+    check_k,
+    check_methods,
+    check_same_d,
+    check_shrinkage,
+    check_target,
+    k_range,
+)
 from .blas import one_blas_thread
 from .draws import sparse_density
 from .linalg import balanced_pair, orthogonal_factor, shrink
@@ -52,10 +60,7 @@ class MsePredictor:
     """
 
     def __init__(self, mx: Moments, mw: Moments, shrinkage: float | str = "oas") -> None:
-        if mx.d != mw.d:
-            raise OptionError(f"got d={mx.d} for X but d={mw.d} for W; both sources must have "
-                              "the same dimension")
-        self.d = mx.d
+        self.d = check_same_d(mx.d, mw.d, "X", "W")
         self.energy = pair_energy(mx, mw)
         self._cache: dict[tuple[str, int], float] = {}
         sx, sw = mx.second_moment, mw.second_moment

@@ -7,7 +7,8 @@ import numpy as np
 
 from ..options import check_shrinkage
 
-__all__ = ["MIN_SHRINKAGE", "balanced_pair", "orthogonal_factor", "psd_sqrt", "shrink"]
+__all__ = ["MIN_SHRINKAGE", "balanced_pair", "oas_intensity", "orthogonal_factor", "psd_sqrt",
+           "shrink"]
 
 #: Smallest shrinkage applied, so A and B stay invertible for rank-deficient statistics.
 MIN_SHRINKAGE = 1e-9
@@ -28,15 +29,23 @@ def shrink(s: np.ndarray, n: int, shrinkage: float | str = "oas",
     if not mu > 0:
         return np.eye(d) * fallback, 1.0
     if shrinkage == "oas":
-        alpha = float(np.mean(s**2))
-        den = (n + 1) * (alpha - mu**2 / d)
-        rho = 1.0 if den <= 0 else min((alpha + mu**2) / den, 1.0)
+        rho = oas_intensity(s, n)
     else:
         rho = float(shrinkage)
     rho = max(rho, MIN_SHRINKAGE)
     out = (1.0 - rho) * s
     out[np.diag_indices(d)] += rho * mu
     return out, rho
+
+
+def oas_intensity(s: np.ndarray, n: int) -> float:
+    """OAS's intensity (Chen et al. 2010) for a covariance ``s`` of ``n`` rows, in [0, 1]:
+    μ = tr S/d, α = mean(S²), ρ = min((α + μ²)/((n+1)(α − μ²/d)), 1)."""
+    d = s.shape[0]
+    mu = float(np.trace(s)) / d
+    alpha = float(np.mean(s**2))
+    den = (n + 1) * (alpha - mu**2 / d)
+    return 1.0 if den <= 0 else min((alpha + mu**2) / den, 1.0)
 
 
 def psd_sqrt(s: np.ndarray) -> np.ndarray:

@@ -44,8 +44,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
+from ..options import check_same_d
 from .blas import one_blas_thread
+from .draws import orthogonal_matrix
+from .linalg import MIN_SHRINKAGE, oas_intensity
+from .maps import folded_map, head_tail_maps, scale_of
 from .model import SideMap
+from .predict import choose_head
 from .stats import Moments, block_moments, combine_all
 
 __all__ = [
@@ -65,8 +70,6 @@ __all__ = [
 N_FOLDS = 5
 #: Smallest inclusion probability of a sampled coordinate (DESIGN §7.2).
 PI_FLOOR = 0.1
-#: Smallest isotropic shrinkage, so every shrunk covariance is positive definite.
-MIN_SHRINKAGE = 1e-9
 #: Floor of the diagonal target, relative to tr C/d (a constant column stays invertible).
 DIAG_TARGET_FLOOR = 1e-3
 #: A covariance with tr C/d below this fraction of tr Σ/d (uncentred) is a constant source.
@@ -142,13 +145,9 @@ def fold_moments(block: np.ndarray, row0: int, n_folds: int = N_FOLDS) -> list[M
 
 
 def oas(scatter: np.ndarray, n: int) -> float:
-    """OAS intensity (Chen et al. 2010, scikit-learn's form) for S = scatter/n, in [0, 1]:
-    (tr S² + tr²S) / ((n + 1)(tr S² − tr²S/d))."""
-    s = scatter / max(n, 1)
-    d = s.shape[0]
-    tr, tr2 = float(np.trace(s)), float(np.sum(s * s))
-    den = (n + 1) * (tr2 - tr**2 / d)
-    return 1.0 if den <= 0 else float(min((tr2 + tr**2) / den, 1.0))
+    """OAS intensity (Chen et al. 2010) for S = scatter/n, in [0, 1], as ``linalg.shrink``
+    computes it."""
+    return oas_intensity(scatter / max(n, 1), n)
 
 
 def ledoit_wolf(scatter: np.ndarray, n: int) -> float:
@@ -284,15 +283,6 @@ def _shrunk_eig(m: Moments, spec: Spec, fallback: float, key: int,
         out = ((1.0 - lam) * np.clip(vals, 0.0, None) + lam * mu, vecs)
     cache.shrunk[(key, spec)] = out
     return out
-
-
-def _scale_of(*candidates: np.ndarray) -> float:
-    """tr/d of the first matrix with positive finite trace (1.0 if none)."""
-    for m in candidates:
-        t = float(np.trace(m)) / m.shape[0]
-        if t > 0 and np.isfinite(t):
-            return float(t)
-    return 1.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -501,14 +491,6 @@ def _choose_alloc(en: _Energies, k: int) -> tuple[_Alloc, float]:
 # random draws (from the seed only) and the side maps
 
 
-def _orthogonal(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
-    """√(d/k)·Qᵀ with Q (d, k) Haar-orthonormal: E RᵀR = I."""
-    q, r = np.linalg.qr(rng.standard_normal((d, k)))
-    q = q * np.sign(np.where(np.diag(r) == 0, 1.0, np.diag(r)))
-    out: np.ndarray = np.sqrt(d / k) * q.T
-    return out
-
-
 def _systematic(pi: np.ndarray, u: float) -> tuple[np.ndarray, np.ndarray]:
     """Systematic sample of the units with π < 1 for offset u: their indices and the π used,
     renormalised so that Σπ is an exact integer (the sample size is then fixed)."""
@@ -535,16 +517,8 @@ def _sketch_matrix(alloc: _Alloc, d: int, k: int, rng: np.random.Generator) -> n
     out[np.arange(h), head] = 1.0
     out[h + np.arange(s), chosen] = 1.0 / np.sqrt(p)
     if alloc.width:
-        out[h + s:h + s + alloc.width, alloc.j:] = _orthogonal(rng, alloc.width, d - alloc.j)
+        out[h + s:h + s + alloc.width, alloc.j:] = orthogonal_matrix(rng, alloc.width, d - alloc.j)
     return out
-
-
-def _side_map(m: np.ndarray, p: np.ndarray, mean: np.ndarray) -> SideMap:
-    """The affine map v ↦ M P (v − mean, 1) as a SideMap shifted by the mean."""
-    d = p.shape[1] - 1
-    f = m @ p
-    matrix = np.ascontiguousarray(f[:, :d].T)
-    return SideMap(matrix, f[:, d] - mean @ matrix, mean.copy())
 
 
 @dataclass(frozen=True)
@@ -741,8 +715,8 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     _check_folds(folds_x, folds_w, k)
     mx, mw = combine_all(folds_x), combine_all(folds_w)
     d = mx.d
-    scale_x = _scale_of(mx.second_moment, mw.second_moment)
-    scale_w = _scale_of(mw.second_moment, mx.second_moment)
+    scale_x = scale_of(mx.second_moment, mw.second_moment)
+    scale_w = scale_of(mw.second_moment, mx.second_moment)
     with one_blas_thread():
         cv = _cross_fit(folds_x, folds_w, scale_x, scale_w)
         choice = _choose(cv, d, k, shrinkage)
@@ -751,7 +725,7 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
         en_in = _energies([(_coord_moment(b.p, mx, mx.mean), _coord_moment(b.q, mw, mw.mean))])
         alloc = choice.alloc or _choose_alloc(en_in, k)[0]
         m = _sketch_matrix(alloc, d, k, np.random.default_rng(seed))
-        x, w = _side_map(m, b.p, mx.mean), _side_map(m, b.q, mw.mean)
+        x, w = folded_map(m, b.p, mx.mean), folded_map(m, b.q, mw.mean)
     mse_in = _alloc_mse(en_in, alloc)
     info = _optimal_info(mx, mw, k, cv, choice, alloc, b.rho, mse_in)
     return OptimalFit(x, w, info)
@@ -835,20 +809,6 @@ def _ht_pair(mx: Moments, mw: Moments, spec: Spec, scales: tuple[float, float]
     return scale[:, None] * (u.T @ rw), scale[:, None] * (vt @ rx), sigma
 
 
-def _choose_r(sigma: np.ndarray, k: int) -> int:
-    """r minimising V(r) = ((Σ_{i≥r}σ)² + Σ_{i≥r}σ²)/k'·(D−k')/(D−1)·D/(D+2), k' = k−2−r ≥ 1;
-    ties to the larger r (as ``build.choose_head``)."""
-    d = sigma.size
-    sums, sq = np.cumsum(sigma[::-1])[::-1], np.cumsum((sigma**2)[::-1])[::-1]
-    v = []
-    for r in range(min(k - 3, d - 1) + 1):
-        width, dim = k - 2 - r, d - r
-        factor = 0.0 if width >= dim else (dim - width) / (dim - 1) * dim / (dim + 2)
-        v.append((sums[r] ** 2 + sq[r]) / width * factor)
-    best = min(v)
-    return int(max(r for r, val in enumerate(v) if val <= best * (1 + 1e-12) + 1e-300))
-
-
 def _ht_mse(a: np.ndarray, b: np.ndarray, cx: np.ndarray, cw: np.ndarray, r: int,
             width: int) -> float:
     """Pair-averaged variance of the tail for centred second moments cx, cw (exact Haar)."""
@@ -862,29 +822,6 @@ def _held_out(m: Moments, mean: np.ndarray) -> np.ndarray:
     return m.covariance + np.outer(delta, delta)
 
 
-def _balance_scale(energy: float, mean: np.ndarray) -> float:
-    """c with |v·mean|/c ≈ c for rows v of mean energy E|v|² (1 when degenerate)."""
-    c = float(np.sqrt(np.sqrt(max(energy, 0.0)) * np.linalg.norm(mean)))
-    return c if np.isfinite(c) and c > 0 else 1.0
-
-
-def _ht_maps(mx: Moments, mw: Moments, a: np.ndarray, b: np.ndarray, r: int,
-             tail: np.ndarray) -> tuple[SideMap, SideMap]:
-    """§4's columns: r head coordinates, the tail, then [x·μw, 1] / [1, w̃·μx] (as build)."""
-    d = mx.d
-    main_x = np.vstack([a[:r], tail @ a[r:]]).T
-    main_w = np.vstack([b[:r], tail @ b[r:]]).T
-    mu_x, mu_w = mx.mean, mw.mean
-    c1 = _balance_scale(float(np.trace(mx.second_moment)), mu_w)
-    c2 = _balance_scale(float(np.trace(mw.second_moment)), mu_x)
-    x_map = SideMap(np.column_stack([main_x, mu_w / c1, np.zeros(d)]),
-                    np.concatenate([-mu_x @ main_x, [0.0, c2]]), mu_x.copy())
-    w_map = SideMap(np.column_stack([main_w, np.zeros(d), mu_x / c2]),
-                    np.concatenate([-mu_w @ main_w, [c1, -float(mu_w @ mu_x) / c2]]),
-                    mu_w.copy())
-    return x_map, w_map
-
-
 def _ht_oos(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, spec: Spec,
             scales: tuple[float, float]) -> tuple[float, int]:
     """§4's out-of-sample MSE: per usable fold, fit on the others and measure held out."""
@@ -893,7 +830,7 @@ def _ht_oos(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, spec
     for f in cv.used:
         tx, tw = cv.train_x[f], cv.train_w[f]
         a, b, sigma = _ht_pair(tx, tw, spec, scales)
-        r = _choose_r(sigma, k)
+        r = choose_head(sigma, k)[0]
         values.append(_ht_mse(a, b, _held_out(folds_x[f], tx.mean),
                               _held_out(folds_w[f], tw.mean), r, k - 2 - r))
     return (float(np.mean(values)) if values else float("nan")), len(values)
@@ -926,22 +863,19 @@ def fit_head_tail(mx: Moments, mw: Moments, k: int, seed: int, shrinkage: str | 
         ``shrinkage_x``/``shrinkage_w``, ``predicted_mse`` (out of sample when folds are given,
         else in-sample), ``predicted_mse_in_sample``, ``predicted_mse_kind``, ``n_folds``.
     """
-    d = mx.d
-    if mw.d != d:
-        raise OptionError(f"got d={d} for X but d={mw.d} for W; both sources must have the "
-                          "same dimension")
+    d = check_same_d(mx.d, mw.d, "X", "W")
     if not 3 <= k <= d + 2:
         raise OptionError(f"K={k} is outside 3 ≤ K ≤ d + 2 = {d + 2} for the §4 sketch (2 mean "
                           "columns and at least 1 tail column)")
     spec = _ht_spec(shrinkage)
-    scales = (_scale_of(mx.second_moment, mw.covariance),
-              _scale_of(mw.second_moment, mx.covariance))
+    scales = (scale_of(mx.second_moment, mw.covariance),
+              scale_of(mw.second_moment, mx.covariance))
     with one_blas_thread():
         a, b, sigma = _ht_pair(mx, mw, spec, scales)
-        r = _choose_r(sigma, k)
+        r = choose_head(sigma, k)[0]
         width = k - 2 - r
-        tail = _orthogonal(np.random.default_rng(seed), width, d - r)
-        x, w = _ht_maps(mx, mw, a, b, r, tail)
+        tail = orthogonal_matrix(np.random.default_rng(seed), width, d - r)
+        x, w = head_tail_maps(mx, mw, a, b, r, tail)
         mse_in = _ht_mse(a, b, mx.covariance, mw.covariance, r, width)
         oos, used = (_ht_oos(folds_x, folds_w, k, spec, scales) if folds_x and folds_w
                      else (float("nan"), 0))
