@@ -194,3 +194,22 @@ def test_parquet_input_gives_the_same_bytes_run_after_run_and_on_every_scheduler
         assert code == 0, stderr
         runs.append(zarr.open_group(str(out), mode="r")["x"][...].tobytes())
     assert all(r == runs[0] for r in runs)
+
+
+def test_a_run_with_labels_resumes_and_its_plan_names_w_as_the_prior(tmp_path: Path) -> None:
+    x, _ = make_pair(n=600, m=5, d=6, seed=7)
+    path = tmp_path / "lab.parquet"
+    pq.write_table(pa.table({"emb": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 6),
+                             "y": (x[:, 0] > np.median(x[:, 0])).astype(np.int64)}), path)
+    args = ["run", "--x", str(path), "--w-from-labels", "y", "-k", "4", "--scheduler",
+            "threads", "--quiet"]
+    code, stdout, stderr = _invoke(*args, "--out", str(tmp_path / "dry.zarr"), "--dry-run")
+    assert code == 0, stderr
+    assert "statistics of x and w" in stdout and "the W prior's rows" in stdout
+    assert "  w: " not in stdout  # X does not stand in for W
+    out = tmp_path / "o.zarr"
+    assert _invoke(*args, "--out", str(out))[0] == 0
+    before = zarr.open_group(str(out), mode="r")["w"][...].tobytes()
+    code, _, stderr = _invoke(*args, "--out", str(out), "--resume")
+    assert code == 0, stderr
+    assert zarr.open_group(str(out), mode="r")["w"][...].tobytes() == before

@@ -54,6 +54,12 @@ class FitPlan(Plan):
     def width(self) -> int:
         return self.k
 
+    @property
+    def sides(self) -> list[str]:
+        """The sides fitted: ``x`` and ``w`` (W comes from the prior when there is one, and
+        is opened only when the plan runs)."""
+        return [*self.sources, *(["w"] if self.prior is not None else [])]
+
     def _k_text(self) -> str:
         return f"K={self.k}" if self.target_rel_mse is None else \
             f"K = smallest with predicted relative MSE <= {self.target_rel_mse:g}"
@@ -61,7 +67,7 @@ class FitPlan(Plan):
     @property
     def passes(self) -> list[str]:
         """The passes over the data, in order."""
-        sides = " and ".join(self.sources)
+        sides = " and ".join(self.sides)
         frac = "" if self.stats_fraction >= 1 else \
             f", on a seeded {self.stats_fraction:g} of the blocks"
         steps = [f"pass 1: statistics of {sides} (map per block, tree reduce in "
@@ -165,11 +171,11 @@ def fit_model(plan: FitPlan, scheduler: Any = None, progress: bool = False) -> S
 def open_pair(x: str, w: str | None, x_columns: Any = None, w_columns: Any = None,
               x_id_column: str | None = None, w_id_column: str | None = None,
               prior: PriorPlan | None = None) -> dict[str, Any]:
-    """The two sources of a fit, checked for the same d. With a ``prior``, W is not opened
-    yet (it is written by the prior's fits) and X stands in for its shape."""
+    """The two sources of a fit, checked for the same d. With a ``prior``, only X: W is
+    written by the prior's fits when the plan runs (``FitPlan.with_prior``)."""
     sx = open_source(x, x_columns, x_id_column)
     if prior is not None:
-        return {"x": sx, "w": sx}
+        return {"x": sx}
     assert w is not None
     sw = open_source(w, w_columns, w_id_column)
     check_same_d(sx.d, sw.d, f"--x ({sx.path})", f"--w ({sw.path})")

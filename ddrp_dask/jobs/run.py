@@ -24,20 +24,22 @@ class RunPlan(FitPlan):
 
     @property
     def passes(self) -> list[str]:
-        sides = " and ".join(self.sources)
+        sides = " and ".join(self.sides)
         fmt = "Parquet" if self.format == "parquet" else "Zarr"
         return [*super().passes, f"pass 2: project {sides} (one GEMM per block) -> {fmt}"]
 
     @property
     def outputs(self) -> list[str]:
+        prior = [] if self.prior is None else [f"{self.out}/w (the W prior's rows x {self.k} "
+                                                 "float32)"]
         if self.format == "parquet":
             lines = [f"{self.out}/{side}/... (Parquet mirroring {src.path}: "
                      f"{src.id_column or 'row'}, sketch[{self.k}] float32)"
                      for side, src in self.sources.items()]
-            return [*lines, f"{self.out}/_ddrp.json (completion marker)",
+            return [*lines, *prior, f"{self.out}/_ddrp.json (completion marker)",
                     f"{self.out}/model (model)"]
         return [*(f"{self.out}/{side} ({src.n_rows} x {self.k} float32)"
-                  for side, src in self.sources.items()), f"{self.out}/model (model)"]
+                  for side, src in self.sources.items()), *prior, f"{self.out}/model (model)"]
 
     def output_bytes(self) -> int:
         """Uncompressed bytes pass 2 writes: float32 sketches (plus 8-byte ids); with a
