@@ -27,6 +27,7 @@ from .jobs.sketch import sketch_numpy
 from .maths.blas import one_blas_thread
 from .maths.build import build
 from .maths.model import SketchModel
+from .maths.optimal import combine_folds, folds_for, moments_by_fold
 from .maths.stats import Moments, block_moments, combine_all
 from .options import (
     check_block_rows,
@@ -36,6 +37,7 @@ from .options import (
     check_seed,
     check_shrinkage,
 )
+from .report import report_dict
 
 __all__ = ["AsymmetricRandomProjection"]
 
@@ -65,7 +67,7 @@ class AsymmetricRandomProjection(
         Seed of the random draws (a non-negative int). None or a ``RandomState`` draws an
         int seed from it at each ``fit`` (from numpy's global generator for None, as in
         scikit-learn's ``check_random_state``); the seed used is ``model_.seed``.
-    shrinkage : "oas" or float in [0, 1], default="oas"
+    shrinkage : "auto", "oas" or float in [0, 1], default="auto"
         Shrinkage of the second moments towards (trace/d)·I.
     block_rows : int or None, default=None
         Rows of one canonical block (one statistics leaf, one projection GEMM); None uses
@@ -93,9 +95,19 @@ class AsymmetricRandomProjection(
         The w side's matrix: ``transform_w(W) ≈ W @ components_w_.T + offset_w_``.
     offset_w_ : ndarray of shape (n_components,)
     predicted_mse_ : float
-        Predicted mean squared error of ``x · w`` averaged over pairs of fitted rows.
+        Predicted mean squared error of ``x · w`` averaged over pairs: for ``auto``, out of
+        sample (cross-fitted over 5 folds of the rows: new pairs like the data), for the
+        other methods over pairs of the fitted rows.
+    predicted_rel_mse_ : float
+        ``predicted_mse_ / E(x·w)²``.
+    predicted_mse_gaussian_ : float
+        The predicted MSE of a Gaussian sketch of equal K.
     predicted_gain_ : float
-        Predicted MSE of a Gaussian sketch of equal K divided by ``predicted_mse_``.
+        ``predicted_mse_gaussian_ / predicted_mse_``.
+    allocation_ : dict or None
+        How the K columns are spent (``head``, ``sampled``, ``tail`` widths).
+    report_ : dict
+        The whole build report (``ddrp_dask.report.report_dict``: what ``--report`` writes).
 
     Notes
     -----
@@ -122,7 +134,7 @@ class AsymmetricRandomProjection(
 
     def __init__(self, n_components: int = 16, method: str = "auto",
                  random_state: int | np.random.RandomState | None = None,
-                 shrinkage: float | str = "oas", block_rows: int | None = None) -> None:
+                 shrinkage: float | str = "auto", block_rows: int | None = None) -> None:
         self.n_components = n_components
         self.method = method
         self.random_state = random_state
@@ -166,11 +178,14 @@ class AsymmetricRandomProjection(
             check_same_d(d, wa.shape[1], "X", "W")
         check_k(int(self.n_components), d, self.method)
         rows = self._block_rows(d)
-        mx, mw = _moments(xa, wa, rows)
+        n_folds = folds_for(d) if self.method == "auto" and folds_for(d) > 1 else 0
+        fx, fw = _moments(xa, wa, rows, n_folds)
+        mx, mw = (combine_all(fx), combine_all(fw)) if n_folds else (fx[0], fw[0])
         provenance = {"command": "estimator", "block_rows": rows,
                       "shrinkage": self.shrinkage, "symmetric": W is None}
         self.model_ = build(mx, mw, int(self.n_components), self.method, self._seed(),
-                            self.shrinkage, provenance=provenance)
+                            self.shrinkage, provenance=provenance,
+                            folds=(fx, fw) if n_folds else None)
         self._set_fitted_attributes(self.model_)
         return self
 
@@ -278,8 +293,12 @@ class AsymmetricRandomProjection(
         self.offset_ = model.x.offset.copy()
         self.components_w_ = model.w.matrix.T.copy()
         self.offset_w_ = model.w.offset.copy()
-        self.predicted_mse_ = float(model.info["predicted"][model.method])
+        self.report_ = report_dict(model)
+        self.predicted_mse_ = float(self.report_["predicted_mse"])
+        self.predicted_rel_mse_ = self.report_["predicted_rel_mse"]
+        self.predicted_mse_gaussian_ = self.report_["predicted_mse_gaussian"]
         self.predicted_gain_ = float(model.info["gain"])
+        self.allocation_ = self.report_["allocation"]
 
     def _sketch(self, arr: np.ndarray, side: str) -> np.ndarray:
         """The pipeline's in-memory projection: ``project_block`` per canonical block, BLAS
@@ -335,19 +354,25 @@ def _warn_if_y_looks_like_w(y: Any, d: int) -> None:
 # statistics (pass 1)
 
 
-def _numpy_moments(arr: np.ndarray, rows: int) -> Moments:
-    """``block_moments`` of every canonical block, merged by ``combine_all``'s tree (BLAS on
-    one thread, as in the pipeline's tasks)."""
+def _numpy_moments(arr: np.ndarray, rows: int, n_folds: int) -> list[Moments]:
+    """The statistics of every canonical block — one ``Moments``, or with ``n_folds`` one per
+    fold — merged by ``combine_all``'s tree (BLAS on one thread, as in the pipeline)."""
+    starts = range(0, len(arr), rows)
     with one_blas_thread():
-        return combine_all([block_moments(arr[i:i + rows]) for i in range(0, len(arr), rows)])
+        if not n_folds:
+            return [combine_all([block_moments(arr[i:i + rows]) for i in starts])]
+        return combine_folds([moments_by_fold(arr[i:i + rows],
+                                              np.arange(i, min(i + rows, len(arr))), n_folds)
+                              for i in starts])
 
 
-def _moments(xa: Any, wa: Any, rows: int) -> tuple[Moments, Moments]:
-    """Moments of X and W (W None: X's), with one compute for the dask sides."""
+def _moments(xa: Any, wa: Any, rows: int, n_folds: int) -> tuple[list[Moments], list[Moments]]:
+    """Statistics of X and W (W None: X's), with one compute for the dask sides: lists of
+    one ``Moments`` (``n_folds`` 0) or of one per fold."""
     sides = {"x": xa} if wa is None else {"x": xa, "w": wa}
-    result = {side: _numpy_moments(a, rows) for side, a in sides.items()
+    result = {side: _numpy_moments(a, rows, n_folds) for side, a in sides.items()
               if not is_dask_array(a)}
     lazy = {side: a for side, a in sides.items() if is_dask_array(a)}
     if lazy:
-        result.update(moments_of_arrays(lazy, rows))
+        result.update(moments_of_arrays(lazy, rows, n_folds))
     return result["x"], result.get("w", result["x"])

@@ -38,12 +38,14 @@ __all__ = [
     "k_range",
 ]
 
-#: Every method; ``auto`` is the default.
-METHODS = ("auto", "asymmetric", "diagonal", "gaussian", "orthogonal", "sparse", "truncated")
+#: Every method; ``auto`` is the default (DESIGN §7), ``head-tail`` the previous one (§4).
+METHODS = ("auto", "asymmetric", "diagonal", "gaussian", "head-tail", "orthogonal", "sparse",
+           "truncated")
 #: Methods that ignore the data (random matrices only).
 OBLIVIOUS = ("gaussian", "orthogonal", "sparse")
-#: Named shrinkage rules; a number in [0, 1] is a fixed intensity.
-SHRINKAGE_NAMES = ("oas",)
+#: Named shrinkage rules: ``auto`` (the default) is the cross-fitted choice per source for
+#: ``auto`` and OAS for the other methods; a number in [0, 1] is a fixed intensity.
+SHRINKAGE_NAMES = ("auto", "oas")
 SIDES = ("x", "w")
 FORMATS = ("zarr", "parquet")
 ON_INVALID = ("error", "skip")
@@ -72,11 +74,15 @@ def check_methods(methods: Sequence[str] | str) -> list[str]:
 def k_range(method: str, d: int) -> tuple[int, int | None]:
     """Smallest and largest valid K of ``method`` at dimension ``d`` (None: no upper bound).
 
-    >>> k_range("auto", 10), k_range("orthogonal", 10), k_range("gaussian", 10)
-    ((3, 12), (1, 10), (1, None))
+    ``auto`` is exact from K = d (its columns beyond d are zero), ``head-tail`` and
+    ``truncated`` from K = d + 2.
+
+    >>> k_range("auto", 10), k_range("head-tail", 10), k_range("orthogonal", 10)
+    ((1, 12), (3, 12), (1, 10))
     """
-    low = {"auto": 3, "truncated": 2}.get(method, 1)
-    high = {"auto": d + 2, "truncated": d + 2, "orthogonal": d}.get(method)
+    low = {"head-tail": 3, "truncated": 2}.get(method, 1)
+    high = {"auto": d + 2, "head-tail": d + 2, "truncated": d + 2,
+            "orthogonal": d}.get(method)
     return low, high
 
 
@@ -94,17 +100,19 @@ def check_k(k: int, d: int, method: str) -> int:
     if k < low:
         raise OptionError(
             f"K={k} is too small for method {method!r}: it stores 2 exact mean columns"
-            f"{' and at least 1 tail column' if method == 'auto' else ''}, so K ≥ {low}; "
-            "use --method asymmetric or gaussian for smaller K"
+            f"{' and at least 1 tail column' if method == 'head-tail' else ''}, so K ≥ {low}; "
+            "use --method auto, asymmetric or gaussian for smaller K"
         )
     if high is not None and k > high:
-        raise OptionError(f"K={k} is too large for method {method!r} at d={d}: K = d + 2 "
-                          "is already exact, so K must be ≤ d + 2")
+        raise OptionError(f"K={k} is too large for method {method!r} at d={d}: K = "
+                          f"{'d' if method == 'auto' else 'd + 2'} is already exact, so K must "
+                          "be ≤ d + 2")
     return k
 
 
 def check_shrinkage(shrinkage: Any) -> float | str:
-    """``"oas"`` or a float in [0, 1] (CLI strings such as ``"0.1"`` are parsed)."""
+    """``"auto"``, ``"oas"`` or a float in [0, 1] (CLI strings such as ``"0.1"`` are
+    parsed)."""
     if shrinkage in SHRINKAGE_NAMES:
         return str(shrinkage)
     try:
@@ -112,7 +120,8 @@ def check_shrinkage(shrinkage: Any) -> float | str:
     except (TypeError, ValueError):
         value = float("nan")
     if isinstance(shrinkage, bool) or not 0.0 <= value <= 1.0:
-        raise OptionError(f"shrinkage must be 'oas' or a number in [0, 1], got {shrinkage!r}")
+        raise OptionError(f"shrinkage must be 'oas' or a number in [0, 1] (or 'auto': chosen "
+                          f"by cross-fitting), got {shrinkage!r}")
     return value
 
 

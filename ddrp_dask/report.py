@@ -9,6 +9,7 @@ import numpy as np
 
 from .maths.metrics import QUANTILES
 from .maths.model import SketchModel
+from .maths.predict import pair_energy
 
 __all__ = ["BIAS_NOTE", "format_evaluation", "format_k_table", "format_report", "report_dict"]
 
@@ -18,52 +19,92 @@ BIAS_NOTE = ("bias z = mean error / its standard error over the sampled pairs, f
              "rebuild over seeds (--seeds N)")
 
 
-def report_dict(model: SketchModel) -> dict[str, object]:
-    """The report's facts: method, K, r, shrinkage, σ, predicted MSEs and gain."""
+def report_dict(model: SketchModel) -> dict[str, Any]:
+    """The build report's facts, JSON-ready (``--report FILE.json``).
+
+    ``predicted_mse`` is the pair-averaged MSE of x·w predicted for this sketch — for
+    ``auto`` built from fold statistics, out of sample (cross-fitted: new pairs like the
+    data); for the other methods over pairs of the fitted rows (``predicted_mse_kind`` says
+    which) — with ``predicted_rel_mse`` = MSE / E(x·w)², ``predicted_mse_gaussian`` at the
+    same K, ``predicted_gain`` = gaussian / this, ``allocation`` (head, sampled, tail widths)
+    and the shrinkage of each side.
+    """
     info = model.info
-    predicted = dict(info.get("predicted", {}))
+    predicted = {name: float(v) for name, v in dict(info.get("predicted", {})).items()}
+    mse = predicted.get(model.method, float("nan"))
+    energy = info.get("expected_square")
+    if energy is None and model.stats_x is not None and model.stats_w is not None:
+        energy = pair_energy(model.stats_x, model.stats_w)
+    auto = model.method == "auto"
+    allocation = info.get("allocation") if auto else {
+        "head": info.get("r") or 0, "sampled": 0, "tail": info.get("k_tail") or 0,
+        "mean_columns": 2} if info.get("r") is not None else None
     return {
-        "method": model.method,
-        "k": model.k,
-        "d": model.d,
-        "seed": model.seed,
-        "r": info.get("r"),
-        "k_tail": info.get("k_tail"),
-        "n_x": info.get("n_x"),
-        "n_w": info.get("n_w"),
-        "shrinkage_x": info.get("shrinkage_x"),
-        "shrinkage_w": info.get("shrinkage_w"),
-        "sigma": list(np.asarray(info.get("sigma", []), dtype=float)),
-        "predicted_mse": predicted,
+        "method": model.method, "k": model.k, "d": model.d, "seed": model.seed,
+        "model": model.digest, "n_x": info.get("n_x"), "n_w": info.get("n_w"),
+        "predicted_mse": mse,
+        "predicted_mse_kind": info.get("predicted_mse_kind", "in-sample: pairs of the fitted "
+                                       "rows"),
+        "predicted_mse_in_sample": info.get("predicted_mse_in_sample", mse),
+        "predicted_rel_mse": mse / energy if energy else None,
+        "expected_square": energy,
+        "predicted_mse_gaussian": predicted.get("gaussian"),
         "predicted_gain": info.get("gain"),
+        "predicted_mse_by_method": predicted,
+        "allocation": allocation,
+        "shrinkage_x": info.get("shrinkage_x"), "shrinkage_w": info.get("shrinkage_w"),
+        "sigma": [float(v) for v in np.asarray(info.get("rho" if auto else "sigma", []),
+                                               dtype=float)],
+        "note": info.get("note"),
     }
 
 
+def _shrinkage_text(value: Any) -> str:
+    if isinstance(value, dict):
+        kind, lam = value.get("kind"), value.get("intensity", 0.0)
+        return str(kind) if kind in ("oas", "lw") else f"{kind} {lam:.3g}"
+    return f"{value:.3g}" if isinstance(value, int | float) else str(value)
+
+
+def _columns_text(rep: dict[str, Any]) -> str | None:
+    a = rep["allocation"]
+    if not a:
+        return None
+    if rep["method"] == "auto":
+        return (f"  columns: {a['head']} exact head + {a['sampled']} sampled (of the next "
+                f"{a['candidates'] - a['head']}) + {a['tail']} orthogonal tail")
+    return f"  columns: {a['head']} exact head + {a['tail']} orthogonal tail + 2 exact mean"
+
+
 def format_report(model: SketchModel, top: int = 8) -> str:
-    """Human-readable report (DESIGN §4): σ, r, predicted MSE of this sketch, of the paper's
-    and of the Gaussian one at the same K, and the predicted gain."""
+    """Human-readable build report: how the K columns are spent, the predicted error of x·w
+    in relative terms (MSE / E(x·w)²) and the gain over a Gaussian sketch of the same K."""
     rep = report_dict(model)
     lines = [f"method {model.method}, K={model.k} stored columns, d={model.d}, seed={model.seed}"]
-    if rep["r"] is not None:
-        lines.append(f"  columns: {rep['r']} exact head + {rep['k_tail']} orthogonal tail + 2 "
-                     "exact mean")
+    columns = _columns_text(rep)
+    if columns:
+        lines.append(columns)
     lines.append(f"  rows fitted: x {rep['n_x']}, w {rep['n_w']}")
     if rep["shrinkage_x"] is not None:
-        lines.append(f"  shrinkage (OAS or given): x {rep['shrinkage_x']:.3g}, "
-                     f"w {rep['shrinkage_w']:.3g}")
+        lines.append(f"  shrinkage: x {_shrinkage_text(rep['shrinkage_x'])}, "
+                     f"w {_shrinkage_text(rep['shrinkage_w'])}")
     sigma = rep["sigma"]
-    assert isinstance(sigma, list)
     if sigma:
-        shown = ", ".join(f"{s:.3g}" for s in sigma[:top])
+        shown = ", ".join(f"{v:.3g}" for v in sigma[:top])
         more = f", ... ({len(sigma)} in all)" if len(sigma) > top else ""
-        lines.append(f"  sigma: {shown}{more}")
-    lines.append("  predicted MSE of x.w, averaged over pairs of fitted rows:")
-    predicted = rep["predicted_mse"]
-    assert isinstance(predicted, dict)
+        lines.append(f"  {'rho' if model.method == 'auto' else 'sigma'}: {shown}{more}")
+    rel = rep["predicted_rel_mse"]
+    if rel is not None:
+        lines.append(f"  predicted relative MSE of x.w (MSE / E(x.w)^2): {rel:.3g}"
+                     f"  (RMS error {np.sqrt(rel):.1%} of the RMS inner product)")
+    lines.append(f"    {rep['predicted_mse_kind']}")
+    lines.append(f"  predicted gain over gaussian at K={model.k}: {rep['predicted_gain']:.3g}x")
+    lines.append("  predicted MSE of x.w by method (absolute):")
+    predicted = rep["predicted_mse_by_method"]
     for name in dict.fromkeys([model.method, "asymmetric", "gaussian"]):
         lines.append(f"    {name:<12} {predicted[name]:.4g}")
-    gain = rep["predicted_gain"]
-    lines.append(f"  predicted gain over gaussian: {gain:.3g}x")
+    if model.method == "auto" and rep["predicted_mse_in_sample"] != rep["predicted_mse"]:
+        lines.append(f"    (in-sample, on the fitted rows: {rep['predicted_mse_in_sample']:.4g})")
     if model.method == "truncated":
         lines.append("  note: truncated is BIASED (no tail); its MSE is squared bias on rows like "
                      "the fitted ones, with no guarantee for others")
@@ -112,7 +153,8 @@ def format_evaluation(result: dict[str, Any]) -> str:
                      f"found by the estimated top {result['top']}, over {result['queries']} "
                      "sampled x rows")
     lines.append("  rel err: |estimate - x.w| / |x.w| (large where x.w is near 0); "
-                 "predicted: the build's pair-averaged MSE over the fitted rows")
+                 "predicted: the build's pair-averaged MSE (auto: out of sample, new pairs; "
+                 "the others: over pairs of the fitted rows)")
     lines.append(f"  note: {BIAS_NOTE}")
     seeds = result.get("over_seeds")
     if seeds:

@@ -51,7 +51,7 @@ def test_orthogonal_factor_and_head_choice() -> None:
 
 @pytest.mark.parametrize(("k", "method", "match"), [
     (0, "gaussian", "at least 1"),
-    (2, "auto", "too small"),
+    (2, "head-tail", "too small"),
     (27, "auto", "too large"),
     (25, "orthogonal", "too large"),
     (5, "nope", "unknown method"),

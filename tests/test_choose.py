@@ -18,6 +18,7 @@ from ddrp_dask.errors import InputError, OptionError
 from ddrp_dask.maths import choose
 from ddrp_dask.maths.choose import MsePredictor, choose_k, min_k
 from ddrp_dask.maths.predict import pair_energy
+from ddrp_dask.options import k_range
 from ddrp_dask.plot import plot_mse_curve
 from ddrp_dask.report import format_k_table
 
@@ -38,8 +39,8 @@ def moments(pair: tuple[np.ndarray, np.ndarray]) -> tuple[dd.Moments, dd.Moments
 
 
 def _k_values(method: str) -> list[int]:
-    low = {"auto": 3, "truncated": 2}.get(method, 1)
-    high = {"orthogonal": D}.get(method, D + 2)
+    low, top = k_range(method, D)
+    high = top if top is not None else D + 2
     return [*range(low, high + 1), 3 * D, 40 * D] if method in choose.INVERSE_K else \
         list(range(low, high + 1))
 
@@ -57,8 +58,11 @@ def test_curve_equals_the_builds_prediction(moments: tuple[dd.Moments, dd.Moment
 
 
 def test_invalid_k_is_nan(moments: tuple[dd.Moments, dd.Moments]) -> None:
-    curve = dd.predicted_mse_curve(*moments, [1, 2, D, D + 1, D + 3], ["auto", "orthogonal"])
-    assert np.isnan(curve["auto"][[0, 1, 4]]).all() and np.isfinite(curve["auto"][2:4]).all()
+    curve = dd.predicted_mse_curve(*moments, [1, 2, D, D + 1, D + 3],
+                                   ["head-tail", "auto", "orthogonal"])
+    assert np.isnan(curve["head-tail"][[0, 1, 4]]).all()
+    assert np.isfinite(curve["head-tail"][2:4]).all()
+    assert np.isfinite(curve["auto"][:4]).all() and np.isnan(curve["auto"][4])  # auto: K ≥ 1
     assert np.isnan(curve["orthogonal"][[3, 4]]).all()
 
 
@@ -82,7 +86,7 @@ def test_min_k_meets_the_target_and_k_minus_1_does_not(
         return float(dd.build(mx, mw, kk, method).info["predicted"][method] / energy)
 
     assert rel(k) <= target * (1 + 1e-9)
-    low = {"auto": 3, "truncated": 2}.get(method, 1)
+    low = k_range(method, D)[0]
     if k > low:
         assert rel(k - 1) > target * (1 - 1e-9)
 

@@ -35,7 +35,7 @@ def test_run_prints_report_and_writes_group(tmp_path: Path, inputs: dict[str, st
     code, stdout, stderr = _invoke("run", "--x", inputs["x"], "--w", inputs["w"], "-k", "6",
                                    "--out", out, "--scheduler", "threads", "--quiet")
     assert code == 0, stderr
-    for piece in ("method auto, K=6", "sigma:", "predicted MSE", "asymmetric", "gaussian",
+    for piece in ("method auto, K=6", "rho:", "predicted MSE", "asymmetric", "gaussian",
                   "predicted gain over gaussian"):
         assert piece in stdout, piece
     g = zarr.open_group(out, mode="r")
@@ -72,7 +72,7 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path: Path, inputs: dict[str
 @pytest.mark.parametrize(("args", "match"), [
     (["-k", "6", "--w", "{w13}"], "got d=13 for --w"),
     (["-k", "0"], "K must be at least 1"),
-    (["-k", "2"], "too small for method 'auto'"),
+    (["-k", "2", "--method", "head-tail"], "too small for method 'head-tail'"),
     (["-k", "40"], "too large for method 'auto'"),
     (["-k", "6", "--x", "{dir}/nope.npy"], "nope.npy: no such file"),
     (["-k", "6", "--x-columns", "id,vec"], "column 'vec' has type fixed_size_list"),

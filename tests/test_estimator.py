@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 import ddrp_dask as dd
 from ddrp_dask import AsymmetricRandomProjection
 from ddrp_dask.errors import DdrpError, InputError, InvalidValueError, OptionError
+from ddrp_dask.maths.optimal import combine_folds, moments_by_fold
 from ddrp_dask.testing import reference_covariance, reference_mean, reference_sketch
 
 from .conftest import make_pair, write_npy
@@ -54,14 +55,16 @@ _FORCE_K1 = ("check_dont_overwrite_parameters", "check_fit2d_predict1d",
 
 
 def _expected_failures(est: AsymmetricRandomProjection) -> dict[str, str]:
-    if est.method != "auto":
+    if est.method != "head-tail":
         return {}
-    reason = ("sets n_components=1, but auto stores 2 exact mean columns and at least 1 tail "
-              "column (K >= 3); the asymmetric and gaussian instances run these checks")
+    reason = ("sets n_components=1, but head-tail stores 2 exact mean columns and at least 1 "
+              "tail column (K >= 3); the other instances run these checks")
     return dict.fromkeys(_FORCE_K1, reason)
 
 
 @parametrize_with_checks([AsymmetricRandomProjection(n_components=3, random_state=0),
+                          AsymmetricRandomProjection(n_components=3, method="head-tail",
+                                                     random_state=0),
                           AsymmetricRandomProjection(n_components=2, method="asymmetric"),
                           AsymmetricRandomProjection(n_components=2, method="gaussian")],
                          expected_failed_checks=_expected_failures)
@@ -79,16 +82,19 @@ def test_fit_transform_match_the_library_and_numpy(digits: Any) -> None:
     # statistics: the library's blocks and tree (BLAS on one thread, as in the pipeline's
     # tasks: float32 products differ in the last bits between thread counts), and numpy's
     # whole-array moments
+    # (auto: per fold, a row's fold from its global index, merged fold by fold)
     with threadpool_limits(limits=1):
-        mx = dd.combine_all([dd.block_moments(x[i:i + BLOCK]) for i in range(0, len(x), BLOCK)])
-        mw = dd.block_moments(w)
+        fx = combine_folds([moments_by_fold(x[i:i + BLOCK], np.arange(i, min(i + BLOCK, len(x))))
+                            for i in range(0, len(x), BLOCK)])
+        fw = combine_folds([moments_by_fold(w, np.arange(len(w)))])
+        mx, mw = dd.combine_all(fx), dd.combine_all(fw)
     assert np.array_equal(est.model_.stats_x.scatter, mx.scatter)
     assert np.array_equal(est.model_.stats_x.mean, mx.mean)
     ref = reference_covariance(x)
     assert np.linalg.norm(mx.scatter - ref) / np.linalg.norm(ref) < 1e-6
     assert np.allclose(est.model_.stats_w.mean, reference_mean(w), rtol=0,
                        atol=1e-6 * np.abs(w).max())
-    model = dd.build(mx, mw, K, "auto", 7)
+    model = dd.build(mx, mw, K, "auto", 7, folds=(fx, fw))
     assert np.array_equal(est.components_, model.x.matrix.T)
     assert np.array_equal(est.components_w_, model.w.matrix.T)
     assert np.array_equal(est.offset_, model.x.offset)

@@ -45,18 +45,18 @@ class Refusal:
 
 def deserved_refusals(d: int, k: int, method: str, scale: float) -> list[Refusal]:
     """The refusals a case deserves, written from the documented K ranges (README, DESIGN):
-    auto stores 2 mean columns and at least one tail column (K >= 3), truncated the 2 mean
-    columns (K >= 2); auto and truncated are exact at K = d + 2 (K <= d + 2), orthogonal
-    rows need K <= d; other methods take any K >= 1. Inputs of magnitude 1e30 may have
+    head-tail stores 2 mean columns and at least one tail column (K >= 3), truncated the 2
+    mean columns (K >= 2); auto, head-tail and truncated take K <= d + 2, orthogonal rows
+    need K <= d; other methods take any K >= 1. Inputs of magnitude 1e30 may have
     sketches beyond float32. An empty list: the case is valid and must succeed."""
     out = []
-    low = {"auto": 3, "truncated": 2}.get(method, 1)
-    high = {"auto": d + 2, "truncated": d + 2, "orthogonal": d}.get(method)
+    low = {"head-tail": 3, "truncated": 2}.get(method, 1)
+    high = {"auto": d + 2, "head-tail": d + 2, "truncated": d + 2, "orthogonal": d}.get(method)
     if k < low:
         out.append(Refusal("K below the method's minimum", OptionError,
                            rf"^K={k} is too small for method '{method}': it stores 2 exact "
-                           rf"mean columns.*, so K ≥ {low}; use --method asymmetric or "
-                           r"gaussian for smaller K$"))
+                           rf"mean columns.*, so K ≥ {low}; use --method auto, asymmetric "
+                           r"or gaussian for smaller K$"))
     if high is not None and k > high:
         if method == "orthogonal":
             out.append(Refusal("K beyond d for orthogonal rows", OptionError,
@@ -65,7 +65,7 @@ def deserved_refusals(d: int, k: int, method: str, scale: float) -> list[Refusal
         else:
             out.append(Refusal("K beyond the exact d + 2", OptionError,
                                rf"^K={k} is too large for method '{method}' at d={d}: "
-                               r"K = d \+ 2 is already exact, so K must be ≤ d \+ 2$"))
+                               r"K = d( \+ 2)? is already exact, so K must be ≤ d \+ 2$"))
     if scale >= 1e30:
         out.append(Refusal("sketch beyond float32", InvalidValueError,
                            r"^.+: the sketch of row \d+ overflows float32 \(inputs of "

@@ -35,7 +35,8 @@ def test_round_trip_is_exact(saved: str) -> None:
     assert back.stats_x is not None and back.stats_x.n == 300
     assert np.array_equal(back.stats_w.scatter, block_moments(w).scatter)  # type: ignore[union-attr]
     assert (back.method, back.k, back.d, back.seed) == ("auto", 5, 6, 4)
-    assert back.info["r"] == model.info["r"] and back.provenance["block_rows"] == 128
+    assert back.info["allocation"] == model.info["allocation"]
+    assert back.provenance["block_rows"] == 128
 
 
 def test_tampered_array_is_refused(saved: str) -> None:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 import ddrp_dask
-from ddrp_dask.errors import DdrpError
+from ddrp_dask.errors import DdrpError, OutputError
 from ddrp_dask.graph.compute import local_scheduler
 from ddrp_dask.io.lifecycle import output_facts
 from ddrp_dask.options import METHODS
-from ddrp_dask.report import format_report
+from ddrp_dask.report import format_report, report_dict
 
 F = Callable[..., Any]
 
@@ -43,8 +46,9 @@ source_options = _options(
                       "(MSE / E(x.w)^2) is at most this, chosen after pass 1."),
     click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True),
     click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--shrinkage", default="oas", show_default=True,
-                 help="'oas' or a fixed number in [0, 1]."),
+    click.option("--shrinkage", default="auto", show_default=True,
+                 help="'auto' (for auto: chosen per source by cross-fitting; else OAS), "
+                      "'oas' or a fixed number in [0, 1]."),
     click.option("--stats-fraction", type=float, default=1.0, show_default=True,
                  help="Statistics from this seeded fraction of the row blocks (pass 1 reads "
                       "only those); every row is still sketched."),
@@ -127,9 +131,13 @@ def say(msg: str) -> None:
 
 
 def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
-             show_report: bool) -> None:
+             show_report: bool, report_path: str | None = None) -> None:
     """Print the plan (dry run) or execute it; ``sched``: the scheduler options
-    (scheduler, workers, threads_per_worker, memory_limit)."""
+    (scheduler, workers, threads_per_worker, memory_limit); ``report_path``: the build
+    report as JSON (``--report``)."""
+    if report_path is not None:
+        check_report_file(report_path, [str(s.path) for s in plan.sources.values()],
+                          plan.overwrite)
     if dry_run:
         click.echo(str(plan))
         return
@@ -140,7 +148,8 @@ def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
             click.echo(format_report(model))
 
     with scheduler_context(**sched, quiet=quiet) as scheduler:
-        plan.execute(scheduler=scheduler, progress=progress, on_model=on_model)
+        model = plan.execute(scheduler=scheduler, progress=progress, on_model=on_model)
+    write_json(report_path, report_dict(model))
     if plan.command != "fit" and plan.skip:
         _report_skipped(plan)
     if not quiet:
@@ -175,3 +184,37 @@ def guard(f: F) -> F:
                        "command with --resume to finish it", err=True)
             sys.exit(130)
     return wrapper
+
+
+def check_report_file(path: str | None, inputs: list[str], overwrite: bool) -> None:
+    """A report file (--json, --plot) must not be an input, nor exist without --overwrite."""
+    if path is None:
+        return
+    p = Path(path).resolve()
+    if any(p == Path(src).resolve() for src in inputs):
+        raise OutputError(f"{path} is an input; choose another file for the report")
+    if p.is_dir():
+        raise OutputError(f"{path} is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise OutputError(f"{path}: directory {p.parent} does not exist")
+    if p.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON: numpy values become Python ones; NaN and infinities become null."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | None, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` (nothing for None)."""
+    if path is not None:
+        Path(path).write_text(json.dumps(jsonable(data), indent=2) + "\n")

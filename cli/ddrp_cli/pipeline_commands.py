@@ -57,14 +57,17 @@ def _sched(scheduler: str | None, workers: int | None, threads_per_worker: int,
 @source_options
 @prior_options
 @click.option("--out", required=True, help="Directory the model is written to.")
+@click.option("--report", "report_path", default=None,
+              help="Also write the build report as JSON to this file.")
 @execution_options
 @guard
 def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
         stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
-        prior_sample: int, out: str, on_invalid: str, resume: bool, block_rows: int | None,
-        overwrite: bool, dry_run: bool, quiet: bool, scheduler: str | None,
-        workers: int | None, threads_per_worker: int, memory_limit: str) -> None:
+        prior_sample: int, out: str, report_path: str | None, on_invalid: str, resume: bool,
+        block_rows: int | None, overwrite: bool, dry_run: bool, quiet: bool,
+        scheduler: str | None, workers: int | None, threads_per_worker: int,
+        memory_limit: str) -> None:
     """Fit the projection pair from both sources and save it to OUT (prints the report)."""
     prior = _prior(x, x_columns, w, labels, out, prior_model, prior_fits, prior_sample, seed,
                    block_rows, overwrite, resume)
@@ -73,7 +76,8 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
                     on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
-                                          memory_limit), show_report=True)
+                                          memory_limit), show_report=True,
+             report_path=report_path)
 
 
 @click.command()
@@ -84,13 +88,16 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
 @click.option("--w-id-column", default=None, help="Parquet id column of W, written to OUT/w_ids.")
 @click.option("--format", "fmt", type=click.Choice(["zarr", "parquet"]), default="zarr",
               show_default=True, help="Zarr arrays, or Parquet datasets mirroring the inputs.")
+@click.option("--report", "report_path", default=None,
+              help="Also write the build report as JSON to this file.")
 @execution_options
 @guard
 def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
         stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
         prior_sample: int, out: str, x_id_column: str | None, w_id_column: str | None,
-        fmt: str, on_invalid: str, resume: bool, block_rows: int | None, overwrite: bool,
+        fmt: str, report_path: str | None, on_invalid: str, resume: bool,
+        block_rows: int | None, overwrite: bool,
         dry_run: bool, quiet: bool, scheduler: str | None, workers: int | None,
         threads_per_worker: int, memory_limit: str) -> None:
     """Fit, then sketch both sources into the Zarr group OUT (arrays x, w; model at OUT/model)."""
@@ -102,7 +109,8 @@ def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     x_id_column=x_id_column, w_id_column=w_id_column, format=fmt,
                     on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
-                                          memory_limit), show_report=True)
+                                          memory_limit), show_report=True,
+             report_path=report_path)
 
 
 @click.command()

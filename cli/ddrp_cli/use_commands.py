@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
-from typing import Any
-
 import click
 
-from ddrp_dask.errors import OutputError
 from ddrp_dask.jobs.evaluate import evaluate_model, plan_evaluate
 from ddrp_dask.jobs.matmul import plan_matmul
 from ddrp_dask.jobs.plan import plan_choose
@@ -17,40 +11,16 @@ from ddrp_dask.options import METHODS
 from ddrp_dask.plot import plot_mse_curve
 from ddrp_dask.report import format_evaluation, format_k_table
 
-from .common import column_options, guard, run_options, say, scheduler_context, show_progress
-
-
-def _check_report_file(path: str | None, inputs: list[str], overwrite: bool) -> None:
-    """A report file (--json, --plot) must not be an input, nor exist without --overwrite."""
-    if path is None:
-        return
-    p = Path(path).resolve()
-    if any(p == Path(src).resolve() for src in inputs):
-        raise OutputError(f"{path} is an input; choose another file for the report")
-    if p.is_dir():
-        raise OutputError(f"{path} is a directory; give a file name")
-    if not p.parent.is_dir():
-        raise OutputError(f"{path}: directory {p.parent} does not exist")
-    if p.exists() and not overwrite:
-        raise OutputError(f"{path} exists; pass --overwrite to replace it")
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON: numpy values become Python ones; NaN and infinities become null."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _write_json(path: str | None, data: dict[str, Any]) -> None:
-    if path is not None:
-        Path(path).write_text(json.dumps(_jsonable(data), indent=2) + "\n")
+from .common import (
+    check_report_file,
+    column_options,
+    guard,
+    run_options,
+    say,
+    scheduler_context,
+    show_progress,
+    write_json,
+)
 
 
 @click.command()
@@ -109,7 +79,7 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
     plan = plan_evaluate(model, x, w, pairs=pairs, seed=seed, top=top, queries=queries,
                          seeds=seeds, x_columns=x_columns, w_columns=w_columns,
                          block_rows=block_rows)
-    _check_report_file(json_path, [x, w, model], overwrite)
+    check_report_file(json_path, [x, w, model], overwrite)
     if dry_run:
         click.echo(str(plan))
         return
@@ -117,7 +87,7 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
                            quiet) as client:
         result = evaluate_model(plan, scheduler=client, progress=show_progress(quiet))
     click.echo(format_evaluation(result))
-    _write_json(json_path, result)
+    write_json(json_path, result)
 
 
 @click.command("plan")
@@ -128,8 +98,9 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
               help="Target MSE / E(x.w)^2 (0.01: RMS error 10% of the RMS inner product).")
 @click.option("--methods", default=",".join(METHODS), show_default=True,
               help="Methods to compare, comma-separated.")
-@click.option("--shrinkage", default="oas", show_default=True,
-              help="'oas' or a fixed number in [0, 1].")
+@click.option("--shrinkage", default="auto", show_default=True,
+              help="'auto' (for auto: chosen per source by cross-fitting; else OAS), "
+                      "'oas' or a fixed number in [0, 1].")
 @click.option("--stats-fraction", type=float, default=1.0, show_default=True,
               help="Statistics from this fraction of the row blocks (seeded choice).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -149,7 +120,7 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
     plan = plan_choose(x, w, target_rel_mse, methods, shrinkage, x_columns, w_columns,
                        block_rows, stats_fraction, seed, written)
     for path in (plot, json_path):
-        _check_report_file(path, [x, w], overwrite)
+        check_report_file(path, [x, w], overwrite)
     if dry_run:
         click.echo(str(plan))
         return
@@ -160,4 +131,4 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
     if plot:
         plot_mse_curve(report, plot)
         say(f"wrote {plot}")
-    _write_json(json_path, report)
+    write_json(json_path, report)

@@ -12,8 +12,9 @@ from ..errors import InputError
 from ..io.common import working_dtype
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
+from ..maths.optimal import combine_folds, moments_by_fold
 from ..maths.project import check_finite, project_block
-from ..maths.stats import Moments, block_moments, combine_all
+from ..maths.stats import Moments, block_moments
 from .compute import compute, task, tree_reduce
 
 __all__ = ["as_dask_array", "is_dask_array", "moments_of_arrays", "sketch_array"]
@@ -50,22 +51,38 @@ def _canonical(a: Any, rows: int) -> Any:
     return a.rechunk({0: rows, 1: -1})
 
 
-def _stats_task(block: np.ndarray, where: str, row0: int) -> Moments:
+def _one_stats_task(block: np.ndarray, where: str, row0: int) -> list[Moments]:
     """One leaf of pass 1 on a dask block (BLAS pinned to one thread, as in the pipeline)."""
     with one_blas_thread():
-        return block_moments(block, check_finite(block, where, row0))
+        return [block_moments(block, check_finite(block, where, row0))]
 
 
-def moments_of_arrays(arrays: Mapping[str, Any], rows: int) -> dict[str, Moments]:
+def _fold_stats_task(block: np.ndarray, where: str, row0: int, n_folds: int) -> list[Moments]:
+    """One leaf of pass 1 per fold on a dask block (a row's fold from its global index)."""
+    with one_blas_thread():
+        check_finite(block, where, row0)
+        rows = np.arange(row0, row0 + len(block))
+        return moments_by_fold(block, rows, n_folds)  # each fold is a fresh copy
+
+
+def moments_of_arrays(arrays: Mapping[str, Any], rows: int,
+                      n_folds: int = 0) -> dict[str, list[Moments]]:
     """The statistics of each named dask array, in one compute: one leaf per canonical
-    block, merged in the pipeline's fixed tree."""
+    block, merged in the pipeline's fixed tree; a list of one ``Moments`` (``n_folds`` 0) or
+    of one per fold."""
     lazy = {}
     for name, a in arrays.items():
         blocks = _canonical(a, rows)
         starts = np.concatenate([[0], np.cumsum(blocks.chunks[0])[:-1]])
-        leaves = [task(_stats_task, blk, f"{name.upper()} (dask array)", int(s))
-                  for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-        lazy[name] = tree_reduce(leaves, combine_all)
+        where = f"{name.upper()} (dask array)"
+        if n_folds:
+            leaves = [task(_fold_stats_task, blk, where, int(s), n_folds)
+                      for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
+            lazy[name] = tree_reduce(leaves, combine_folds)
+        else:
+            leaves = [task(_one_stats_task, blk, where, int(s))
+                      for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
+            lazy[name] = tree_reduce(leaves, combine_folds)
     computed = compute(list(lazy.values()), None, False, "pass 1: statistics")
     return dict(zip(lazy, computed, strict=True))
 

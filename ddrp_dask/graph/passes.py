@@ -19,6 +19,7 @@ from ..io import lifecycle, writer
 from ..io.source import Source, read_valid
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
+from ..maths.optimal import combine_folds, moments_by_fold
 from ..maths.project import sketch_valid
 from ..maths.stats import Moments, block_moments, combine_all
 from .compute import compute, delayed, task, tree_reduce
@@ -42,6 +43,17 @@ def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Mo
         return block_moments(block, colsum, overwrite_input=block.flags.writeable)
 
 
+def _fold_stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
+                     n_folds: int) -> list[Moments]:
+    """One block's statistics per fold; a row's fold follows its global index."""
+    with one_blas_thread():
+        block, bad, _ = read_valid(src, start, stop, f"--{side} {src.path}", skip)
+        rows = np.arange(start, stop)
+        if bad.size:
+            block, rows = np.delete(block, bad, axis=0), np.delete(rows, bad)
+        return moments_by_fold(block, rows, n_folds)
+
+
 def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
                   out: str, array: str, block: int, ids_array: str | None, skip: bool) -> int:
     """Sketch one block, write its chunk (and its ids), then its done flag (2 when it skipped
@@ -63,14 +75,20 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
 
 
 def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: Any,
-            progress: bool) -> dict[str, Moments]:
-    """Pass 1: the statistics of every side's ``(source, block ranges)``, in one compute."""
+            progress: bool, n_folds: int = 0) -> dict[str, Any]:
+    """Pass 1: the statistics of every side's ``(source, block ranges)``, in one compute:
+    one ``Moments`` per side, or with ``n_folds`` a list of one per fold."""
     graphs, leaves = [], []
     for side, (src, ranges) in blocks.items():
-        side_leaves = [task(_stats_task, src, start, stop, side, skip)
-                       for start, stop in ranges]
+        if n_folds:
+            side_leaves = [task(_fold_stats_task, src, start, stop, side, skip, n_folds)
+                           for start, stop in ranges]
+            graphs.append(tree_reduce(side_leaves, combine_folds))
+        else:
+            side_leaves = [task(_stats_task, src, start, stop, side, skip)
+                           for start, stop in ranges]
+            graphs.append(tree_reduce(side_leaves, combine_all))
         leaves += side_leaves
-        graphs.append(tree_reduce(side_leaves, combine_all))
     results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
     return dict(zip(blocks, results, strict=True))
 

@@ -162,12 +162,20 @@ def _recall(plan: EvaluatePlan, models: dict[str, SketchModel], queries: np.ndar
     return {name: recall_at_n(best["exact"][0], best[name][0]) for name in models}
 
 
+def _shrinkage_of(model: SketchModel) -> Any:
+    """The shrinkage to rebuild ``model``'s method with: auto's chosen pair, else the one
+    the model was fitted with."""
+    if model.method == "auto" and isinstance(model.info.get("shrinkage_x"), dict):
+        return (model.info["shrinkage_x"], model.info["shrinkage_w"])
+    return model.provenance.get("shrinkage", "auto")
+
+
 def _over_seeds(plan: EvaluatePlan, xs: np.ndarray, ws: np.ndarray,
                 exact: np.ndarray) -> dict[str, Any]:
     """Rebuild the model's method with seeds 0..S−1: the mean error over seeds, tested."""
     m = plan.model
     assert m.stats_x is not None and m.stats_w is not None
-    shrinkage = m.provenance.get("shrinkage", "oas")
+    shrinkage = _shrinkage_of(m)
     errors = np.empty((plan.seeds, len(exact)))
     for s in range(plan.seeds):
         rebuilt = build(m.stats_x, m.stats_w, m.k, m.method, s, shrinkage)

@@ -13,7 +13,8 @@ from ..io.registry import open_source
 from ..maths.build import build
 from ..maths.choose import min_k
 from ..maths.model import SketchModel
-from ..maths.stats import Moments
+from ..maths.optimal import folds_for
+from ..maths.stats import Moments, combine_all
 from ..options import (
     check_block_rows,
     check_format,
@@ -29,7 +30,8 @@ from ..options import (
 from .base import Plan, versions
 from .prior import PriorPlan
 
-__all__ = ["FitPlan", "compute_moments", "fit_model", "open_pair", "plan_fit"]
+__all__ = ["FitPlan", "compute_folds", "compute_moments", "fit_model", "open_pair",
+           "plan_fit"]
 
 OnModel = Callable[[SketchModel], None]
 
@@ -44,7 +46,7 @@ class FitPlan(Plan):
     k: int = 0
     method: str = "auto"
     out: str = ""
-    shrinkage: float | str = "oas"
+    shrinkage: float | str = "auto"
     overwrite: bool = False
     resume: bool = False
     target_rel_mse: float | None = None
@@ -112,13 +114,21 @@ class FitPlan(Plan):
         return self.out
 
     def fit(self, scheduler: Any = None, progress: bool = False) -> SketchModel:
-        """Pass 1 and the build: the fitted model (nothing written)."""
-        stats = compute_moments(self, scheduler, progress)
+        """Pass 1 and the build: the fitted model (nothing written). ``auto`` takes the
+        statistics per fold (``maths.optimal.folds_for(d)`` of them) in the same pass."""
+        folds = None
+        if self.method == "auto" and folds_for(self.d) > 1:
+            by_fold = compute_folds(self, folds_for(self.d), scheduler, progress)
+            folds = (by_fold["x"], by_fold["w"])
+            stats = {"x": combine_all(folds[0]), "w": combine_all(folds[1])}
+        else:
+            stats = compute_moments(self, scheduler, progress)
         k = self.k
         if self.target_rel_mse is not None:  # K from the statistics: the smallest meeting it
-            k = min_k(stats["x"], stats["w"], self.target_rel_mse, self.method, self.shrinkage)
+            k = min_k(stats["x"], stats["w"], self.target_rel_mse, self.method, self.shrinkage,
+                      folds)
         return build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
-                     provenance=self.facts())
+                     provenance=self.facts(), folds=folds)
 
     def _saved_model(self) -> SketchModel | None:
         """When resuming: the model saved earlier by the same plan, if complete."""
@@ -163,6 +173,13 @@ def compute_moments(plan: Plan, scheduler: Any = None,
     return moments(plan.stats_ranges(), plan.skip, scheduler, progress)
 
 
+def compute_folds(plan: Plan, n_folds: int, scheduler: Any = None,
+                  progress: bool = False) -> dict[str, list[Moments]]:
+    """Pass 1 per fold: ``n_folds`` statistics of every source of the plan, in one compute
+    (a row's fold follows its global index, ``maths.optimal.fold_of``)."""
+    return moments(plan.stats_ranges(), plan.skip, scheduler, progress, n_folds)
+
+
 def fit_model(plan: FitPlan, scheduler: Any = None, progress: bool = False) -> SketchModel:
     """Pass 1 and the build: the fitted model of a ``fit`` or ``run`` plan (nothing written)."""
     return plan.fit(scheduler, progress)
@@ -199,7 +216,7 @@ def fit_options(k: int | None, method: str, seed: int, block_rows: int | None, d
 def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto",
              seed: int = 0, x_columns: str | list[str] | None = None,
              w_columns: str | list[str] | None = None, block_rows: int | None = None,
-             shrinkage: float | str = "oas", overwrite: bool = False, resume: bool = False,
+             shrinkage: float | str = "auto", overwrite: bool = False, resume: bool = False,
              stats_fraction: float = 1.0, on_invalid: str = "error",
              target_rel_mse: float | None = None, prior: PriorPlan | None = None) -> FitPlan:
     """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
@@ -218,7 +235,7 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
         Parquet vector columns.
     block_rows : int, optional
         Rows per canonical block; default from d only (``options.default_block_rows``).
-    shrinkage : "oas" or float, default="oas"
+    shrinkage : "auto", "oas" or float, default="auto"
     overwrite : bool, default=False
         Replace an existing ddrp output at ``out``.
     resume : bool, default=False

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 from ..io.registry import open_source
 from ..maths.choose import choose_k
-from ..maths.stats import Moments
+from ..maths.optimal import folds_for
+from ..maths.stats import Moments, combine_all
 from ..options import (
     check_block_rows,
     check_fraction,
@@ -19,7 +20,7 @@ from ..options import (
     check_target,
 )
 from .base import Plan
-from .fit import compute_moments
+from .fit import compute_folds, compute_moments
 
 __all__ = ["ChoosePlan", "StatsPlan", "plan_choose", "plan_stats"]
 
@@ -51,7 +52,7 @@ class ChoosePlan(StatsPlan):
 
     target_rel_mse: float = 0.01
     methods: tuple[str, ...] = ()
-    shrinkage: float | str = "oas"
+    shrinkage: float | str = "auto"
     extra: list[str] = field(default_factory=list)
 
     @property
@@ -64,10 +65,16 @@ class ChoosePlan(StatsPlan):
         return ["a table on stdout", *self.extra]
 
     def choose(self, scheduler: Any = None, progress: bool = False) -> dict[str, Any]:
-        """Pass 1 and the choice: ``choose_k``'s report."""
-        stats = compute_moments(self, scheduler, progress)
-        return choose_k(stats["x"], stats["w"], self.target_rel_mse, list(self.methods),
-                        self.shrinkage)
+        """Pass 1 (per fold when ``auto`` is compared, so its predictions are cross-fitted)
+        and the choice: ``choose_k``'s report."""
+        if "auto" not in self.methods or folds_for(self.d) == 1:
+            stats = compute_moments(self, scheduler, progress)
+            return choose_k(stats["x"], stats["w"], self.target_rel_mse, list(self.methods),
+                            self.shrinkage)
+        by_fold = compute_folds(self, folds_for(self.d), scheduler, progress)
+        folds = (by_fold["x"], by_fold["w"])
+        return choose_k(combine_all(folds[0]), combine_all(folds[1]), self.target_rel_mse,
+                        list(self.methods), self.shrinkage, folds)
 
 
 def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
@@ -83,7 +90,7 @@ def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
 
 
 def plan_choose(x: str, w: str, target_rel_mse: float = 0.01,
-                methods: str | list[str] | None = None, shrinkage: Any = "oas",
+                methods: str | list[str] | None = None, shrinkage: Any = "auto",
                 x_columns: str | list[str] | None = None,
                 w_columns: str | list[str] | None = None, block_rows: int | None = None,
                 stats_fraction: float = 1.0, seed: int = 0,

@@ -8,10 +8,14 @@ two k-vectors. Methods:
 ``sparse``      Li's very sparse signs: ±sqrt(s/k) with probability 1/(2s) each, s = √d.
 ``diagonal``    R A x, R B w with A = diag(a), B = A⁻¹, a_j = (Σw_jj/Σx_jj)^{1/4}.
 ``asymmetric``  The paper: R A x, R B w with the balanced pair of the shrunk second moments.
-``auto``        Shrinkage, two exact mean columns, exact head of r balanced coordinates of the
-                centred covariances, orthogonal tail of width k − r − 2; r minimises
-                V(r) = ((Σ_{i>r}σ_i)² + Σ_{i>r}σ_i²)/k' · (D − k')/(D − 1) · D/(D + 2).
-``truncated``   auto's head and mean columns with r = k − 2 and no tail: biased, opt-in.
+``auto``        DESIGN §7 (``maths.optimal.fit_optimal``): means folded into the balanced
+                basis, threshold-sampled columns with a floor on π, a Haar tail, shrinkage
+                and allocation chosen by cross-fitting over the fold statistics.
+``head-tail``   DESIGN §4: shrinkage, two exact mean columns, exact head of r balanced
+                coordinates of the centred covariances, orthogonal tail of width k − r − 2;
+                r minimises V(r) = ((Σ_{i>r}σ_i)² + Σ_{i>r}σ_i²)/k' · (D − k')/(D − 1) ·
+                D/(D + 2).
+``truncated``   head-tail's head and mean columns with r = k − 2 and no tail: biased, opt-in.
 
 All but ``truncated`` are unbiased for every pair, including vectors unlike the fitted rows,
 because shrinkage keeps A and B full rank with AᵀB = I.
@@ -19,6 +23,7 @@ because shrinkage keeps A and B full rank with AᵀB = I.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +35,7 @@ from .draws import DRAW, gaussian_matrix, orthogonal_matrix
 from .linalg import balanced_pair, shrink
 from .maps import head_tail_maps, linear_map, scale_of
 from .model import SideMap, SketchModel
+from .optimal import fit_optimal
 from .predict import choose_head, predict_head_tail, predict_oblivious, predict_paired
 from .stats import Moments
 
@@ -49,8 +55,8 @@ class _Fit:
 
 
 def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
-          shrinkage: float | str = "oas", provenance: dict[str, Any] | None = None
-          ) -> SketchModel:
+          shrinkage: Any = "auto", provenance: dict[str, Any] | None = None,
+          folds: tuple[Sequence[Moments], Sequence[Moments]] | None = None) -> SketchModel:
     """Fit the projection pair for ``method`` from the statistics of X and W.
 
     Parameters
@@ -58,27 +64,37 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
     mx, mw : Moments
         Statistics of the two sources (same d).
     k : int
-        Stored columns per sketch, every one counted (auto's 2 mean columns included).
+        Stored columns per sketch, every one counted.
     method : str, default="auto"
         One of ``METHODS``.
     seed : int, default=0
         Seed of every random draw (numpy ``default_rng``).
-    shrinkage : "oas" or float in [0, 1], default="oas"
-        Shrinkage of the second moments towards (tr/d)·I.
+    shrinkage : "auto", "oas" or float in [0, 1], default="auto"
+        Shrinkage of the second moments towards (tr/d)·I: for ``auto``, "auto" is chosen per
+        source by cross-fitting (a pair of ``info["shrinkage_x"]``/``["shrinkage_w"]`` fixes
+        it); for the other methods "auto" is OAS.
     provenance : dict, optional
         Recorded in the model as given.
+    folds : (sequence of Moments, sequence of Moments), optional
+        Per-fold statistics of X and W (``maths.optimal.fold_moments``) whose merge is
+        ``mx``, ``mw``: ``auto`` cross-fits over them; without them its build is in-sample.
 
     Returns
     -------
     SketchModel
-        With ``info["predicted"]``: pair-averaged MSE over the fitted rows predicted for this
-        method, ``asymmetric`` and ``gaussian`` at the same k, and ``info["gain"]``.
+        With ``info["predicted"]``: the pair-averaged MSE predicted for this method (for
+        ``auto`` out of sample, on new pairs, when folds are given; for the others over pairs
+        of the fitted rows), for ``asymmetric`` and for ``gaussian`` at the same k, and
+        ``info["gain"]``.
     """
     d = check_same_d(mx.d, mw.d, "X", "W")
     check_k(k, d, method)
     # LAPACK's last bits depend on the thread count: one thread gives the same model anywhere.
     with one_blas_thread():
-        fit, predicted = _fit(mx, mw, k, method, seed, shrinkage)
+        if method == "auto":
+            fit, predicted = _fit_auto(mx, mw, k, seed, shrinkage, folds)
+        else:
+            fit, predicted = _fit(mx, mw, k, method, seed, shrinkage)
     info = dict(fit.info, n_x=mx.n, n_w=mw.n, predicted=predicted)
     this = predicted[method]
     info["gain"] = predicted["gaussian"] / this if this > 0 else float("inf")
@@ -86,16 +102,37 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
                        mx, mw)
 
 
+def _paper_pair(mx: Moments, mw: Moments, k: int, shrinkage: Any
+                ) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """The predictions every report compares against (gaussian and the paper's asymmetric
+    pair at the same k), and that pair: A, B, σ and the shrinkage of each side."""
+    sx, sw = mx.second_moment, mw.second_moment
+    predicted = {"gaussian": predict_oblivious("gaussian", sx, sw, k)}
+    paper = shrinkage if isinstance(shrinkage, str | float | int) else "oas"
+    shx, rho_x = shrink(sx, mx.n, paper, scale_of(sx, sw))
+    shw, rho_w = shrink(sw, mw.n, paper, scale_of(sw, sx))
+    a, b, sigma = balanced_pair(shx, shw)
+    predicted["asymmetric"] = predict_paired(a, b, sx, sw, k)
+    return predicted, a, b, sigma, rho_x, rho_w
+
+
+def _fit_auto(mx: Moments, mw: Moments, k: int, seed: int, shrinkage: Any,
+              folds: tuple[Sequence[Moments], Sequence[Moments]] | None
+              ) -> tuple[_Fit, dict[str, float]]:
+    """DESIGN §7 through ``maths.optimal``; without folds, in-sample."""
+    folds_x, folds_w = folds if folds is not None else ([mx], [mw])
+    fit = fit_optimal(folds_x, folds_w, k, seed, shrinkage)
+    predicted = _paper_pair(mx, mw, k, "oas")[0]
+    predicted["auto"] = float(fit.info["predicted_mse"])
+    return _Fit(fit.x, fit.w, dict(fit.info)), predicted
+
+
 def _fit(mx: Moments, mw: Moments, k: int, method: str, seed: int,
          shrinkage: float | str) -> tuple[_Fit, dict[str, float]]:
     rng = np.random.default_rng(seed)
     sx, sw = mx.second_moment, mw.second_moment
-    predicted = {"gaussian": predict_oblivious("gaussian", sx, sw, k)}
     # The paper's pair: always computed, for the report's comparison.
-    shx, rho_x = shrink(sx, mx.n, shrinkage, scale_of(sx, sw))
-    shw, rho_w = shrink(sw, mw.n, shrinkage, scale_of(sw, sx))
-    a, b, sigma = balanced_pair(shx, shw)
-    predicted["asymmetric"] = predict_paired(a, b, sx, sw, k)
+    predicted, a, b, sigma, rho_x, rho_w = _paper_pair(mx, mw, k, shrinkage)
     if method in OBLIVIOUS:
         r_mat = DRAW[method](rng, k, mx.d)
         predicted[method] = predict_oblivious(method, sx, sw, k)
@@ -126,7 +163,8 @@ def _fit_diagonal(mx: Moments, mw: Moments, k: int, rng: np.random.Generator,
 def _fit_head_tail(mx: Moments, mw: Moments, k: int, method: str, rng: np.random.Generator,
                    shrinkage: float | str, predicted: dict[str, float]
                   ) -> tuple[_Fit, dict[str, float]]:
-    """auto and truncated (DESIGN §4): centred balanced pair, exact head, mean columns, tail."""
+    """head-tail and truncated (DESIGN §4): centred balanced pair, exact head, mean columns,
+    tail."""
     d = mx.d
     cx, cw = mx.covariance, mw.covariance
     shx, rho_x = shrink(cx, mx.n, shrinkage, scale_of(mx.second_moment, cw))

@@ -29,6 +29,7 @@ from ..options import (
 from .blas import one_blas_thread
 from .draws import sparse_density
 from .linalg import balanced_pair, orthogonal_factor, shrink
+from .optimal import AutoPredictor
 from .predict import choose_head, head_tail_mse, pair_energy, pair_var
 from .stats import Moments
 
@@ -36,6 +37,8 @@ __all__ = ["MsePredictor", "check_options", "choose_k", "k_grid", "min_k",
            "predicted_mse_curve"]
 
 #: Methods whose predicted MSE is c / K: their smallest K has a closed form.
+#: K values at which ``choose_k`` evaluates ``auto``'s curve (log-spaced).
+AUTO_CURVE_POINTS = 32
 INVERSE_K = ("gaussian", "sparse", "asymmetric", "diagonal")
 
 
@@ -49,8 +52,11 @@ class MsePredictor:
     ----------
     mx, mw : Moments
         Statistics of X and W (same d).
-    shrinkage : "oas" or float in [0, 1], default="oas"
+    shrinkage : "auto", "oas" or float in [0, 1], default="auto"
         As for ``ddrp_dask.build``.
+    folds : (sequence of Moments, sequence of Moments), optional
+        Per-fold statistics whose merge is ``mx``, ``mw``: ``auto``'s predictions are then
+        out of sample (``maths.optimal.AutoPredictor``), else in-sample.
 
     Attributes
     ----------
@@ -59,9 +65,13 @@ class MsePredictor:
         E(x·w)² over pairs (``pair_energy``): relative MSE = MSE / energy.
     """
 
-    def __init__(self, mx: Moments, mw: Moments, shrinkage: float | str = "oas") -> None:
+    def __init__(self, mx: Moments, mw: Moments, shrinkage: Any = "auto",
+                 folds: tuple[Sequence[Moments], Sequence[Moments]] | None = None) -> None:
         self.d = check_same_d(mx.d, mw.d, "X", "W")
         self.energy = pair_energy(mx, mw)
+        self._folds = folds if folds is not None else ([mx], [mw])
+        self._shrinkage = shrinkage
+        self._auto: AutoPredictor | None = None
         self._cache: dict[tuple[str, int], float] = {}
         sx, sw = mx.second_moment, mw.second_moment
         with one_blas_thread():
@@ -84,6 +94,11 @@ class MsePredictor:
                                     shrink(cw, mw.n, shrinkage)[0])
         out["head_tail"] = (a @ cx @ a.T, b @ cw @ b.T, sigma)
         return out
+
+    @property
+    def auto_out_of_sample(self) -> bool:
+        """Whether ``auto``'s predictions are cross-fitted (False until it is asked for)."""
+        return self._auto is not None and self._auto.out_of_sample
 
     def k_range(self, method: str) -> tuple[int, int | None]:
         """Smallest and largest valid K of ``method`` at this d (None: no upper bound)."""
@@ -112,14 +127,26 @@ class MsePredictor:
             return base
         if method in ("asymmetric", "diagonal"):
             return float(self._numerators[method] / k)
+        if method == "auto":
+            if self._auto is None:  # the shrinkage search runs only when auto is asked for
+                self._auto = AutoPredictor(*self._folds, self._shrinkage)
+            return self._auto.mse(k)
         pa, pb, sigma = self._numerators["head_tail"]
         r = k - 2 if method == "truncated" else choose_head(sigma, k)[0]
         return head_tail_mse(pa, pb, r, k - 2 - r)
 
-    def curve(self, ks: Iterable[int], methods: Sequence[str] = METHODS) -> dict[str, np.ndarray]:
-        """``{method: predicted MSE for each K in ks}`` (NaN where K is invalid)."""
+    def curve(self, ks: Iterable[int], methods: Sequence[str] = METHODS,
+              auto_points: int | None = None) -> dict[str, np.ndarray]:
+        """``{method: predicted MSE for each K in ks}`` (NaN where K is invalid). With
+        ``auto_points``, ``auto`` (an allocation search per K) is evaluated at about that
+        many log-spaced K only, NaN between them."""
         ks = [int(k) for k in ks]
-        return {m: np.array([self.mse(m, k) for k in ks], dtype=np.float64) for m in methods}
+        keep = set(ks)
+        if auto_points and ks:
+            grid = np.geomspace(1, max(min(max(ks), self.d), 1), auto_points)
+            keep = {int(k) for k in grid.round()} | {min(max(ks), self.d)}
+        return {m: np.array([self.mse(m, k) if m != "auto" or k in keep else float("nan")
+                             for k in ks], dtype=np.float64) for m in methods}
 
     def min_k(self, method: str, target: float) -> int:
         """Smallest K whose predicted relative MSE (MSE / ``energy``) is ≤ ``target``."""
@@ -141,6 +168,12 @@ class MsePredictor:
                 k -= 1
             return k
         assert high is not None
+        if method == "auto":  # its MSE falls with K: bisect (each K is an allocation search)
+            lo, hi = low, min(high, self.d)  # exact from K = d
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+            return lo
         for k in range(low, high + 1):  # head/tail and orthogonal: exact at the top of range
             if ok(k):
                 return k
@@ -156,7 +189,7 @@ def check_options(target: float, methods: Sequence[str], shrinkage: float | str)
 
 def predicted_mse_curve(mx: Moments, mw: Moments, ks: Iterable[int],
                         methods: Sequence[str] = METHODS,
-                        shrinkage: float | str = "oas") -> dict[str, np.ndarray]:
+                        shrinkage: Any = "auto") -> dict[str, np.ndarray]:
     """Predicted pair-averaged MSE of x·w against K for each method, from statistics alone.
 
     Parameters
@@ -166,7 +199,7 @@ def predicted_mse_curve(mx: Moments, mw: Moments, ks: Iterable[int],
     ks : iterable of int
         The K values.
     methods : sequence of str, default=METHODS
-    shrinkage : "oas" or float in [0, 1], default="oas"
+    shrinkage : "auto", "oas" or float in [0, 1], default="auto"
 
     Returns
     -------
@@ -179,7 +212,8 @@ def predicted_mse_curve(mx: Moments, mw: Moments, ks: Iterable[int],
 
 
 def min_k(mx: Moments, mw: Moments, target: float, method: str = "auto",
-          shrinkage: float | str = "oas") -> int:
+          shrinkage: Any = "auto",
+          folds: tuple[Sequence[Moments], Sequence[Moments]] | None = None) -> int:
     """Smallest K whose predicted relative MSE, MSE / E(x·w)², is at most ``target``.
 
     Parameters
@@ -188,14 +222,14 @@ def min_k(mx: Moments, mw: Moments, target: float, method: str = "auto",
     target : float
         Target relative MSE (> 0), e.g. 0.01 for an RMS error of 10% of the RMS inner product.
     method : str, default="auto"
-    shrinkage : "oas" or float in [0, 1], default="oas"
+    shrinkage : "auto", "oas" or float in [0, 1], default="auto"
 
     Returns
     -------
     int
         May exceed d for methods whose MSE is c/K (gaussian, sparse, asymmetric, diagonal).
     """
-    return MsePredictor(mx, mw, shrinkage).min_k(method, target)
+    return MsePredictor(mx, mw, shrinkage, folds).min_k(method, target)
 
 
 def k_grid(d: int, extra: Iterable[int] = ()) -> list[int]:
@@ -209,7 +243,8 @@ def k_grid(d: int, extra: Iterable[int] = ()) -> list[int]:
 
 
 def choose_k(mx: Moments, mw: Moments, target: float = 0.01, methods: Sequence[str] = METHODS,
-             shrinkage: float | str = "oas") -> dict[str, Any]:
+             shrinkage: Any = "auto",
+             folds: tuple[Sequence[Moments], Sequence[Moments]] | None = None) -> dict[str, Any]:
     """Everything ``ddrp plan`` shows: the smallest K per method for ``target``, a table of
     predicted relative MSEs, and the curve against every K for the plot.
 
@@ -219,7 +254,7 @@ def choose_k(mx: Moments, mw: Moments, target: float = 0.01, methods: Sequence[s
     target : float, default=0.01
         Target relative MSE, MSE / E(x·w)².
     methods : sequence of str, default=METHODS
-    shrinkage : "oas" or float in [0, 1], default="oas"
+    shrinkage : "auto", "oas" or float in [0, 1], default="auto"
 
     Returns
     -------
@@ -229,7 +264,7 @@ def choose_k(mx: Moments, mw: Moments, target: float = 0.01, methods: Sequence[s
         (``k``: 1..K_max, ``mse``: method → ndarray; NaN where K is invalid).
     """
     target = check_options(target, methods, shrinkage)
-    p = MsePredictor(mx, mw, shrinkage)
+    p = MsePredictor(mx, mw, shrinkage, folds)
     best = {m: p.min_k(m, target) for m in methods}
     table_ks = k_grid(p.d, best.values())
     k_max = max(p.d + 2, min(max(best.values()), 16 * (p.d + 2)))
@@ -237,6 +272,8 @@ def choose_k(mx: Moments, mw: Moments, target: float = 0.01, methods: Sequence[s
     table = p.curve(table_ks, methods)
     return {"d": p.d, "n_x": mx.n, "n_w": mw.n, "energy": p.energy, "target_rel_mse": target,
             "shrinkage": shrinkage, "min_k": best,
+            "auto_predictions": "out of sample (cross-fitted)" if p.auto_out_of_sample else
+            "in-sample",
             "table": {"k": table_ks,
                       "rel_mse": {m: (v / p.energy).tolist() for m, v in table.items()}},
-            "curve": {"k": curve_ks, "mse": p.curve(curve_ks, methods)}}
+            "curve": {"k": curve_ks, "mse": p.curve(curve_ks, methods, AUTO_CURVE_POINTS)}}

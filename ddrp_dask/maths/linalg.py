@@ -28,7 +28,7 @@ def shrink(s: np.ndarray, n: int, shrinkage: float | str = "oas",
     mu = float(np.trace(s)) / d
     if not mu > 0:
         return np.eye(d) * fallback, 1.0
-    if shrinkage == "oas":
+    if shrinkage in ("oas", "auto"):  # "auto" is the cross-fitted choice for auto only
         rho = oas_intensity(s, n)
     else:
         rho = float(shrinkage)

@@ -56,18 +56,24 @@ from .stats import Moments, block_moments, combine_all
 __all__ = [
     "N_FOLDS",
     "PI_FLOOR",
+    "AutoPredictor",
     "OptimalFit",
+    "combine_folds",
     "fit_head_tail",
     "fit_optimal",
     "fold_moments",
     "fold_of",
+    "folds_for",
     "ledoit_wolf",
+    "moments_by_fold",
     "oas",
     "shrinkage_grid",
 ]
 
 #: Folds of pass 1's statistics.
 N_FOLDS = 5
+#: Above this d, pass 1 keeps one fold (``folds_for``).
+MAX_CROSS_FIT_D = 1024
 #: Smallest inclusion probability of a sampled coordinate (DESIGN §7.2).
 PI_FLOOR = 0.1
 #: Floor of the diagonal target, relative to tr C/d (a constant column stays invertible).
@@ -136,8 +142,27 @@ def fold_moments(block: np.ndarray, row0: int, n_folds: int = N_FOLDS) -> list[M
     -------
     list of Moments, length ``n_folds`` (a fold without rows has n = 0)
     """
-    folds = fold_of(np.arange(row0, row0 + block.shape[0]), n_folds)
+    return moments_by_fold(block, np.arange(row0, row0 + block.shape[0]), n_folds)
+
+
+def moments_by_fold(block: np.ndarray, rows: np.ndarray, n_folds: int = N_FOLDS
+                    ) -> list[Moments]:
+    """The ``Moments`` of each fold of ``block``, whose rows have the global indices
+    ``rows`` (e.g. a block with its invalid rows left out)."""
+    folds = fold_of(rows, n_folds)
     return [block_moments(block[folds == f], overwrite_input=True) for f in range(n_folds)]
+
+
+def combine_folds(parts: Sequence[Sequence[Moments]]) -> list[Moments]:
+    """Merge per-block fold statistics fold by fold (``combine_all``'s tree for each)."""
+    return [combine_all([p[f] for p in parts]) for f in range(len(parts[0]))]
+
+
+def folds_for(d: int) -> int:
+    """Folds of pass 1 at dimension d: ``N_FOLDS``, or 1 (an in-sample build) above
+    ``MAX_CROSS_FIT_D``, where five d×d scatters per block and five SVDs of (d+1)² per
+    shrinkage candidate cost more than the cross-fit is worth."""
+    return N_FOLDS if d <= MAX_CROSS_FIT_D else 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -729,6 +754,55 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     mse_in = _alloc_mse(en_in, alloc)
     info = _optimal_info(mx, mw, k, cv, choice, alloc, b.rho, mse_in)
     return OptimalFit(x, w, info)
+
+
+class AutoPredictor:
+    """The predicted MSE of ``auto`` at any K, out of sample when the folds allow it.
+
+    The shrinkage pair is chosen once, by cross-fitting at ``k_ref`` (default min(d, 16)),
+    and the held-out coordinate moments computed once; each ``mse(k)`` then chooses the best
+    allocation for that K. ``fit_optimal`` searches the shrinkage at its own K, so its
+    report can differ a little from this curve at other K.
+
+    Parameters
+    ----------
+    folds_x, folds_w : sequence of Moments
+        Fold statistics (one fold: in-sample predictions).
+    shrinkage : as for ``fit_optimal``, default="auto"
+    k_ref : int, optional
+    """
+
+    def __init__(self, folds_x: Sequence[Moments], folds_w: Sequence[Moments],
+                 shrinkage: Shrinkage = "auto", k_ref: int | None = None) -> None:
+        _check_folds(folds_x, folds_w, 1)
+        mx, mw = combine_all(folds_x), combine_all(folds_w)
+        self.d = mx.d
+        scale_x = scale_of(mx.second_moment, mw.second_moment)
+        scale_w = scale_of(mw.second_moment, mx.second_moment)
+        with one_blas_thread():
+            cv = _cross_fit(folds_x, folds_w, scale_x, scale_w)
+            choice = _choose(cv, self.d, k_ref or max(1, min(self.d, 16)), shrinkage)
+            self.out_of_sample = choice.alloc is not None
+            if self.out_of_sample:
+                self._pairs = cv.pairs.get((choice.spec_x, choice.spec_w)) or \
+                    _pairs(cv, choice.spec_x, choice.spec_w)
+            else:
+                b = _basis(_shrunk_eig(mx, choice.spec_x, scale_x, -1, cv.cache_x),
+                           _shrunk_eig(mw, choice.spec_w, scale_w, -1, cv.cache_w),
+                           mx.mean, mw.mean)
+                self._pairs = [(_coord_moment(b.p, mx, mx.mean),
+                                _coord_moment(b.q, mw, mw.mean))]
+            self._energies = _energies(self._pairs)
+
+    def mse(self, k: int) -> float:
+        """Predicted MSE of ``auto`` with K = ``k`` (0 from K = d: exact)."""
+        if k >= self.d:
+            return 0.0
+        with one_blas_thread():
+            alloc = _choose_alloc(self._energies, int(k))[0]
+            if self.out_of_sample:
+                return _honest_mse(self._pairs, alloc)
+            return _alloc_mse(self._energies, alloc)
 
 
 def _gaussian_mse(mx: Moments, mw: Moments, k: int) -> tuple[float, float]:
