@@ -103,6 +103,27 @@ def test_existing_output_refused_without_overwrite(tmp_path: Path,
     assert _invoke(*args, "--overwrite")[0] == 0
 
 
+@pytest.mark.parametrize("flags", [[], ["--overwrite"], ["--resume"]])
+def test_existing_foreign_output_is_not_advised_overwrite(tmp_path: Path,
+                                                          inputs: dict[str, str],
+                                                          flags: list[str]) -> None:
+    """A file or directory that ddrp did not write: never suggest a flag that would be
+    refused; say it stays, and to choose another output."""
+    for out in (tmp_path / "mine.txt", tmp_path / "mine"):
+        if out.suffix:
+            out.write_text("keep me")
+        else:
+            (out / "sub").mkdir(parents=True)
+        code, _, stderr = _invoke("run", "--x", inputs["x"], "--w", inputs["w"], "-k", "4",
+                                  "--out", str(out), "--scheduler", "sync", *flags)
+        assert code == 2
+        assert stderr.strip() == (f"ddrp: error: output {out} exists and is not a ddrp "
+                                  "output; ddrp will not replace it (not even with "
+                                  "--overwrite): choose another output")
+        assert "pass --overwrite" not in stderr
+    assert (tmp_path / "mine.txt").read_text() == "keep me" and (tmp_path / "mine/sub").is_dir()
+
+
 @pytest.mark.cluster
 def test_console_script_on_local_cluster(tmp_path: Path, inputs: dict[str, str]) -> None:
     """The installed ``ddrp`` in a real process, on its default LocalCluster."""
