@@ -36,6 +36,8 @@ __all__ = [
     "check_top",
     "default_block_rows",
     "k_range",
+    "not_smaller_than_raw",
+    "storage_ratio",
 ]
 
 #: Every method; ``auto`` is the default (DESIGN §7), ``head-tail`` the previous one (§4).
@@ -108,6 +110,25 @@ def check_k(k: int, d: int, method: str) -> int:
                           f"{'d' if method == 'auto' else 'd + 2'} is already exact, so K must "
                           "be ≤ d + 2")
     return k
+
+
+def storage_ratio(k: int, d: int) -> float:
+    """Stored numbers per sketch over numbers per raw vector, K / d.
+
+    >>> storage_ratio(2251, 128)
+    17.5859375
+    """
+    return k / d
+
+
+def not_smaller_than_raw(k: int, d: int) -> bool:
+    """Whether K stored columns are no fewer than the raw vector's d values (K ≥ d): storing
+    the raw vectors is then as small as the sketches, and exact.
+
+    >>> not_smaller_than_raw(64, 64), not_smaller_than_raw(28, 64)
+    (True, False)
+    """
+    return storage_ratio(k, d) >= 1
 
 
 def check_shrinkage(shrinkage: Any) -> float | str:

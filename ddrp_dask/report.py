@@ -10,6 +10,7 @@ import numpy as np
 from .maths.metrics import QUANTILES
 from .maths.model import SketchModel
 from .maths.predict import pair_energy
+from .options import not_smaller_than_raw
 
 __all__ = ["BIAS_NOTE", "format_evaluation", "format_k_table", "format_report", "report_dict"]
 
@@ -125,7 +126,10 @@ def format_k_table(report: dict[str, Any]) -> str:
         lines.append(f"{k:>8} " + " ".join(f"{c:>11}" for c in cells))
     lines.append(f"smallest K with predicted relative MSE <= {report['target_rel_mse']:g}:")
     for m, k in report["min_k"].items():
-        note = "  (biased: its error is squared bias, not variance)" if m == "truncated" else ""
+        notes = ["biased: its error is squared bias, not variance"] if m == "truncated" else []
+        if not_smaller_than_raw(k, report["d"]):
+            notes.append(f"K ≥ d={report['d']}: storing the raw vectors is as small")
+        note = f"  ({'; '.join(notes)})" if notes else ""
         lines.append(f"  {m:<11} K = {k}{note}")
     return "\n".join(lines)
 

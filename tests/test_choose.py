@@ -191,3 +191,16 @@ def test_plan_command_errors(tmp_path: Path, extra: list[str], match: str) -> No
         args += ["--w", paths["w"]]
     code, _, stderr = _invoke(*args)
     assert code == 2 and stderr.startswith("ddrp: error:") and match in stderr, stderr
+
+
+def test_table_says_when_raw_vectors_are_as_small(
+        moments: tuple[dd.Moments, dd.Moments]) -> None:
+    report = choose_k(*moments, target=0.01)
+    best, d = report["min_k"], report["d"]
+    lines = {line.split()[0]: line for line in format_k_table(report).splitlines()
+             if line.startswith("  ") and " K = " in line}
+    note = f"K ≥ d={d}: storing the raw vectors is as small"
+    assert best["gaussian"] >= d and note in lines["gaussian"]
+    assert best["auto"] < d and note not in lines["auto"]
+    for m, k in best.items():
+        assert (note in lines[m]) == (k >= d), m

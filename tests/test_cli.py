@@ -103,6 +103,27 @@ def test_existing_output_refused_without_overwrite(tmp_path: Path,
     assert _invoke(*args, "--overwrite")[0] == 0
 
 
+@pytest.mark.parametrize("flags", [[], ["--overwrite"], ["--resume"]])
+def test_existing_foreign_output_is_not_advised_overwrite(tmp_path: Path,
+                                                          inputs: dict[str, str],
+                                                          flags: list[str]) -> None:
+    """A file or directory that ddrp did not write: never suggest a flag that would be
+    refused; say it stays, and to choose another output."""
+    for out in (tmp_path / "mine.txt", tmp_path / "mine"):
+        if out.suffix:
+            out.write_text("keep me")
+        else:
+            (out / "sub").mkdir(parents=True)
+        code, _, stderr = _invoke("run", "--x", inputs["x"], "--w", inputs["w"], "-k", "4",
+                                  "--out", str(out), "--scheduler", "sync", *flags)
+        assert code == 2
+        assert stderr.strip() == (f"ddrp: error: output {out} exists and is not a ddrp "
+                                  "output; ddrp will not replace it (not even with "
+                                  "--overwrite): choose another output")
+        assert "pass --overwrite" not in stderr
+    assert (tmp_path / "mine.txt").read_text() == "keep me" and (tmp_path / "mine/sub").is_dir()
+
+
 @pytest.mark.cluster
 def test_console_script_on_local_cluster(tmp_path: Path, inputs: dict[str, str]) -> None:
     """The installed ``ddrp`` in a real process, on its default LocalCluster."""
@@ -197,3 +218,34 @@ def test_fit_with_target_rel_mse_picks_k(tmp_path: Path, inputs: dict[str, str])
     code, _, stderr = _invoke("run", "--x", inputs["x"], "--w", inputs["w"], "-k", "5",
                               "--target-rel-mse", "0.01", "--out", str(tmp_path / "b.zarr"))
     assert code == 2 and "not both" in stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_k_not_below_d_warns_but_runs(tmp_path: Path, inputs: dict[str, str],
+                                      quiet: bool) -> None:
+    """K ≥ d: a one-line warning on stderr (even with --quiet), exit 0, output written."""
+    base = ["--x", inputs["x"], "--w", inputs["w"], "--scheduler", "threads"]
+    q = ["--quiet"] if quiet else []
+    code, _, stderr = _invoke("run", *base, "--method", "asymmetric", "-k", "30",
+                              "--out", str(tmp_path / "a.zarr"), *q)
+    assert code == 0, stderr
+    warning = ("ddrp: warning: K=30 is 2.5x d=12: the sketches are larger than the raw "
+               "vectors")
+    assert stderr.splitlines().count(warning) == 1
+    assert zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs["complete"] is True
+    code, _, stderr = _invoke("fit", *base, "--method", "orthogonal", "-k", "12",
+                              "--out", str(tmp_path / "m"), *q)
+    assert code == 0, stderr
+    assert "ddrp: warning: K=12 is 1x d=12: the sketches are as large as the raw vectors" \
+        in stderr
+    code, _, stderr = _invoke("run", *base, "-k", "11", "--out", str(tmp_path / "b.zarr"), *q)
+    assert code == 0 and "warning" not in stderr, stderr
+
+
+def test_k_chosen_by_target_warns_when_not_below_d(tmp_path: Path,
+                                                   inputs: dict[str, str]) -> None:
+    code, _, stderr = _invoke("fit", "--x", inputs["x"], "--w", inputs["w"], "--method",
+                              "gaussian", "--target-rel-mse", "0.01", "--out",
+                              str(tmp_path / "m"), "--scheduler", "threads", "--quiet")
+    assert code == 0, stderr
+    assert "ddrp: warning: K=" in stderr and "larger than the raw vectors" in stderr

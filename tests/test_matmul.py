@@ -264,3 +264,51 @@ def test_nan_sketch_rows_give_nan_and_no_top_entries(tmp_path: Path,
     assert ok.all()
     ref = _reference_top(np.where(np.isnan(prod), -np.inf, prod), 168)
     assert np.array_equal(idx[others], ref[others])
+
+
+def test_top_writes_the_w_ids_when_the_sketches_have_them(tmp_path: Path) -> None:
+    """run --w-id-column (int ids) and project --id-column (string ids): OUT/ids holds the
+    ids of the W rows in OUT/indices; -1 / "" where the index is -1 (an x row skipped)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .conftest import write_parquet_list
+
+    x, w = make_pair(n=300, m=90, d=8, seed=5)
+    x[7] = np.nan
+    xp = write_npy(tmp_path / "x.npy", x)
+    wp = write_parquet_list(tmp_path / "w.parquet", w, 40)  # ids 0, 10, 20, ...
+    run = str(tmp_path / "run.zarr")
+    dd.execute(dd.plan_run(xp, wp, 5, run, w_id_column="id", on_invalid="skip",
+                           block_rows=128), scheduler="threads")
+    plan = dd.plan_matmul(f"{run}/x", f"{run}/w", str(tmp_path / "t.zarr"), top=4,
+                          block_rows=64, block_cols=32)
+    assert any(o.startswith(f"{tmp_path / 't.zarr'}/ids (300 x 4 int64") for o in plan.outputs)
+    dd.execute_matmul(plan, scheduler="threads")
+    g = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")
+    idx, ids = g["indices"][...], g["ids"][...]
+    assert ids.dtype == np.int64 and (idx[7] == -1).all() and (ids[7] == -1).all()
+    assert np.array_equal(ids, np.where(idx >= 0, idx * 10, -1))
+
+    names = np.array([f"q{i}" for i in range(len(w))])
+    pq.write_table(pa.table({"qid": names, "vec": pa.FixedSizeListArray.from_arrays(
+        pa.array(w.ravel()), w.shape[1])}), tmp_path / "ws.parquet")
+    proj = str(tmp_path / "pw.zarr")
+    dd.execute(dd.plan_project(f"{run}/model", "w", str(tmp_path / "ws.parquet"), proj,
+                               id_column="qid"), scheduler="threads")
+    code = CliRunner().invoke(cli, ["matmul", "--x-sketch", f"{run}/x", "--w-sketch",
+                                    f"{proj}/sketch", "--top", "4", "--out",
+                                    str(tmp_path / "s.zarr"), "--scheduler", "threads",
+                                    "--quiet"]).exit_code
+    assert code == 0
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert np.array_equal(g["indices"][...], idx)
+    got = np.array(g["ids"][...].tolist())
+    assert np.array_equal(got, np.where(idx >= 0, names[np.maximum(idx, 0)], ""))
+
+
+def test_top_without_ids_writes_no_ids(tmp_path: Path, runs: dict[str, Any]) -> None:
+    out = str(tmp_path / "t.zarr")
+    dd.execute_matmul(dd.plan_matmul(f"{runs['run0']}/x", f"{runs['run0']}/w", out, top=3),
+                      scheduler="threads")
+    assert "ids" not in zarr.open_group(out, mode="r")

@@ -15,7 +15,7 @@ import ddrp_dask
 from ddrp_dask.errors import DdrpError, OutputError
 from ddrp_dask.graph.compute import local_scheduler
 from ddrp_dask.io.lifecycle import output_facts
-from ddrp_dask.options import METHODS
+from ddrp_dask.options import METHODS, not_smaller_than_raw, storage_ratio
 from ddrp_dask.report import format_report, report_dict
 
 F = Callable[..., Any]
@@ -138,12 +138,17 @@ def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
     if report_path is not None:
         check_report_file(report_path, [str(s.path) for s in plan.sources.values()],
                           plan.overwrite)
+    k_given = plan.command in ("fit", "run") and plan.target_rel_mse is None
+    if k_given:
+        warn_storage(plan.k, plan.d)
     if dry_run:
         click.echo(str(plan))
         return
     progress = show_progress(quiet)
 
     def on_model(model: ddrp_dask.SketchModel) -> None:
+        if plan.command in ("fit", "run") and not k_given:  # K chosen after pass 1
+            warn_storage(model.k, model.d)
         if show_report:
             click.echo(format_report(model))
 
@@ -154,6 +159,15 @@ def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
         _report_skipped(plan)
     if not quiet:
         say(f"wrote {plan.out}")
+
+
+def warn_storage(k: int, d: int) -> None:
+    """A warning on stderr (even with --quiet: it is not progress) when K ≥ d: the sketches
+    are then no smaller than the raw vectors. Not a refusal."""
+    if not_smaller_than_raw(k, d):
+        size = "as large as" if k == d else "larger than"
+        click.echo(f"ddrp: warning: K={k} is {storage_ratio(k, d):.3g}x d={d}: the sketches "
+                   f"are {size} the raw vectors", err=True)
 
 
 def _report_skipped(plan: Any) -> None:

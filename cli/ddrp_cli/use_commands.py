@@ -29,7 +29,8 @@ from .common import (
 @click.option("--w-sketch", required=True,
               help="Sketches of W rows from the same model, e.g. RUN/w.")
 @click.option("--out", required=True,
-              help="Zarr group written: array product (n x m), or indices and scores (--top).")
+              help="Zarr group written: array product (n x m), or indices and scores (--top), "
+                   "and ids (the W rows' ids) when the w sketch's output has them.")
 @click.option("--top", type=int, default=None,
               help="Keep only the N largest estimates of every x row (best first).")
 @click.option("--block-cols", type=int, default=None,

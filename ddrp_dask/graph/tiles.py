@@ -55,13 +55,15 @@ def _top_task(x: Source, w: Source, rows: tuple[int, int], cols: tuple[int, int]
 
 
 def _write_top_task(part: tuple[np.ndarray, np.ndarray], out: str,
-                    rows: tuple[int, int]) -> int:
+                    rows: tuple[int, int], w_ids: str | None = None) -> int:
     idx, val = part
     invalid = np.isnan(val) | np.isneginf(val)  # from NaN sketch rows: no valid estimate
     if invalid.any():
         idx, val = np.where(invalid, -1, idx), np.where(invalid, np.nan, val)
     writer.write_rows(f"{out}/indices", slice(*rows), idx)
     writer.write_rows(f"{out}/scores", slice(*rows), val.astype(np.float32))
+    if w_ids is not None:
+        writer.write_ids_at(f"{out}/ids", slice(*rows), w_ids, idx)
     return int(idx.shape[0])
 
 
@@ -73,14 +75,16 @@ def matmul_product(x: Source, w: Source, rows: Sequence[Range], cols: Sequence[R
 
 
 def matmul_top(x: Source, w: Source, rows: Sequence[Range], cols: Sequence[Range], n: int,
-               out: str, scheduler: Any, progress: bool) -> None:
+               out: str, scheduler: Any, progress: bool, w_ids: str | None = None) -> None:
     """Write the exact top ``n`` W rows of every x row: tiles' top-N merged per row block in
-    the fixed tree, then one write task per row block."""
+    the fixed tree, then one write task per row block (with ``w_ids``, the path of the W
+    rows' ids, also their ids to ``out/ids``)."""
     writes, leaves = [], []
     for r in rows:
         tiles = [task(_top_task, x, w, r, c, n) for c in cols]
         leaves += tiles
-        writes.append(task(_write_top_task, tree_reduce(tiles, merge_top_n, n), out, r))
+        writes.append(task(_write_top_task, tree_reduce(tiles, merge_top_n, n), out, r,
+                           w_ids))
     compute(writes, scheduler, progress, "matmul", leaves)
 
 

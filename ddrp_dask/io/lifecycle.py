@@ -125,16 +125,16 @@ def _check_out_url(out: str, inputs: list[str], overwrite: bool, resume: bool) -
 def _check_existing(out: str, overwrite: bool, resume: bool) -> None:
     """The rules for an output location that already exists."""
     state = output_state(out)
-    if resume and state is not None:
+    if state is None:  # not ours: no flag may delete it, so none is suggested
+        raise OutputError(f"output {out} exists and is not a ddrp output; ddrp will not "
+                          "replace it (not even with --overwrite): choose another output")
+    if resume:
         return
     if not overwrite:
         if state == "incomplete":
             raise OutputError(f"output {out} is an incomplete ddrp output (an interrupted "
                               "run); pass --resume to finish it or --overwrite to replace it")
         raise OutputError(f"output {out} exists; pass --overwrite to replace it")
-    if state is None:
-        raise OutputError(f"output {out} exists and is not a ddrp output; refusing to delete "
-                          "it, even with --overwrite")
 
 
 def remove_output(out: str) -> None:

@@ -26,7 +26,8 @@ from ..maths.project import sketch_valid
 from .common import filesystem
 from .source import Source, read_valid
 
-__all__ = ["file_jobs", "float_compressors", "skipped_of", "write_file", "write_rows"]
+__all__ = ["file_jobs", "float_compressors", "ids_kind", "skipped_of", "write_file",
+           "write_ids_at", "write_rows"]
 
 
 Jobs = list[tuple[str, list[tuple[int, int]]]]
@@ -102,3 +103,28 @@ def write_rows(path: str, rows: slice | tuple[slice, ...], values: np.ndarray) -
 
     arr = zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
     arr[rows] = values
+
+
+def ids_kind(path: str) -> tuple[int, str]:
+    """Rows and kind (``"int64"`` or ``"str"``) of an ids array written with sketches."""
+    import zarr
+
+    arr = zarr.open_array(path, mode="r")
+    return int(arr.shape[0]), "int64" if np.dtype(arr.dtype).kind in "iu" else "str"
+
+
+def write_ids_at(path: str, rows: slice, ids_path: str, idx: np.ndarray) -> None:
+    """Write the ids of the rows ``idx`` (any shape; −1: no row) of the ids array at
+    ``ids_path`` to the region ``rows`` of ``path``: −1 (integer ids) or "" (string ids)
+    where ``idx`` is −1. Only the chunks of ``ids_path`` holding wanted rows are read."""
+    import zarr
+
+    src = zarr.open_array(ids_path, mode="r")
+    wanted, inverse = np.unique(idx[idx >= 0], return_inverse=True)
+    found = np.asarray(src.get_orthogonal_selection(wanted)) if len(wanted) else \
+        np.empty(0, dtype=src.dtype)
+    integer = np.dtype(src.dtype).kind in "iu"
+    out = np.full(idx.shape, -1, dtype=np.int64) if integer else np.full(idx.shape, "",
+                                                                          dtype=object)
+    out[idx >= 0] = found[inverse.ravel()] if len(wanted) else found
+    write_rows(path, rows, out if integer else out.astype(str))

@@ -26,7 +26,7 @@ from ..graph.tiles import matmul_product, matmul_top
 from ..io import lifecycle
 from ..io.registry import open_source
 from ..io.source import Source
-from ..io.writer import float_compressors
+from ..io.writer import float_compressors, ids_kind
 from ..maths.topn import MAX_SCORES
 from ..options import check_positive, check_top
 from .base import block_ranges, versions
@@ -63,6 +63,9 @@ class MatmulPlan:
         S rows and W rows per task.
     origins : dict
         What ddrp recorded about each sketch (its output group, side, method, K, seed).
+    w_ids : str or None
+        With ``top``: the ids array of the W rows (``RUN/w_ids``, ``PROJECTED/ids``) when the
+        w sketch's output has one; their ids are then written to ``out/ids``.
     """
 
     x: Source
@@ -73,6 +76,7 @@ class MatmulPlan:
     block_cols: int
     overwrite: bool = False
     origins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    w_ids: str | None = None
 
     @property
     def k(self) -> int:
@@ -87,7 +91,7 @@ class MatmulPlan:
     def output_bytes(self) -> int:
         """Uncompressed bytes written."""
         n, m = self.x.n_rows, self.w.n_rows
-        return 4 * n * m if self.top is None else 12 * n * self.top
+        return 4 * n * m if self.top is None else (12 + 8 * bool(self.w_ids)) * n * self.top
 
     def row_ranges(self) -> list[tuple[int, int]]:
         """``(start, stop)`` of every block of x rows."""
@@ -104,8 +108,11 @@ class MatmulPlan:
         if self.top is None:
             return [f"{self.out}/product ({n} x {m} float32, chunks {self.block_rows} x "
                     f"{self.block_cols})"]
+        ids = [] if self.w_ids is None else [
+            f"{self.out}/ids ({n} x {self.top} {ids_kind(self.w_ids)[1]}, the ids of those W "
+            f"rows, from {self.w_ids}; -1 or \"\" where the index is -1)"]
         return [f"{self.out}/indices ({n} x {self.top} int64, rows of W, best first)",
-                f"{self.out}/scores ({n} x {self.top} float32)"]
+                f"{self.out}/scores ({n} x {self.top} float32)", *ids]
 
     def memory_per_task(self) -> int:
         """Bytes one task holds at its peak: both blocks and its scores."""
@@ -146,7 +153,7 @@ class MatmulPlan:
                                scheduler, progress)
             else:
                 matmul_top(self.x, self.w, self.row_ranges(), self.col_ranges(), self.top,
-                           self.out, scheduler, progress)
+                           self.out, scheduler, progress, self.w_ids)
         except DdrpError:  # an unreadable sketch chunk: leave no output behind
             lifecycle.remove_output(self.out)
             raise
@@ -189,9 +196,12 @@ def sketch_origin(path: str) -> dict[str, Any]:
         side = name
     elif facts.get("command") == "project" and len(facts.get("inputs") or {}) == 1:
         side = next(iter(facts["inputs"]))
+    ids = f"{name}_ids" if side is not None and facts.get("command") == "run" else \
+        "ids" if side is not None else None  # the ids written beside these sketches
+    ids_path = group / ids if ids and lifecycle.read_node(group / ids)[0] == "array" else None
     return {"group": str(group), "state": lifecycle.output_state(str(group)), "side": side,
             "method": facts.get("method"), "k": facts.get("k"), "seed": facts.get("seed"),
-            "model": facts.get("model")}
+            "model": facts.get("model"), "ids": None if ids_path is None else str(ids_path)}
 
 
 def _open_sketch(path: str, flag: str) -> tuple[Source, dict[str, Any]]:
@@ -243,7 +253,9 @@ def plan_matmul(x_sketch: str, w_sketch: str, out: str, top: int | None = None,
         ``RUN/x``, ``RUN/w`` or ``PROJECTED/sketch`` (any source ``open_source`` reads).
     out : str
         Zarr group to write: array ``product`` (n × m float32), or with ``top`` arrays
-        ``indices`` (n × N int64) and ``scores`` (n × N float32), best first.
+        ``indices`` (n × N int64) and ``scores`` (n × N float32), best first, and ``ids``
+        (n × N, the W rows' ids) when the w sketch's output holds ids (``run --w-id-column``,
+        ``project --id-column``).
     top : int, optional
         N: keep the N largest estimated inner products of every x row (1 ≤ N ≤ m).
     block_rows : int, optional
@@ -269,7 +281,11 @@ def plan_matmul(x_sketch: str, w_sketch: str, out: str, top: int | None = None,
         check_positive(block_cols, "block cols")
     groups = [o["group"] for o in (ox, ow) if o.get("group")]
     lifecycle.check_out(str(out), [x_sketch, w_sketch, *groups], overwrite)
-    plan = MatmulPlan(x, w, str(out), top, rows, cols, overwrite, {"x": ox, "w": ow})
+    w_ids = ow.get("ids") if top is not None else None
+    if w_ids is not None and ids_kind(w_ids)[0] != w.n_rows:
+        raise InputError(f"--w-sketch {w_sketch}: its ids {w_ids} have "
+                         f"{ids_kind(w_ids)[0]} rows, the sketch {w.n_rows}")
+    plan = MatmulPlan(x, w, str(out), top, rows, cols, overwrite, {"x": ox, "w": ow}, w_ids)
     lifecycle.check_room(plan.out, plan.output_bytes())
     return plan
 
@@ -292,6 +308,10 @@ def _create(plan: MatmulPlan, facts: dict[str, Any]) -> Any:
         group.create_array("scores", shape=(n, plan.top), dtype="float32",
                            chunks=(rows, plan.top), compressors=float_compressors(),
                            dimension_names=("x_row", "rank"))
+        if plan.w_ids is not None:
+            kind = ids_kind(plan.w_ids)[1]
+            group.create_array("ids", shape=(n, plan.top), dtype=str if kind == "str" else kind,
+                               chunks=(rows, plan.top), dimension_names=("x_row", "rank"))
     return group
 
 

@@ -136,15 +136,16 @@ class MsePredictor:
         return head_tail_mse(pa, pb, r, k - 2 - r)
 
     def curve(self, ks: Iterable[int], methods: Sequence[str] = METHODS,
-              auto_points: int | None = None) -> dict[str, np.ndarray]:
+              auto_points: int | None = None,
+              auto_extra: Iterable[int] = ()) -> dict[str, np.ndarray]:
         """``{method: predicted MSE for each K in ks}`` (NaN where K is invalid). With
         ``auto_points``, ``auto`` (an allocation search per K) is evaluated at about that
-        many log-spaced K only, NaN between them."""
+        many log-spaced K (and at ``auto_extra``) only, NaN between them."""
         ks = [int(k) for k in ks]
         keep = set(ks)
         if auto_points and ks:
             grid = np.geomspace(1, max(min(max(ks), self.d), 1), auto_points)
-            keep = {int(k) for k in grid.round()} | {min(max(ks), self.d)}
+            keep = {int(k) for k in grid.round()} | {min(max(ks), self.d)} | set(auto_extra)
         return {m: np.array([self.mse(m, k) if m != "auto" or k in keep else float("nan")
                              for k in ks], dtype=np.float64) for m in methods}
 
@@ -276,4 +277,5 @@ def choose_k(mx: Moments, mw: Moments, target: float = 0.01, methods: Sequence[s
             "in-sample",
             "table": {"k": table_ks,
                       "rel_mse": {m: (v / p.energy).tolist() for m, v in table.items()}},
-            "curve": {"k": curve_ks, "mse": p.curve(curve_ks, methods, AUTO_CURVE_POINTS)}}
+            "curve": {"k": curve_ks, "mse": p.curve(curve_ks, methods, AUTO_CURVE_POINTS,
+                                                      best.values())}}
