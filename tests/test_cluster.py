@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import zarr
 
+from ddrp_dask.io.lifecycle import staging_path
+
 from .conftest import make_pair, write_npy
 
 pytestmark = pytest.mark.cluster
@@ -109,8 +111,11 @@ def _sketch_bytes(out: Path) -> bytes:
 
 
 def _flags_done(out: Path) -> int:
+    """Blocks of x done in the output's staging directory (where a local output is written)."""
+    stage = staging_path(out)
+    assert stage is not None
     try:
-        return int(np.sum(zarr.open_array(str(out / "_progress_x"), mode="r")[...]))
+        return int(np.sum(zarr.open_array(f"{stage}/_progress_x", mode="r")[...]))
     except Exception:
         return 0
 
@@ -191,9 +196,12 @@ def test_client_killed_then_resume(data: dict[str, str], reference: bytes,
     proc.wait(timeout=30)
     done_before = _flags_done(out)
     assert 10 <= done_before < 120
-    assert zarr.open_group(str(out), mode="r").attrs["complete"] is False
-    chunk_dir = out / "x" / "c"
-    kept = {p: p.stat().st_mtime_ns for p in chunk_dir.rglob("*") if p.is_file()}
+    stage = Path(str(staging_path(out)))
+    assert not out.exists()  # staged: nothing at OUT for a reader to take for data
+    assert zarr.open_group(str(stage), mode="r").attrs["complete"] is False
+    chunk_dir = stage / "x" / "c"
+    kept = {p.relative_to(stage): p.stat().st_mtime_ns for p in chunk_dir.rglob("*")
+            if p.is_file()}
     refused = _ddrp(*_run_args(data, out, "--scheduler", "threads"))
     assert refused.returncode == 2 and "incomplete ddrp output" in refused.stderr
     assert "--resume" in refused.stderr
@@ -203,7 +211,8 @@ def test_client_killed_then_resume(data: dict[str, str], reference: bytes,
     assert resumed.returncode == 0, resumed.stderr
     assert _sketch_bytes(out) == reference
     # chunks finished before the kill were kept, not rewritten
-    flagged = [p for p, t in kept.items() if p.exists() and p.stat().st_mtime_ns == t]
+    flagged = [p for p, t in kept.items()
+               if (out / p).exists() and (out / p).stat().st_mtime_ns == t]
     assert len(flagged) >= done_before - 2
 
 

@@ -194,8 +194,9 @@ def guard(f: F) -> F:
             click.echo(f"ddrp: error: {e}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("ddrp: interrupted; the output is left marked incomplete: run the same "
-                       "command with --resume to finish it", err=True)
+            click.echo("ddrp: interrupted; the partial output is kept (hidden, beside OUT, or "
+                       "marked incomplete at a URL): run the same command with --resume to "
+                       "finish it", err=True)
             sys.exit(130)
     return wrapper
 

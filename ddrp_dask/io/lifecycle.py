@@ -5,6 +5,16 @@ An output group is created with ``"complete": false`` and the plan's facts, plus
 writes its chunk of sketches, then its flag; ``finish`` deletes the flags and sets
 ``"complete": true`` last. So an interrupted output always says so, and ``--resume`` knows
 exactly which blocks are done (a flag is written only after its chunk).
+
+Staging (``begin`` → write → ``commit``). A local output ``DIR/NAME`` is written in the
+hidden directory ``DIR/.NAME.ddrp-partial`` (``staging_path``), on the same filesystem, and
+appears as ``DIR/NAME`` only by one ``os.rename`` at the end: so no reader (plain zarr, dask,
+pyarrow) ever sees a partial output as data, and an earlier output replaced with
+``--overwrite`` stays intact and readable until that rename (it is first renamed away to
+``DIR/.NAME.ddrp-old``, then deleted). ``--resume`` continues in the staging directory (or,
+for outputs of older versions, in an incomplete ``DIR/NAME``, which is moved there first).
+URLs (object stores have no atomic rename) are written in place, as before: readers must
+check ``complete`` (Zarr attribute, or ``_ddrp.json`` for Parquet) themselves.
 """
 
 from __future__ import annotations
@@ -27,10 +37,13 @@ MARKER = "_ddrp.json"
 __all__ = [
     "MARKER",
     "RESUME_KEYS",
+    "begin",
     "check_out",
     "check_resumable",
     "check_room",
     "check_same_plan",
+    "commit",
+    "current_path",
     "finish",
     "mark_done",
     "open_output",
@@ -41,6 +54,7 @@ __all__ = [
     "read_node",
     "record_skipped",
     "remove_output",
+    "staging_path",
     "write_marker",
 ]
 
@@ -61,12 +75,46 @@ def read_node(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]]
     return meta.get("node_type"), dict(meta.get("attributes") or {})
 
 
-def output_state(path: str | os.PathLike[str]) -> str | None:
-    """``"complete"``/``"incomplete"`` for a ddrp output group or model, else None."""
+def staging_path(out: str | os.PathLike[str]) -> str | None:
+    """Where a local output ``DIR/NAME`` is written until it is complete:
+    ``DIR/.NAME.ddrp-partial`` (hidden, same filesystem, so ``commit`` is one rename); None
+    for a URL, which is written in place."""
+    if is_url(str(out)):
+        return None
+    p = Path(out)
+    return str(p.parent / f".{p.name}.ddrp-partial")
+
+
+def _old_path(out: str) -> str:
+    """Where an output replaced by ``commit`` waits, briefly, to be deleted."""
+    p = Path(out)
+    return str(p.parent / f".{p.name}.ddrp-old")
+
+
+def _state(path: str | os.PathLike[str]) -> str | None:
+    """The state recorded in the node at ``path`` itself."""
     attrs = read_node(path)[1]
     if attrs.get("format") != "ddrp-model" and "ddrp" not in attrs:
         return None
     return "complete" if attrs.get("complete") is True else "incomplete"
+
+
+def output_state(path: str | os.PathLike[str], staged: bool = True) -> str | None:
+    """``"complete"``/``"incomplete"`` for a ddrp output group or model, else None. A ddrp
+    output staged for ``path`` (``staging_path``) makes it ``"incomplete"`` — even when a
+    complete earlier output is still at ``path`` — unless ``staged=False`` (what a reader of
+    ``path`` sees)."""
+    stage = staging_path(path) if staged else None
+    if stage is not None and _state(stage) is not None:
+        return "incomplete"
+    return _state(path)
+
+
+def current_path(out: str) -> str:
+    """Where the output ``out`` stands now: its staging directory when there is a ddrp
+    output there, else ``out``."""
+    stage = staging_path(out)
+    return stage if stage is not None and _state(stage) is not None else out
 
 
 def check_room(out: str, nbytes: int) -> None:
@@ -82,8 +130,9 @@ def check_room(out: str, nbytes: int) -> None:
 
 
 def output_facts(path: str) -> dict[str, Any]:
-    """The provenance an output records (``ddrp`` attribute or Parquet marker)."""
-    attrs = read_node(path)[1]
+    """The provenance an output records (``ddrp`` attribute or Parquet marker) — the staged
+    one's while there is one."""
+    attrs = read_node(current_path(path))[1]
     facts = attrs.get("provenance" if attrs.get("format") == "ddrp-model" else "ddrp", {})
     return facts if isinstance(facts, dict) else {}
 
@@ -101,7 +150,7 @@ def check_out(out: str, inputs: list[str], overwrite: bool, resume: bool = False
         if out_p == src_p or src_p in out_p.parents or out_p in src_p.parents:
             raise OutputError(f"output {out} overlaps input {src}; choose an output outside "
                               "the inputs")
-    if not out_p.exists():
+    if not out_p.exists() and output_state(out) is None:
         if not out_p.parent.exists():
             raise OutputError(f"output {out}: parent directory {out_p.parent} does not exist")
         if not os.access(out_p.parent, os.W_OK):
@@ -132,16 +181,65 @@ def _check_existing(out: str, overwrite: bool, resume: bool) -> None:
         return
     if not overwrite:
         if state == "incomplete":
+            stage = current_path(out)
+            where = f", kept at {stage}" if stage != out else ""
             raise OutputError(f"output {out} is an incomplete ddrp output (an interrupted "
-                              "run); pass --resume to finish it or --overwrite to replace it")
+                              f"run{where}); pass --resume to finish it or --overwrite to "
+                              "replace it")
         raise OutputError(f"output {out} exists; pass --overwrite to replace it")
 
 
 def remove_output(out: str) -> None:
-    """Delete an earlier ddrp output (vetted by ``check_out``) before writing anew."""
-    if output_state(out) is not None:
+    """Delete the ddrp output at ``out`` itself (vetted by ``check_out``), if there is one."""
+    if _state(out) is not None:
         fs, inner = filesystem(out)
         fs.rm(inner, recursive=True)
+
+
+def _remove_tree(path: str) -> None:
+    """Delete a staging or replaced directory of ddrp's own (hidden, named by ddrp)."""
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+
+
+def begin(out: str, resume: bool) -> str:
+    """Start (or, with ``resume``, continue) writing the output ``out``; returns the path
+    to write to. Local: the staging directory (an earlier staged output is deleted unless
+    resuming; an old-style incomplete ``out`` is moved there to be resumed; an earlier
+    complete ``out`` is left readable until ``commit``). URL: ``out`` itself, in place (an
+    earlier output is deleted unless resuming)."""
+    stage = staging_path(out)
+    if stage is None:
+        if not resume:
+            remove_output(out)
+        return out
+    _remove_tree(_old_path(out))  # left by a commit interrupted after its renames
+    if resume:
+        if _state(stage) is not None:
+            return stage
+        if _state(out) == "incomplete":  # written in place by an older version
+            _remove_tree(stage)
+            os.rename(out, stage)
+            return stage
+    _remove_tree(stage)
+    return stage
+
+
+def commit(out: str, work: str) -> None:
+    """Make the finished output at ``work`` (from ``begin``) appear as ``out``: for a local
+    output, an earlier ddrp output is renamed away, the staging directory renamed to
+    ``out`` (atomic: same directory), then the earlier one deleted. Nothing for a URL."""
+    if work == out:
+        return
+    old = _old_path(out)
+    if os.path.lexists(out):
+        if _state(out) is None:
+            raise OutputError(f"output {out} appeared while the job ran and is not a ddrp "
+                              f"output; the finished output is kept at {work}")
+        _remove_tree(old)
+        os.rename(out, old)
+    os.rename(work, str(Path(out)))
+    _remove_tree(old)
 
 
 def progress_name(array: str) -> str:
@@ -158,7 +256,7 @@ def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, 
     job was planned)."""
     import zarr
 
-    if resume and output_state(out) == "incomplete":
+    if resume and _state(out) == "incomplete":
         return zarr.open_group(out, mode="r+")
     group = zarr.open_group(out, mode="w-")
     group.attrs.update({"complete": False, "ddrp": facts})

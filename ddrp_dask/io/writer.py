@@ -8,9 +8,11 @@ with one row group per input row group and two columns: the id column (or ``row`
 global row index, when no id column was chosen) and ``sketch`` as
 ``fixed_size_list<float32>[K]``, ready to join back. Inputs that are not Parquet give one
 file per canonical block, ``part-00000.parquet``, .... One task writes one file, first under a
-temporary name then renamed, so a file that exists is complete and ``--resume`` skips it.
-``OUT/_ddrp.json`` carries ``complete`` and the provenance, like a Zarr output's attributes;
-pyarrow and ddrp ignore files whose names start with ``_``.
+hidden temporary name (``.NAME.partial``, which pyarrow and ddrp ignore) then renamed, so a
+file that exists is complete and ``--resume`` skips it. ``OUT/_ddrp.json`` carries
+``complete`` and the provenance, like a Zarr output's attributes; pyarrow and ddrp ignore
+files whose names start with ``_``. A local dataset is written in a hidden staging directory
+and appears as ``OUT`` only when complete (``io.lifecycle.begin``/``commit``).
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
     import pyarrow.parquet as pq
 
     fs, inner = filesystem(target)
-    parent = inner.rsplit("/", 1)[0]
+    parent, name = inner.rsplit("/", 1)
     fs.makedirs(parent, exist_ok=True)
-    tmp = f"{inner}.partial"
+    tmp = f"{parent}/.{name}.partial"
     key = src.id_column or "row"
     skipped: list[int] = []
     where = f"{side} input {src.path}"

@@ -109,9 +109,9 @@ class FitPlan(Plan):
             "versions": versions(),
         }
 
-    def model_path(self) -> str:
-        """Where the model is saved."""
-        return self.out
+    def model_path(self, root: str | None = None) -> str:
+        """Where the model is saved (in the output ``root``, by default ``out``)."""
+        return root or self.out
 
     def fit(self, scheduler: Any = None, progress: bool = False) -> SketchModel:
         """Pass 1 and the build: the fitted model (nothing written). ``auto`` takes the
@@ -131,8 +131,9 @@ class FitPlan(Plan):
                      provenance=self.facts(), folds=folds)
 
     def _saved_model(self) -> SketchModel | None:
-        """When resuming: the model saved earlier by the same plan, if complete."""
-        path = self.model_path()
+        """When resuming: the model saved earlier by the same plan, if complete (in the
+        output, or in its staging directory)."""
+        path = self.model_path(lifecycle.current_path(self.out))
         if self.resume and lifecycle.output_state(path) == "complete":
             return load_model(path)
         return None
@@ -162,8 +163,9 @@ class FitPlan(Plan):
         plan = self.with_prior()
         model = plan.model_for(scheduler, progress, on_model)
         if not (plan.resume and lifecycle.output_state(plan.out) == "complete"):
-            lifecycle.remove_output(plan.out)  # an older model (vetted at planning), or a
-            save_model(model, plan.out)         # save that was interrupted
+            work = lifecycle.begin(plan.out, False)  # a save is not resumed: written anew,
+            save_model(model, work)                  # staged; an older model (vetted at
+            lifecycle.commit(plan.out, work)         # planning) is replaced by the rename
         return model
 
 

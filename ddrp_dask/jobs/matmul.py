@@ -144,20 +144,20 @@ class MatmulPlan:
         graph.check_visible([self.x.path, self.w.path], scheduler)
         graph.check_memory(self.memory_per_task(), self.block_rows, scheduler)
         facts = self.facts()
-        if self.overwrite:
-            lifecycle.remove_output(self.out)
-        group = _create(self, facts)
+        work = lifecycle.begin(self.out, False)  # staged; an earlier output (--overwrite)
+        group = _create(self, facts, work)        # is replaced only by the final rename
         try:
             if self.top is None:
-                matmul_product(self.x, self.w, self.row_ranges(), self.col_ranges(), self.out,
+                matmul_product(self.x, self.w, self.row_ranges(), self.col_ranges(), work,
                                scheduler, progress)
             else:
                 matmul_top(self.x, self.w, self.row_ranges(), self.col_ranges(), self.top,
-                           self.out, scheduler, progress, self.w_ids)
+                           work, scheduler, progress, self.w_ids)
         except DdrpError:  # an unreadable sketch chunk: leave no output behind
-            lifecycle.remove_output(self.out)
+            lifecycle.remove_output(work)
             raise
         lifecycle.finish(group, facts)
+        lifecycle.commit(self.out, work)
 
     def __str__(self) -> str:
         rows, cols = self.row_ranges(), self.col_ranges()
@@ -199,9 +199,10 @@ def sketch_origin(path: str) -> dict[str, Any]:
     ids = f"{name}_ids" if side is not None and facts.get("command") == "run" else \
         "ids" if side is not None else None  # the ids written beside these sketches
     ids_path = group / ids if ids and lifecycle.read_node(group / ids)[0] == "array" else None
-    return {"group": str(group), "state": lifecycle.output_state(str(group)), "side": side,
-            "method": facts.get("method"), "k": facts.get("k"), "seed": facts.get("seed"),
-            "model": facts.get("model"), "ids": None if ids_path is None else str(ids_path)}
+    return {"group": str(group), "state": lifecycle.output_state(str(group), staged=False),
+            "side": side, "method": facts.get("method"), "k": facts.get("k"),
+            "seed": facts.get("seed"), "model": facts.get("model"),
+            "ids": None if ids_path is None else str(ids_path)}
 
 
 def _open_sketch(path: str, flag: str) -> tuple[Source, dict[str, Any]]:
@@ -290,11 +291,11 @@ def plan_matmul(x_sketch: str, w_sketch: str, out: str, top: int | None = None,
     return plan
 
 
-def _create(plan: MatmulPlan, facts: dict[str, Any]) -> Any:
-    """The output group, marked incomplete, with its empty arrays."""
+def _create(plan: MatmulPlan, facts: dict[str, Any], path: str) -> Any:
+    """The output group at ``path``, marked incomplete, with its empty arrays."""
     import zarr
 
-    group = zarr.open_group(plan.out, mode="w-")
+    group = zarr.open_group(path, mode="w-")
     group.attrs.update({"complete": False, "ddrp": facts})
     n, m = plan.x.n_rows, plan.w.n_rows
     rows = max(min(plan.block_rows, n), 1)

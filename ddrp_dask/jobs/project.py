@@ -102,7 +102,7 @@ class ProjectPlan(Plan):
             on_model(self.fitted)
         src = self.sources[self.side]
         target = SketchTarget(self.side, src, "sketch", "ids" if src.id_column else None, "",
-                              self.out)
+                              "")
         write_sketches(self.format, self.out, [target], self.fitted, self.block_rows,
                        self.facts(), self.resume, self.skip, scheduler, progress)
         return self.fitted

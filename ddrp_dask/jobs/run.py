@@ -48,13 +48,13 @@ class RunPlan(FitPlan):
         return sum(src.n_rows * (per_row + (8 if src.id_column else 0))
                    for src in self.sources.values())
 
-    def model_path(self) -> str:
-        return f"{self.out}/model"
+    def model_path(self, root: str | None = None) -> str:
+        return f"{root or self.out}/model"
 
     def targets(self) -> list[SketchTarget]:
         """Where each side's sketches go."""
         return [SketchTarget(side, src, side, f"{side}_ids" if src.id_column else None,
-                             f"{side}_", f"{self.out}/{side}")
+                             f"{side}_", side)
                 for side, src in self.sources.items()]
 
     def execute(self, scheduler: Any = None, progress: bool = False,
@@ -64,10 +64,11 @@ class RunPlan(FitPlan):
         assert isinstance(plan, RunPlan)
         model = plan.model_for(scheduler, progress, on_model)
 
-        def save() -> None:  # inside the output, once it exists
-            if lifecycle.output_state(plan.model_path()) != "complete":
-                lifecycle.remove_output(plan.model_path())
-                save_model(model, plan.model_path())
+        def save(work: str) -> None:  # inside the output (staged), once it exists
+            path = plan.model_path(work)
+            if lifecycle.output_state(path) != "complete":
+                lifecycle.remove_output(path)
+                save_model(model, path)
 
         write_sketches(plan.format, plan.out, plan.targets(), model, plan.block_rows,
                        plan.facts(model), plan.resume, plan.skip, scheduler, progress, save)

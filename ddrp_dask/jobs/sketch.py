@@ -26,7 +26,8 @@ __all__ = ["SketchTarget", "sketch_numpy", "write_parquet", "write_sketches", "w
 @dataclass(frozen=True)
 class SketchTarget:
     """One source to sketch as one side: its array names in a Zarr group (``array``,
-    ``ids`` or None, ``prefix`` of its skipped-row lists) or its Parquet directory."""
+    ``ids`` or None, ``prefix`` of its skipped-row lists) or its Parquet directory
+    (``parquet_dir``, relative to the output; "" for the output itself)."""
 
     side: str
     source: Source
@@ -50,15 +51,15 @@ def _removed_on_data_error(out: str, resume: bool) -> Iterator[None]:
 
 def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_rows: int,
                facts: dict[str, Any], resume: bool, skip: bool, scheduler: Any,
-               progress: bool, created: Callable[[], None] | None = None) -> None:
-    """Pass 2 into the Zarr group ``out``: create (or reopen when resuming) it, call
-    ``created``, one task per pending block, the skipped rows listed, then
-    ``complete: true``."""
+               progress: bool, created: Callable[[str], None] | None = None) -> None:
+    """Pass 2 into the Zarr group ``out`` (the path ``lifecycle.begin`` gave): create (or
+    reopen when resuming) it, call ``created(out)``, one task per pending block, the skipped
+    rows listed, then ``complete: true``."""
     sketches = {t.array: (t.source.n_rows, model.k) for t in targets}
     ids = {t.ids: (t.source.n_rows, str(t.source.id_dtype)) for t in targets if t.ids}
     group = lifecycle.open_output(out, facts, sketches, block_rows, resume, ids)
     if created is not None:
-        created()
+        created(out)
     jobs = []
     for t in targets:
         ranges = block_ranges(t.source.n_rows, block_rows)
@@ -74,13 +75,16 @@ def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_
 
 def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, block_rows: int,
                   facts: dict[str, Any], resume: bool, skip: bool, scheduler: Any,
-                  progress: bool, created: Callable[[], None] | None = None) -> None:
-    """Pass 2 into Parquet datasets (``io.writer.write_file``): one task per output file;
-    files finished before a resume are kept."""
+                  progress: bool, created: Callable[[str], None] | None = None) -> None:
+    """Pass 2 into Parquet datasets under ``out`` (the path ``lifecycle.begin`` gave;
+    ``io.writer.write_file``): one task per output file; files finished before a resume are
+    kept."""
     lifecycle.write_marker(out, False, facts)  # a resumed plan was vetted when planned
     if created is not None:
-        created()
-    files = {t.side: writer.file_jobs(t.source, t.parquet_dir, block_rows) for t in targets}
+        created(out)
+    files = {t.side: writer.file_jobs(t.source, f"{out.rstrip('/')}/{t.parquet_dir}"
+                                      if t.parquet_dir else out, block_rows)
+             for t in targets}
     jobs = [(t.side, t.source, model.side(t.side), model.k,
              [(target, ranges) for target, ranges in files[t.side]
               if not (resume and lifecycle.exists(target))])
@@ -98,16 +102,19 @@ def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, blo
 def write_sketches(fmt: str, out: str, targets: list[SketchTarget], model: SketchModel,
                    block_rows: int, facts: dict[str, Any], resume: bool, skip: bool,
                    scheduler: Any, progress: bool,
-                   created: Callable[[], None] | None = None) -> None:
-    """Pass 2 of ``run`` and ``project`` into ``out`` in format ``fmt``: nothing when
-    resuming a complete output; an earlier output (vetted at planning) is replaced unless
-    resuming."""
+                   created: Callable[[str], None] | None = None) -> None:
+    """Pass 2 of ``run`` and ``project`` for ``out`` in format ``fmt``: nothing when
+    resuming a complete output; else written where ``lifecycle.begin`` says (a local
+    output's staging directory, continued when resuming), then ``lifecycle.commit``ted (an
+    earlier output, vetted at planning, is replaced only then)."""
     if resume and lifecycle.output_state(out) == "complete":
         return
-    if not resume:
-        lifecycle.remove_output(out)
-    write = write_parquet if fmt == "parquet" else write_zarr
-    write(out, targets, model, block_rows, facts, resume, skip, scheduler, progress, created)
+    work = lifecycle.begin(out, resume)
+    if lifecycle.output_state(work, staged=False) != "complete":  # else: only the rename
+        write = write_parquet if fmt == "parquet" else write_zarr   # was left to do
+        write(work, targets, model, block_rows, facts, resume, skip, scheduler, progress,
+              created)
+    lifecycle.commit(out, work)
 
 
 def sketch_numpy(model: SketchModel, side: str, data: np.ndarray,
