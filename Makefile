@@ -19,7 +19,11 @@ demo: venv
 	$(BIN)/python scripts/demo_data.py demo-data
 	mkdir -p demo-out
 	$(BIN)/ddrp run --x demo-data/digits.parquet --w demo-data/weights.npy -k 16 \
-		--out demo-out/sketches.zarr --overwrite
+		--out demo-out/sketches.zarr --overwrite --report demo-out/report.json
+	@echo "demo-out/sketches.zarr holds the sketches x (1797 x 16) and w (200 x 16) and the"
+	@echo "model; demo-out/report.json the report above. Check the sketches against exact x.w:"
+	@echo "  $(BIN)/ddrp evaluate --model demo-out/sketches.zarr/model \\"
+	@echo "      --x demo-data/digits.parquet --w demo-data/weights.npy --top 10"
 
 test: venv
 	$(BIN)/ruff check ddrp_dask cli tests benchmarks scripts deploy

@@ -3,6 +3,7 @@ byte-identical across schedulers, chunkings and formats, bounded memory, safe ou
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,36 @@ def test_byte_identical_across_schedulers_chunkings_and_formats(
         _, out = _run(tmp_path, x, w, sched, name=f"v{i}.zarr")
         assert _bytes(out) == expected, (i, x, w, sched)
     assert _digest_tree(list(files.values())) == before  # no input was modified
+
+
+def _parquet_sketches(out: Path, side: str) -> bytes:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / side).sort_by("row")
+    return np.stack(table["sketch"].to_numpy(zero_copy_only=False)).tobytes()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_every_input_format_scheduler_and_output_format_gives_the_same_bytes(
+        tmp_path: Path, files: dict[str, str], cluster1: Any, cluster2: Any) -> None:
+    """The README's promise, as a matrix: .npy, Zarr (chunks unlike the blocks) and Parquet
+    inputs × sync, threads, LocalCluster 1 × 2 and 2 × 1 × Zarr and Parquet outputs."""
+    _, ref = _run(tmp_path, files["x_npy"], files["w_npy"], "threads", name="ref.zarr")
+    expected = _bytes(ref)
+    inputs = [("x_npy", "w_npy"), ("x_zarr_b", "w_parquet"), ("x_parquet", "w_parquet")]
+    schedulers = {"sync": "sync", "threads": "threads", "local1": cluster1, "local2": cluster2}
+    for (xi, wi), (sname, sched), fmt in itertools.product(inputs, schedulers.items(),
+                                                            ("zarr", "parquet")):
+        out = tmp_path / f"{xi}-{sname}-{fmt}"
+        plan = dd.plan_run(files[xi], files[wi], 8, str(out), "auto", seed=3,
+                           block_rows=BLOCK, format=fmt)
+        dd.execute(plan, scheduler=sched)
+        if fmt == "zarr":
+            got = _bytes(zarr.open_group(str(out), mode="r"))
+        else:
+            got = (_parquet_sketches(out, "x"), _parquet_sketches(out, "w"))
+        assert got == expected, (xi, wi, sname, fmt)
 
 
 def test_fit_then_project_equals_run(tmp_path: Path, files: dict[str, str]) -> None:

@@ -213,3 +213,29 @@ def test_a_run_with_labels_resumes_and_its_plan_names_w_as_the_prior(tmp_path: P
     code, _, stderr = _invoke(*args, "--out", str(out), "--resume")
     assert code == 0, stderr
     assert zarr.open_group(str(out), mode="r")["w"][...].tobytes() == before
+
+
+def test_sketch_bytes_do_not_depend_on_output_format_blocks_or_row_groups(
+        tmp_path: Path) -> None:
+    x, w = make_pair(n=5000, m=100, d=64, seed=8)  # (at d=9 the products happen to agree)
+    pq.write_table(pa.table({"emb": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()),
+                                                                      64)}),
+                   tmp_path / "x.parquet", row_group_size=777)
+    wp = write_npy(tmp_path / "w.npy", w)
+    xp = str(tmp_path / "x.parquet")
+    assert _invoke("fit", "--x", xp, "--w", wp, "-k", "16", "--out", str(tmp_path / "m"),
+                   "--scheduler", "threads", "--quiet", "--block-rows", "1000")[0] == 0
+    sketches = []
+    for i, extra in enumerate([["--block-rows", "1000"], ["--block-rows", "300"],
+                               ["--format", "parquet"]]):
+        out = tmp_path / f"p{i}"
+        code, _, stderr = _invoke("project", "--model", str(tmp_path / "m"), "--side", "x",
+                                  "--input", xp, "--out", str(out), "--scheduler", "threads",
+                                  "--quiet", *extra)
+        assert code == 0, stderr
+        if "parquet" in extra:
+            t = pq.read_table(out).sort_by("row")
+            sketches.append(np.stack(t["sketch"].to_numpy(zero_copy_only=False)).tobytes())
+        else:
+            sketches.append(zarr.open_group(str(out), mode="r")["sketch"][...].tobytes())
+    assert sketches[0] == sketches[1] == sketches[2]

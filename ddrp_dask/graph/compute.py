@@ -132,10 +132,9 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
             return list(client.gather(outputs))
         finally:
             client.cancel(futures)
-    # Local schedulers run the tasks in this process: limit BLAS from this (the calling)
-    # thread for the whole compute. OpenBLAS takes a thread count set from the main thread
-    # for every thread, but not always one set from a pool thread (measured), so the tasks'
-    # own one_blas_thread blocks alone would leave some products on two threads.
+    # Local schedulers run the tasks in this process: hold the (counted, process-wide) BLAS
+    # limit for the whole compute, so that whatever a task computes outside its own
+    # one_blas_thread block (reader conversions, small products) runs on one thread too.
     with one_blas_thread():
         if progress:
             with _LocalProgress(label, {u.key for u in (units or objs)}):

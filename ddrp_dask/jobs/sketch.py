@@ -123,6 +123,6 @@ def sketch_numpy(model: SketchModel, side: str, data: np.ndarray,
     arr = np.ascontiguousarray(data, dtype=working_dtype(np.asarray(data).dtype))
     rows = block_rows or int(model.provenance.get("block_rows") or max(len(arr), 1))
     with one_blas_thread():  # the bytes of a float32 product depend on BLAS threads
-        parts = [project_block(arr[i:i + rows], model.side(side))
+        parts = [project_block(arr[i:i + rows], model.side(side), row0=i)
                  for i in range(0, len(arr), rows)]
     return np.concatenate(parts) if parts else np.zeros((0, model.k), np.float32)

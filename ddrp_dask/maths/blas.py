@@ -7,6 +7,12 @@ The limit is process-wide (threadpoolctl sets OpenBLAS's global count), so on th
 scheduler a task leaving its block must not restore two threads while another task is still
 inside its product. The limit is therefore counted: the first block to enter sets one
 thread, the last to leave restores the original count.
+
+threadpoolctl (≥ 3.6) lets only one "controlling" thread set OpenBLAS's count and silently
+ignores the others: the first thread that ever set it. A pool thread's limit then did
+nothing once the main thread had set one (measured: products on two threads inside tasks,
+sketches differing in the last bits). The counting above already serialises the settings,
+so each first entrant takes control and the last to leave gives it up.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["one_blas_thread"]
@@ -38,6 +45,7 @@ def one_blas_thread() -> Iterator[None]:
         if _depth == 0:
             if _controller is None:
                 _controller = ThreadpoolController()
+            _release_control()
             _limiter = _controller.limit(limits=1, user_api="blas")
         _depth += 1
     try:
@@ -48,3 +56,13 @@ def one_blas_thread() -> Iterator[None]:
             if _depth == 0:
                 _limiter.restore_original_limits()
                 _limiter = None
+                _release_control()
+
+
+def _release_control() -> None:
+    """Let the next thread to limit OpenBLAS take control (threadpoolctl ≥ 3.6; a no-op
+    for versions without controlling threads)."""
+    controller = getattr(threadpoolctl, "OpenBLASController", None)
+    clear = getattr(controller, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)

@@ -8,7 +8,10 @@ import numpy as np
 from ..errors import InvalidValueError
 from .model import SideMap
 
-__all__ = ["check_finite", "project_block", "sketch_valid"]
+__all__ = ["TILE", "aligned_product", "check_finite", "project_block", "sketch_valid"]
+
+#: Rows of one product in ``aligned_product``.
+TILE = 1024
 
 
 def check_finite(block: np.ndarray, where: str, row0: int) -> np.ndarray:
@@ -50,7 +53,7 @@ def project_block(block: np.ndarray, side: SideMap, where: str = "input",
     shift = side.shift.astype(dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # checked below, with a clear error
         shifted = np.subtract(block, shift, out=block if overwrite_input else None)
-        out = shifted @ side.matrix.astype(dtype)
+        out = aligned_product(shifted, side.matrix.astype(dtype), row0)
         out += side.effective_offset(dtype).astype(dtype)
         result = out.astype(np.float32)
     if not np.isfinite(result).all():
@@ -66,12 +69,33 @@ def project_block(block: np.ndarray, side: SideMap, where: str = "input",
     return result
 
 
+def aligned_product(a: np.ndarray, m: np.ndarray, row0: int) -> np.ndarray:
+    """``a @ m`` for rows whose first global index is ``row0``, computed in products of
+    ``TILE`` rows aligned to the global row index: every row is multiplied at the same place
+    of a product of the same shape, whatever block, row group or file it was read in, so its
+    bytes do not depend on the cut (BLAS kernels round differently for other shapes and
+    edges). Partial tiles are zero-padded."""
+    n = len(a)
+    out = np.empty((n, m.shape[1]), dtype=np.result_type(a, m))
+    for t0 in range(row0 - row0 % TILE, row0 + n, TILE):
+        lo, hi = max(t0, row0), min(t0 + TILE, row0 + n)
+        if lo == t0 and hi == t0 + TILE:
+            out[lo - row0:hi - row0] = a[lo - row0:hi - row0] @ m
+        else:
+            tile = np.zeros((TILE, a.shape[1]), dtype=a.dtype)
+            tile[lo - t0:hi - t0] = a[lo - row0:hi - row0]
+            out[lo - row0:hi - row0] = (tile @ m)[lo - t0:hi - t0]
+    return out
+
+
 def sketch_valid(block: np.ndarray, bad: np.ndarray, side_map: SideMap, where: str,
                  row0: int, overwrite_input: bool = False) -> np.ndarray:
-    """The block's sketches, with NaN rows for the invalid (skipped) rows."""
+    """The block's sketches, with NaN rows for the invalid (skipped) rows (projected as zero
+    rows, so the valid rows keep their place in the product)."""
     if not bad.size:
         return project_block(block, side_map, where, row0, overwrite_input)
-    good = np.setdiff1d(np.arange(len(block)), bad)
-    out = np.full((len(block), side_map.matrix.shape[1]), np.nan, dtype=np.float32)
-    out[good] = project_block(block[good], side_map, where, row0)
+    rows = block if overwrite_input and block.flags.writeable else block.copy()
+    rows[bad] = 0
+    out = project_block(rows, side_map, where, row0, overwrite_input=True)
+    out[bad] = np.nan
     return out
