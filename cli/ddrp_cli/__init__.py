@@ -11,3 +11,15 @@ import threading
 if getattr(multiprocessing.current_process(), "_inheriting", False) \
         and threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+elif threading.current_thread() is threading.main_thread():
+    def _interrupted_while_starting(signum: int, frame: object) -> None:
+        # Ctrl-C while Python still imports ddrp (about a second): one line, not a traceback
+        # of the import; the command's guard puts Python's own handler back
+        import os
+        import sys
+
+        sys.stderr.write("ddrp: interrupted while starting; nothing was written\n")
+        sys.stderr.flush()
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
