@@ -201,38 +201,50 @@ def test_chaos_kills_workers_through_both_passes(data: dict[str, str], reference
 # -- Ctrl-C of the client at seeded random points, then --resume -------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known bug, not fixed here (io/lifecycle.py, "
-                   "jobs/sketch.py are being changed elsewhere): an interrupt just after the "
-                   "output group is created, before its _progress_x array, leaves an output "
-                   "whose --resume fails with an uncaught KeyError: '_progress_x'")
 def test_interrupted_at_random_points_then_resumed(data: dict[str, str], reference: bytes,
                                                    chaos: ChaosCluster,
                                                    tmp_path: Path) -> None:
-    """On the chaos cluster: interrupt in pass 1, as the output appears (the model being
-    saved) and in pass 2 (twice), each time resuming the same output; the last resume
-    finishes it."""
+    """On the chaos cluster: interrupt in pass 1, while the model is saved (after the build)
+    and in pass 2 (twice), each time resuming the same output; the last resume finishes it
+    with the bytes of an undisturbed run."""
     rng = random.Random(20261201)
     out = tmp_path / "o.zarr"
     cmd = _args(data, out, "--scheduler", chaos.address, "--resume")
-    points: list[tuple[str, object]] = [
-        ("pass 1", rng.uniform(1.5, 2.5)),
-        ("model save", None),
+    points: list[tuple[str, float]] = [
+        ("pass 1", rng.uniform(2.0, 3.0)),
+        ("model save", 0.0),
         ("pass 2", rng.randint(5, 30)),
         ("pass 2", rng.randint(40, 80)),
     ]
     for phase, where in points:
         proc = _start(cmd)
         if phase == "pass 1":
-            assert isinstance(where, float)
             time.sleep(where)
             assert not out.exists(), "pass 1 ended before the interrupt"
         elif phase == "model save":
-            _wait(lambda: out.exists(), proc)
+            _wait(lambda: (out / "model").exists(), proc)
         else:
-            assert isinstance(where, int)
             _wait(lambda: _flags_done(out) >= where, proc)  # noqa: B023
         code, err = _ctrl_c(proc)
         assert (code, err) == (130, INTERRUPTED), phase
+    done = _run(cmd)
+    assert done.returncode == 0, done.stderr
+    assert _sketch_bytes(out) == reference
+
+
+@pytest.mark.xfail(strict=False, reason="bug in io/lifecycle.open_output (not this branch's "
+                   "to edit): the group is written without attributes and then given "
+                   "complete=false (a second write), then its arrays; an interrupt between "
+                   "leaves an output that --resume refuses ('exists; pass --overwrite') or "
+                   "fails on with KeyError '_progress_x'")
+def test_interrupted_as_the_output_is_created_then_resumed(data: dict[str, str],
+                                                           reference: bytes,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "o.zarr"
+    cmd = _args(data, out, "--scheduler", "threads", "--resume")
+    proc = _start(cmd)
+    _wait(lambda: out.exists(), proc)
+    assert _ctrl_c(proc) == (130, INTERRUPTED)
     done = _run(cmd)
     assert done.returncode == 0, done.stderr
     assert _sketch_bytes(out) == reference
