@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime
 import os
+import pty
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +72,58 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
                             env=ENV, start_new_session=True)
 
 
+class Tty:
+    """The ddrp process (own session) with stderr on a pseudo-terminal, so that it draws
+    its progress lines: the test sees which pass runs and how far it got."""
+
+    def __init__(self, args: list[str]) -> None:
+        master, slave = pty.openpty()
+        self.proc = subprocess.Popen([a for a in args if a != "--quiet"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=slave, env=ENV, start_new_session=True)
+        os.close(slave)
+        self.master, self.chunks = master, [b""]
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                return
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode().replace("\r\n", "\n")
+
+    def blocks_done(self, label: str) -> int:
+        """Blocks done of the last progress line drawn for ``label`` (-1: none yet)."""
+        lines = [ln for ln in self.text().replace("\r", "\n").split("\n")
+                 if ln.startswith(label) and " blocks" in ln]
+        return int(lines[-1].split("] ")[1].split("/")[0]) if lines else -1
+
+    def ctrl_c(self) -> tuple[int, list[str]]:
+        """Interrupt its process group; the exit status and the lines of stderr, each
+        redrawn progress line counted once (its last drawing)."""
+        assert self.proc.poll() is None, "the run ended before the interrupt"
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.communicate(timeout=60)
+        self.reader.join(timeout=10)
+        os.close(self.master)
+        return self.proc.returncode, [ln.split("\r")[-1] for ln in
+                                      self.text().split("\n")[:-1]]
+
+
+def _only_progress_then_interrupted(lines: list[str]) -> None:
+    """Progress and status lines, then the one interrupt line, and nothing else."""
+    assert lines[-1] + "\n" == INTERRUPTED, lines
+    for line in lines[:-1]:
+        assert line.startswith(("pass ", "local cluster:", "scheduler ")), lines
+
+
 def _ctrl_c(proc: subprocess.Popen[str]) -> tuple[int, str]:
     assert proc.poll() is None, "the run ended before the interrupt"
     os.killpg(proc.pid, signal.SIGINT)
@@ -103,18 +157,16 @@ def test_ctrl_c_on_local_cluster_prints_one_line(data: dict[str, str], tmp_path:
     KeyboardInterrupt tracebacks; the client's cancelled gathers logged 'Task exception was
     never retrieved'; a LocalCluster interrupted while starting failed to close at exit)."""
     out = tmp_path / "o.zarr"
+    if point == "pass 1":  # seen on the progress line, which needs a terminal
+        tty = Tty(_args(data, out, "--workers", "2"))
+        _wait(lambda: tty.blocks_done("pass 1") >= 5, tty.proc)
+        code, lines = tty.ctrl_c()
+        assert code == 130
+        _only_progress_then_interrupted(lines)
+        return
     proc = _start(_args(data, out, "--workers", "2"))
-    if point == "start":
-        time.sleep(0.8)
-    elif point == "pass 1":
-        time.sleep(2.5)  # about then (machines differ; pass 2 has its own point)
-    else:
-        _wait(lambda: _flags_done(out) >= 3, proc)
-    code, err = _ctrl_c(proc)
-    if point == "start":  # still importing, or starting the cluster
-        assert code == 130 and err.count("\n") == 1 and err.startswith("ddrp: interrupted"), err
-    else:
-        assert (code, err) == (130, INTERRUPTED)
+    _wait(lambda: _flags_done(out) >= 3, proc)
+    assert _ctrl_c(proc) == (130, INTERRUPTED)
 
 
 def test_ctrl_c_on_threads_prints_one_line(data: dict[str, str], tmp_path: Path) -> None:
@@ -210,18 +262,23 @@ def test_interrupted_at_random_points_then_resumed(data: dict[str, str], referen
     rng = random.Random(20261201)
     out = tmp_path / "o.zarr"
     cmd = _args(data, out, "--scheduler", chaos.address, "--resume")
-    points: list[tuple[str, float]] = [
-        ("pass 1", rng.uniform(2.0, 3.0)),
-        ("model save", 0.0),
-        ("pass 2", rng.randint(5, 30)),
+    points: list[tuple[str, int]] = [
+        ("pass 1", rng.randint(3, 40)),  # blocks of pass 1 done (its 110 leaves)
+        ("model save", 0),
+        ("pass 2", rng.randint(5, 30)),  # blocks of pass 2 (x) done, in all
         ("pass 2", rng.randint(40, 80)),
     ]
     for phase, where in points:
-        proc = _start(cmd)
         if phase == "pass 1":
-            time.sleep(where)
-            assert not out.exists(), "pass 1 ended before the interrupt"
-        elif phase == "model save":
+            tty = Tty(cmd)
+            _wait(lambda: tty.blocks_done("pass 1") >= where, tty.proc)  # noqa: B023
+            assert not out.exists()
+            code, lines = tty.ctrl_c()
+            assert code == 130
+            _only_progress_then_interrupted(lines)
+            continue
+        proc = _start(cmd)
+        if phase == "model save":
             _wait(lambda: (out / "model").exists(), proc)
         else:
             _wait(lambda: _flags_done(out) >= where, proc)  # noqa: B023

@@ -172,11 +172,13 @@ def _follow(futures: list[Any], label: str) -> None:
 
     start, total, done = time.monotonic(), len(futures), 0
     _draw(label, 0, total, 0.0)
-    for f in as_completed(futures):
-        done += 1
-        f.release()
-        _draw(label, done, total, time.monotonic() - start)
-    sys.stderr.write("\n")
+    try:
+        for f in as_completed(futures):
+            done += 1
+            f.release()
+            _draw(label, done, total, time.monotonic() - start)
+    finally:  # also when interrupted: the error or interrupt line then starts a line
+        sys.stderr.write("\n")
 
 
 def _draw(label: str, done: int, total: int, elapsed: float) -> None:
@@ -205,8 +207,7 @@ class _LocalProgress:
 
     def __exit__(self, *exc: object) -> None:
         self._callback.__exit__(*exc)
-        if exc[0] is None:
-            sys.stderr.write("\n")
+        sys.stderr.write("\n")  # also when interrupted: the next line starts a line
 
 
 @contextlib.contextmanager
