@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -188,16 +191,23 @@ def guard(f: F) -> F:
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # see ddrp_cli/__init__
         try:
             return f(*args, **kwargs)
         except DdrpError as e:
             click.echo(f"ddrp: error: {e}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("ddrp: interrupted; the partial output is kept (hidden, beside OUT, or "
-                       "marked incomplete at a URL): run the same command with --resume to "
-                       "finish it", err=True)
-            sys.exit(130)
+            click.echo("ddrp: interrupted; run the same command with --resume to finish it "
+                       "(what was written is kept, hidden beside OUT, or marked incomplete at "
+                       "a URL)", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # the cluster is closed by now (its context has exited); leave without the
+            # interpreter's teardown, whose warnings about interrupted I/O coroutines
+            # ("coroutine … was never awaited", "Task was destroyed") would follow the line
+            os._exit(130)
     return wrapper
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -127,9 +129,10 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
         futures = client.compute([*objs, *units]) if progress else client.compute(list(objs))
         outputs, watched = futures[:len(objs)], futures[len(objs):] or futures
         try:
-            if progress:
-                _follow(watched, label)
-            return list(client.gather(outputs))
+            with _quiet_interrupt():
+                if progress:
+                    _follow(watched, label)
+                return list(client.gather(outputs))
         finally:
             client.cancel(futures)
     # Local schedulers run the tasks in this process: hold the (counted, process-wide) BLAS
@@ -168,11 +171,13 @@ def _follow(futures: list[Any], label: str) -> None:
 
     start, total, done = time.monotonic(), len(futures), 0
     _draw(label, 0, total, 0.0)
-    for f in as_completed(futures):
-        done += 1
-        f.release()
-        _draw(label, done, total, time.monotonic() - start)
-    sys.stderr.write("\n")
+    try:
+        for f in as_completed(futures):
+            done += 1
+            f.release()
+            _draw(label, done, total, time.monotonic() - start)
+    finally:  # also when interrupted: the error or interrupt line then starts a line
+        sys.stderr.write("\n")
 
 
 def _draw(label: str, done: int, total: int, elapsed: float) -> None:
@@ -201,8 +206,7 @@ class _LocalProgress:
 
     def __exit__(self, *exc: object) -> None:
         self._callback.__exit__(*exc)
-        if exc[0] is None:
-            sys.stderr.write("\n")
+        sys.stderr.write("\n")  # also when interrupted: the next line starts a line
 
 
 @contextlib.contextmanager
@@ -231,11 +235,21 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
         # pages cost ~15 % of a run here (benchmarks/perf.py, "+thp")
         environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
         environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
-                LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
-                             memory_limit=memory_limit, silence_logs=logging.CRITICAL,
-                             dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
+        with contextlib.ExitStack() as stack, _quiet_interrupt():
+            # Ctrl-C reaches the whole foreground process group, and worker processes that
+            # took it died printing tracebacks: the preload makes them ignore SIGINT (the
+            # CLI's workers from their first import, see ddrp_cli/__init__.py), so only this
+            # process handles it, closing the cluster
+            preload = [*(dask.config.get("distributed.worker.preload", []) or []),
+                       "ddrp_dask.graph.quiet_worker"]
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
+                                  "distributed.worker.preload": preload}), \
+                    _sigint_deferred():
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=n, threads_per_worker=threads_per_worker,
+                    memory_limit=memory_limit, silence_logs=logging.CRITICAL,
+                    dashboard_address=":0"))
+                client = stack.enter_context(Client(cluster))
             tell(f"local cluster: {n} worker(s) x {threads_per_worker} thread(s), dashboard "
                  f"{client.dashboard_link}")
             yield client
@@ -251,6 +265,39 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
             "address, that the scheduler runs, and for tls:// the certificates "
             "(distributed.comm.tls.* in the Dask config or DASK_DISTRIBUTED__COMM__TLS__*)"
         ) from e
-    with client:
+    with client, _quiet_interrupt():
         tell(f"scheduler {name}, dashboard {client.dashboard_link}")
         yield client
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """A Ctrl-C (SIGINT) while the block runs raises KeyboardInterrupt when it ends, not in
+    the middle (a LocalCluster interrupted while starting is left half made, and closing
+    it at exit fails with a traceback)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _quiet_interrupt() -> Iterator[None]:
+    """On KeyboardInterrupt, silence what closing the client and cluster would print: the
+    client's interrupted gathers end as asyncio tasks whose ``AllExit`` nobody retrieves
+    ("Task exception was never retrieved", logged by ``asyncio`` when they are collected,
+    after ddrp's own line), and distributed's shutdown warnings. The interrupt itself
+    propagates (the CLI prints one line)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for name in ("asyncio", "distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise

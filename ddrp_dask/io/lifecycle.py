@@ -257,9 +257,15 @@ def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, 
     import zarr
 
     if resume and _state(out) == "incomplete":
-        return zarr.open_group(out, mode="r+")
-    group = zarr.open_group(out, mode="w-")
-    group.attrs.update({"complete": False, "ddrp": facts})
+        group = zarr.open_group(out, mode="r+")
+        wanted = [*sketches, *map(progress_name, sketches), *(ids or {})]
+        if all(name in group for name in wanted):
+            return group
+        # interrupted while its arrays were being created: no block was written in it yet
+        fs, inner = filesystem(out)
+        fs.rm(inner, recursive=True)
+    # the group appears with its marks in one write: never a ddrp group without them
+    group = zarr.open_group(out, mode="w-", attributes={"complete": False, "ddrp": facts})
     for name, (rows, k) in sketches.items():
         group.create_array(name, shape=(rows, k), dtype="float32",
                            chunks=(max(min(block_rows, rows), 1), k),
