@@ -20,21 +20,44 @@ from ..errors import DdrpError, OptionError
 from ..maths.blas import one_blas_thread
 
 __all__ = ["FAN_IN", "check_memory", "check_visible", "client_of", "compute", "local_scheduler",
-           "tree_reduce"]
+           "stats_fan_in", "tree_reduce"]
 
 #: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's.
 FAN_IN = 8
+#: Bytes of statistics one reduction task may hold as its inputs (``stats_fan_in``).
+REDUCE_BYTES = 256 * 2**20
+
+
+def stats_fan_in(d: int, n_folds: int = 1) -> int:
+    """Fan-in of pass 1's reduction: ``FAN_IN`` while that many per-block statistics (d² float64
+    per fold) fit ``REDUCE_BYTES``, else the largest power of two that does (at least 2).
+
+    Any power of two gives the same tree as ``combine_all``'s, hence the same bytes; at
+    d = 4096 one block's scatter is 128 MiB, and eight of them held by one task were most of
+    the peak memory of a wide fit.
+
+    >>> stats_fan_in(256, 5), stats_fan_in(1024, 5), stats_fan_in(4096, 1)
+    (8, 4, 2)
+    """
+    one = 8 * d * d * max(n_folds, 1)
+    fan = FAN_IN
+    while fan > 2 and fan * one > REDUCE_BYTES:
+        fan //= 2
+    return fan
 #: Names of Dask's local schedulers (no cluster).
 LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")
 
 
-def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any) -> Any:
-    """Merge delayed results with ``merge(group, *args)`` in aligned groups of ``FAN_IN``,
+def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any,
+                fan_in: int = FAN_IN) -> Any:
+    """Merge delayed results with ``merge(group, *args)`` in aligned groups of ``fan_in``,
     level by level: a fixed tree, so the result is the same however it is scheduled (for
-    Moments it equals ``combine_all``'s tree)."""
+    Moments and any power-of-two ``fan_in`` it equals ``combine_all``'s tree)."""
+    if fan_in < 2 or fan_in & (fan_in - 1):
+        raise ValueError(f"fan_in must be a power of two ≥ 2, not {fan_in}")
     level = leaves
     while len(level) > 1:
-        level = [task(merge, level[i:i + FAN_IN], *args) for i in range(0, len(level), FAN_IN)]
+        level = [task(merge, level[i:i + fan_in], *args) for i in range(0, len(level), fan_in)]
     return level[0]
 
 
