@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from threadpoolctl import threadpool_info
 
-from ddrp_dask.maths.blas import BUILD_BLAS_THREADS, build_blas, fixed_blas_threads, \
-    one_blas_thread
+from ddrp_dask.maths.blas import BUILD_BLAS_THREADS, build_blas, fixed_blas_threads, one_blas_thread
 
 
 def _threads() -> set[int]:
