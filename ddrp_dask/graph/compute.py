@@ -19,8 +19,8 @@ import dask
 from ..errors import DdrpError, OptionError
 from ..maths.blas import one_blas_thread
 
-__all__ = ["FAN_IN", "check_memory", "check_visible", "client_of", "compute", "local_scheduler",
-           "stats_fan_in", "tree_reduce"]
+__all__ = ["FAN_IN", "check_memory", "check_visible", "client_of", "compute", "default_scheduler",
+           "local_scheduler", "stats_fan_in", "tree_reduce"]
 
 #: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's.
 FAN_IN = 8
@@ -44,6 +44,9 @@ def stats_fan_in(d: int, n_folds: int = 1) -> int:
     while fan > 2 and fan * one > REDUCE_BYTES:
         fan //= 2
     return fan
+#: Input size below which the default local scheduler is the threaded one: a LocalCluster's
+#: start-up (~2-3 s here) costs more than its workers save (benchmarks/perf_issue15.py).
+THREADS_BELOW_BYTES = 1 << 30
 #: Names of Dask's local schedulers (no cluster).
 LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")
 
@@ -229,20 +232,40 @@ class _LocalProgress:
             sys.stderr.write("\n")
 
 
+def default_scheduler(job_bytes: int | None) -> str:
+    """The local scheduler for a job reading ``job_bytes`` of input (None: unknown): the
+    threaded scheduler below ``THREADS_BELOW_BYTES``, whose jobs finish before a
+    LocalCluster has started, else a LocalCluster (``"local"``).
+
+    >>> default_scheduler(100 * 2**20), default_scheduler(None), default_scheduler(2**40)
+    ('threads', 'local', 'local')
+    """
+    return "threads" if job_bytes is not None and job_bytes < THREADS_BELOW_BYTES else "local"
+
+
 @contextlib.contextmanager
 def local_scheduler(scheduler: str | None = None, workers: int | None = None,
                     threads_per_worker: int = 1, memory_limit: str = "auto",
-                    say: Callable[[str], None] | None = None) -> Iterator[Any]:
+                    say: Callable[[str], None] | None = None,
+                    job_bytes: int | None = None) -> Iterator[Any]:
     """Yield what a job's ``execute`` takes as ``scheduler``: a Client or a local name.
 
     ``scheduler``: an address (``tcp://``, ``tls://``), ``"local"`` (a LocalCluster of
     ``workers`` × ``threads_per_worker``), or a local scheduler name (``"threads"``,
     ``"sync"``, ``"processes"``). None: the address in Dask's config
-    (``DASK_SCHEDULER_ADDRESS``), else ``"local"``. ``say`` receives one status line (the
-    cluster and its dashboard).
+    (``DASK_SCHEDULER_ADDRESS``), else ``default_scheduler(job_bytes)`` (threads for small
+    jobs, a LocalCluster for the rest), said. ``say`` receives one status line (the
+    scheduler chosen, or the cluster and its dashboard).
     """
-    name = scheduler or dask.config.get("scheduler-address", None) or "local"
     tell = say or (lambda _msg: None)
+    name = scheduler or dask.config.get("scheduler-address", None)
+    if not name:
+        name = default_scheduler(job_bytes)
+        if job_bytes is not None:
+            size = f"{job_bytes / 2**20:.0f} MiB of input"
+            limit = f"{THREADS_BELOW_BYTES / 2**20:.0f} MiB"
+            tell(f"scheduler: {name} ({size}, {'<' if name == 'threads' else '≥'} {limit}; "
+                 f"--scheduler {'local' if name == 'threads' else 'threads'} for the other)")
     if name in LOCAL_SCHEDULERS:
         yield name
         return
