@@ -33,7 +33,7 @@ SCRATCH = Path("/tmp/perf15")
 
 def _cli(root: Path) -> list[str]:
     return [PY, "-c", f"import sys; sys.path[:0] = ['{root}', '{root}/cli']; "
-            "from ddrp_cli.main import main; sys.argv[0] = 'ddrp'; main()"]
+            "from ddrp_cli.main import cli; sys.argv[0] = 'ddrp'; cli()"]
 
 
 def numpy_fit(x: str, w: str) -> None:
@@ -90,15 +90,16 @@ def wide(args: argparse.Namespace) -> None:
     x, w = SCRATCH / "x4096.zarr", SCRATCH / "w4096.zarr"
     make_zarr(x, "x", 120_000, 4096, 10_000)
     make_zarr(w, "w", 20_000, 4096, 10_000)
-    cmds = {"numpy fit (same maths)": [PY, __file__, "_numpy", str(x), str(w)]}
+    cmds = {} if args.skip_numpy else {
+        "numpy fit (same maths)": [PY, __file__, "_numpy", str(x), str(w)]}
     roots = {"": ROOT} | ({" (base)": Path(args.base)} if args.base else {})
     for tag, root in roots.items():
-        for sched in ("threads", "local"):
+        for sched in args.schedulers.split(","):
             cmds[f"ddrp fit -k 64 {sched}{tag}"] = [
                 *_cli(root), "fit", "--x", str(x), "--w", str(w), "-k", "64", "--out",
                 str(SCRATCH / f"m4096-{sched}{tag.strip(' ()')}.zarr"), "--overwrite",
                 "--quiet", "--scheduler", sched]
-    _rounds(cmds, args.rounds, "numpy fit (same maths)")
+    _rounds(cmds, args.rounds, next(iter(cmds)))
 
 
 def small(args: argparse.Namespace) -> None:
@@ -162,7 +163,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=["wide", "small", "run"])
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--schedulers", default="threads,local", help="wide: schedulers to run")
     p.add_argument("--base", default=None)
+    p.add_argument("--skip-numpy", action="store_true", help="wide: only the ddrp fits")
     args = p.parse_args()
     os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
     {"wide": wide, "small": small, "run": run}[args.what](args)
