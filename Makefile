@@ -1,4 +1,4 @@
-# make demo: set everything up, run the main job on a local Dask cluster, print the report.
+# make demo: set everything up, run the main job on Dask (the default scheduler), print the report.
 # make test: set everything up and run the test suite (what CI runs), the library's doctests
 # included (pyproject: testpaths and --doctest-modules).
 PY ?= python3

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import threadpoolctl
 
-from ddrp_dask.maths.blas import one_blas_thread
+from ddrp_dask.maths.blas import BUILD_BLAS_THREADS, build_blas, fixed_blas_threads, one_blas_thread
 
 
 def _blas_threads() -> list[int]:
@@ -65,3 +65,30 @@ def test_control_a_plain_limit_from_a_pool_thread_is_ignored() -> None:
         controller = getattr(threadpoolctl, "OpenBLASController", None)
         if controller is not None and hasattr(controller, "clear_controlling_thread"):
             controller.clear_controlling_thread(force=True)
+
+
+def test_limits_nest_and_restore() -> None:
+    before = set(_blas_threads())
+    with one_blas_thread():
+        assert set(_blas_threads()) == {1}
+        with build_blas():
+            assert set(_blas_threads()) == {BUILD_BLAS_THREADS}
+            with one_blas_thread():
+                assert set(_blas_threads()) == {1}
+            assert set(_blas_threads()) == {BUILD_BLAS_THREADS}
+        with one_blas_thread():
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}
+    assert set(_blas_threads()) == before
+
+
+def test_overlapping_exits_restore_once_all_have_left() -> None:
+    """Threads leave in any order: a count stays until every block entered after it has left."""
+    before = set(_blas_threads())
+    a, b = fixed_blas_threads(1), fixed_blas_threads(2)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)  # the outer one leaves first: the inner count stays
+    assert set(_blas_threads()) == {2}
+    b.__exit__(None, None, None)
+    assert set(_blas_threads()) == before

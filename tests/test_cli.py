@@ -126,12 +126,17 @@ def test_existing_foreign_output_is_not_advised_overwrite(tmp_path: Path,
 
 @pytest.mark.cluster
 def test_console_script_on_local_cluster(tmp_path: Path, inputs: dict[str, str]) -> None:
-    """The installed ``ddrp`` in a real process, on its default LocalCluster."""
+    """The installed ``ddrp`` in a real process: on its default scheduler (threads, for a
+    small job: said), then on a LocalCluster with its dashboard."""
     out = tmp_path / "o.zarr"
     exe = Path(sys.executable).with_name("ddrp")
     proc = subprocess.run([str(exe), "run", "--x", inputs["x"], "--w", inputs["w"], "-k", "6",
-                           "--out", str(out), "--workers", "2"],
-                          capture_output=True, text=True, timeout=300)
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "scheduler: threads" in proc.stderr and "--scheduler local" in proc.stderr
+    proc = subprocess.run([str(exe), "run", "--x", inputs["x"], "--w", inputs["w"], "-k", "6",
+                           "--out", str(out), "--overwrite", "--scheduler", "local",
+                           "--workers", "2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "local cluster: 2 worker(s)" in proc.stderr and "dashboard" in proc.stderr
     assert zarr.open_group(str(out), mode="r").attrs["complete"] is True

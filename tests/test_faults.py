@@ -163,13 +163,13 @@ def test_ctrl_c_on_local_cluster_prints_one_line(data: dict[str, str], tmp_path:
     never retrieved'; a LocalCluster interrupted while starting failed to close at exit)."""
     out = tmp_path / "o.zarr"
     if point == "pass 1":  # seen on the progress line, which needs a terminal
-        tty = Tty(_args(data, out, "--workers", "2"))
+        tty = Tty(_args(data, out, "--scheduler", "local", "--workers", "2"))
         _wait(lambda: tty.blocks_done("pass 1") >= 5, tty.proc)
         code, lines = tty.ctrl_c()
         assert code == 130
         _only_progress_then_interrupted(lines)
         return
-    proc = _start(_args(data, out, "--workers", "2"))
+    proc = _start(_args(data, out, "--scheduler", "local", "--workers", "2"))
     _wait(lambda: _flags_done(out) >= 3, proc)
     assert _ctrl_c(proc) == (130, INTERRUPTED)
 

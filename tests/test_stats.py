@@ -99,6 +99,15 @@ def test_combine_all_is_the_aligned_tree() -> None:
         fold = combine(fold, p)
     assert not np.array_equal(fold.scatter, whole.scatter)
 
+    # any power-of-two fan-in (pass 1 lowers it for wide d: graph.compute.stats_fan_in)
+    # gives the same tree, hence the same bytes
+    for fan_in in (2, 4, 8, 16):
+        (other,) = dask.compute(tree_reduce(leaves, combine_all, fan_in=fan_in),
+                                scheduler="sync")
+        assert other.n == whole.n
+        assert np.array_equal(other.scatter, whole.scatter)
+        assert np.array_equal(other.mean, whole.mean)
+
     # the shape itself, with a non-associative merge: bracketed concatenation
     def pairwise(group: list[str]) -> str:  # combine_all's binary tree over strings
         level = list(group)
@@ -112,3 +121,21 @@ def test_combine_all_is_the_aligned_tree() -> None:
                             scheduler="sync")
     assert shape == pairwise(names)
     assert shape.count("(") == 69 and shape.startswith("(((((((0.1.)")
+    for fan_in in (2, 4, 16):
+        (again,) = dask.compute(tree_reduce([dask.delayed(n) for n in names], pairwise,
+                                            fan_in=fan_in), scheduler="sync")
+        assert again == shape
+
+
+def test_stats_fan_in_bounds_the_reduction_memory() -> None:
+    """Pass 1's fan-in: 8 for the usual widths, lower (a power of two ≥ 2) once eight
+    blocks' statistics would pass graph.compute.REDUCE_BYTES."""
+    from ddrp_dask.graph.compute import REDUCE_BYTES, stats_fan_in
+
+    assert stats_fan_in(256, 5) == 8 and stats_fan_in(256, 1) == 8
+    assert stats_fan_in(4096, 1) == 2
+    for d in (64, 512, 1024, 2048, 4096, 8192):
+        for folds in (1, 5):
+            fan = stats_fan_in(d, folds)
+            assert fan in (2, 4, 8)
+            assert fan == 2 or fan * 8 * d * d * folds <= REDUCE_BYTES

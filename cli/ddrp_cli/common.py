@@ -116,11 +116,13 @@ execution_options = _options(
 
 
 def scheduler_context(scheduler: str | None, workers: int | None, threads_per_worker: int,
-                      memory_limit: str, quiet: bool = False) -> Any:
+                      memory_limit: str, quiet: bool = False,
+                      job_bytes: int | None = None) -> Any:
     """What a job's ``execute`` takes as ``scheduler``, as a context (``--scheduler``,
-    ``--workers``, ...; see ``ddrp_dask.graph.compute.local_scheduler``)."""
+    ``--workers``, ...; ``job_bytes``: the input's size, for the default; see
+    ``ddrp_dask.graph.compute.local_scheduler``)."""
     return local_scheduler(scheduler, workers, threads_per_worker, memory_limit,
-                           say=None if quiet else say)
+                           say=None if quiet else say, job_bytes=job_bytes)
 
 
 def show_progress(quiet: bool) -> bool:
@@ -155,7 +157,7 @@ def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
         if show_report:
             click.echo(format_report(model))
 
-    with scheduler_context(**sched, quiet=quiet) as scheduler:
+    with scheduler_context(**sched, quiet=quiet, job_bytes=plan.input_bytes()) as scheduler:
         model = plan.execute(scheduler=scheduler, progress=progress, on_model=on_model)
     write_json(report_path, report_dict(model))
     if plan.command != "fit" and plan.skip:

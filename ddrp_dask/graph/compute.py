@@ -21,22 +21,52 @@ import dask
 from ..errors import DdrpError, OptionError
 from ..maths.blas import one_blas_thread
 
-__all__ = ["FAN_IN", "check_memory", "check_visible", "client_of", "compute", "local_scheduler",
-           "tree_reduce"]
+__all__ = ["FAN_IN", "check_memory", "check_visible", "client_of", "compute", "default_scheduler",
+           "local_scheduler", "stats_fan_in", "tree_reduce"]
 
 #: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's.
 FAN_IN = 8
+#: Bytes of statistics one reduction task may hold as its inputs (``stats_fan_in``).
+REDUCE_BYTES = 256 * 2**20
+
+
+def stats_fan_in(d: int, n_folds: int = 1) -> int:
+    """Fan-in of pass 1's reduction: ``FAN_IN`` while that many per-block statistics (d² float64
+    per fold) fit ``REDUCE_BYTES``, else the largest power of two that does (at least 2).
+
+    Any power of two gives the same tree as ``combine_all``'s, hence the same bytes; at
+    d = 4096 one block's scatter is 128 MiB, and eight of them held by one task were most of
+    the peak memory of a wide fit.
+
+    >>> stats_fan_in(256, 5), stats_fan_in(1024, 5), stats_fan_in(4096, 1)
+    (8, 4, 2)
+    """
+    one = 8 * d * d * max(n_folds, 1)
+    fan = FAN_IN
+    while fan > 2 and fan * one > REDUCE_BYTES:
+        fan //= 2
+    return fan
+
+
+#: Inputs below this go to the threaded scheduler by default: on one machine it beat a
+#: 2-worker LocalCluster at every size measured, 0.15 to 7.6 GB (benchmarks/RESULTS.md: e.g.
+#: 6.4 s against 8.0 s at 2 GB, 21.7 s against 23.9 s at 7.6 GB; small jobs also skip the
+#: cluster's 2-4 s start-up). Above it, unmeasured: a LocalCluster (memory limits, spilling).
+THREADS_BELOW_BYTES = 8 << 30
 #: Names of Dask's local schedulers (no cluster).
 LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")
 
 
-def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any) -> Any:
-    """Merge delayed results with ``merge(group, *args)`` in aligned groups of ``FAN_IN``,
+def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any,
+                fan_in: int = FAN_IN) -> Any:
+    """Merge delayed results with ``merge(group, *args)`` in aligned groups of ``fan_in``,
     level by level: a fixed tree, so the result is the same however it is scheduled (for
-    Moments it equals ``combine_all``'s tree)."""
+    Moments and any power-of-two ``fan_in`` it equals ``combine_all``'s tree)."""
+    if fan_in < 2 or fan_in & (fan_in - 1):
+        raise ValueError(f"fan_in must be a power of two ≥ 2, not {fan_in}")
     level = leaves
     while len(level) > 1:
-        level = [task(merge, level[i:i + FAN_IN], *args) for i in range(0, len(level), FAN_IN)]
+        level = [task(merge, level[i:i + fan_in], *args) for i in range(0, len(level), fan_in)]
     return level[0]
 
 
@@ -209,20 +239,40 @@ class _LocalProgress:
         sys.stderr.write("\n")  # also when interrupted: the next line starts a line
 
 
+def default_scheduler(job_bytes: int | None) -> str:
+    """The local scheduler for a job reading ``job_bytes`` of input (None: unknown): the
+    threaded scheduler below ``THREADS_BELOW_BYTES``, whose jobs finish before a
+    LocalCluster has started, else a LocalCluster (``"local"``).
+
+    >>> default_scheduler(100 * 2**20), default_scheduler(None), default_scheduler(2**40)
+    ('threads', 'local', 'local')
+    """
+    return "threads" if job_bytes is not None and job_bytes < THREADS_BELOW_BYTES else "local"
+
+
 @contextlib.contextmanager
 def local_scheduler(scheduler: str | None = None, workers: int | None = None,
                     threads_per_worker: int = 1, memory_limit: str = "auto",
-                    say: Callable[[str], None] | None = None) -> Iterator[Any]:
+                    say: Callable[[str], None] | None = None,
+                    job_bytes: int | None = None) -> Iterator[Any]:
     """Yield what a job's ``execute`` takes as ``scheduler``: a Client or a local name.
 
     ``scheduler``: an address (``tcp://``, ``tls://``), ``"local"`` (a LocalCluster of
     ``workers`` × ``threads_per_worker``), or a local scheduler name (``"threads"``,
     ``"sync"``, ``"processes"``). None: the address in Dask's config
-    (``DASK_SCHEDULER_ADDRESS``), else ``"local"``. ``say`` receives one status line (the
-    cluster and its dashboard).
+    (``DASK_SCHEDULER_ADDRESS``), else ``default_scheduler(job_bytes)`` (threads up to
+    ``THREADS_BELOW_BYTES``, a LocalCluster above), said. ``say`` receives one status line (the
+    scheduler chosen, or the cluster and its dashboard).
     """
-    name = scheduler or dask.config.get("scheduler-address", None) or "local"
     tell = say or (lambda _msg: None)
+    name = scheduler or dask.config.get("scheduler-address", None)
+    if not name:
+        name = default_scheduler(job_bytes)
+        if job_bytes is not None:
+            size = f"{job_bytes / 2**20:.0f} MiB of input"
+            limit = f"{THREADS_BELOW_BYTES / 2**20:.0f} MiB"
+            tell(f"scheduler: {name} ({size}, {'<' if name == 'threads' else '≥'} {limit}; "
+                 f"--scheduler {'local' if name == 'threads' else 'threads'} for the other)")
     if name in LOCAL_SCHEDULERS:
         yield name
         return

@@ -22,7 +22,7 @@ from ..maths.model import SideMap
 from ..maths.optimal import combine_folds, moments_by_fold
 from ..maths.project import sketch_valid
 from ..maths.stats import Moments, block_moments, combine_all
-from .compute import compute, delayed, task, tree_reduce
+from .compute import compute, delayed, stats_fan_in, task, tree_reduce
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
 
@@ -80,14 +80,15 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     one ``Moments`` per side, or with ``n_folds`` a list of one per fold."""
     graphs, leaves = [], []
     for side, (src, ranges) in blocks.items():
+        fan_in = stats_fan_in(src.d, n_folds)
         if n_folds:
             side_leaves = [task(_fold_stats_task, src, start, stop, side, skip, n_folds)
                            for start, stop in ranges]
-            graphs.append(tree_reduce(side_leaves, combine_folds))
+            graphs.append(tree_reduce(side_leaves, combine_folds, fan_in=fan_in))
         else:
             side_leaves = [task(_stats_task, src, start, stop, side, skip)
                            for start, stop in ranges]
-            graphs.append(tree_reduce(side_leaves, combine_all))
+            graphs.append(tree_reduce(side_leaves, combine_all, fan_in=fan_in))
         leaves += side_leaves
     results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
     return dict(zip(blocks, results, strict=True))

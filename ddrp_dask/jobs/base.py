@@ -82,6 +82,11 @@ class Plan:
         """The sources' dimension."""
         return next(iter(self.sources.values())).d
 
+    def input_bytes(self) -> int:
+        """Bytes of the sources' values as the passes read them (the default scheduler's
+        size: ``graph.compute.default_scheduler``)."""
+        return sum(s.n_rows * s.d * s.working_dtype.itemsize for s in self.sources.values())
+
     def memory_per_task(self) -> int:
         """Bytes one task holds at its peak: the block, its shifted copy, the float64
         scatter and the output rows."""

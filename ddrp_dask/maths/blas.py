@@ -1,18 +1,23 @@
-"""One BLAS thread for every product and factorisation whose bytes matter.
+"""Fixed BLAS thread counts for every product and factorisation whose bytes matter.
 
 Dask threads × BLAS threads ≤ cores (FIELD-NOTES), and the same bytes on any scheduler:
-float32 products and LAPACK both change in their last bits with the BLAS thread count.
+float32 products and LAPACK both change in their last bits with the BLAS thread count. The
+per-block tasks run on one thread (``one_blas_thread``); the build, which runs alone on the
+driver between the passes, runs its d³ factorisations on ``BUILD_BLAS_THREADS``
+(``build_blas``), a fixed number, so its bytes do not depend on the machine's cores either.
 
 The limit is process-wide (threadpoolctl sets OpenBLAS's global count), so on the threaded
 scheduler a task leaving its block must not restore two threads while another task is still
-inside its product. The limit is therefore counted: the first block to enter sets one
-thread, the last to leave restores the original count.
+inside its product. The limit is therefore counted: the first block to enter a count sets
+it, the last to leave restores the count before. A block asking for another count than the
+current one (the build's inside a caller's one thread, or the reverse) sets its own, and
+restores the previous one when it and every block entered after it have left.
 
 threadpoolctl (≥ 3.6) lets only one "controlling" thread set OpenBLAS's count and silently
 ignores the others: the first thread that ever set it. A pool thread's limit then did
 nothing once the main thread had set one (measured: products on two threads inside tasks,
-sketches differing in the last bits). The counting above already serialises the settings,
-so each first entrant takes control and the last to leave gives it up.
+sketches differing in the last bits). The lock above already serialises the settings, so
+each setting takes control first and gives it up after.
 """
 
 from __future__ import annotations
@@ -25,43 +30,64 @@ from typing import Any
 import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["one_blas_thread"]
+__all__ = ["BUILD_BLAS_THREADS", "build_blas", "fixed_blas_threads", "one_blas_thread"]
+
+#: BLAS threads of the build (recorded in the model as ``info["build_blas_threads"]``):
+#: fixed, so the model's bytes are the same on any machine; two suits the common 2-core
+#: machines this was written on (the speed-up is not yet measured).
+BUILD_BLAS_THREADS = 2
 
 _lock = threading.Lock()
 _controller: ThreadpoolController | None = None
-_depth = 0
-_limiter: Any = None
+# the active limits, innermost last: [threads, entries still inside, threadpoolctl limiter]
+_stack: list[list[Any]] = []
 
 
 @contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Limit BLAS to one thread while any thread of the process is inside this block.
+def fixed_blas_threads(n: int) -> Iterator[None]:
+    """Limit BLAS to ``n`` threads while any thread of the process is inside this block
+    (counted, as described above).
 
     The controller is built once per process: ``threadpool_limits`` rediscovers the
     libraries on every call (~7 ms).
     """
-    global _controller, _depth, _limiter
+    global _controller
+    n = max(1, int(n))
     with _lock:
-        if _depth == 0:
+        if _stack and _stack[-1][0] == n:
+            entry = _stack[-1]
+            entry[1] += 1
+        else:
             if _controller is None:
                 _controller = ThreadpoolController()
             _release_control()
-            _limiter = _controller.limit(limits=1, user_api="blas")
-        _depth += 1
+            entry = [n, 1, _controller.limit(limits=n, user_api="blas")]
+            _release_control()
+            _stack.append(entry)
     try:
         yield
     finally:
         with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _limiter.restore_original_limits()
-                _limiter = None
+            entry[1] -= 1
+            while _stack and _stack[-1][1] == 0:
+                _release_control()
+                _stack.pop()[2].restore_original_limits()
                 _release_control()
 
 
+def one_blas_thread() -> contextlib.AbstractContextManager[None]:
+    """Limit BLAS to one thread while any thread of the process is inside this block."""
+    return fixed_blas_threads(1)
+
+
+def build_blas() -> contextlib.AbstractContextManager[None]:
+    """The build's BLAS limit: ``BUILD_BLAS_THREADS`` threads."""
+    return fixed_blas_threads(BUILD_BLAS_THREADS)
+
+
 def _release_control() -> None:
-    """Let the next thread to limit OpenBLAS take control (threadpoolctl ≥ 3.6; a no-op
-    for versions without controlling threads)."""
+    """Let the next thread to set OpenBLAS's count take control (threadpoolctl ≥ 3.6; a
+    no-op for versions without controlling threads)."""
     controller = getattr(threadpoolctl, "OpenBLASController", None)
     clear = getattr(controller, "clear_controlling_thread", None)
     if clear is not None:

@@ -26,7 +26,7 @@ from ..options import (
     check_target,
     k_range,
 )
-from .blas import one_blas_thread
+from .blas import build_blas
 from .draws import sparse_density
 from .linalg import balanced_pair, orthogonal_factor, shrink
 from .optimal import AutoPredictor
@@ -74,7 +74,7 @@ class MsePredictor:
         self._auto: AutoPredictor | None = None
         self._cache: dict[tuple[str, int], float] = {}
         sx, sw = mx.second_moment, mw.second_moment
-        with one_blas_thread():
+        with build_blas():
             self._numerators = self._prepare(mx, mw, sx, sw, shrinkage)
         self._sparse = (sparse_density(self.d) - 3, float(np.sum(np.diag(sx) * np.diag(sw))))
 

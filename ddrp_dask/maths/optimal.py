@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..options import check_same_d
-from .blas import one_blas_thread
+from .blas import build_blas
 from .draws import orthogonal_matrix
 from .linalg import MIN_SHRINKAGE, oas_intensity
 from .maps import folded_map, head_tail_maps, scale_of
@@ -742,7 +742,7 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     d = mx.d
     scale_x = scale_of(mx.second_moment, mw.second_moment)
     scale_w = scale_of(mw.second_moment, mx.second_moment)
-    with one_blas_thread():
+    with build_blas():
         cv = _cross_fit(folds_x, folds_w, scale_x, scale_w)
         choice = _choose(cv, d, k, shrinkage)
         b = _basis(_shrunk_eig(mx, choice.spec_x, scale_x, -1, cv.cache_x),
@@ -779,7 +779,7 @@ class AutoPredictor:
         self.d = mx.d
         scale_x = scale_of(mx.second_moment, mw.second_moment)
         scale_w = scale_of(mw.second_moment, mx.second_moment)
-        with one_blas_thread():
+        with build_blas():
             cv = _cross_fit(folds_x, folds_w, scale_x, scale_w)
             choice = _choose(cv, self.d, k_ref or max(1, min(self.d, 16)), shrinkage)
             self.out_of_sample = choice.alloc is not None
@@ -798,7 +798,7 @@ class AutoPredictor:
         """Predicted MSE of ``auto`` with K = ``k`` (0 from K = d: exact)."""
         if k >= self.d:
             return 0.0
-        with one_blas_thread():
+        with build_blas():
             alloc = _choose_alloc(self._energies, int(k))[0]
             if self.out_of_sample:
                 return _honest_mse(self._pairs, alloc)
@@ -944,7 +944,7 @@ def fit_head_tail(mx: Moments, mw: Moments, k: int, seed: int, shrinkage: str | 
     spec = _ht_spec(shrinkage)
     scales = (scale_of(mx.second_moment, mw.covariance),
               scale_of(mw.second_moment, mx.covariance))
-    with one_blas_thread():
+    with build_blas():
         a, b, sigma = _ht_pair(mx, mw, spec, scales)
         r = choose_head(sigma, k)[0]
         width = k - 2 - r

@@ -85,16 +85,24 @@ def block_moments(block: np.ndarray, colsum: np.ndarray | None = None,
         colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
     mean = colsum / n
     shift = mean.astype(block.dtype)
-    c = np.subtract(block, shift, out=block if overwrite_input else None)
     # Σ c = colsum - n·shift up to the roundings of the shift, whose effect on the centring
     # term below is O(n·eps²·|mean|²): no second pass over the block for it
     resid = colsum - n * shift.astype(np.float64)
-    scatter = _gram(c) - np.outer(resid, resid) / n
+    # in place where the operands are fresh: the same bytes as ``g - outer/n``, and fewer
+    # d x d temporaries (128 MiB each at d = 4096)
+    scatter = _gram(np.subtract(block, shift, out=block) if overwrite_input else
+                    np.subtract(block, shift))
+    centring = np.outer(resid, resid)
+    centring /= n
+    scatter -= centring
+    del centring
     return Moments(n, mean, _symmetrize(scatter))
 
 
 def _symmetrize(a: np.ndarray) -> np.ndarray:
-    return (a + a.T) * 0.5
+    s = a + a.T
+    s *= 0.5
+    return s
 
 
 def combine(a: Moments, b: Moments) -> Moments:
@@ -106,7 +114,10 @@ def combine(a: Moments, b: Moments) -> Moments:
     n = a.n + b.n
     delta = b.mean - a.mean
     mean = a.mean + delta * (b.n / n)
-    scatter = a.scatter + b.scatter + np.outer(delta, delta) * (a.n * b.n / n)
+    scatter = a.scatter + b.scatter
+    cross = np.outer(delta, delta)  # in place: the same bytes as ``s + outer * c``
+    cross *= a.n * b.n / n
+    scatter += cross
     return Moments(n, mean, scatter)
 
 

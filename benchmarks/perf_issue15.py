@@ -1,0 +1,175 @@
+"""Issue 15 benchmarks: ddrp against plain numpy / plain Dask doing the same work, side by
+side, interleaved rounds, medians; peak RSS of the whole process tree (benchlib.run_job).
+
+    PYTHONPATH=.:cli python benchmarks/perf_issue15.py wide  [--rounds 3] [--base DIR]
+    PYTHONPATH=.:cli python benchmarks/perf_issue15.py small [--rounds 3]
+    PYTHONPATH=.:cli python benchmarks/perf_issue15.py run   [--rounds 3] [--base DIR]
+
+* ``wide``: ``ddrp fit -k 64`` of X 120,000 x 4096, W 20,000 x 4096 (Zarr, 10,000-row chunks)
+  on threads and on a LocalCluster, against a plain numpy fit of the same maths (chunked
+  float32 Gram accumulated in float64, two eigh and one SVD, numpy's default threads).
+* ``small``: ``ddrp run`` of 300,000 x 128 (W 50,000) on threads, LocalCluster and the
+  default scheduler (the choice it printed).
+* ``run``: ``ddrp run -k 32`` of 400,000 x 256 X (W 100,000 x 256) against plain Dask
+  ``from_zarr @ R -> to_zarr``, on 100,000-row and 65,536-row Zarr chunks and Parquet
+  (100,000-row groups), with and without ``--stats-fraction 0.1``.
+
+``--base DIR``: also run an older checkout of the library (e.g. ``git archive`` of the
+parent commit) for before/after. Data is generated once under ``--scratch`` (/tmp/perf15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+from benchlib import PY, ROOT, Job, emit, make_parquet, make_zarr, run_job
+
+SCRATCH = Path("/tmp/perf15")
+
+
+def _cli(root: Path) -> list[str]:
+    return [PY, "-c", f"import sys; sys.path[:0] = ['{root}', '{root}/cli']; "
+            "from ddrp_cli.main import cli; sys.argv[0] = 'ddrp'; cli()"]
+
+
+def numpy_fit(x: str, w: str) -> None:
+    """The plain numpy fit of the same maths (run in a subprocess)."""
+    import time
+
+    import numpy as np
+    import zarr
+
+    t0 = time.perf_counter()
+    sec = []
+    for path in (x, w):
+        a = zarr.open_array(path, mode="r")
+        d = a.shape[1]
+        g, s, n = np.zeros((d, d)), np.zeros(d), 0
+        step = a.chunks[0]
+        for i in range(0, a.shape[0], step):
+            c = a[i:i + step]
+            g += (c.T @ c).astype(np.float64)
+            s += c.sum(axis=0, dtype=np.float64)
+            n += len(c)
+        sec.append(g / n)
+    ex, vx = np.linalg.eigh(sec[0])
+    ew, vw = np.linalg.eigh(sec[1])
+    rx = vx * np.sqrt(np.maximum(ex, 0))
+    rw = vw * np.sqrt(np.maximum(ew, 0))
+    np.linalg.svd(rx.T @ rw)
+    emit({"wall": time.perf_counter() - t0})
+
+
+def _median_table(rows: dict[str, list[Job]], ref: str) -> None:
+    base = statistics.median(j.wall for j in rows[ref])
+    print(f"\n{'job':<34} {'median s':>9} {'÷ ' + ref:>14} {'peak RSS GB':>12}  runs")
+    for label, jobs in rows.items():
+        wall = statistics.median(j.wall for j in jobs)
+        rss = statistics.median(j.peak_rss for j in jobs) / 1e9
+        ok = "" if all(j.ok for j in jobs) else "  FAILED"
+        print(f"{label:<34} {wall:9.2f} {wall / base:14.2f} {rss:12.2f}  "
+              f"{' '.join(f'{j.wall:.1f}' for j in jobs)}{ok}")
+
+
+def _rounds(cmds: dict[str, list[str]], rounds: int, ref: str) -> None:
+    rows: dict[str, list[Job]] = {k: [] for k in cmds}
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds}")
+        for label, cmd in cmds.items():
+            rows[label].append(run_job(Job(label, cmd), log_dir=SCRATCH / "logs"))
+    _median_table(rows, ref)
+    for label, cmd in cmds.items():
+        print(f"  {label}: {' '.join(cmd[3:] if cmd[1] == '-c' else cmd)}")
+
+
+def wide(args: argparse.Namespace) -> None:
+    x, w = SCRATCH / "x4096.zarr", SCRATCH / "w4096.zarr"
+    make_zarr(x, "x", 120_000, 4096, 10_000)
+    make_zarr(w, "w", 20_000, 4096, 10_000)
+    cmds = {} if args.skip_numpy else {
+        "numpy fit (same maths)": [PY, __file__, "_numpy", str(x), str(w)]}
+    roots = {"": ROOT} | ({" (base)": Path(args.base)} if args.base else {})
+    for tag, root in roots.items():
+        for sched in args.schedulers.split(","):
+            cmds[f"ddrp fit -k 64 {sched}{tag}"] = [
+                *_cli(root), "fit", "--x", str(x), "--w", str(w), "-k", "64", "--out",
+                str(SCRATCH / f"m4096-{sched}{tag.strip(' ()')}.zarr"), "--overwrite",
+                "--quiet", "--scheduler", sched]
+    _rounds(cmds, args.rounds, next(iter(cmds)))
+
+
+def small(args: argparse.Namespace) -> None:
+    x, w = SCRATCH / "x_small.zarr", SCRATCH / "w_small.zarr"
+    make_zarr(x, "x", 300_000, 128, 65_536)
+    make_zarr(w, "w", 50_000, 128, 65_536)
+    cmds = {}
+    for sched in ("threads", "local", "default"):
+        opt = [] if sched == "default" else ["--scheduler", sched]
+        cmds[f"ddrp run {sched}"] = [*_cli(ROOT), "run", "--x", str(x), "--w", str(w), "-k",
+                                     "32", "--out", str(SCRATCH / f"o-small-{sched}.zarr"),
+                                     "--overwrite", *opt]
+    _rounds(cmds, args.rounds, "ddrp run threads")
+
+
+def plain_dask(x: str, out: str) -> None:
+    """Plain Dask from_zarr @ R -> to_zarr on the default LocalCluster (subprocess)."""
+    import time
+
+    import dask.array as da
+    import numpy as np
+    from benchlib import scheduler
+
+    with scheduler("local") as client:
+        t0 = time.perf_counter()
+        a = da.from_zarr(x)
+        r = np.random.default_rng(0).standard_normal((a.shape[1], 32)).astype(np.float32)
+        (a @ r).to_zarr(out, overwrite=True)
+        del client
+    emit({"wall": time.perf_counter() - t0})
+
+
+def run(args: argparse.Namespace) -> None:
+    w = SCRATCH / "w_100k.zarr"
+    make_zarr(w, "w", 100_000, 256, 100_000)
+    srcs = {"zarr 100k": SCRATCH / "x_100k.zarr", "zarr 64k": SCRATCH / "x_64k.zarr",
+            "parquet 100k groups": SCRATCH / "x_pq.parquet"}
+    make_zarr(srcs["zarr 100k"], "x", 400_000, 256, 100_000)
+    make_zarr(srcs["zarr 64k"], "x", 400_000, 256, 65_536)
+    make_parquet(srcs["parquet 100k groups"], 400_000, 256, 100_000)
+    cmds = {"plain dask 100k": [PY, __file__, "_dask", str(srcs["zarr 100k"]),
+                                str(SCRATCH / "o-dask.zarr")]}
+    roots = {"": ROOT} | ({" (base)": Path(args.base)} if args.base else {})
+    for tag, root in roots.items():
+        for name, src in srcs.items():
+            for frac in ("1", "0.1"):
+                label = f"run {name}{' sf0.1' if frac != '1' else ''}{tag}"
+                cmds[label] = [*_cli(root), "run", "--x", str(src), "--w", str(w), "-k", "32",
+                               "--out", str(SCRATCH / "o-run.zarr"), "--overwrite", "--quiet",
+                               "--scheduler", "local", "--stats-fraction", frac]
+    _rounds(cmds, args.rounds, "plain dask 100k")
+
+
+def main() -> None:
+    if sys.argv[1] == "_numpy":
+        numpy_fit(sys.argv[2], sys.argv[3])
+        return
+    if sys.argv[1] == "_dask":
+        plain_dask(sys.argv[2], sys.argv[3])
+        return
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["wide", "small", "run"])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--schedulers", default="threads,local", help="wide: schedulers to run")
+    p.add_argument("--base", default=None)
+    p.add_argument("--skip-numpy", action="store_true", help="wide: only the ddrp fits")
+    args = p.parse_args()
+    os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
+    {"wide": wide, "small": small, "run": run}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
