@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 
 from .conftest import make_pair, write_npy
-from .test_cluster import _flags_done, _free_port, _sketch_bytes, _wait_for_workers
+from .test_cluster import (
+    _flags_done,
+    _free_port,
+    _sketch_bytes,
+    _wait_for_workers,
+    stop_processes,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -219,14 +225,7 @@ class ChaosCluster:
                 if "Restarting worker" in line]
 
     def stop(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(list(reversed(self.procs)))
         self.log.close()
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "read_node",
     "record_skipped",
     "remove_output",
+    "remove_within",
     "staging_path",
     "write_marker",
 ]
@@ -187,6 +188,14 @@ def _check_existing(out: str, overwrite: bool, resume: bool) -> None:
                               f"run{where}); pass --resume to finish it or --overwrite to "
                               "replace it")
         raise OutputError(f"output {out} exists; pass --overwrite to replace it")
+
+
+def remove_within(path: str) -> None:
+    """Delete whatever is at ``path`` inside a ddrp output being written (e.g. a model save
+    that was interrupted before it marked itself)."""
+    fs, inner = filesystem(path)
+    if fs.exists(inner):
+        fs.rm(inner, recursive=True)
 
 
 def remove_output(out: str) -> None:

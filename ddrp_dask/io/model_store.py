@@ -26,8 +26,10 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
     """Write ``model`` as a Zarr v3 group at ``path`` (which must not exist)."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="w-")
-    group.attrs.update({"format": FORMAT, "complete": False})
+    # the group appears with its marks in one write: an interrupted save is always a
+    # recognisable incomplete model, never a bare group
+    group = zarr.open_group(str(path), mode="w-",
+                            attributes={"format": FORMAT, "complete": False})
     arrays = {f"{side}_{name}": getattr(model.side(side), name)
               for side in ("x", "w") for name in MAP_ARRAYS}
     counts = {}

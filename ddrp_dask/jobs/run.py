@@ -67,7 +67,7 @@ class RunPlan(FitPlan):
         def save(work: str) -> None:  # inside the output (staged), once it exists
             path = plan.model_path(work)
             if lifecycle.output_state(path) != "complete":
-                lifecycle.remove_output(path)
+                lifecycle.remove_within(path)  # what an interrupted save left, in our output
                 save_model(model, path)
 
         write_sketches(plan.format, plan.out, plan.targets(), model, plan.block_rows,
