@@ -188,6 +188,16 @@ def format_progress(label: str, done: int, total: int, elapsed: float) -> str:
             f"{_clock(elapsed)} elapsed{rest}")
 
 
+def _mib(nbytes: int) -> str:
+    """A size in MiB for a status line: one decimal below 10 MiB.
+
+    >>> _mib(480_000), _mib(3 * 2**30)
+    ('0.5', '3072')
+    """
+    mib = nbytes / 2**20
+    return f"{mib:.1f}" if mib < 10 else f"{mib:.0f}"
+
+
 def _clock(seconds: float) -> str:
     s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
@@ -269,7 +279,7 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
     if not name:
         name = default_scheduler(job_bytes)
         if job_bytes is not None:
-            size = f"{job_bytes / 2**20:.0f} MiB of input"
+            size = f"{_mib(job_bytes)} MiB of input"
             limit = f"{THREADS_BELOW_BYTES / 2**20:.0f} MiB"
             tell(f"scheduler: {name} ({size}, {'<' if name == 'threads' else '≥'} {limit}; "
                  f"--scheduler {'local' if name == 'threads' else 'threads'} for the other)")
