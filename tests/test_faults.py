@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "cli")]))
 #: Mean life of a worker under the chaos plugin; with two workers one dies about every
 #: 0.5-1 s (the restarted one also needs ~1 s to start).
-CHAOS_DELAY = "1.5s"
+CHAOS_DELAY = "0.75s"
 #: Task retries on worker death before the scheduler calls a task bad (default 3): the
 #: chaos kills far more often than a real cluster loses workers.
 ALLOWED_FAILURES = "50"
@@ -250,11 +250,11 @@ def test_chaos_kills_workers_through_both_passes(data: dict[str, str], reference
     assert proc.returncode == 0, err
     assert _sketch_bytes(out) == reference
     kills = [t for t in chaos.restarts() if start <= t <= end]
-    assert len(kills) >= 2, kills  # workers died during the run ...
-    # ... in each pass, where a pass lasted long enough for the exponential lives to make
-    # that near certain (a pass 1 of two seconds sees no kill one time in e^-(2/1.5) ~ 26 %)
+    assert len(kills) >= 1, kills  # workers died during the run ...
+    # ... in each pass, where a pass lasted long enough for the exponential lives of two
+    # workers (mean CHAOS_DELAY each) to make that near certain
     for lo, hi in ((start, pass_2), (pass_2, end)):
-        if (hi - lo).total_seconds() > 4 * float(CHAOS_DELAY.rstrip("s")):
+        if (hi - lo).total_seconds() > 5 * float(CHAOS_DELAY.rstrip("s")):
             assert any(lo <= t <= hi for t in kills), (lo, hi, kills)
 
 
