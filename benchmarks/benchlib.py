@@ -130,9 +130,10 @@ def make_zarr(path: Path, side: str, rows: int, d: int, chunk_rows: int) -> floa
     return time.perf_counter() - t0
 
 
-def make_parquet(path: Path, rows: int, d: int, group_rows: int) -> float:
+def make_parquet(path: Path, rows: int, d: int, group_rows: int, scalars: bool = False) -> float:
     """Write (unless cached) X as one Parquet file, one ``fixed_size_list<float32>[d]`` column
-    ``vec``, row groups of ``group_rows``, no dictionary; the same rows as ``make_zarr``."""
+    ``vec`` (or with ``scalars`` one float32 column per dimension, ``f0``...), row groups of
+    ``group_rows``, no dictionary; the same rows as ``make_zarr``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -144,13 +145,15 @@ def make_parquet(path: Path, rows: int, d: int, group_rows: int) -> float:
             pass
     t0 = time.perf_counter()
     sp = spectrum(d)
-    schema = pa.schema([("vec", pa.list_(pa.float32(), d))])
+    schema = pa.schema([(f"f{j}", pa.float32()) for j in range(d)] if scalars else
+                       [("vec", pa.list_(pa.float32(), d))])
     tmp = path.with_suffix(".partial")
     with pq.ParquetWriter(tmp, schema, use_dictionary=False) as writer:
         for i, start in enumerate(range(0, rows, group_rows)):
             block = make_block(sp, "x", i, min(group_rows, rows - start))
-            col = pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), d)
-            writer.write_table(pa.table({"vec": col}, schema=schema), row_group_size=group_rows)
+            cols = {f"f{j}": block[:, j] for j in range(d)} if scalars else \
+                {"vec": pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), d)}
+            writer.write_table(pa.table(cols, schema=schema), row_group_size=group_rows)
     tmp.rename(path)
     return time.perf_counter() - t0
 

@@ -10,9 +10,11 @@ side, interleaved rounds, medians; peak RSS of the whole process tree (benchlib.
   float32 Gram accumulated in float64, two eigh and one SVD, numpy's default threads).
 * ``small``: ``ddrp run`` of 300,000 x 128 (W 50,000) on threads, LocalCluster and the
   default scheduler (the choice it printed).
-* ``run``: ``ddrp run -k 32`` of 400,000 x 256 X (W 100,000 x 256) against plain Dask
-  ``from_zarr @ R -> to_zarr``, on 100,000-row and 65,536-row Zarr chunks and Parquet
-  (100,000-row groups), with and without ``--stats-fraction 0.1``.
+* ``run``: ``ddrp run -k 32`` (default scheduler) of 1,000,000 x 256 X (``--rows``; W a
+  quarter as many) against plain Dask ``from_zarr @ R -> to_zarr`` of X and W (threads and
+  a 2-worker LocalCluster), on 100,000-row Zarr chunks (``--all-layouts``: also 65,536-row
+  chunks and Parquet with a list column or scalar columns in 100,000-row groups), with and
+  without ``--stats-fraction 0.1``.
 
 ``--base DIR``: also run an older checkout of the library (e.g. ``git archive`` of the
 parent commit) for before/after. Data is generated once under ``--scratch`` (/tmp/perf15).
@@ -115,33 +117,44 @@ def small(args: argparse.Namespace) -> None:
     _rounds(cmds, args.rounds, "ddrp run threads")
 
 
-def plain_dask(x: str, out: str) -> None:
-    """Plain Dask from_zarr @ R -> to_zarr on the default LocalCluster (subprocess)."""
+def plain_dask(sched: str, out: str, *paths: str) -> None:
+    """Plain Dask ``from_zarr @ R -> to_zarr`` of each path on ``sched`` (subprocess)."""
     import time
 
     import dask.array as da
     import numpy as np
-    from benchlib import scheduler
+    from benchlib import compute, scheduler
 
-    with scheduler("local") as client:
+    with scheduler(sched) as client:
         t0 = time.perf_counter()
-        a = da.from_zarr(x)
-        r = np.random.default_rng(0).standard_normal((a.shape[1], 32)).astype(np.float32)
-        (a @ r).to_zarr(out, overwrite=True)
-        del client
+        for i, path in enumerate(paths):
+            a = da.from_zarr(path)
+            r = np.random.default_rng(i).standard_normal((a.shape[1], 32)).astype(np.float32)
+            compute([(a @ r).to_zarr(f"{out}-{i}", overwrite=True, compute=False)], client)
     emit({"wall": time.perf_counter() - t0})
 
 
 def run(args: argparse.Namespace) -> None:
-    w = SCRATCH / "w_100k.zarr"
-    make_zarr(w, "w", 100_000, 256, 100_000)
-    srcs = {"zarr 100k": SCRATCH / "x_100k.zarr", "zarr 64k": SCRATCH / "x_64k.zarr",
-            "parquet 100k groups": SCRATCH / "x_pq.parquet"}
-    make_zarr(srcs["zarr 100k"], "x", 400_000, 256, 100_000)
-    make_zarr(srcs["zarr 64k"], "x", 400_000, 256, 65_536)
-    make_parquet(srcs["parquet 100k groups"], 400_000, 256, 100_000)
-    cmds = {"plain dask 100k": [PY, __file__, "_dask", str(srcs["zarr 100k"]),
-                                str(SCRATCH / "o-dask.zarr")]}
+    """``ddrp run -k 32`` of X (``--rows``) and W (a quarter as many) against plain Dask
+    projections of both, on every layout of X."""
+    n = args.rows
+    tag_n = f"{n // 1000}k"
+    w = SCRATCH / f"w_{tag_n}.zarr"
+    make_zarr(w, "w", n // 4, 256, 100_000)
+    srcs = {"zarr 100k chunks": SCRATCH / f"x_{tag_n}_100k.zarr",
+            "zarr 65,536 chunks (= blocks)": SCRATCH / f"x_{tag_n}_64k.zarr",
+            "parquet list, 100k groups": SCRATCH / f"x_{tag_n}_list.parquet",
+            "parquet scalars, 100k groups": SCRATCH / f"x_{tag_n}_scalars.parquet"}
+    if not args.all_layouts:
+        srcs = {k: v for k, v in srcs.items() if k == "zarr 100k chunks"}
+    for name, path in srcs.items():
+        if name.startswith("zarr"):
+            make_zarr(path, "x", n, 256, 65_536 if "65,536" in name else 100_000)
+        else:
+            make_parquet(path, n, 256, 100_000, scalars="scalars" in name)
+    x100 = str(srcs["zarr 100k chunks"])
+    cmds = {f"plain dask {s}": [PY, __file__, "_dask", s, str(SCRATCH / "o-dask"), x100, str(w)]
+            for s in ("threads", "local")}
     roots = {"": ROOT} | ({" (base)": Path(args.base)} if args.base else {})
     for tag, root in roots.items():
         for name, src in srcs.items():
@@ -149,8 +162,8 @@ def run(args: argparse.Namespace) -> None:
                 label = f"run {name}{' sf0.1' if frac != '1' else ''}{tag}"
                 cmds[label] = [*_cli(root), "run", "--x", str(src), "--w", str(w), "-k", "32",
                                "--out", str(SCRATCH / "o-run.zarr"), "--overwrite", "--quiet",
-                               "--scheduler", "local", "--stats-fraction", frac]
-    _rounds(cmds, args.rounds, "plain dask 100k")
+                               "--stats-fraction", frac]
+    _rounds(cmds, args.rounds, "plain dask threads")
 
 
 def main() -> None:
@@ -158,7 +171,7 @@ def main() -> None:
         numpy_fit(sys.argv[2], sys.argv[3])
         return
     if sys.argv[1] == "_dask":
-        plain_dask(sys.argv[2], sys.argv[3])
+        plain_dask(*sys.argv[2:])
         return
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=["wide", "small", "run"])
@@ -166,6 +179,9 @@ def main() -> None:
     p.add_argument("--schedulers", default="threads,local", help="wide: schedulers to run")
     p.add_argument("--base", default=None)
     p.add_argument("--skip-numpy", action="store_true", help="wide: only the ddrp fits")
+    p.add_argument("--rows", type=int, default=1_000_000, help="run: rows of X (W: a quarter)")
+    p.add_argument("--all-layouts", action="store_true",
+                   help="run: also 65,536-row chunks and Parquet (list and scalar columns)")
     args = p.parse_args()
     os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
     {"wide": wide, "small": small, "run": run}[args.what](args)

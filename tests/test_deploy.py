@@ -993,7 +993,8 @@ def test_jobqueue_builds_job_script(kind: str, tmp_path: Path) -> None:
     submit = load_submit_module()
     with dask.config.set(submit.load_jobqueue_config(HPC / "jobqueue.yaml")):
         cluster = submit.make_cluster(kind, queue="normal", account="proj", walltime=None,
-                                      scheduler_options={"dashboard_address": ":0"})
+                                      scheduler_options={"dashboard_address": ":0",
+                                                         "host": "127.0.0.1"})
         try:
             script = cluster.job_script()
             address = cluster.scheduler_address
@@ -1008,6 +1009,7 @@ def test_jobqueue_builds_job_script(kind: str, tmp_path: Path) -> None:
         for line in ("#PBS -N ddrp-worker", "#PBS -q normal", "#PBS -A proj",
                      "#PBS -l select=1:ncpus=8:mem=32GB", "#PBS -l walltime=02:00:00"):
             assert line in script.splitlines(), (line, script)
+    assert address.startswith("tcp://127.0.0.1:")  # the test's scheduler: loopback only
     assert f"{sys.executable} -m distributed.cli.dask_worker {address}" in script
     ctx = parse_dask(worker_command(script))
     assert ctx.params["scheduler"] == address
@@ -1050,7 +1052,8 @@ def test_jobqueue_tls_job_script(certs: Path) -> None:
     with dask.config.set(submit.load_jobqueue_config(HPC / "jobqueue.yaml")):
         cluster = submit.make_cluster("slurm", security=submit.tls_security(certs),
                                       protocol="tls://",
-                                      scheduler_options={"dashboard_address": ":0"})
+                                      scheduler_options={"dashboard_address": ":0",
+                                                         "host": "127.0.0.1"})
         try:
             script, address = cluster.job_script(), cluster.scheduler_address
         finally:
@@ -1100,8 +1103,11 @@ def test_jobqueue_default_cluster_is_tls_with_private_certificate_files(
     with dask.config.set(submit.load_jobqueue_config(HPC / "jobqueue.yaml")):
         assert dask.config.get("jobqueue.slurm.scheduler-options") == {
             "dashboard_address": "127.0.0.1:8787"}
-        cluster = submit.make_cluster("slurm", security=submit.cluster_security(),
-                                      protocol="tls://", shared_temp_directory=str(tmp_path))
+        # the test's scheduler listens on loopback (a real one, on the cluster's network)
+        with dask.config.set({"jobqueue.slurm.scheduler-options.host": "127.0.0.1"}):
+            cluster = submit.make_cluster("slurm", security=submit.cluster_security(),
+                                          protocol="tls://",
+                                          shared_temp_directory=str(tmp_path))
         try:
             script, address = cluster.job_script(), cluster.scheduler_address
             ctx = parse_dask(worker_command(script))
@@ -1112,7 +1118,7 @@ def test_jobqueue_default_cluster_is_tls_with_private_certificate_files(
             dashboard = {s.getsockname()[0] for s in http._sockets.values()}
         finally:
             cluster.close()
-    assert address.startswith("tls://")
+    assert address.startswith("tls://127.0.0.1:")
     assert ctx.params["protocol"] == "tls://"
     assert all(f.parent == tmp_path for f in files) and modes == [0o600] * 3
     assert dashboard == {"127.0.0.1"}, dashboard

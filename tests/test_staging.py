@@ -50,15 +50,15 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, fmt: str, n: int) -> None:
 
         monkeypatch.setattr(lifecycle, "mark_done", mark)
     else:
-        real_write = writer.write_file
+        real_write = writer.write_tables  # every Parquet file of an output goes through it
 
-        def write(*args: Any, **kwargs: Any) -> list[int]:
+        def write(*args: Any, **kwargs: Any) -> None:
             if done["n"] >= n:
                 raise Interrupted
             done["n"] += 1
-            return real_write(*args, **kwargs)
+            real_write(*args, **kwargs)
 
-        monkeypatch.setattr(writer, "write_file", write)
+        monkeypatch.setattr(writer, "write_tables", write)
 
 
 def _planner(command: str, fmt: str, inputs: dict[str, str],

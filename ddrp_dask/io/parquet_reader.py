@@ -44,6 +44,19 @@ class ParquetSource(Source):
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_parquet_rows(self, start, stop, as_nan)
 
+    def chunk_bounds(self, block_rows: int) -> list[int] | None:
+        """The starts of the row groups (and the row count). A row group of more than two
+        blocks is cut at the block boundaries inside it: each block then streams its rows
+        in batches (``read_parquet_rows``), so memory stays bounded by the block, at the
+        cost of decoding the group's leading rows again per block."""
+        bounds = []
+        for _, _, start, nr in self.row_groups:
+            bounds.append(start)
+            if nr > 2 * block_rows:
+                first = -(-start // block_rows) * block_rows
+                bounds += [b for b in range(first, start + nr, block_rows) if b > start]
+        return [*bounds, self.n_rows] if bounds else [0, self.n_rows]
+
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """One output file per input file, at the same path relative to the dataset's
         root, holding that file's row groups."""

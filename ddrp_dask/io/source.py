@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..maths.project import check_finite
 from .common import working_dtype
 
-__all__ = ["Source", "read_valid"]
+__all__ = ["Source", "read_valid", "valid_rows"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,12 @@ class Source:
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         """The format's read of rows ``start:stop`` (any dtype; cast by ``read_rows``)."""
         raise NotImplementedError
+
+    def chunk_bounds(self, block_rows: int) -> list[int] | None:
+        """Where the source's decoding chunks start, ascending from 0 and ending with the row
+        count (``io.units``; ``block_rows``: the canonical blocks'); None for formats read in
+        place (npy), read as the blocks."""
+        return None
 
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """``(relative file, row ranges)`` of a Parquet output mirroring this source: one
@@ -133,8 +139,22 @@ def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
     they make, and raises the same error; this saves a pass over the block.
     """
     block = src.read_rows(start, stop, "nan" if skip else "error")
+    return valid_rows(src, block, start, where, skip, check)
+
+
+def valid_rows(src: Source, block: np.ndarray, start: int, where: str, skip: bool,
+               check: bool = True, lenient: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``read_valid`` for rows ``start:start + len(block)`` already read (by a pass's reading
+    unit, ``io.units``). ``lenient``: they were read with nulls as NaN rows although
+    ``skip`` is off (the unit held rows of other blocks, whose nulls are not this block's
+    business); a block with a non-finite row is then read again strictly, so that its error
+    names a null as a null."""
     none = np.zeros(0, dtype=np.int64)
     if not skip:
+        if lenient and not np.isfinite(np.sum(block, axis=0, dtype=np.float64)).all():
+            src.read_rows(start, start + len(block), "error")
+            check_finite(block, where, start)
         return block, none, check_finite(block, where, start) if check else None
     colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
     if np.isfinite(colsum).all():

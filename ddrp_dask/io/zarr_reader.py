@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,16 @@ class ZarrSource(Source):
 
     kind = "zarr"
 
+    #: Rows of one chunk of the array (its decoding unit; not part of its identity).
+    chunk_rows: int = field(default=0, compare=False)
+
+    def chunk_bounds(self, block_rows: int) -> list[int] | None:
+        """The starts of the array's row chunks (and the row count): a chunk decodes whole,
+        however large."""
+        if not self.chunk_rows:
+            return None
+        return [*range(0, self.n_rows, self.chunk_rows), self.n_rows]
+
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_zarr_rows(self, start, stop)
 
@@ -76,7 +86,7 @@ def open_zarr_source(path: str, fs: Any, inner: str) -> ZarrSource:
     _check_zarr_chunks(arr, path, fs, inner)
     size = int(fs.du(inner)) if hasattr(fs, "du") else 0
     return ZarrSource(path, int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
-                      sizes=(size,))
+                      sizes=(size,), chunk_rows=int(arr.chunks[0]))
 
 
 def _check_zarr_chunks(arr: Any, path: str, fs: Any, inner: str) -> None:
