@@ -6,11 +6,13 @@ on synthetic Zarr sources (zstd, chunks of ``default_block_rows(d)`` rows; cache
 ``--scratch``, shared with perf.py):
 
 * rows: 250k, 500k, 1M, 2M at d=256, K=32 (threads);
-* d: 64, 256, 1024 at 500k rows (threads; 2 GB at d=1024), 2048 at 125k rows (1 GB);
+* d: 64, 256, 1024 at 500k rows (threads; 2 GB at d=1024), 2048 at 125k rows (1 GB), 4096
+  at 60k rows (1 GB);
 * K: 8, 32, 128 at 1M rows, d=256 (threads);
 * workers: LocalCluster of 1 and 2 workers x 1 thread, 1M rows, d=256;
 * the build alone (``ddrp_dask.build`` on synthetic Moments, auto and gaussian) for d from
-  64 to ``--max-build-d`` (default 4096), in this process, 1 BLAS thread as ddrp runs it.
+  64 to ``--max-build-d`` (default 4096), in this process, on the fixed BLAS threads ddrp
+  builds with (``maths.blas.BUILD_BLAS_THREADS``).
 
     python benchmarks/scaling.py [--quick] [--max-build-d 4096]
 
@@ -71,7 +73,7 @@ def synthetic_moments(d: int, seed: int) -> Any:
 
 
 def time_build(d: int, k: int, method: str) -> float:
-    """Seconds of ``ddrp_dask.build`` at dimension d (it pins BLAS to 1 thread itself)."""
+    """Seconds of ``ddrp_dask.build`` at dimension d (it fixes its BLAS threads itself)."""
     import ddrp_dask as dd
 
     mx, mw = synthetic_moments(d, 1), synthetic_moments(d, 2)
@@ -115,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         rows //= div
         jobs.append(passes_job(f"rows={rows}", "rows", source(rows, 256), w256, 256, 32,
                                "threads", 2, out, log_dir))
-    print("\nd (500k rows; 125k at d=2048, 1 GB; K=32, threads):")
-    for d in (64, 256, 1024, 2048) if "d" in sweeps else ():
-        rows_d = (500_000 if d <= 1024 else 125_000) // div
+    print("\nd (500k rows; 125k at d=2048, 60k at 4096, 1 GB; K=32, threads):")
+    for d in (64, 256, 1024, 2048, 4096) if "d" in sweeps else ():
+        rows_d = {2048: 125_000, 4096: 60_000}.get(d, 500_000) // div
         jobs.append(passes_job(f"d={d}", "d", source(rows_d, d), source(W_ROWS, d, "w"), d, 32,
                                "threads", 2, out, log_dir))
     print("\nK (1M rows, d=256, threads):")
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in (1, 2) if "workers" in sweeps else ():
         jobs.append(passes_job(f"workers={n}", "workers", source(1_000_000 // div, 256), w256,
                                256, 32, "local", n, out, log_dir))
-    print(f"\nbuild alone (synthetic Moments, 1 BLAS thread, up to d={args.max_build_d}):")
+    print(f"\nbuild alone (synthetic Moments, the build's BLAS threads, up to "
+          f"d={args.max_build_d}):")
     builds: list[dict[str, Any]] = []
     d = 64
     while d <= args.max_build_d and "build" in sweeps:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask
+import dask.base
 
 from ..errors import DdrpError, OptionError
 from ..maths.blas import one_blas_thread
@@ -75,9 +76,15 @@ def delayed(obj: Any) -> Any:
     return dask.delayed(obj, pure=True)
 
 
-def task(func: Callable[..., Any], *args: Any) -> Any:
-    """A delayed call of ``func(*args)``: one task of a graph."""
-    return dask.delayed(func, pure=True)(*args)
+def task(func: Callable[..., Any], *args: Any, order: str = "") -> Any:
+    """A delayed call of ``func(*args)``: one task of a graph. ``order`` prefixes its key
+    (``ORDER-name-token``): where Dask's ordering heuristics tie, it breaks ties by key, so
+    zero-padded row numbers make a pass walk its source in row order."""
+    if not order:
+        return dask.delayed(func, pure=True)(*args)
+    name = getattr(func, "__name__", "task").strip("_")
+    token = dask.base.tokenize(func, *args)
+    return dask.delayed(func, pure=True)(*args, dask_key_name=f"{order}-{name}-{token}")
 
 
 def dask_version() -> str:

@@ -3,12 +3,14 @@ as numpy arrays (with nulls and ragged lists named, or turned into NaN rows to b
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, InvalidValueError
+from . import chunk_cache
 from .common import filesystem, is_url, qualify, short_list
 from .source import Source
 
@@ -43,19 +45,6 @@ class ParquetSource(Source):
 
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_parquet_rows(self, start, stop, as_nan)
-
-    def chunk_bounds(self, block_rows: int) -> list[int] | None:
-        """The starts of the row groups (and the row count). A row group of more than two
-        blocks is cut at the block boundaries inside it: each block then streams its rows
-        in batches (``read_parquet_rows``), so memory stays bounded by the block, at the
-        cost of decoding the group's leading rows again per block."""
-        bounds = []
-        for _, _, start, nr in self.row_groups:
-            bounds.append(start)
-            if nr > 2 * block_rows:
-                first = -(-start // block_rows) * block_rows
-                bounds += [b for b in range(first, start + nr, block_rows) if b > start]
-        return [*bounds, self.n_rows] if bounds else [0, self.n_rows]
 
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """One output file per input file, at the same path relative to the dataset's
@@ -166,8 +155,9 @@ def open_parquet_source(path: str, columns: list[str] | None,
                 start += nr
         sizes.append(_file_size(f))
     d, dtype = _vector_shape(schema, layout, cols, files, row_groups)
-    return ParquetSource(path, start, d, dtype, tuple(sizes), id_column, tuple(files),
-                         tuple(row_groups), tuple(cols), layout, tuple(rels))
+    return ParquetSource(path, start, d, dtype, tuple(sizes), id_column, files=tuple(files),
+                         row_groups=tuple(row_groups), columns=tuple(cols), layout=layout,
+                         relative_files=tuple(rels))
 
 
 def _file_size(path: str) -> int:
@@ -300,24 +290,45 @@ def read_parquet_rows(src: ParquetSource, start: int, stop: int,
         lo, hi = max(start, rg_start), min(stop, rg_start + nr)
         if lo >= hi:
             continue
-        f = src.files[fi]
-        try:
-            if nr <= 2 * (stop - start):
-                table = open_parquet_file(f).read_row_group(gi, columns=list(src.columns))
-                first = rg_start
-            else:  # a row group much larger than the block: stream it, keep only our rows
-                table, first = _row_group_slice(f, gi, rg_start, lo, hi, list(src.columns))
-        except InputError:
-            raise
-        except Exception as e:
-            raise InputError(f"{f}: row group {gi} cannot be read ({e})") from e
-        block = _table_to_matrix(table, src, f"{f} row group {gi}", first, as_nan)
-        pieces.append(block[lo - first:hi - first])
+        if nr > 2 * (stop - start):  # much larger than the block: stream it, keep our rows
+            table, first = _read_group(src, fi, gi, _row_group_slice, gi, rg_start, lo, hi,
+                                       list(src.columns))
+            block = _table_to_matrix(table, src, f"{src.files[fi]} row group {gi}", first,
+                                     as_nan)
+            pieces.append(block[lo - first:hi - first])
+        elif lo == rg_start and hi == rg_start + nr:  # all ours
+            pieces.append(_group_matrix(src, fi, gi, rg_start, as_nan))
+        else:  # shared with the next or previous block: decoded once for both
+            pieces.append(chunk_cache.take(
+                (src.token, fi, gi, as_nan), nr, lo - rg_start, hi - rg_start,
+                functools.partial(_group_matrix, src, fi, gi, rg_start, as_nan)))
     if len(pieces) == 1:
         return pieces[0]
     if not pieces:
         return np.empty((0, src.d), dtype=src.working_dtype)
     return np.concatenate(pieces)
+
+
+def _read_group(src: ParquetSource, fi: int, gi: int, read: Any, *args: Any) -> Any:
+    """``read(file, *args)`` of row group ``gi`` of file ``fi``, its failures named."""
+    f = src.files[fi]
+    try:
+        return read(f, *args)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{f}: row group {gi} cannot be read ({e})") from e
+
+
+def _group_matrix(src: ParquetSource, fi: int, gi: int, rg_start: int,
+                  as_nan: bool) -> np.ndarray:
+    """Row group ``gi`` of file ``fi`` (first global row ``rg_start``) as a matrix."""
+    table = _read_group(src, fi, gi, _whole_group, gi, list(src.columns))
+    return _table_to_matrix(table, src, f"{src.files[fi]} row group {gi}", rg_start, as_nan)
+
+
+def _whole_group(f: str, gi: int, columns: list[str]) -> Any:
+    return open_parquet_file(f).read_row_group(gi, columns=columns)
 
 
 def _row_group_slice(f: str, gi: int, rg_start: int, lo: int, hi: int,

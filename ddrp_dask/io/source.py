@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,7 +24,7 @@ from ..errors import InputError
 from ..maths.project import check_finite
 from .common import working_dtype
 
-__all__ = ["Source", "read_valid", "valid_rows"]
+__all__ = ["Source", "read_valid"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Source:
         Bytes on disk of the source's files (provenance only).
     id_column : str or None
         A column of ids carried beside the sketches (Parquet only).
+    token : str
+        New at every opening: names this opening's decoded chunks (``io.chunk_cache``).
     """
 
     #: The format's name, as recorded in fingerprints and plans.
@@ -52,6 +55,7 @@ class Source:
     dtype: str
     sizes: tuple[int, ...] = field(default=(), compare=False)
     id_column: str | None = None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False, repr=False)
 
     @property
     def working_dtype(self) -> np.dtype[Any]:
@@ -70,12 +74,6 @@ class Source:
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         """The format's read of rows ``start:stop`` (any dtype; cast by ``read_rows``)."""
         raise NotImplementedError
-
-    def chunk_bounds(self, block_rows: int) -> list[int] | None:
-        """Where the source's decoding chunks start, ascending from 0 and ending with the row
-        count (``io.units``; ``block_rows``: the canonical blocks'); None for formats read in
-        place (npy), read as the blocks."""
-        return None
 
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """``(relative file, row ranges)`` of a Parquet output mirroring this source: one
@@ -139,22 +137,8 @@ def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
     they make, and raises the same error; this saves a pass over the block.
     """
     block = src.read_rows(start, stop, "nan" if skip else "error")
-    return valid_rows(src, block, start, where, skip, check)
-
-
-def valid_rows(src: Source, block: np.ndarray, start: int, where: str, skip: bool,
-               check: bool = True, lenient: bool = False
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``read_valid`` for rows ``start:start + len(block)`` already read (by a pass's reading
-    unit, ``io.units``). ``lenient``: they were read with nulls as NaN rows although
-    ``skip`` is off (the unit held rows of other blocks, whose nulls are not this block's
-    business); a block with a non-finite row is then read again strictly, so that its error
-    names a null as a null."""
     none = np.zeros(0, dtype=np.int64)
     if not skip:
-        if lenient and not np.isfinite(np.sum(block, axis=0, dtype=np.float64)).all():
-            src.read_rows(start, start + len(block), "error")
-            check_finite(block, where, start)
         return block, none, check_finite(block, where, start) if check else None
     colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
     if np.isfinite(colsum).all():

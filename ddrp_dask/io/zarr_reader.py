@@ -23,12 +23,13 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from . import chunk_cache
 from .common import check_numeric
 from .source import Source
 
@@ -63,16 +64,6 @@ class ZarrSource(Source):
 
     kind = "zarr"
 
-    #: Rows of one chunk of the array (its decoding unit; not part of its identity).
-    chunk_rows: int = field(default=0, compare=False)
-
-    def chunk_bounds(self, block_rows: int) -> list[int] | None:
-        """The starts of the array's row chunks (and the row count): a chunk decodes whole,
-        however large."""
-        if not self.chunk_rows:
-            return None
-        return [*range(0, self.n_rows, self.chunk_rows), self.n_rows]
-
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_zarr_rows(self, start, stop)
 
@@ -86,7 +77,7 @@ def open_zarr_source(path: str, fs: Any, inner: str) -> ZarrSource:
     _check_zarr_chunks(arr, path, fs, inner)
     size = int(fs.du(inner)) if hasattr(fs, "du") else 0
     return ZarrSource(path, int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
-                      sizes=(size,), chunk_rows=int(arr.chunks[0]))
+                      sizes=(size,))
 
 
 def _check_zarr_chunks(arr: Any, path: str, fs: Any, inner: str) -> None:
@@ -217,12 +208,17 @@ def _decode_chunk(layout: DirectLayout, i: int, dest: np.ndarray, path: str) -> 
     return True
 
 
-def read_direct(layout: DirectLayout, start: int, stop: int, path: str) -> np.ndarray | None:
+class _NotDirect(Exception):
+    """A chunk the direct reader leaves to zarr-python."""
+
+
+def read_direct(layout: DirectLayout, start: int, stop: int, path: str,
+                token: str = "") -> np.ndarray | None:
     """Rows ``start:stop`` decoded chunk by chunk into one fresh array, or None (any chunk
     zarr-python must read). Chunks inside the range decode in place; a chunk that overlaps
-    its ends (or the grid's padded last chunk) decodes into a scratch chunk first."""
+    its ends (or the grid's padded last chunk) is taken from ``io.chunk_cache`` (decoded
+    once for the blocks sharing it), under ``token``."""
     out = np.empty((stop - start, layout.d), dtype=layout.dtype)
-    scratch: np.ndarray | None = None
     c = layout.chunk_rows
     for i in range(start // c, -(-stop // c)):
         r0, r1 = i * c, (i + 1) * c
@@ -230,23 +226,58 @@ def read_direct(layout: DirectLayout, start: int, stop: int, path: str) -> np.nd
             if not _decode_chunk(layout, i, out[r0 - start:r1 - start], path):
                 return None
             continue
-        if scratch is None:
+
+        def decode(i: int = i) -> np.ndarray:
             scratch = np.empty((c, layout.d), dtype=layout.dtype)
-        if not _decode_chunk(layout, i, scratch, path):
-            return None
+            if not _decode_chunk(layout, i, scratch, path):
+                raise _NotDirect
+            return scratch
+
         a, b = max(start, r0), min(stop, r1)
-        out[a - start:b - start] = scratch[a - r0:b - r0]
+        try:
+            part = chunk_cache.take((token, path, i), min(r1, layout.n_rows) - r0, a - r0,
+                                    b - r0, decode)
+        except _NotDirect:
+            return None
+        out[a - start:b - start] = part
     return out
+
+
+def _read_python(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` through zarr-python: the whole chunks inside the range in one
+    read, the chunks it shares with other blocks taken from ``io.chunk_cache``."""
+    c, n = int(arr.chunks[0]), src.n_rows
+
+    def part(i: int, a: int, b: int) -> np.ndarray:
+        r0, r1 = i * c, min((i + 1) * c, n)
+
+        def decode() -> np.ndarray:
+            return np.array(arr[r0:r1])
+
+        return chunk_cache.take((src.token, src.path, i), r1 - r0, a - r0, b - r0, decode)
+
+    lo, hi = -(-start // c) * c, stop if stop == n else stop // c * c
+    if lo >= hi:  # no whole chunk inside: one or two shared ones
+        pieces = [part(i, max(start, i * c), min(stop, (i + 1) * c))
+                  for i in range(start // c, (stop - 1) // c + 1)]
+    else:
+        pieces = [*([part(start // c, start, lo)] if start < lo else []),
+                  np.asarray(arr[lo:hi]),
+                  *([part(hi // c, hi, stop)] if hi < stop else [])]
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def read_zarr_rows(src: Source, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of a Zarr source, directly when the layout allows it."""
     arr = open_zarr_array(src.path)
+    if start >= stop:
+        return np.asarray(arr[start:stop])
     try:
         layout = direct_layout(arr, src.working_dtype)
-        block = None if layout is None else read_direct(layout, start, stop, src.path)
+        block = None if layout is None else read_direct(layout, start, stop, src.path,
+                                                        src.token)
         if block is None:
-            block = arr[start:stop]
+            block = _read_python(arr, src, start, stop)
     except InputError:
         raise
     except Exception as e:  # a damaged chunk: codec errors of many kinds

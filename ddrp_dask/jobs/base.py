@@ -15,7 +15,6 @@ import numpy as np
 
 from ..graph import compute as graph
 from ..io.source import Source
-from ..io.units import Unit, plan_units
 
 __all__ = ["Plan", "block_ranges", "versions"]
 
@@ -88,20 +87,12 @@ class Plan:
         size: ``graph.compute.default_scheduler``)."""
         return sum(s.n_rows * s.d * s.working_dtype.itemsize for s in self.sources.values())
 
-    def read_units(self, side: str) -> list[Unit]:
-        """How a pass over all blocks of one source reads it: runs of whole chunks
-        (``io.units``), each decoded once."""
-        return plan_units(self.block_ranges(side),
-                          self.sources[side].chunk_bounds(self.block_rows))
-
     def memory_per_task(self) -> int:
-        """Bytes one task holds at its peak: the rows read (whole chunks, at least a block),
-        the block's shifted copy, the float64 scatter and the output rows."""
+        """Bytes one task holds at its peak: the block, its shifted copy, the float64
+        scatter and the output rows."""
         itemsize = max(s.working_dtype.itemsize for s in self.sources.values())
         rows = min(self.block_rows, max(s.n_rows for s in self.sources.values()))
-        read = max([rows, *(u.stop - u.start for side in self.sources
-                            for u in self.read_units(side))])
-        return int((read + rows) * self.d * itemsize + 4 * self.d * self.d * 8
+        return int(2 * rows * self.d * itemsize + 4 * self.d * self.d * 8
                    + rows * self.width() * 8)
 
     def width(self) -> int:
@@ -135,9 +126,7 @@ class Plan:
         lines = [f"ddrp {self.command} plan", "inputs:"]
         for side, src in self.sources.items():
             lines.append(f"  {side}: {src.describe()}")
-            reads = "" if src.chunk_bounds(self.block_rows) is None else \
-                f", read by {len(self.read_units(side))} task(s) of whole chunks"
-            lines.append(f"     {self.n_blocks(side)} block(s) of {self.block_rows} rows{reads}")
+            lines.append(f"     {self.n_blocks(side)} block(s) of {self.block_rows} rows")
         lines += self._header()
         lines.append("passes:")
         lines += [f"  {p}" for p in self.passes]

@@ -1,0 +1,109 @@
+"""Decoded chunks shared by neighbouring blocks, so that each chunk is decoded once per pass.
+
+The statistics and the sketches are defined on canonical row blocks (``jobs.base``), so
+that their bytes do not depend on the layout on disk; but a Zarr chunk or Parquet row group
+that straddles two blocks would then be decoded by both blocks' tasks (1.5× the decoding for
+100,000-row chunks and 65,536-row blocks). A reader that needs only part of a chunk takes it
+from here instead: the first task to ask decodes it (a task asking meanwhile waits for that
+decode), later ones copy their rows from the decoded chunk, and the chunk is dropped as soon
+as as many rows as it holds have been taken — in a full pass, right after its last block
+read it. Chunks a pass does not read to the end (a stats fraction, a resumed pass) are
+dropped least recently used first, beyond about one chunk per core.
+
+The passes name their tasks in row order, so Dask runs neighbouring blocks together and a
+chunk is rarely held for long. The cache is per process: on a cluster, two workers sharing a
+straddling chunk decode it once each. Entries are keyed by the source's ``token``, new each
+time a source is opened, so a long-lived worker never serves a chunk of an earlier job.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["clear", "counts", "held", "take"]
+
+#: Chunks kept beyond those being read: about one per core (each running task holds about
+#: one chunk anyway, as a decode buffer).
+MAX_HELD = (os.cpu_count() or 1) + 2
+
+
+@dataclass
+class _Entry:
+    ready: threading.Event = field(default_factory=threading.Event)
+    chunk: np.ndarray | None = None
+    taken: int = 0
+
+
+_lock = threading.Lock()
+_entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+_counts = {"decoded": 0, "shared": 0}
+
+
+def take(key: Hashable, rows: int, lo: int, hi: int,
+         decode: Callable[[], np.ndarray]) -> np.ndarray:
+    """Rows ``lo:hi`` of the chunk ``key`` of ``rows`` rows, decoded by ``decode()`` unless
+    another task has decoded it or is doing so: a read-only view (the other blocks read the
+    same chunk), which stays valid after the chunk is dropped."""
+    with _lock:
+        entry = _entries.get(key)
+        owner = entry is None
+        if entry is None:
+            entry = _entries[key] = _Entry()
+            _counts["decoded"] += 1
+        else:
+            _entries.move_to_end(key)
+            _counts["shared"] += 1
+    if owner:
+        try:
+            entry.chunk = _frozen(decode())
+        finally:  # a failed decode is not kept: waiting tasks decode for themselves
+            entry.ready.set()
+            if entry.chunk is None:
+                with _lock:
+                    _entries.pop(key, None)
+    else:
+        entry.ready.wait()
+    chunk = entry.chunk if entry.chunk is not None else _frozen(decode())
+    with _lock:
+        entry.taken += hi - lo
+        if entry.taken >= rows and _entries.get(key) is entry:
+            del _entries[key]
+        _trim()
+    return chunk[lo:hi]
+
+
+def _frozen(chunk: np.ndarray) -> np.ndarray:
+    chunk.flags.writeable = False
+    return chunk
+
+
+def _trim() -> None:
+    """Drop the least recently used decoded chunks beyond ``MAX_HELD`` (under the lock)."""
+    excess = len(_entries) - MAX_HELD
+    for key in [k for k, e in _entries.items() if e.ready.is_set()][:max(excess, 0)]:
+        del _entries[key]
+
+
+def counts() -> dict[str, int]:
+    """Shared chunks this process ``decoded`` and times one was ``shared`` (taken without a
+    decode) since it started: what a benchmark checks on each worker."""
+    with _lock:
+        return dict(_counts)
+
+
+def held() -> int:
+    """Chunks held now (for tests)."""
+    with _lock:
+        return len(_entries)
+
+
+def clear() -> None:
+    """Drop every held chunk."""
+    with _lock:
+        _entries.clear()

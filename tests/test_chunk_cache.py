@@ -1,0 +1,242 @@
+"""Issue 15: every input chunk (Zarr chunk, Parquet row group) is decoded once per pass,
+whatever its size against the blocks, the bytes stay those of any other chunking, and the
+shared chunks are not held after their last block."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zarr
+import zarr.storage
+from zarr.codecs import GzipCodec
+
+import ddrp_dask as dd
+from ddrp_dask.io import chunk_cache
+from ddrp_dask.io.registry import open_source
+from ddrp_dask.io.zarr_reader import DirectLayout, read_zarr_rows
+
+from .conftest import make_pair, write_npy, write_parquet_list, write_zarr
+
+BLOCK = 256
+
+# ---------------------------------------------------------------------------------------
+# the cache itself, with real threads
+
+
+def test_one_decode_for_every_thread_asking_at_once() -> None:
+    calls = []
+
+    def decode() -> np.ndarray:
+        calls.append(1)
+        time.sleep(0.05)  # the others ask while this decode runs
+        return np.arange(100.0)
+
+    got: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda i=i: got.append(
+        chunk_cache.take(("t", 1), 100, 10 * i, 10 * i + 10, decode))) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(float(g[0]) for g in got) == [10.0 * i for i in range(10)]
+    assert chunk_cache.held() == 0  # all 100 rows taken: dropped
+
+
+def test_a_chunk_is_kept_until_its_rows_are_taken_then_dropped() -> None:
+    chunk_cache.clear()
+    n = []
+
+    def decode() -> np.ndarray:
+        n.append(1)
+        return np.ones((10, 3))
+
+    part = chunk_cache.take(("k", 0), 10, 0, 4, decode)
+    assert chunk_cache.held() == 1 and not part.flags.writeable  # shared: read-only
+    chunk_cache.take(("k", 0), 10, 4, 10, decode)
+    assert chunk_cache.held() == 0 and len(n) == 1
+    chunk_cache.take(("k", 0), 10, 0, 4, decode)  # a later pass decodes again
+    assert len(n) == 2
+    chunk_cache.clear()
+
+
+def test_chunks_not_read_to_the_end_are_dropped_beyond_the_limit() -> None:
+    chunk_cache.clear()
+    for i in range(chunk_cache.MAX_HELD + 5):
+        chunk_cache.take(("p", i), 10, 0, 1, lambda: np.zeros((10, 2)))
+    assert chunk_cache.held() == chunk_cache.MAX_HELD
+    chunk_cache.clear()
+
+
+def test_a_failed_decode_is_not_kept() -> None:
+    def bad() -> np.ndarray:
+        raise OSError("unreadable")
+
+    with pytest.raises(OSError):
+        chunk_cache.take(("f", 0), 10, 0, 5, bad)
+    assert chunk_cache.held() == 0
+
+
+# ---------------------------------------------------------------------------------------
+# decodes counted on real stores through the real readers (in-process schedulers)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[tuple[str, Any]]]:
+    """Every chunk decode: the direct Zarr reader's, zarr-python's reads of chunk keys from
+    a local store, and Parquet row-group reads; the real functions, counted."""
+    chunk_cache.clear()
+    seen: collections.Counter[tuple[str, Any]] = collections.Counter()
+    chunk_path = DirectLayout.chunk_path
+
+    def counted_chunk(self: DirectLayout, i: int) -> str:
+        seen[(self.root, i)] += 1
+        return chunk_path(self, i)
+
+    get = zarr.storage.LocalStore.get
+
+    async def counted_get(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith("c/"):
+            seen[(str(self.root), key)] += 1
+        return await get(self, key, *args, **kwargs)
+
+    read_row_group = pq.ParquetFile.read_row_group
+
+    def counted_group(self: Any, i: int, *args: Any, **kwargs: Any) -> Any:
+        seen[(f"parquet {self.metadata.num_rows}", i)] += 1
+        return read_row_group(self, i, *args, **kwargs)
+
+    monkeypatch.setattr(DirectLayout, "chunk_path", counted_chunk)
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted_group)
+    yield seen
+    chunk_cache.clear()
+
+
+def _counts(seen: collections.Counter[tuple[str, Any]], where: str) -> list[int]:
+    return [v for (k, _), v in sorted(seen.items(), key=str) if where in k]
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[np.ndarray, np.ndarray]:
+    return make_pair(n=2000, m=530, d=12, seed=4)
+
+
+def test_the_counter_sees_a_chunk_decoded_twice(tmp_path: Path, decodes: Any,
+                                                pair: Any) -> None:
+    """Control: two openings of one array do not share decoded chunks, and the counter
+    sees the straddling chunk decoded by each."""
+    path = write_zarr(tmp_path / "x.zarr", pair[0], 300)
+    for src in (open_source(path), open_source(path)):
+        read_zarr_rows(src, 0, 256)
+        read_zarr_rows(src, 256, 512)
+    assert _counts(decodes, "x.zarr") == [2, 2]
+
+
+def _sketch_bytes(out: Path, fmt: str) -> tuple[bytes, ...]:
+    if fmt == "zarr":
+        g = zarr.open_group(str(out), mode="r")
+        return g["x"][...].tobytes(), g["w"][...].tobytes()
+    return tuple(np.stack(pq.read_table(out / side).sort_by("row")["sketch"]
+                          .to_numpy(zero_copy_only=False)).tobytes() for side in ("x", "w"))
+
+
+@pytest.mark.parametrize("chunk", [37, 256, 300, 1000, 5000])
+@pytest.mark.parametrize("fmt", ["zarr", "parquet"])
+def test_each_zarr_chunk_is_decoded_once_per_pass_with_the_same_bytes(
+        tmp_path: Path, decodes: Any, pair: Any, chunk: int, fmt: str) -> None:
+    x, w = pair
+    ref = tmp_path / "ref"
+    dd.execute(dd.plan_run(write_npy(tmp_path / "x.npy", x), write_npy(tmp_path / "w.npy", w),
+                           4, str(ref), seed=2, block_rows=BLOCK, format=fmt),
+               scheduler="sync")
+    out = tmp_path / "out"
+    dd.execute(dd.plan_run(write_zarr(tmp_path / "x.zarr", x, chunk),
+                           write_zarr(tmp_path / "w.zarr", w, chunk), 4, str(out), seed=2,
+                           block_rows=BLOCK, format=fmt), scheduler="threads")
+    assert _counts(decodes, "x.zarr") == [2] * -(-len(x) // chunk)  # pass 1 and pass 2
+    assert _counts(decodes, "w.zarr") == [2] * -(-len(w) // chunk)
+    assert _sketch_bytes(out, fmt) == _sketch_bytes(ref, fmt)
+    assert chunk_cache.held() == 0  # nothing left over after full passes
+
+
+def test_zarr_python_reads_each_chunk_once_too(tmp_path: Path, decodes: Any,
+                                               pair: Any) -> None:
+    """A codec the direct reader leaves to zarr-python (gzip)."""
+    x, w = pair
+    arr = zarr.create_array(str(tmp_path / "x.zarr"), shape=x.shape, dtype=x.dtype,
+                            chunks=(300, x.shape[1]), compressors=[GzipCodec()])
+    arr[...] = x
+    wp = write_npy(tmp_path / "w.npy", w)
+    dd.execute(dd.plan_run(str(tmp_path / "x.zarr"), wp, 4, str(tmp_path / "out"), seed=2,
+                           block_rows=BLOCK), scheduler="threads")
+    dd.execute(dd.plan_run(write_npy(tmp_path / "x.npy", x), wp, 4, str(tmp_path / "ref"),
+                           seed=2, block_rows=BLOCK), scheduler="sync")
+    counts = _counts(decodes, str(tmp_path / "x.zarr"))
+    assert counts == [2] * -(-len(x) // 300), counts
+    assert _sketch_bytes(tmp_path / "out", "zarr") == _sketch_bytes(tmp_path / "ref", "zarr")
+
+
+def test_each_row_group_is_read_once_per_pass(tmp_path: Path, decodes: Any,
+                                              pair: Any) -> None:
+    x, w = pair
+    xp = write_parquet_list(tmp_path / "x.parquet", x, 300)
+    dd.execute(dd.plan_run(xp, write_npy(tmp_path / "w.npy", w), 4, str(tmp_path / "out"),
+                           seed=2, block_rows=BLOCK), scheduler="threads")
+    assert _counts(decodes, f"parquet {len(x)}") == [2] * -(-len(x) // 300)
+
+
+def test_a_fraction_reads_each_chunk_it_needs_once(tmp_path: Path, decodes: Any,
+                                                   pair: Any) -> None:
+    x, w = pair
+    wp = write_npy(tmp_path / "w.npy", w)
+    plan = dd.plan_fit(write_zarr(tmp_path / "x.zarr", x, 300), wp, 4, str(tmp_path / "m"),
+                       seed=2, block_rows=BLOCK, stats_fraction=0.4)
+    dd.execute(plan, scheduler="threads")
+    dd.execute(dd.plan_fit(write_npy(tmp_path / "x.npy", x), wp, 4, str(tmp_path / "ref"),
+                           seed=2, block_rows=BLOCK, stats_fraction=0.4), scheduler="sync")
+    blocks = plan.stats_blocks("x")
+    assert 0 < len(blocks) < -(-len(x) // BLOCK)
+    needed = {r // 300 for b in blocks for r in range(b * BLOCK, min((b + 1) * BLOCK, len(x)))}
+    assert sorted(i for (k, i) in decodes if "x.zarr" in k) == sorted(needed)
+    assert set(_counts(decodes, "x.zarr")) == {1}
+    assert dd.load_model(str(tmp_path / "m")).digest == \
+        dd.load_model(str(tmp_path / "ref")).digest
+
+
+def test_one_file_as_both_sides_gives_the_bytes_of_two_copies(tmp_path: Path,
+                                                              pair: Any) -> None:
+    """X and W read from one file: the blocks of each side shift their rows in place, so no
+    side may be handed the other's rows."""
+    x = pair[0]
+    same = write_zarr(tmp_path / "x.zarr", x, 300)
+    got = {}
+    for name, (a, b) in {"same": (same, same),
+                         "copies": (write_npy(tmp_path / "a.npy", x),
+                                    write_npy(tmp_path / "b.npy", x))}.items():
+        dd.execute(dd.plan_run(a, b, 4, str(tmp_path / name), seed=2, block_rows=BLOCK),
+                   scheduler="threads")
+        got[name] = _sketch_bytes(tmp_path / name, "zarr")
+    assert got["same"] == got["copies"]
+
+
+def test_a_null_in_a_shared_row_group_still_names_its_row(tmp_path: Path,
+                                                          pair: Any) -> None:
+    x, w = pair
+    vecs = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]).to_pylist()
+    vecs[270] = None  # row group 0 (rows 0..299), shared by blocks 0 and 1
+    pq.write_table(pa.table({"vec": pa.array(vecs, type=pa.list_(pa.float32(), x.shape[1]))}),
+                   tmp_path / "x.parquet", row_group_size=300)
+    plan = dd.plan_fit(str(tmp_path / "x.parquet"), write_npy(tmp_path / "w.npy", w), 4,
+                       str(tmp_path / "m"), seed=2, block_rows=BLOCK)
+    with pytest.raises(dd.DdrpError, match="270"):
+        dd.execute(plan, scheduler="threads")
