@@ -4,6 +4,7 @@ side, interleaved rounds, medians; peak RSS of the whole process tree (benchlib.
     PYTHONPATH=.:cli python benchmarks/perf_issue15.py wide  [--rounds 3] [--base DIR]
     PYTHONPATH=.:cli python benchmarks/perf_issue15.py small [--rounds 3]
     PYTHONPATH=.:cli python benchmarks/perf_issue15.py run   [--rounds 3] [--base DIR]
+    PYTHONPATH=.:cli python benchmarks/perf_issue15.py decodes
 
 * ``wide``: ``ddrp fit -k 64`` of X 120,000 x 4096, W 20,000 x 4096 (Zarr, 10,000-row chunks)
   on threads and on a LocalCluster, against a plain numpy fit of the same maths (chunked
@@ -15,6 +16,10 @@ side, interleaved rounds, medians; peak RSS of the whole process tree (benchlib.
   a 2-worker LocalCluster), on 100,000-row Zarr chunks (``--all-layouts``: also 65,536-row
   chunks and Parquet with a list column or scalar columns in 100,000-row groups), with and
   without ``--stats-fraction 0.1``.
+
+* ``decodes``: chunk decodes of both passes of ``ddrp run`` (200,000 + 50,000 rows in
+  4,096-row blocks, chunks of 3,000 to 100,000 rows), threads and a 2-worker LocalCluster,
+  against reading block by block.
 
 ``--base DIR``: also run an older checkout of the library (e.g. ``git archive`` of the
 parent commit) for before/after. Data is generated once under ``--scratch`` (/tmp/perf15).
@@ -166,6 +171,61 @@ def run(args: argparse.Namespace) -> None:
     _rounds(cmds, args.rounds, "plain dask threads")
 
 
+def _decodes_per_pass(n: int, chunk: int, block: int) -> tuple[int, int]:
+    """Chunk decodes of one pass when every block decodes the chunks it overlaps, and the
+    chunks a pass must decode (each once)."""
+    per_block = sum(-(-min(s + block, n) // chunk) - s // chunk for s in range(0, n, block))
+    return per_block, -(-n // chunk)
+
+
+def decodes(args: argparse.Namespace) -> None:
+    """Chunk decodes of ``ddrp run`` (both passes) counted by ``io.chunk_cache`` in every
+    process, threads and a 2-worker LocalCluster, against reading block by block."""
+    import logging
+
+    import numpy as np
+    import zarr
+    from distributed import Client, LocalCluster
+
+    import ddrp_dask as dd
+    from ddrp_dask.io import chunk_cache
+
+    n, m, d, block = 200_000, 50_000, 16, 4096
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    w = rng.standard_normal((m, d)).astype(np.float32)
+    print(f"\n{'chunk rows':>10} {'scheduler':>12} {'block by block':>15} {'each once':>10} "
+          f"{'ddrp':>6}")
+    for chunk in (3000, 10_000, 50_000, 100_000):
+        paths = []
+        for name, a in (("x", x), ("w", w)):
+            path = SCRATCH / f"dec_{name}_{chunk}.zarr"
+            arr = zarr.create_array(str(path), shape=a.shape, dtype=a.dtype, overwrite=True,
+                                    chunks=(chunk, d))
+            arr[...] = a
+            paths.append(str(path))
+        naive = sum(2 * _decodes_per_pass(r, chunk, block)[0] for r in (n, m))
+        once = sum(2 * _decodes_per_pass(r, chunk, block)[1] for r in (n, m))
+        for sched in ("threads", "local"):
+            plan = dd.plan_run(*paths, 8, str(SCRATCH / "dec-out.zarr"), block_rows=block,
+                               overwrite=True)
+            if sched == "threads":
+                before = chunk_cache.counts()["decoded"]
+                dd.execute(plan, scheduler="threads")
+                shared = chunk_cache.counts()["decoded"] - before
+            else:
+                with LocalCluster(n_workers=2, threads_per_worker=1,
+                                  silence_logs=logging.ERROR, dashboard_address=":0") as c, \
+                        Client(c) as client:
+                    dd.execute(plan, scheduler=client)
+                    shared = sum(v["decoded"] for v in client.run(chunk_cache.counts).values())
+            # chunks inside one block are decoded by it directly, not counted by the cache
+            inside = sum(2 * sum(1 for s in range(0, r, chunk)
+                                 if s // block == (min(s + chunk, r) - 1) // block)
+                         for r in (n, m))
+            print(f"{chunk:>10} {sched:>12} {naive:>15} {once:>10} {shared + inside:>6}")
+
+
 def main() -> None:
     if sys.argv[1] == "_numpy":
         numpy_fit(sys.argv[2], sys.argv[3])
@@ -174,7 +234,7 @@ def main() -> None:
         plain_dask(*sys.argv[2:])
         return
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["wide", "small", "run"])
+    p.add_argument("what", choices=["wide", "small", "run", "decodes"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--schedulers", default="threads,local", help="wide: schedulers to run")
     p.add_argument("--base", default=None)
@@ -184,7 +244,7 @@ def main() -> None:
                    help="run: also 65,536-row chunks and Parquet (list and scalar columns)")
     args = p.parse_args()
     os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
-    {"wide": wide, "small": small, "run": run}[args.what](args)
+    {"wide": wide, "small": small, "run": run, "decodes": decodes}[args.what](args)
 
 
 if __name__ == "__main__":
