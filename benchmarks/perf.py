@@ -260,7 +260,8 @@ def job_passes(p: dict[str, Any]) -> dict[str, Any]:
     X and W), the build, pass 2 (project X and W), and pass 1 at --stats-fraction 0.1."""
     t0 = time.perf_counter()
     import ddrp_dask as dd
-
+    from ddrp_dask.jobs.fit import compute_folds
+    from ddrp_dask.maths.optimal import folds_for
 
     out = Path(p["out"])
     shutil.rmtree(out, ignore_errors=True)
@@ -270,11 +271,18 @@ def job_passes(p: dict[str, Any]) -> dict[str, Any]:
         res["startup_s"] = time.perf_counter() - t0
         plan = dd.plan_fit(p["x"], p["w"], p["k"], str(out / "model"), method="auto")
         t = time.perf_counter()
-        moments = dd.compute_moments(plan, sched)
+        n_folds = folds_for(plan.d)  # as ``ddrp fit`` does: per-fold statistics for auto
+        folds = None
+        if n_folds > 1:
+            by_fold = compute_folds(plan, n_folds, sched)
+            folds = (by_fold["x"], by_fold["w"])
+            moments = {side: dd.combine_all(f) for side, f in zip("xw", folds, strict=True)}
+        else:
+            moments = dd.compute_moments(plan, sched)
         res["pass1_s"] = time.perf_counter() - t
         t = time.perf_counter()
         model = dd.build(moments["x"], moments["w"], p["k"], "auto", 0,
-                         provenance=plan.facts())
+                         provenance=plan.facts(), folds=folds)
         res["build_s"] = time.perf_counter() - t
         dd.save_model(model, str(out / "model"))
         t = time.perf_counter()
@@ -287,7 +295,10 @@ def job_passes(p: dict[str, Any]) -> dict[str, Any]:
         plan_f = dd.plan_fit(p["x"], p["w"], p["k"], str(out / "model_f"), method="auto",
                              stats_fraction=0.1)
         t = time.perf_counter()
-        dd.compute_moments(plan_f, sched)
+        if n_folds > 1:
+            compute_folds(plan_f, n_folds, sched)
+        else:
+            dd.compute_moments(plan_f, sched)
         res["pass1_f0.1_s"] = time.perf_counter() - t
         res["gain"] = float(model.info["gain"])
     return res
