@@ -4,11 +4,12 @@ and the variance factor of an orthogonal projection. Pure numpy."""
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg as sla
 
 from ..options import check_shrinkage
 
-__all__ = ["MIN_SHRINKAGE", "balanced_pair", "oas_intensity", "orthogonal_factor", "psd_sqrt",
-           "shrink"]
+__all__ = ["MIN_SHRINKAGE", "balanced_pair", "balanced_traces", "oas_intensity",
+           "orthogonal_factor", "psd_sqrt", "shrink"]
 
 #: Smallest shrinkage applied, so A and B stay invertible for rank-deficient statistics.
 MIN_SHRINKAGE = 1e-9
@@ -66,6 +67,55 @@ def balanced_pair(sx: np.ndarray, sw: np.ndarray) -> tuple[np.ndarray, np.ndarra
     a = scale[:, None] * (u.T @ mw)
     b = scale[:, None] * (vt @ mx)
     return a, b, sigma
+
+
+def balanced_traces(sx: np.ndarray, sw: np.ndarray, shx: np.ndarray, shw: np.ndarray
+                    ) -> tuple[float, float, float]:
+    """tr(A Sx Aᵀ), tr(B Sw Bᵀ) and tr(A Sx Aᵀ · B Sw Bᵀ) for the balanced pair A, B of
+    (``shx``, ``shw``) (``balanced_pair``), without forming the pair.
+
+    With shx = L Lᵀ and Lᵀ shw L = Z diag(σ²) Zᵀ, A = σ^{1/2} Zᵀ L⁻¹ and B = σ^{-1/2} Zᵀ Lᵀ
+    are the balanced pair up to the signs of its rows, so
+    tr(A Sx Aᵀ) = Σ σ_i (Zᵀ L⁻¹ Sx L⁻ᵀ Z)_ii, tr(B Sw Bᵀ) = Σ (Zᵀ Lᵀ Sw L Z)_ii / σ_i and,
+    as AᵀB = I, the third is tr(Sx Sw): one Cholesky and one eigh instead of two eigh and an
+    SVD. ``shx`` is overwritten; both shrunk matrices must be positive definite.
+    """
+    cross = float(np.sum(sx * sw))
+    root: np.ndarray | None = None  # None: ``low`` is the Cholesky factor
+    try:
+        low = sla.cholesky(shx, lower=True, overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:  # not numerically positive definite: L = E diag(√λ)
+        vals, low = np.linalg.eigh(shx)
+        floor = np.finfo(float).eps * max(float(vals[-1]), np.finfo(float).tiny)
+        root = np.sqrt(np.clip(vals, floor, None))
+        low *= root
+    y = _congruence(low, shw)
+    y += y.T
+    y *= 0.5
+    sig2, z = sla.eigh(y, overwrite_a=True, check_finite=False, driver="evd")
+    del y
+    sig = np.sqrt(np.clip(sig2, 0.0, None))
+    hw = _congruence(low, sw)
+    qb = np.einsum("ji,ji->i", z, hw @ z)
+    del hw
+    if root is None:
+        hx = sla.solve_triangular(low, sx, lower=True, check_finite=False)  # L⁻¹ Sx
+        hx = sla.solve_triangular(low, hx.T, lower=True, overwrite_b=True, check_finite=False)
+    else:
+        low /= root  # E
+        hx = _congruence(low, sx)
+        hx /= np.outer(root, root)
+    del low
+    qa = np.einsum("ji,ji->i", z, hx @ z)
+    inv = np.divide(1.0, sig, out=np.zeros_like(sig), where=sig > 0)
+    return float(np.sum(sig * qa)), float(np.sum(qb * inv)), cross
+
+
+def _congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Lᵀ S L."""
+    t = low.T @ s
+    out: np.ndarray = t @ low
+    return out
 
 
 def orthogonal_factor(dim: int, width: int) -> float:

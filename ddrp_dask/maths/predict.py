@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from .draws import sparse_density
-from .linalg import orthogonal_factor
+from .linalg import balanced_traces, orthogonal_factor
 from .stats import Moments
 
-__all__ = ["choose_head", "head_tail_mse", "pair_energy", "pair_var", "predict_head_tail",
-           "predict_oblivious", "predict_paired"]
+__all__ = ["choose_head", "head_tail_mse", "pair_energy", "pair_var", "predict_asymmetric",
+           "predict_head_tail", "predict_oblivious", "predict_paired"]
 
 
 def pair_energy(mx: Moments, mw: Moments) -> float:
@@ -45,6 +45,16 @@ def predict_paired(a: np.ndarray, b: np.ndarray, sx: np.ndarray, sw: np.ndarray,
                    k: int) -> float:
     """A Gaussian projection of the pair (A x, B w): asymmetric and diagonal."""
     return pair_var(a @ sx @ a.T, b @ sw @ b.T, k)
+
+
+def predict_asymmetric(sx: np.ndarray, sw: np.ndarray, shx: np.ndarray, shw: np.ndarray,
+                       k: int) -> float:
+    """``predict_paired`` of the paper's pair, the balanced pair of the shrunk second moments
+    ``shx``, ``shw`` (``shx`` is overwritten), without forming it (``balanced_traces``)."""
+    if k <= 0:
+        return 0.0
+    tr_a, tr_b, cross = balanced_traces(sx, sw, shx, shw)
+    return float((tr_a * tr_b + cross) / k)
 
 
 def predict_head_tail(a: np.ndarray, b: np.ndarray, cx: np.ndarray, cw: np.ndarray, r: int,
