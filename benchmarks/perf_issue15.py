@@ -100,6 +100,19 @@ def wide(args: argparse.Namespace) -> None:
                 str(SCRATCH / f"m4096-{sched}{tag.strip(' ()')}.zarr"), "--overwrite",
                 "--quiet", "--scheduler", sched]
     _rounds(cmds, args.rounds, next(iter(cmds)))
+    for label, cmd in cmds.items():  # the same bytes on every scheduler
+        if "--out" in cmd:
+            print(f"  model digest {label}: {_model_digest(cmd[cmd.index('--out') + 1])}")
+
+
+def _model_digest(path: str) -> str:
+    """``SketchModel.digest`` of a saved model (read with this checkout's library)."""
+    try:
+        from ddrp_dask.io.model_store import load_model
+
+        return load_model(path).digest
+    except Exception as exc:  # a failed run leaves no model
+        return f"unreadable ({type(exc).__name__})"
 
 
 def small(args: argparse.Namespace) -> None:

@@ -52,7 +52,7 @@ from ..options import check_same_d
 from .blas import build_blas
 from .draws import orthogonal_matrix
 from .linalg import MIN_SHRINKAGE, oas_intensity
-from .maps import head_tail_maps, scale_of
+from .maps import folded_map, head_tail_maps, scale_of
 from .model import SideMap
 from .predict import choose_head
 from .stats import Moments, block_moments, combine_all
@@ -90,6 +90,10 @@ INTENSITIES = (0.01, 0.1, 0.3, 0.6, 0.9)
 COARSE_D = 384
 #: Up to this d the shrinkage search makes a second sweep (x, then w, then again).
 TWO_SWEEPS_D = 128
+#: Above this d the final basis of all rows comes from Cholesky factors and P, Q are never
+#: formed (``_factored_basis``: no eigh, d×d temporaries fewer); up to it, as before, from an
+#: eigh of each covariance, so models fitted at these d keep their bytes. The same P and Q.
+FACTORED_D = 1024
 #: Rows per band of ``_in_sample_energies``.
 _BAND = 256
 #: Candidate allocations scored exactly (with joint inclusion probabilities) per search.
@@ -436,8 +440,35 @@ class _Final:
         return out[0], out[1]
 
 
+@dataclass(frozen=True)
+class _FormedFinal:
+    """The basis of all rows with P and Q formed (``_basis``), and its in-sample energies."""
+
+    basis: _Basis
+    energies: _Energies
+
+    @property
+    def rho(self) -> np.ndarray:
+        return self.basis.rho
+
+    def maps(self, m: np.ndarray, mx: Moments, mw: Moments) -> tuple[SideMap, SideMap]:
+        return folded_map(m, self.basis.p, mx.mean), folded_map(m, self.basis.q, mw.mean)
+
+
 def _final_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
-                 scales: tuple[float, float], lead: int | None) -> _Final:
+                 scales: tuple[float, float], lead: int | None) -> _Final | _FormedFinal:
+    """The basis of the whole data and the in-sample energies of its coordinates: up to
+    ``FACTORED_D`` as the cross-fit builds it (eigh, P and Q formed), above it factored."""
+    if mx.d > FACTORED_D:
+        return _factored_basis(mx, mw, specs, scales, lead)
+    b = _basis(_shrunk_eig(mx, specs[0], scales[0], -1, _EigCache()),
+               _shrunk_eig(mw, specs[1], scales[1], -1, _EigCache()), mx.mean, mw.mean)
+    return _FormedFinal(b, _energies([(_coord_moment(b.p, mx, mx.mean),
+                                       _coord_moment(b.q, mw, mw.mean))]))
+
+
+def _factored_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
+                    scales: tuple[float, float], lead: int | None) -> _Final:
     """``_basis`` of the whole data from Cholesky factors (no eigh), with the in-sample
     ``_energies`` of its coordinates (``lead``: as ``_in_sample_energies``).
 
