@@ -119,10 +119,10 @@ def _reference(mx: Moments, mw: Moments, k: int, shrinkage: Any) -> dict[str, fl
     pair at the same k (its traces only: the pair itself is not formed)."""
     sx, sw = mx.second_moment, mw.second_moment
     predicted = {"gaussian": predict_oblivious("gaussian", sx, sw, k)}
-    paper = _paper_shrinkage(shrinkage)
-    shx = shrink(sx, mx.n, paper, scale_of(sx, sw))[0]
-    shw = shrink(sw, mw.n, paper, scale_of(sw, sx))[0]
-    predicted["asymmetric"] = predict_asymmetric(sx, sw, shx, shw, k)
+    fallbacks = (scale_of(sx, sw), scale_of(sw, sx))
+    del sx, sw  # the traces take fresh copies, which they overwrite
+    predicted["asymmetric"] = predict_asymmetric(mx, mw, k, _paper_shrinkage(shrinkage),
+                                                 fallbacks)
     return predicted
 
 

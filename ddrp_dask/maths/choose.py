@@ -82,8 +82,7 @@ class MsePredictor:
                  shrinkage: float | str) -> dict[str, Any]:
         """Per-method quantities that do not depend on K (as ``build._fit`` computes them)."""
         out: dict[str, Any] = {"gaussian": pair_var(sx, sw, 1)}
-        out["asymmetric"] = predict_asymmetric(sx, sw, shrink(sx, mx.n, shrinkage)[0],
-                                               shrink(sw, mw.n, shrinkage)[0], 1)
+        out["asymmetric"] = predict_asymmetric(mx, mw, 1, shrinkage)
         dx, _ = shrink(np.diag(np.diag(sx)), mx.n, shrinkage)
         dw, _ = shrink(np.diag(np.diag(sw)), mw.n, shrinkage)
         scale = np.diag((np.diag(dw) / np.diag(dx)) ** 0.25)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .draws import sparse_density
-from .linalg import balanced_traces, orthogonal_factor
+from .linalg import balanced_traces, orthogonal_factor, shrink_terms
 from .stats import Moments
 
 __all__ = ["choose_head", "head_tail_mse", "pair_energy", "pair_var", "predict_asymmetric",
@@ -47,13 +47,18 @@ def predict_paired(a: np.ndarray, b: np.ndarray, sx: np.ndarray, sw: np.ndarray,
     return pair_var(a @ sx @ a.T, b @ sw @ b.T, k)
 
 
-def predict_asymmetric(sx: np.ndarray, sw: np.ndarray, shx: np.ndarray, shw: np.ndarray,
-                       k: int) -> float:
-    """``predict_paired`` of the paper's pair, the balanced pair of the shrunk second moments
-    ``shx``, ``shw`` (``shx`` is overwritten), without forming it (``balanced_traces``)."""
+def predict_asymmetric(mx: Moments, mw: Moments, k: int, shrinkage: float | str = "oas",
+                       fallbacks: tuple[float, float] = (1.0, 1.0)) -> float:
+    """``predict_paired`` of the paper's pair, the balanced pair of the second moments shrunk
+    as ``linalg.shrink(…, shrinkage, fallback)`` does, without forming it
+    (``balanced_traces``)."""
     if k <= 0:
         return 0.0
-    tr_a, tr_b, cross = balanced_traces(sx, sw, shx, shw)
+    sx = mx.second_moment
+    terms_x = shrink_terms(sx, mx.n, shrinkage, fallbacks[0])
+    sw = mw.second_moment
+    terms_w = shrink_terms(sw, mw.n, shrinkage, fallbacks[1])
+    tr_a, tr_b, cross = balanced_traces(sx, sw, terms_x, terms_w)
     return float((tr_a * tr_b + cross) / k)
 
 
