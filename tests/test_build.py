@@ -47,7 +47,7 @@ def test_balanced_traces_equal_the_formed_pairs(rows_w: int) -> None:
     pa, pb = a @ sx @ a.T, b @ sw @ b.T
     want = (np.trace(pa), np.trace(pb), np.sum(pa * pb))
     terms = (shrink_terms(sx, 500), shrink_terms(sw, rows_w))
-    np.testing.assert_allclose(balanced_traces(sx.copy(), sw.copy(), *terms), want, rtol=1e-9)
+    np.testing.assert_allclose(balanced_traces([sx.copy(), sw.copy()], *terms), want, rtol=1e-9)
     assert predict_asymmetric(mx, mw, 7) == pytest.approx(pair_var(pa, pb, 7), rel=1e-9)
 
 
@@ -69,7 +69,7 @@ def test_balanced_traces_of_a_singular_shrunk_matrix_use_a_symmetric_root() -> N
     sx[:, 0] = sx[0, :] = 0.0  # positive semi-definite, singular: Cholesky fails (ρ = 0)
     with pytest.raises(np.linalg.LinAlgError):
         np.linalg.cholesky(sx)
-    traces = balanced_traces(sx.copy(), sw.copy(), (0.0, 1.0), (0.1, 1.5))
+    traces = balanced_traces([sx.copy(), sw.copy()], (0.0, 1.0), (0.1, 1.5))
     assert all(np.isfinite(traces)) and traces[2] == pytest.approx(float(np.sum(sx * sw)))
 
 

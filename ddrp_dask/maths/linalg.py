@@ -78,7 +78,7 @@ def balanced_pair(sx: np.ndarray, sw: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return a, b, sigma
 
 
-def balanced_traces(sx: np.ndarray, sw: np.ndarray, terms_x: tuple[float, float],
+def balanced_traces(mats: list[np.ndarray], terms_x: tuple[float, float],
                     terms_w: tuple[float, float]) -> tuple[float, float, float]:
     """tr(A Sx Aᵀ), tr(B Sw Bᵀ) and tr(A Sx Aᵀ · B Sw Bᵀ) for the balanced pair A, B of the
     shrunk (1 − ρ)·S + ρ·μ·I of Sx and Sw (``terms_*`` = (ρ, μ), as ``shrink_terms``), without
@@ -88,9 +88,11 @@ def balanced_traces(sx: np.ndarray, sw: np.ndarray, terms_x: tuple[float, float]
     B = σ^{-1/2} Zᵀ Lᵀ are the balanced pair (``balanced_pair``) up to the signs of its rows,
     so tr(A Sx Aᵀ) = Σ σ_i (Zᵀ L⁻¹ Sx L⁻ᵀ Z)_ii, tr(B Sw Bᵀ) = Σ (Zᵀ Lᵀ Sw L Z)_ii / σ_i and,
     as AᵀB = I, the third is tr(Sx Sw): one Cholesky and one eigh instead of two eigh and an
-    SVD. ``sx`` and ``sw`` are overwritten (pass fresh matrices; the d×d temporaries are
-    released as soon as they are used). Both shrunk matrices must be positive definite.
+    SVD. ``mats`` = [Sx, Sw] is emptied: the two are overwritten, and released as soon as
+    used (a list, so that the caller holds no reference). Both shrunk matrices must be
+    positive definite.
     """
+    sw, sx = mats.pop(), mats.pop()
     d = sx.shape[0]
     cross = float(np.sum(sx * sw))
     (rho_x, mu_x), (rho_w, mu_w) = terms_x, terms_w

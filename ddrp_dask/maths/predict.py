@@ -54,11 +54,10 @@ def predict_asymmetric(mx: Moments, mw: Moments, k: int, shrinkage: float | str 
     (``balanced_traces``)."""
     if k <= 0:
         return 0.0
-    sx = mx.second_moment
-    terms_x = shrink_terms(sx, mx.n, shrinkage, fallbacks[0])
-    sw = mw.second_moment
-    terms_w = shrink_terms(sw, mw.n, shrinkage, fallbacks[1])
-    tr_a, tr_b, cross = balanced_traces(sx, sw, terms_x, terms_w)
+    mats = [mx.second_moment, mw.second_moment]
+    terms_x = shrink_terms(mats[0], mx.n, shrinkage, fallbacks[0])
+    terms_w = shrink_terms(mats[1], mw.n, shrinkage, fallbacks[1])
+    tr_a, tr_b, cross = balanced_traces(mats, terms_x, terms_w)
     return float((tr_a * tr_b + cross) / k)
 
 
