@@ -127,7 +127,8 @@ def build_only(root: str, stats: str, threads: int) -> None:
     side = [Moments(int((Path(stats) / f"{s}_n.txt").read_text()),
                     np.load(Path(stats) / f"{s}_mean.npy"),
                     np.load(Path(stats) / f"{s}_scatter.npy")) for s in ("x", "w")]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/status") as f:  # the current RSS (KiB), inputs loaded
+        before = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
     t0 = time.perf_counter()
     model = build(side[0], side[1], 64, "auto", seed=0)
     wall = time.perf_counter() - t0
