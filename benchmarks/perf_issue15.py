@@ -21,6 +21,10 @@ side, interleaved rounds, medians; peak RSS of the whole process tree (benchlib.
   4,096-row blocks, chunks of 3,000 to 100,000 rows), threads and a 2-worker LocalCluster,
   against reading block by block.
 
+``wide --build-only [--d 2048]``: the build alone (``ddrp_dask.build``, ``auto``, K = 64) from the
+statistics of the same generator (computed once, cached under ``--scratch``), in a fresh
+process per root and BLAS thread count (``--threads 1,2``), interleaved.
+
 ``--base DIR``: also run an older checkout of the library (e.g. ``git archive`` of the
 parent commit) for before/after. Data is generated once under ``--scratch`` (/tmp/perf15).
 """
@@ -33,6 +37,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 from benchlib import PY, ROOT, Job, emit, make_parquet, make_zarr, run_job
 
 SCRATCH = Path("/tmp/perf15")
@@ -82,7 +87,7 @@ def _median_table(rows: dict[str, list[Job]], ref: str) -> None:
               f"{' '.join(f'{j.wall:.1f}' for j in jobs)}{ok}")
 
 
-def _rounds(cmds: dict[str, list[str]], rounds: int, ref: str) -> None:
+def _rounds(cmds: dict[str, list[str]], rounds: int, ref: str) -> dict[str, list[Job]]:
     rows: dict[str, list[Job]] = {k: [] for k in cmds}
     for r in range(rounds):
         print(f"round {r + 1}/{rounds}")
@@ -91,9 +96,75 @@ def _rounds(cmds: dict[str, list[str]], rounds: int, ref: str) -> None:
     _median_table(rows, ref)
     for label, cmd in cmds.items():
         print(f"  {label}: {' '.join(cmd[3:] if cmd[1] == '-c' else cmd)}")
+    return rows
+
+
+def wide_stats(d: int) -> Path:
+    """X (120,000 rows) and W (20,000) of ``wide``'s generator at dimension d, their
+    ``Moments`` saved as .npy files (once)."""
+    out = SCRATCH / f"stats{d}"
+    if (out / "w_n.txt").exists():
+        return out
+    from benchlib import make_block, spectrum
+
+    from ddrp_dask.maths.stats import block_moments, combine_all
+
+    out.mkdir(parents=True, exist_ok=True)
+    sp = spectrum(d)
+    for side, rows in (("x", 120_000), ("w", 20_000)):
+        m = combine_all([block_moments(make_block(sp, side, i, 10_000), overwrite_input=True)
+                         for i in range(rows // 10_000)])
+        np.save(out / f"{side}_scatter.npy", m.scatter)
+        np.save(out / f"{side}_mean.npy", m.mean)
+        (out / f"{side}_n.txt").write_text(str(m.n))
+    return out
+
+
+def build_only(root: str, stats: str, threads: int) -> None:
+    """One timed ``build`` (run in a subprocess): wall, the peak RSS over the statistics."""
+    import resource
+    import time
+
+    sys.path.insert(0, root)
+    from ddrp_dask.maths import blas
+    from ddrp_dask.maths.build import build
+    from ddrp_dask.maths.stats import Moments
+
+    blas.BUILD_BLAS_THREADS = threads
+    side = [Moments(int((Path(stats) / f"{s}_n.txt").read_text()),
+                    np.load(Path(stats) / f"{s}_mean.npy"),
+                    np.load(Path(stats) / f"{s}_scatter.npy")) for s in ("x", "w")]
+    with open("/proc/self/status") as f:  # the current RSS (KiB), inputs loaded
+        before = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+    t0 = time.perf_counter()
+    model = build(side[0], side[1], 64, "auto", seed=0)
+    wall = time.perf_counter() - t0
+    over = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20
+    emit({"wall": wall, "over_inputs_gib": over, "digest": model.digest,
+          "asymmetric": model.info["predicted"]["asymmetric"],
+          "auto": model.info["predicted"]["auto"]})
+
+
+def wide_build(args: argparse.Namespace) -> None:
+    stats = wide_stats(args.d)
+    roots = {"": ROOT} | ({" (base)": Path(args.base)} if args.base else {})
+    cmds = {f"build d={args.d} {t} BLAS{tag}": [PY, __file__, "_build", str(root), str(stats), t]
+            for t in args.threads.split(",") for tag, root in roots.items()}
+    rows = _rounds(cmds, args.rounds, next(iter(cmds)))
+    print(f"\n{'build alone':<28} {'median s':>9} {'GiB over inputs':>16}  digest, predicted")
+    for label, jobs in rows.items():
+        res = [j.result for j in jobs if j.result]
+        if res:
+            wall = statistics.median(r["wall"] for r in res)
+            over = statistics.median(r["over_inputs_gib"] for r in res)
+            print(f"{label:<28} {wall:9.2f} {over:16.2f}  {res[0]['digest']} "
+                  f"asymmetric={res[0]['asymmetric']:.6g} auto={res[0]['auto']:.6g}")
 
 
 def wide(args: argparse.Namespace) -> None:
+    if args.build_only:
+        wide_build(args)
+        return
     x, w = SCRATCH / "x4096.zarr", SCRATCH / "w4096.zarr"
     make_zarr(x, "x", 120_000, 4096, 10_000)
     make_zarr(w, "w", 20_000, 4096, 10_000)
@@ -107,6 +178,19 @@ def wide(args: argparse.Namespace) -> None:
                 str(SCRATCH / f"m4096-{sched}{tag.strip(' ()')}.zarr"), "--overwrite",
                 "--quiet", "--scheduler", sched]
     _rounds(cmds, args.rounds, next(iter(cmds)))
+    for label, cmd in cmds.items():  # the same bytes on every scheduler
+        if "--out" in cmd:
+            print(f"  model digest {label}: {_model_digest(cmd[cmd.index('--out') + 1])}")
+
+
+def _model_digest(path: str) -> str:
+    """``SketchModel.digest`` of a saved model (read with this checkout's library)."""
+    try:
+        from ddrp_dask.io.model_store import load_model
+
+        return load_model(path).digest
+    except Exception as exc:  # a failed run leaves no model
+        return f"unreadable ({type(exc).__name__})"
 
 
 def small(args: argparse.Namespace) -> None:
@@ -230,6 +314,9 @@ def main() -> None:
     if sys.argv[1] == "_numpy":
         numpy_fit(sys.argv[2], sys.argv[3])
         return
+    if sys.argv[1] == "_build":
+        build_only(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
     if sys.argv[1] == "_dask":
         plain_dask(*sys.argv[2:])
         return
@@ -242,6 +329,9 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000, help="run: rows of X (W: a quarter)")
     p.add_argument("--all-layouts", action="store_true",
                    help="run: also 65,536-row chunks and Parquet (list and scalar columns)")
+    p.add_argument("--build-only", action="store_true", help="wide: the build alone")
+    p.add_argument("--d", type=int, default=4096, help="wide --build-only: dimension")
+    p.add_argument("--threads", default="1,2", help="wide --build-only: BLAS threads")
     args = p.parse_args()
     os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
     {"wide": wide, "small": small, "run": run, "decodes": decodes}[args.what](args)

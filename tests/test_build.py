@@ -8,8 +8,14 @@ import pytest
 
 from ddrp_dask import build, sketch_numpy
 from ddrp_dask.errors import OptionError
-from ddrp_dask.maths.linalg import balanced_pair, orthogonal_factor, shrink
-from ddrp_dask.maths.predict import choose_head
+from ddrp_dask.maths.linalg import (
+    balanced_pair,
+    balanced_traces,
+    orthogonal_factor,
+    shrink,
+    shrink_terms,
+)
+from ddrp_dask.maths.predict import choose_head, pair_var, predict_asymmetric
 from ddrp_dask.maths.stats import block_moments
 from ddrp_dask.options import check_k
 from ddrp_dask.testing import reference_sketch
@@ -28,6 +34,43 @@ def test_balanced_pair_identities() -> None:
     assert np.allclose(a @ sx @ a.T, np.diag(sigma), atol=1e-9 * sigma[0])
     assert np.allclose(b @ sw @ b.T, np.diag(sigma), atol=1e-9 * sigma[0])
     assert np.all(np.diff(sigma) <= 0)
+
+
+@pytest.mark.parametrize("rows_w", [300, 4])
+def test_balanced_traces_equal_the_formed_pairs(rows_w: int) -> None:
+    """The traces without the pair (Cholesky + one eigh) are those of the pair itself."""
+    x, w = make_pair(n=500, m=rows_w, d=12, dtype="float64")
+    mx, mw = block_moments(x), block_moments(w)
+    sx, sw = mx.second_moment, mw.second_moment
+    shx, shw = shrink(sx, 500)[0], shrink(sw, rows_w)[0]
+    a, b, _ = balanced_pair(shx, shw)
+    pa, pb = a @ sx @ a.T, b @ sw @ b.T
+    want = (np.trace(pa), np.trace(pb), np.sum(pa * pb))
+    terms = (shrink_terms(sx, 500), shrink_terms(sw, rows_w))
+    np.testing.assert_allclose(balanced_traces([sx.copy(), sw.copy()], *terms), want, rtol=1e-9)
+    assert predict_asymmetric(mx, mw, 7) == pytest.approx(pair_var(pa, pb, 7), rel=1e-9)
+
+
+def test_shrink_terms_describe_shrink() -> None:
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal((6, 6))
+    for s, n, how in ((g @ g.T, 10, "oas"), (g @ g.T, 10, 0.3), (np.zeros((6, 6)), 4, "oas")):
+        rho, mu = shrink_terms(s, n, how, 2.5)
+        np.testing.assert_allclose(shrink(s, n, how, 2.5)[0], (1 - rho) * s + rho * mu * np.eye(6),
+                                   rtol=1e-15, atol=0)
+
+
+def test_balanced_traces_of_a_singular_shrunk_matrix_use_a_symmetric_root() -> None:
+    """A shrunk matrix that is not numerically positive definite (no Cholesky factor) takes
+    the eigh root instead: finite traces, and the exact cross term."""
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((10, 10))
+    sx, sw = g @ g.T, np.diag(np.linspace(1.0, 2.0, 10))
+    sx[:, 0] = sx[0, :] = 0.0  # positive semi-definite, singular: Cholesky fails (ρ = 0)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(sx)
+    traces = balanced_traces([sx.copy(), sw.copy()], (0.0, 1.0), (0.1, 1.5))
+    assert all(np.isfinite(traces)) and traces[2] == pytest.approx(float(np.sum(sx * sw)))
 
 
 def test_shrinkage_makes_rank_deficient_moments_invertible() -> None:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,12 +113,20 @@ def test_balanced_pairs_are_computed_once_for_all_k(
         calls.append(1)
         return real(*args)
 
+    traces = []
+    real_traces = choose.predict_asymmetric
+
+    def counting_traces(*args: Any) -> float:
+        traces.append(1)
+        return real_traces(*args)
+
     monkeypatch.setattr(choose, "balanced_pair", counting)
+    monkeypatch.setattr(choose, "predict_asymmetric", counting_traces)
     p = MsePredictor(*moments)
     p.curve(range(1, D + 3))
     for method in dd.METHODS:
         p.min_k(method, 0.001)
-    assert len(calls) == 2  # the paper's pair and the centred one
+    assert len(calls) == 1 and len(traces) == 1  # the centred pair; the paper's traces
 
 
 def test_plot_is_a_png_and_matplotlib_is_not_imported_by_the_library(

@@ -343,3 +343,71 @@ def test_shrinkage_intensities() -> None:
         assert fn(big.scatter, big.n) < lam
     with pytest.raises(OptionError, match="shrinkage"):
         opt.fit_optimal([m], [m], 4, 0, shrinkage=1.5)
+
+
+# ---------------------------------------------------------------------------------------
+# the factored final basis (Cholesky, P and Q never formed: d > FACTORED_D)
+
+
+@pytest.mark.parametrize("spec", [{"kind": "oas"}, {"kind": "diag", "intensity": 0.1},
+                                  {"kind": "iso", "intensity": 0.3}])
+@pytest.mark.parametrize("cross_fit", [False, True])
+def test_factored_basis_is_the_formed_one(pair: tuple[np.ndarray, np.ndarray],
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          spec: dict[str, object], cross_fit: bool) -> None:
+    """Same ρ, in-sample energies, allocation and π; the head coordinates' columns equal up
+    to their signs (which the two factors' SVDs choose differently)."""
+    x, w = pair
+    fx, fw = (folds_of(x), folds_of(w)) if cross_fit else ([block_moments(x)], [block_moments(w)])
+    formed = opt.fit_optimal(fx, fw, 6, 0, (spec, spec))
+    monkeypatch.setattr(opt, "FACTORED_D", 0)
+    factored = opt.fit_optimal(fx, fw, 6, 0, (spec, spec))
+    a, b = formed.info, factored.info
+    np.testing.assert_allclose(b["rho"], a["rho"], rtol=1e-9)
+    np.testing.assert_allclose(b["pi"], a["pi"], rtol=1e-9)
+    assert b["allocation"] == a["allocation"] and a["allocation"]["head"] > 0
+    for key in ("predicted_mse", "predicted_mse_in_sample"):
+        assert b[key] == pytest.approx(a[key], rel=1e-9)
+    head = a["allocation"]["head"]
+    for side in ("x", "w"):
+        fa, fb = getattr(formed, side), getattr(factored, side)
+        sign = np.sign(fa.matrix[0, :head] * fb.matrix[0, :head])
+        np.testing.assert_allclose(fb.matrix[:, :head] * sign, fa.matrix[:, :head],
+                                   rtol=1e-7, atol=1e-9 * np.abs(fa.matrix).max())
+
+
+def test_factored_basis_stays_unbiased(pair: tuple[np.ndarray, np.ndarray],
+                                       low_rank: tuple[np.ndarray, np.ndarray],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fitted and unseen vectors, W's null space, every degenerate case, and exact at k ≥ d."""
+    monkeypatch.setattr(opt, "FACTORED_D", 0)
+    cases = {"pair": (*pair, 6), "low rank": (*low_rank, 5)} | _degenerate_cases()
+    for case, (x, w, k) in cases.items():
+        fx, fw = folds_of(x), folds_of(w)
+        xs, ws = probe_vectors(x if len(x) > 3 else np.vstack([x, x]), w)
+        first, fit = redraws(fx, fw, k)
+        assert np.isfinite(first.x.matrix).all() and np.isfinite(first.info["predicted_mse"])
+        z = zscores(fit, range(60), xs, ws)
+        assert np.abs(z).max() < Z_MAX, (case, z)
+    x, w = pair
+    f = opt.fit_optimal(folds_of(x), folds_of(w), x.shape[1], 3)
+    xs, ws = probe_vectors(x, w)
+    scale = np.outer(np.linalg.norm(xs, axis=1), np.linalg.norm(ws, axis=1))
+    est = sketch(f.x, xs) @ sketch(f.w, ws).T
+    assert np.abs(est - xs @ ws.T).max() <= 1e-6 * scale.max()
+
+
+def test_in_sample_energies_are_the_full_ones() -> None:
+    """The lean energies (leading block of e, banded tail sums) against ``_energies``."""
+    rng = np.random.default_rng(4)
+    d = 600  # more than one band
+    g, h = rng.standard_normal((d, d)), rng.standard_normal((d, d))
+    ha, hb = g @ g.T / d, h @ h.T / d
+    full = opt._energies([(ha, hb)])
+    for lead in (None, 50):
+        lean = opt._in_sample_energies(ha, hb, lead)
+        j = d if lead is None else lead
+        np.testing.assert_allclose(lean.e, full.e[:j, :j], rtol=1e-14)
+        for name in ("trtr", "tail_e", "rho_hat", "diag"):
+            np.testing.assert_allclose(getattr(lean, name), getattr(full, name), rtol=1e-9,
+                                       atol=1e-12 * float(full.tail_e[0]), err_msg=name)

@@ -18,6 +18,9 @@ ignores the others: the first thread that ever set it. A pool thread's limit the
 nothing once the main thread had set one (measured: products on two threads inside tasks,
 sketches differing in the last bits). The lock above already serialises the settings, so
 each setting takes control first and gives it up after.
+
+scipy's wheels bring their own OpenBLAS, a second library beside numpy's: scipy.linalg is
+imported here so that the controller, built once, limits both.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import scipy.linalg  # noqa: F401  (scipy's own OpenBLAS, loaded before the controller looks)
 import threadpoolctl
 from threadpoolctl import ThreadpoolController
 

@@ -36,7 +36,13 @@ from .linalg import balanced_pair, shrink
 from .maps import head_tail_maps, linear_map, scale_of
 from .model import SideMap, SketchModel
 from .optimal import fit_optimal
-from .predict import choose_head, predict_head_tail, predict_oblivious, predict_paired
+from .predict import (
+    choose_head,
+    predict_asymmetric,
+    predict_head_tail,
+    predict_oblivious,
+    predict_paired,
+)
 from .stats import Moments
 
 __all__ = ["METHODS", "build"]
@@ -104,18 +110,20 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
                        mx, mw)
 
 
-def _paper_pair(mx: Moments, mw: Moments, k: int, shrinkage: Any
-                ) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """The predictions every report compares against (gaussian and the paper's asymmetric
-    pair at the same k), and that pair: A, B, σ and the shrinkage of each side."""
+def _paper_shrinkage(shrinkage: Any) -> Any:
+    return shrinkage if isinstance(shrinkage, str | float | int) else "oas"
+
+
+def _reference(mx: Moments, mw: Moments, k: int, shrinkage: Any) -> dict[str, float]:
+    """The predictions every report compares against: gaussian and the paper's asymmetric
+    pair at the same k (its traces only: the pair itself is not formed)."""
     sx, sw = mx.second_moment, mw.second_moment
     predicted = {"gaussian": predict_oblivious("gaussian", sx, sw, k)}
-    paper = shrinkage if isinstance(shrinkage, str | float | int) else "oas"
-    shx, rho_x = shrink(sx, mx.n, paper, scale_of(sx, sw))
-    shw, rho_w = shrink(sw, mw.n, paper, scale_of(sw, sx))
-    a, b, sigma = balanced_pair(shx, shw)
-    predicted["asymmetric"] = predict_paired(a, b, sx, sw, k)
-    return predicted, a, b, sigma, rho_x, rho_w
+    fallbacks = (scale_of(sx, sw), scale_of(sw, sx))
+    del sx, sw  # the traces take fresh copies, which they overwrite
+    predicted["asymmetric"] = predict_asymmetric(mx, mw, k, _paper_shrinkage(shrinkage),
+                                                 fallbacks)
+    return predicted
 
 
 def _fit_auto(mx: Moments, mw: Moments, k: int, seed: int, shrinkage: Any,
@@ -124,7 +132,7 @@ def _fit_auto(mx: Moments, mw: Moments, k: int, seed: int, shrinkage: Any,
     """DESIGN §7 through ``maths.optimal``; without folds, in-sample."""
     folds_x, folds_w = folds if folds is not None else ([mx], [mw])
     fit = fit_optimal(folds_x, folds_w, k, seed, shrinkage)
-    predicted = _paper_pair(mx, mw, k, "oas")[0]
+    predicted = _reference(mx, mw, k, "oas")
     predicted["auto"] = float(fit.info["predicted_mse"])
     return _Fit(fit.x, fit.w, dict(fit.info)), predicted
 
@@ -133,13 +141,16 @@ def _fit(mx: Moments, mw: Moments, k: int, method: str, seed: int,
          shrinkage: float | str) -> tuple[_Fit, dict[str, float]]:
     rng = np.random.default_rng(seed)
     sx, sw = mx.second_moment, mw.second_moment
-    # The paper's pair: always computed, for the report's comparison.
-    predicted, a, b, sigma, rho_x, rho_w = _paper_pair(mx, mw, k, shrinkage)
+    predicted = _reference(mx, mw, k, shrinkage)  # the report's comparison
     if method in OBLIVIOUS:
         r_mat = DRAW[method](rng, k, mx.d)
         predicted[method] = predict_oblivious(method, sx, sw, k)
         return _Fit(linear_map(r_mat.T, mx), linear_map(r_mat.T, mw), {}), predicted
     if method == "asymmetric":
+        paper = _paper_shrinkage(shrinkage)
+        shx, rho_x = shrink(sx, mx.n, paper, scale_of(sx, sw))
+        shw, rho_w = shrink(sw, mw.n, paper, scale_of(sw, sx))
+        a, b, sigma = balanced_pair(shx, shw)
         r_mat = gaussian_matrix(rng, k, mx.d)
         info = {"sigma": sigma, "shrinkage_x": rho_x, "shrinkage_w": rho_w}
         return _Fit(linear_map((r_mat @ a).T, mx), linear_map((r_mat @ b).T, mw), info), predicted

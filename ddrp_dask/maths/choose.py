@@ -30,7 +30,7 @@ from .blas import build_blas
 from .draws import sparse_density
 from .linalg import balanced_pair, orthogonal_factor, shrink
 from .optimal import AutoPredictor
-from .predict import choose_head, head_tail_mse, pair_energy, pair_var
+from .predict import choose_head, head_tail_mse, pair_energy, pair_var, predict_asymmetric
 from .stats import Moments
 
 __all__ = ["MsePredictor", "check_options", "choose_k", "k_grid", "min_k",
@@ -82,8 +82,7 @@ class MsePredictor:
                  shrinkage: float | str) -> dict[str, Any]:
         """Per-method quantities that do not depend on K (as ``build._fit`` computes them)."""
         out: dict[str, Any] = {"gaussian": pair_var(sx, sw, 1)}
-        a, b, _ = balanced_pair(shrink(sx, mx.n, shrinkage)[0], shrink(sw, mw.n, shrinkage)[0])
-        out["asymmetric"] = pair_var(a @ sx @ a.T, b @ sw @ b.T, 1)
+        out["asymmetric"] = predict_asymmetric(mx, mw, 1, shrinkage)
         dx, _ = shrink(np.diag(np.diag(sx)), mx.n, shrinkage)
         dw, _ = shrink(np.diag(np.diag(sw)), mw.n, shrinkage)
         scale = np.diag((np.diag(dw) / np.diag(dx)) ** 0.25)

@@ -4,11 +4,12 @@ and the variance factor of an orthogonal projection. Pure numpy."""
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg as sla
 
 from ..options import check_shrinkage
 
-__all__ = ["MIN_SHRINKAGE", "balanced_pair", "oas_intensity", "orthogonal_factor", "psd_sqrt",
-           "shrink"]
+__all__ = ["MIN_SHRINKAGE", "balanced_pair", "balanced_traces", "oas_intensity",
+           "orthogonal_factor", "psd_sqrt", "shrink", "shrink_terms"]
 
 #: Smallest shrinkage applied, so A and B stay invertible for rank-deficient statistics.
 MIN_SHRINKAGE = 1e-9
@@ -23,19 +24,28 @@ def shrink(s: np.ndarray, n: int, shrinkage: float | str = "oas",
     ``fallback``·I: any positive multiple keeps the pair unbiased, and the caller passes one
     of the data's own magnitude so that float32 sketches stay in range.
     """
-    shrinkage = check_shrinkage(shrinkage)
+    rho, mu = shrink_terms(s, n, shrinkage, fallback)
     d = s.shape[0]
-    mu = float(np.trace(s)) / d
-    if not mu > 0:
+    if not float(np.trace(s)) / d > 0:
         return np.eye(d) * fallback, 1.0
+    out = (1.0 - rho) * s
+    out[np.diag_indices(d)] += rho * mu
+    return out, rho
+
+
+def shrink_terms(s: np.ndarray, n: int, shrinkage: float | str = "oas",
+                 fallback: float = 1.0) -> tuple[float, float]:
+    """ρ and μ with ``shrink(s, …)[0] = (1 − ρ)·S + ρ·μ·I`` (ρ = 1, μ = ``fallback`` for an
+    all-zero S)."""
+    shrinkage = check_shrinkage(shrinkage)
+    mu = float(np.trace(s)) / s.shape[0]
+    if not mu > 0:
+        return 1.0, float(fallback)
     if shrinkage in ("oas", "auto"):  # "auto" is the cross-fitted choice for auto only
         rho = oas_intensity(s, n)
     else:
         rho = float(shrinkage)
-    rho = max(rho, MIN_SHRINKAGE)
-    out = (1.0 - rho) * s
-    out[np.diag_indices(d)] += rho * mu
-    return out, rho
+    return max(rho, MIN_SHRINKAGE), mu
 
 
 def oas_intensity(s: np.ndarray, n: int) -> float:
@@ -66,6 +76,68 @@ def balanced_pair(sx: np.ndarray, sw: np.ndarray) -> tuple[np.ndarray, np.ndarra
     a = scale[:, None] * (u.T @ mw)
     b = scale[:, None] * (vt @ mx)
     return a, b, sigma
+
+
+def balanced_traces(mats: list[np.ndarray], terms_x: tuple[float, float],
+                    terms_w: tuple[float, float]) -> tuple[float, float, float]:
+    """tr(A Sx Aᵀ), tr(B Sw Bᵀ) and tr(A Sx Aᵀ · B Sw Bᵀ) for the balanced pair A, B of the
+    shrunk (1 − ρ)·S + ρ·μ·I of Sx and Sw (``terms_*`` = (ρ, μ), as ``shrink_terms``), without
+    forming the pair.
+
+    With shrunk Sx = L Lᵀ and Lᵀ (shrunk Sw) L = Z diag(σ²) Zᵀ, A = σ^{1/2} Zᵀ L⁻¹ and
+    B = σ^{-1/2} Zᵀ Lᵀ are the balanced pair (``balanced_pair``) up to the signs of its rows,
+    so tr(A Sx Aᵀ) = Σ σ_i (Zᵀ L⁻¹ Sx L⁻ᵀ Z)_ii, tr(B Sw Bᵀ) = Σ (Zᵀ Lᵀ Sw L Z)_ii / σ_i and,
+    as AᵀB = I, the third is tr(Sx Sw): one Cholesky and one eigh instead of two eigh and an
+    SVD. ``mats`` = [Sx, Sw] is emptied: the two are overwritten, and released as soon as
+    used (a list, so that the caller holds no reference). Both shrunk matrices must be
+    positive definite.
+    """
+    sw, sx = mats.pop(), mats.pop()
+    d = sx.shape[0]
+    cross = float(np.sum(sx * sw))
+    (rho_x, mu_x), (rho_w, mu_w) = terms_x, terms_w
+    low = sx * (1.0 - rho_x)
+    low[np.diag_indices(d)] += rho_x * mu_x
+    root: np.ndarray | None = None  # None: ``low`` is the Cholesky factor
+    try:
+        low = sla.cholesky(low, lower=True, overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:  # not numerically positive definite: L = E diag(√λ)
+        low = sx * (1.0 - rho_x)
+        low[np.diag_indices(d)] += rho_x * mu_x
+        vals, low = np.linalg.eigh(low)
+        floor = np.finfo(float).eps * max(float(vals[-1]), np.finfo(float).tiny)
+        root = np.sqrt(np.clip(vals, floor, None))
+        low *= root
+    hw = _congruence(low, sw)  # Lᵀ Sw L
+    del sw
+    y = low.T @ low
+    y *= rho_w * mu_w
+    y += (1.0 - rho_w) * hw  # Lᵀ (shrunk Sw) L
+    y += y.T
+    y *= 0.5
+    if root is None:  # L⁻¹ Sx L⁻ᵀ
+        hx = sla.solve_triangular(low, sx, lower=True, overwrite_b=True, check_finite=False)
+        hx = sla.solve_triangular(low, hx.T, lower=True, overwrite_b=True, check_finite=False)
+    else:
+        low /= root  # E
+        hx = _congruence(low, sx)
+        hx /= np.outer(root, root)
+    del low, sx
+    sig2, z = sla.eigh(y, overwrite_a=True, check_finite=False, driver="evd")
+    del y
+    sig = np.sqrt(np.clip(sig2, 0.0, None))
+    qa = np.einsum("ji,ji->i", z, hx @ z)
+    del hx
+    qb = np.einsum("ji,ji->i", z, hw @ z)
+    inv = np.divide(1.0, sig, out=np.zeros_like(sig), where=sig > 0)
+    return float(np.sum(sig * qa)), float(np.sum(qb * inv)), cross
+
+
+def _congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Lᵀ S L."""
+    t = low.T @ s
+    out: np.ndarray = t @ low
+    return out
 
 
 def orthogonal_factor(dim: int, width: int) -> float:

@@ -9,9 +9,12 @@ with ``combine_all``, and merging the folds gives the whole-data statistics.
 
 **Basis (§7.1).** With x' = (x − μx, 1), w' = (w − μw, 1) and
 ``G = [[I, μw], [μxᵀ, μx·μw]]``, x·w = x'ᵀ G w' exactly. For the shrunk second moments
-Σx' = diag(Cx, 1) = Lx Lxᵀ (Lx = Ex Λx^{1/2} from one eigh of Cx) and likewise Σw', the SVD
-``Lxᵀ G Lw = U diag(ρ) Vᵀ`` gives P = ρ^{1/2} Uᵀ Lx⁻¹, Q = ρ^{1/2} Vᵀ Lw⁻¹ with PᵀQ = G, so
-a = P x', b = Q w' have Σ a_i b_i = x·w; the ρ = 0 direction is dropped.
+Σx' = diag(Cx, 1) = Lx Lxᵀ and likewise Σw', the SVD ``Lxᵀ G Lw = U diag(ρ) Vᵀ`` gives
+P = ρ^{1/2} Uᵀ Lx⁻¹, Q = ρ^{1/2} Vᵀ Lw⁻¹ with PᵀQ = G, so a = P x', b = Q w' have
+Σ a_i b_i = x·w; the ρ = 0 direction is dropped. Any factor Lx gives the same P (up to the
+signs of its rows, which Q shares): the cross-fit uses Lx = Ex Λx^{1/2} from an eigh of Cx
+(shared by the shrinkage blends), the final build of all rows the Cholesky factor, cheaper,
+and P, Q only through their products with the k rows of the sketch.
 
 **Sketch (§7.2).** The first j coordinates are candidates; m = k − k_F of them are drawn by
 systematic sampling with π_i = min(1, ρ̂_i/τ), Σπ = m, π ≥ 0.1 (π = 1: the exact head), and
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.linalg as sla
 
 from ..errors import OptionError
 from ..options import check_same_d
@@ -86,6 +90,12 @@ INTENSITIES = (0.01, 0.1, 0.3, 0.6, 0.9)
 COARSE_D = 384
 #: Up to this d the shrinkage search makes a second sweep (x, then w, then again).
 TWO_SWEEPS_D = 128
+#: Above this d the final basis of all rows comes from Cholesky factors and P, Q are never
+#: formed (``_factored_basis``: no eigh, d×d temporaries fewer); up to it, as before, from an
+#: eigh of each covariance, so models fitted at these d keep their bytes. The same P and Q.
+FACTORED_D = 1024
+#: Rows per band of ``_in_sample_energies``.
+_BAND = 256
 #: Candidate allocations scored exactly (with joint inclusion probabilities) per search.
 _N_EXACT = 6
 #: Candidate values of j tried per sample size m, and sample sizes m tried.
@@ -360,6 +370,147 @@ def _coord_moment(p: np.ndarray, m: Moments, mean: np.ndarray) -> np.ndarray:
     return sym
 
 
+def _shrunk_cov(m: Moments, spec: Spec, fallback: float) -> np.ndarray:
+    """The shrunk centred covariance of ``m`` as a fresh matrix: ``_shrunk_eig``'s, whose
+    eigenvalues it has in exact arithmetic."""
+    c = m.covariance
+    d = c.shape[0]
+    mu = float(np.trace(c)) / d
+    if not mu > CONSTANT_REL * fallback or not np.isfinite(mu):
+        return np.eye(d) * fallback
+    if spec[0] == "diag":
+        target = np.maximum(np.diag(c), DIAG_TARGET_FLOOR * mu)
+        c *= 1.0 - spec[1]
+        c[np.diag_indices(d)] += spec[1] * target + MIN_SHRINKAGE * mu
+    else:
+        lam = max(float(_describe(spec, m)["intensity"]), MIN_SHRINKAGE)
+        c *= 1.0 - lam
+        c[np.diag_indices(d)] += lam * mu
+    return c
+
+
+@dataclass(frozen=True)
+class _Root:
+    """L with L Lᵀ = the shrunk covariance: its Cholesky factor (``root`` None), or
+    E diag(√λ) from ``_shrunk_eig`` (``root`` = √λ) when it is not numerically positive
+    definite. Any such L gives the same P and Q (§7.1's SVD absorbs the rotation)."""
+
+    low: np.ndarray
+    root: np.ndarray | None
+
+    def solve_t(self, b: np.ndarray) -> np.ndarray:
+        """L⁻ᵀ B."""
+        if self.root is None:
+            out: np.ndarray = sla.solve_triangular(self.low, b, trans="T", lower=True,
+                                                   check_finite=False)
+            return out
+        return self.low @ (b / (self.root**2)[:, None])
+
+
+def _root(m: Moments, spec: Spec, fallback: float) -> _Root:
+    """The factor of the shrunk centred covariance of ``m`` (one Cholesky, d³/3)."""
+    try:
+        return _Root(sla.cholesky(_shrunk_cov(m, spec, fallback), lower=True,
+                                  overwrite_a=True, check_finite=False), None)
+    except np.linalg.LinAlgError:
+        vals, vecs = _shrunk_eig(m, spec, fallback, 0, _EigCache())
+        root = np.sqrt(vals)
+        return _Root(vecs * root, root)
+
+
+@dataclass(frozen=True)
+class _Final:
+    """The basis of all rows, factored: P = [√ρ Nxᵀ, √ρ·ux], Q = [√ρ Nwᵀ, √ρ·uw] (Nx = Lx⁻ᵀ U
+    without its last row ux), and the in-sample coordinate energies."""
+
+    rho: np.ndarray
+    nx: np.ndarray
+    nw: np.ndarray
+    ux: np.ndarray
+    uw: np.ndarray
+    energies: _Energies
+
+    def maps(self, m: np.ndarray, mx: Moments, mw: Moments) -> tuple[SideMap, SideMap]:
+        """``maps.folded_map`` of M P and M Q, at O(k d²): P and Q are never formed."""
+        scaled = m * np.sqrt(self.rho)
+        out = []
+        for n, u, mom in ((self.nx, self.ux, mx), (self.nw, self.uw, mw)):
+            matrix = np.ascontiguousarray((scaled @ n.T).T)
+            out.append(SideMap(matrix, scaled @ u - mom.mean @ matrix, mom.mean.copy()))
+        return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class _FormedFinal:
+    """The basis of all rows with P and Q formed (``_basis``), and its in-sample energies."""
+
+    basis: _Basis
+    energies: _Energies
+
+    @property
+    def rho(self) -> np.ndarray:
+        return self.basis.rho
+
+    def maps(self, m: np.ndarray, mx: Moments, mw: Moments) -> tuple[SideMap, SideMap]:
+        return folded_map(m, self.basis.p, mx.mean), folded_map(m, self.basis.q, mw.mean)
+
+
+def _final_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
+                 scales: tuple[float, float], lead: int | None) -> _Final | _FormedFinal:
+    """The basis of the whole data and the in-sample energies of its coordinates: up to
+    ``FACTORED_D`` as the cross-fit builds it (eigh, P and Q formed), above it factored."""
+    if mx.d > FACTORED_D:
+        return _factored_basis(mx, mw, specs, scales, lead)
+    b = _basis(_shrunk_eig(mx, specs[0], scales[0], -1, _EigCache()),
+               _shrunk_eig(mw, specs[1], scales[1], -1, _EigCache()), mx.mean, mw.mean)
+    return _FormedFinal(b, _energies([(_coord_moment(b.p, mx, mx.mean),
+                                       _coord_moment(b.q, mw, mw.mean))]))
+
+
+def _factored_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
+                    scales: tuple[float, float], lead: int | None) -> _Final:
+    """``_basis`` of the whole data from Cholesky factors (no eigh), with the in-sample
+    ``_energies`` of its coordinates (``lead``: as ``_in_sample_energies``).
+
+    The moments about the fitted means in the basis are Ha = √ρ (Nxᵀ Cx Nx + ux uxᵀ) √ρ, so
+    P and Q are never formed. The factors are recomputed after the SVD rather than kept
+    through it: its workspace (about 4 d² floats) is the build's peak.
+    """
+    d = mx.d
+    rx, rw = _root(mx, specs[0], scales[0]), _root(mw, specs[1], scales[1])
+    k = np.empty((d + 1, d + 1), order="F")
+    np.matmul(rx.low.T, rw.low, out=k[:d, :d])
+    k[:d, d] = rx.low.T @ mw.mean
+    k[d, :d] = mx.mean @ rw.low
+    k[d, d] = float(mx.mean @ mw.mean)
+    del rx, rw
+    u, rho, vt = sla.svd(k, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
+    del k
+    rho = rho[:d]
+    ux, uw = u[d, :d].copy(), vt[:d, d].copy()
+    nx = _root(mx, specs[0], scales[0]).solve_t(u[:d, :d])
+    del u
+    nw = _root(mw, specs[1], scales[1]).solve_t(vt[:d, :d].T)
+    del vt
+    root = np.sqrt(rho)
+    ha = _final_moment(nx, mx, root * ux, root)
+    hb = _final_moment(nw, mw, root * uw, root)
+    return _Final(rho, nx, nw, ux, uw, _in_sample_energies(ha, hb, lead))
+
+
+def _final_moment(n: np.ndarray, m: Moments, v: np.ndarray, root: np.ndarray) -> np.ndarray:
+    """``_coord_moment`` of the fitted rows in the factored basis: √ρ Nᵀ C N √ρ + v vᵀ."""
+    t = m.scatter @ n
+    h = n.T @ t
+    del t
+    h *= root[:, None]
+    h *= (root / max(m.n, 1))[None, :]
+    h += np.outer(v, v)
+    h += h.T
+    h *= 0.5
+    return h
+
+
 # ---------------------------------------------------------------------------------------
 # energies and predicted MSE (§7.2)
 
@@ -368,7 +519,8 @@ def _coord_moment(p: np.ndarray, m: Moments, mean: np.ndarray) -> np.ndarray:
 class _Energies:
     """Fold-averaged coordinate moments, in the form every MSE evaluation needs.
 
-    ``e`` = mean_f Ha_f∘Hb_f; ``trtr[j]`` = mean_f tr Ha_f[j:, j:] · tr Hb_f[j:, j:];
+    ``e`` = mean_f Ha_f∘Hb_f (in a final build its leading block only); ``trtr[j]`` =
+    mean_f tr Ha_f[j:, j:] · tr Hb_f[j:, j:];
     ``tail_e[j]`` = Σ e[j:, j:]; ``rho_hat`` = (mean_f diag Ha_f · diag Hb_f)^{1/2}.
     """
 
@@ -391,9 +543,28 @@ def _energies(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> _Energies:
     return _Energies(e, trtr, tail_e, np.sqrt(np.clip(diag, 0.0, None)), diag)
 
 
+def _in_sample_energies(ha: np.ndarray, hb: np.ndarray, lead: int | None) -> _Energies:
+    """``_energies([(ha, hb)])`` keeping only ``e[:lead, :lead]`` (all of it for None), the
+    part the allocations read, and without d×d temporaries: ``tail_e`` from the row sums
+    of the upper triangle of Ha∘Hb, a band of rows at a time."""
+    d = ha.shape[0]
+    j = d if lead is None else min(d, lead)
+    e = ha[:j, :j] * hb[:j, :j]
+    diag = np.diagonal(ha) * np.diagonal(hb)
+    row = np.empty(d)  # Σ_{l ≥ t} e_tl
+    for t0 in range(0, d, _BAND):
+        t1 = min(d, t0 + _BAND)
+        row[t0:t1] = np.triu(ha[t0:t1, t0:] * hb[t0:t1, t0:]).sum(axis=1)
+    tail_e = np.append(np.cumsum((2.0 * row - diag)[::-1])[::-1], 0.0)
+    sa = np.cumsum(np.diagonal(ha)[::-1])[::-1]
+    sb = np.cumsum(np.diagonal(hb)[::-1])[::-1]
+    return _Energies(e, np.append(sa * sb, 0.0), tail_e, np.sqrt(np.clip(diag, 0.0, None)),
+                     diag)
+
+
 def _tail_mse(en: _Energies, j: int, width: int) -> float:
     """Exact pair-averaged variance of a Haar tail of ``width`` over coordinates j.. ."""
-    dim = en.e.shape[0] - j
+    dim = en.diag.size - j
     if dim <= 0 or width >= dim:
         return 0.0
     if width == 0:
@@ -493,7 +664,7 @@ def _candidates(d: int, k: int) -> list[tuple[int, int]]:
 def _choose_alloc(en: _Energies, k: int) -> tuple[_Alloc, float]:
     """The allocation minimising the predicted MSE under ``en``: every candidate scored
     with the diagonal formula, the best few exactly (joint inclusion probabilities)."""
-    d = en.e.shape[0]
+    d = en.diag.size
     if k >= d:
         return _Alloc(d, d, 0, np.ones(d)), 0.0
     scored = []
@@ -745,14 +916,15 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     with build_blas():
         cv = _cross_fit(folds_x, folds_w, scale_x, scale_w)
         choice = _choose(cv, d, k, shrinkage)
-        b = _basis(_shrunk_eig(mx, choice.spec_x, scale_x, -1, cv.cache_x),
-                   _shrunk_eig(mw, choice.spec_w, scale_w, -1, cv.cache_w), mx.mean, mw.mean)
-        en_in = _energies([(_coord_moment(b.p, mx, mx.mean), _coord_moment(b.q, mw, mw.mean))])
+        # the allocations read e[:j, :j] with j ≤ m/PI_FLOOR, m ≤ k
+        fb = _final_basis(mx, mw, (choice.spec_x, choice.spec_w), (scale_x, scale_w),
+                          int(k / PI_FLOOR) + 1)
+        en_in = fb.energies
         alloc = choice.alloc or _choose_alloc(en_in, k)[0]
         m = _sketch_matrix(alloc, d, k, np.random.default_rng(seed))
-        x, w = folded_map(m, b.p, mx.mean), folded_map(m, b.q, mw.mean)
-    mse_in = _alloc_mse(en_in, alloc)
-    info = _optimal_info(mx, mw, k, cv, choice, alloc, b.rho, mse_in)
+        x, w = fb.maps(m, mx, mw)
+        mse_in = _alloc_mse(en_in, alloc)
+    info = _optimal_info(mx, mw, k, cv, choice, alloc, fb.rho, mse_in)
     return OptimalFit(x, w, info)
 
 
@@ -786,13 +958,11 @@ class AutoPredictor:
             if self.out_of_sample:
                 self._pairs = cv.pairs.get((choice.spec_x, choice.spec_w)) or \
                     _pairs(cv, choice.spec_x, choice.spec_w)
+                self._energies = _energies(self._pairs)
             else:
-                b = _basis(_shrunk_eig(mx, choice.spec_x, scale_x, -1, cv.cache_x),
-                           _shrunk_eig(mw, choice.spec_w, scale_w, -1, cv.cache_w),
-                           mx.mean, mw.mean)
-                self._pairs = [(_coord_moment(b.p, mx, mx.mean),
-                                _coord_moment(b.q, mw, mw.mean))]
-            self._energies = _energies(self._pairs)
+                self._pairs = []
+                self._energies = _final_basis(mx, mw, (choice.spec_x, choice.spec_w),
+                                              (scale_x, scale_w), None).energies
 
     def mse(self, k: int) -> float:
         """Predicted MSE of ``auto`` with K = ``k`` (0 from K = d: exact)."""

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from .draws import sparse_density
-from .linalg import orthogonal_factor
+from .linalg import balanced_traces, orthogonal_factor, shrink_terms
 from .stats import Moments
 
-__all__ = ["choose_head", "head_tail_mse", "pair_energy", "pair_var", "predict_head_tail",
-           "predict_oblivious", "predict_paired"]
+__all__ = ["choose_head", "head_tail_mse", "pair_energy", "pair_var", "predict_asymmetric",
+           "predict_head_tail", "predict_oblivious", "predict_paired"]
 
 
 def pair_energy(mx: Moments, mw: Moments) -> float:
@@ -45,6 +45,20 @@ def predict_paired(a: np.ndarray, b: np.ndarray, sx: np.ndarray, sw: np.ndarray,
                    k: int) -> float:
     """A Gaussian projection of the pair (A x, B w): asymmetric and diagonal."""
     return pair_var(a @ sx @ a.T, b @ sw @ b.T, k)
+
+
+def predict_asymmetric(mx: Moments, mw: Moments, k: int, shrinkage: float | str = "oas",
+                       fallbacks: tuple[float, float] = (1.0, 1.0)) -> float:
+    """``predict_paired`` of the paper's pair, the balanced pair of the second moments shrunk
+    as ``linalg.shrink(…, shrinkage, fallback)`` does, without forming it
+    (``balanced_traces``)."""
+    if k <= 0:
+        return 0.0
+    mats = [mx.second_moment, mw.second_moment]
+    terms_x = shrink_terms(mats[0], mx.n, shrinkage, fallbacks[0])
+    terms_w = shrink_terms(mats[1], mw.n, shrinkage, fallbacks[1])
+    tr_a, tr_b, cross = balanced_traces(mats, terms_x, terms_w)
+    return float((tr_a * tr_b + cross) / k)
 
 
 def predict_head_tail(a: np.ndarray, b: np.ndarray, cx: np.ndarray, cw: np.ndarray, r: int,
