@@ -7,7 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import threadpoolctl
 
-from ddrp_dask.maths.blas import BUILD_BLAS_THREADS, build_blas, fixed_blas_threads, one_blas_thread
+from ddrp_dask.maths.blas import (
+    BUILD_BLAS_THREADS,
+    build_blas,
+    fixed_blas_threads,
+    one_blas_thread,
+)
 
 
 def _blas_threads() -> list[int]:
@@ -71,7 +76,7 @@ def test_limits_nest_and_restore() -> None:
     before = set(_blas_threads())
     with one_blas_thread():
         assert set(_blas_threads()) == {1}
-        with build_blas():
+        with build_blas(4096):
             assert set(_blas_threads()) == {BUILD_BLAS_THREADS}
             with one_blas_thread():
                 assert set(_blas_threads()) == {1}

@@ -3,8 +3,9 @@
 Dask threads × BLAS threads ≤ cores (FIELD-NOTES), and the same bytes on any scheduler:
 float32 products and LAPACK both change in their last bits with the BLAS thread count. The
 per-block tasks run on one thread (``one_blas_thread``); the build, which runs alone on the
-driver between the passes, runs its d³ factorisations on ``BUILD_BLAS_THREADS``
-(``build_blas``), a fixed number, so its bytes do not depend on the machine's cores either.
+driver between the passes, runs its d³ factorisations on ``build_threads(d)`` threads
+(``build_blas``), a number fixed by d alone, so its bytes do not depend on the machine's
+cores either.
 
 The limit is process-wide (threadpoolctl sets OpenBLAS's global count), so on the threaded
 scheduler a task leaving its block must not restore two threads while another task is still
@@ -34,12 +35,16 @@ import scipy.linalg  # noqa: F401  (scipy's own OpenBLAS, loaded before the cont
 import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["BUILD_BLAS_THREADS", "build_blas", "fixed_blas_threads", "one_blas_thread"]
+__all__ = ["BUILD_BLAS_THREADS", "WIDE_BUILD_D", "build_blas", "build_threads",
+           "fixed_blas_threads", "one_blas_thread"]
 
-#: BLAS threads of the build (recorded in the model as ``info["build_blas_threads"]``):
-#: fixed, so the model's bytes are the same on any machine; two suits the common 2-core
-#: machines this was written on (the speed-up is not yet measured).
+#: BLAS threads of a build above ``WIDE_BUILD_D``: a few large factorisations, which two
+#: threads speed up on the common 2-core machines (benchmarks/RESULTS.md, wide vectors).
 BUILD_BLAS_THREADS = 2
+#: At or below this d the build is many small factorisations (cross-fitted over folds):
+#: one thread, since two barely help on a quiet machine and spin-wait for each other on a
+#: busy one (RESULTS.md: d = 256, 11 s on one thread against 136 s on two at load 8).
+WIDE_BUILD_D = 1024
 
 _lock = threading.Lock()
 _controller: ThreadpoolController | None = None
@@ -84,9 +89,19 @@ def one_blas_thread() -> contextlib.AbstractContextManager[None]:
     return fixed_blas_threads(1)
 
 
-def build_blas() -> contextlib.AbstractContextManager[None]:
-    """The build's BLAS limit: ``BUILD_BLAS_THREADS`` threads."""
-    return fixed_blas_threads(BUILD_BLAS_THREADS)
+def build_threads(d: int) -> int:
+    """BLAS threads of a build at dimension ``d`` (recorded in the model as
+    ``info["build_blas_threads"]``).
+
+    >>> build_threads(256), build_threads(4096)
+    (1, 2)
+    """
+    return BUILD_BLAS_THREADS if d > WIDE_BUILD_D else 1
+
+
+def build_blas(d: int) -> contextlib.AbstractContextManager[None]:
+    """The build's BLAS limit at dimension ``d``: ``build_threads(d)`` threads."""
+    return fixed_blas_threads(build_threads(d))
 
 
 def _release_control() -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..options import METHODS, OBLIVIOUS, check_k, check_same_d
-from .blas import BUILD_BLAS_THREADS, build_blas
+from .blas import build_blas, build_threads
 from .draws import DRAW, gaussian_matrix, orthogonal_matrix
 from .linalg import balanced_pair, shrink
 from .maps import head_tail_maps, linear_map, scale_of
@@ -97,13 +97,13 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
     check_k(k, d, method)
     # LAPACK's last bits depend on the thread count: a fixed count gives the same model
     # anywhere (recorded in the model as info["build_blas_threads"])
-    with build_blas():
+    with build_blas(d):
         if method == "auto":
             fit, predicted = _fit_auto(mx, mw, k, seed, shrinkage, folds)
         else:
             fit, predicted = _fit(mx, mw, k, method, seed, shrinkage)
     info = dict(fit.info, n_x=mx.n, n_w=mw.n, predicted=predicted,
-                build_blas_threads=BUILD_BLAS_THREADS)
+                build_blas_threads=build_threads(d))
     this = predicted[method]
     info["gain"] = predicted["gaussian"] / this if this > 0 else float("inf")
     return SketchModel(method, k, d, int(seed), fit.x, fit.w, info, dict(provenance or {}),

@@ -74,7 +74,7 @@ class MsePredictor:
         self._auto: AutoPredictor | None = None
         self._cache: dict[tuple[str, int], float] = {}
         sx, sw = mx.second_moment, mw.second_moment
-        with build_blas():
+        with build_blas(self.d):
             self._numerators = self._prepare(mx, mw, sx, sw, shrinkage)
         self._sparse = (sparse_density(self.d) - 3, float(np.sum(np.diag(sx) * np.diag(sw))))
 

@@ -913,7 +913,7 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     d = mx.d
     scale_x = scale_of(mx.second_moment, mw.second_moment)
     scale_w = scale_of(mw.second_moment, mx.second_moment)
-    with build_blas():
+    with build_blas(d):
         cv = _cross_fit(folds_x, folds_w, scale_x, scale_w)
         choice = _choose(cv, d, k, shrinkage)
         # the allocations read e[:j, :j] with j ≤ m/PI_FLOOR, m ≤ k
@@ -951,7 +951,7 @@ class AutoPredictor:
         self.d = mx.d
         scale_x = scale_of(mx.second_moment, mw.second_moment)
         scale_w = scale_of(mw.second_moment, mx.second_moment)
-        with build_blas():
+        with build_blas(self.d):
             cv = _cross_fit(folds_x, folds_w, scale_x, scale_w)
             choice = _choose(cv, self.d, k_ref or max(1, min(self.d, 16)), shrinkage)
             self.out_of_sample = choice.alloc is not None
@@ -968,7 +968,7 @@ class AutoPredictor:
         """Predicted MSE of ``auto`` with K = ``k`` (0 from K = d: exact)."""
         if k >= self.d:
             return 0.0
-        with build_blas():
+        with build_blas(self.d):
             alloc = _choose_alloc(self._energies, int(k))[0]
             if self.out_of_sample:
                 return _honest_mse(self._pairs, alloc)
@@ -1114,7 +1114,7 @@ def fit_head_tail(mx: Moments, mw: Moments, k: int, seed: int, shrinkage: str | 
     spec = _ht_spec(shrinkage)
     scales = (scale_of(mx.second_moment, mw.covariance),
               scale_of(mw.second_moment, mx.covariance))
-    with build_blas():
+    with build_blas(d):
         a, b, sigma = _ht_pair(mx, mw, spec, scales)
         r = choose_head(sigma, k)[0]
         width = k - 2 - r
