@@ -139,3 +139,25 @@ def test_stats_fan_in_bounds_the_reduction_memory() -> None:
             fan = stats_fan_in(d, folds)
             assert fan in (2, 4, 8)
             assert fan == 2 or fan * 8 * d * d * folds <= REDUCE_BYTES
+
+
+def test_tiled_centring_and_symmetrizing_give_the_whole_matrix_bytes() -> None:
+    """block_moments and combine work on row tiles instead of d x d temporaries (issue 15,
+    wide vectors); the bytes are those of the whole-matrix expressions, across tile edges."""
+    rng = np.random.default_rng(7)
+    for d in (3, 512, 1300):
+        b = (rng.standard_normal((600, d)) * 3 + 5).astype(np.float32)
+        colsum = b.sum(axis=0, dtype=np.float64)
+        n = len(b)
+        shift = (colsum / n).astype(np.float32)
+        resid = colsum - n * shift.astype(np.float64)
+        c = b - shift
+        s = (c.T @ c).astype(np.float64) - np.outer(resid, resid) / n
+        s = (s + s.T) * 0.5
+        m = block_moments(b.copy())
+        assert m.scatter.tobytes() == s.tobytes(), d
+        other = block_moments(b[:100] * 2)
+        merged = combine(m, other)
+        delta = other.mean - m.mean
+        expect = m.scatter + other.scatter + np.outer(delta, delta) * (n * 100 / (n + 100))
+        assert merged.scatter.tobytes() == expect.tobytes(), d

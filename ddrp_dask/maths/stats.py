@@ -88,21 +88,32 @@ def block_moments(block: np.ndarray, colsum: np.ndarray | None = None,
     # Σ c = colsum - n·shift up to the roundings of the shift, whose effect on the centring
     # term below is O(n·eps²·|mean|²): no second pass over the block for it
     resid = colsum - n * shift.astype(np.float64)
-    # in place where the operands are fresh: the same bytes as ``g - outer/n``, and fewer
-    # d x d temporaries (128 MiB each at d = 4096)
+    # in place and by row tiles where the operands are fresh: the same bytes as
+    # ``g - outer/n`` and ``(s + sᵀ)/2``, without d x d temporaries (128 MiB at d = 4096)
     scatter = _gram(np.subtract(block, shift, out=block) if overwrite_input else
                     np.subtract(block, shift))
-    centring = np.outer(resid, resid)
-    centring /= n
-    scatter -= centring
-    del centring
-    return Moments(n, mean, _symmetrize(scatter))
+    for lo in range(0, d, _TILE):
+        centring = np.outer(resid[lo:lo + _TILE], resid)
+        centring /= n
+        scatter[lo:lo + _TILE] -= centring
+    _symmetrize(scatter)
+    return Moments(n, mean, scatter)
 
 
-def _symmetrize(a: np.ndarray) -> np.ndarray:
-    s = a + a.T
-    s *= 0.5
-    return s
+#: Rows of the tiles that stand in for d x d temporaries (2 MiB of float64 at d = 512).
+_TILE = 512
+
+
+def _symmetrize(a: np.ndarray) -> None:
+    """``a = (a + aᵀ)/2`` in place, tile by tile: each pair of mirrored entries is summed
+    once, in the same order as the whole-matrix expression, so the bytes are its bytes."""
+    d = len(a)
+    for i in range(0, d, _TILE):
+        for j in range(i, d, _TILE):
+            tile = a[i:i + _TILE, j:j + _TILE] + a[j:j + _TILE, i:i + _TILE].T
+            tile *= 0.5
+            a[i:i + _TILE, j:j + _TILE] = tile
+            a[j:j + _TILE, i:i + _TILE] = tile.T
 
 
 def combine(a: Moments, b: Moments) -> Moments:
@@ -115,9 +126,11 @@ def combine(a: Moments, b: Moments) -> Moments:
     delta = b.mean - a.mean
     mean = a.mean + delta * (b.n / n)
     scatter = a.scatter + b.scatter
-    cross = np.outer(delta, delta)  # in place: the same bytes as ``s + outer * c``
-    cross *= a.n * b.n / n
-    scatter += cross
+    weight = a.n * b.n / n
+    for lo in range(0, len(delta), _TILE):  # by row tiles: the bytes of ``s + outer * c``
+        cross = np.outer(delta[lo:lo + _TILE], delta)
+        cross *= weight
+        scatter[lo:lo + _TILE] += cross
     return Moments(n, mean, scatter)
 
 
