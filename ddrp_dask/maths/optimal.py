@@ -40,7 +40,9 @@ optimistic.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -775,14 +777,19 @@ def _cross_fit(folds_x: Sequence[Moments], folds_w: Sequence[Moments], scale_x: 
 def _pairs(cv: _CrossFit, sx: Spec, sw: Spec) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per used fold: the held-out coordinate moments (Ha_f, Hb_f) in the basis of the other
     folds."""
-    pairs = []
-    for f in cv.used:
+    def one(f: int) -> tuple[np.ndarray, np.ndarray]:
         tx, tw = cv.train_x[f], cv.train_w[f]
         b = _basis(_shrunk_eig(tx, sx, cv.scale_x, f, cv.cache_x),
                    _shrunk_eig(tw, sw, cv.scale_w, f, cv.cache_w), tx.mean, tw.mean)
-        pairs.append((_coord_moment(b.p, cv.folds_x[f], tx.mean),
-                      _coord_moment(b.q, cv.folds_w[f], tw.mean)))
-    return pairs
+        return (_coord_moment(b.p, cv.folds_x[f], tx.mean),
+                _coord_moment(b.q, cv.folds_w[f], tw.mean))
+
+    # the folds are independent, each on the build's one BLAS thread at these d (maths.blas):
+    # one Python thread per core, the same bytes whatever their number or order
+    if len(cv.used) < 2:
+        return [one(f) for f in cv.used]
+    with ThreadPoolExecutor(min(len(cv.used), os.cpu_count() or 1)) as pool:
+        return list(pool.map(one, cv.used))
 
 
 def _score(cv: _CrossFit, sx: Spec, sw: Spec, k: int) -> tuple[_Alloc, float, _Energies]:
