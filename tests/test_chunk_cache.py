@@ -33,6 +33,7 @@ BLOCK = 256
 
 
 def test_one_decode_for_every_thread_asking_at_once() -> None:
+    chunk_cache.clear()  # chunks other tests' partial reads left in this process
     calls = []
 
     def decode() -> np.ndarray:
@@ -78,6 +79,8 @@ def test_chunks_not_read_to_the_end_are_dropped_beyond_the_limit() -> None:
 
 
 def test_a_failed_decode_is_not_kept() -> None:
+    chunk_cache.clear()
+
     def bad() -> np.ndarray:
         raise OSError("unreadable")
 

@@ -50,15 +50,15 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, fmt: str, n: int) -> None:
 
         monkeypatch.setattr(lifecycle, "mark_done", mark)
     else:
-        real_write = writer.write_tables  # every Parquet file of an output goes through it
+        real_write = writer.write_file
 
-        def write(*args: Any, **kwargs: Any) -> None:
+        def write(*args: Any, **kwargs: Any) -> list[int]:
             if done["n"] >= n:
                 raise Interrupted
             done["n"] += 1
-            real_write(*args, **kwargs)
+            return real_write(*args, **kwargs)
 
-        monkeypatch.setattr(writer, "write_tables", write)
+        monkeypatch.setattr(writer, "write_file", write)
 
 
 def _planner(command: str, fmt: str, inputs: dict[str, str],

@@ -89,15 +89,11 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     one ``Moments`` per side, or with ``n_folds`` a list of one per fold."""
     graphs, leaves = [], []
     for side, (src, ranges) in blocks.items():
-        fan_in = stats_fan_in(src.d, n_folds)
-        if n_folds:
-            side_leaves = [task(_fold_stats_task, src, start, stop, side, skip, n_folds,
-                                order=_row_order(side, start)) for start, stop in ranges]
-            graphs.append(tree_reduce(side_leaves, combine_folds, fan_in=fan_in))
-        else:
-            side_leaves = [task(_stats_task, src, start, stop, side, skip,
-                                order=_row_order(side, start)) for start, stop in ranges]
-            graphs.append(tree_reduce(side_leaves, combine_all, fan_in=fan_in))
+        func, extra, merge = ((_fold_stats_task, (n_folds,), combine_folds) if n_folds else
+                              (_stats_task, (), combine_all))
+        side_leaves = [task(func, src, start, stop, side, skip, *extra,
+                            order=_row_order(side, start)) for start, stop in ranges]
+        graphs.append(tree_reduce(side_leaves, merge, fan_in=stats_fan_in(src.d, n_folds)))
         leaves += side_leaves
     results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
     return dict(zip(blocks, results, strict=True))

@@ -18,7 +18,6 @@ and appears as ``OUT`` only when complete (``io.lifecycle.begin``/``commit``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -29,8 +28,8 @@ from ..maths.project import sketch_valid
 from .common import filesystem
 from .source import Source, read_valid
 
-__all__ = ["file_jobs", "float_compressors", "ids_kind", "sketch_table", "skipped_of",
-           "write_file", "write_ids_at", "write_rows", "write_tables"]
+__all__ = ["file_jobs", "float_compressors", "ids_kind", "skipped_of", "write_file",
+           "write_ids_at", "write_rows"]
 
 
 Jobs = list[tuple[str, list[tuple[int, int]]]]
@@ -47,36 +46,6 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
     """Sketch ``ranges`` of ``src`` into the Parquet file ``target`` (written under a
     temporary name, then renamed); with ``skip``, invalid rows are left out. Returns the
     skipped rows (also kept in the file's metadata, for a resumed job)."""
-    where = f"{side} input {src.path}"
-    skipped: list[int] = []
-
-    def tables() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start, stop in ranges:  # one row group at a time: memory bounded by one
-            block, bad, _ = read_valid(src, start, stop, where, skip, check=False)
-            ids = src.read_ids(start, stop) if src.id_column else None
-            yield sketch_table(block, ids, bad, side_map, where, start)
-            skipped.extend((start + bad).tolist())
-
-    with one_blas_thread():
-        write_tables(target, tables(), src.id_column or "row", k, skipped)
-    return skipped
-
-
-def sketch_table(block: np.ndarray, ids: np.ndarray | None, bad: np.ndarray,
-                 side_map: SideMap, where: str, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """The keys (``ids``, or the global row numbers without them) and sketches of the valid
-    rows of ``block`` (rows ``start:``; ``bad``: the in-block indices of invalid ones)."""
-    keep = np.setdiff1d(np.arange(len(block)), bad)
-    sketch = sketch_valid(block, bad, side_map, where, start)[keep]
-    keys = ids if ids is not None else np.arange(start, start + len(block))
-    return keys[keep], sketch
-
-
-def write_tables(target: str, tables: Iterable[tuple[np.ndarray, np.ndarray]], key: str,
-                 k: int, skipped: list[int]) -> None:
-    """Write each ``(keys, sketches)`` of ``tables`` as one row group of the Parquet file
-    ``target``, first under a hidden temporary name, then renamed; ``skipped`` (complete
-    once ``tables`` is exhausted) goes into the file's metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -84,19 +53,28 @@ def write_tables(target: str, tables: Iterable[tuple[np.ndarray, np.ndarray]], k
     parent, name = inner.rsplit("/", 1)
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{name}.partial"
+    key = src.id_column or "row"
+    skipped: list[int] = []
+    where = f"{side} input {src.path}"
     writer = None
-    with fs.open(tmp, "wb") as fh:
-        for keys, sketch in tables:
-            table = pa.table({key: keys, "sketch": pa.FixedSizeListArray.from_arrays(
+    with one_blas_thread(), fs.open(tmp, "wb") as fh:
+        for start, stop in ranges:  # one row group at a time: memory bounded by one
+            block, bad, _ = read_valid(src, start, stop, where, skip, check=False)
+            keep = np.setdiff1d(np.arange(stop - start), bad)
+            sketch = sketch_valid(block, bad, side_map, where, start)[keep]
+            keys = src.read_ids(start, stop) if src.id_column else np.arange(start, stop)
+            table = pa.table({key: keys[keep], "sketch": pa.FixedSizeListArray.from_arrays(
                 pa.array(sketch.ravel()), k)})
             if writer is None:
                 writer = pq.ParquetWriter(fh, table.schema, use_dictionary=False,
                                           write_page_checksum=True)
             writer.write_table(table)
+            skipped += (start + bad).tolist()
         assert writer is not None
         writer.add_key_value_metadata({"ddrp_skipped_rows": json.dumps(skipped)})
         writer.close()
     fs.mv(tmp, inner)
+    return skipped
 
 
 def skipped_of(target: str) -> list[int]:

@@ -20,9 +20,11 @@ path, which is also where damaged chunks get their error message.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,59 +214,83 @@ class _NotDirect(Exception):
     """A chunk the direct reader leaves to zarr-python."""
 
 
+def _chunks(start: int, stop: int, c: int, n: int) -> list[tuple[int, int, int, bool]]:
+    """``(chunk, first row, stop row, whole)`` of each chunk of ``c`` rows overlapping rows
+    ``start:stop`` of ``n``: the rows of it in the range, and whether the range holds all of
+    the chunk's rows (else the chunk is shared with another block)."""
+    out = []
+    for i in range(start // c, -(-stop // c)):
+        r0, r1 = i * c, min((i + 1) * c, n)
+        a, b = max(start, r0), min(stop, r1)
+        out.append((i, a, b, a == r0 and b == r1))
+    return out
+
+
+def _shared(key: tuple[str, str], n: int, i: int, c: int, a: int, b: int,
+            decode: Callable[[], np.ndarray]) -> np.ndarray:
+    """Rows ``a:b`` of chunk ``i`` (of ``c`` rows, of ``n``) of the array ``key`` (opening
+    token, path) that other blocks also read: decoded once for all (``io.chunk_cache``)."""
+    r0 = i * c
+    return chunk_cache.take((*key, i), min(r0 + c, n) - r0, a - r0, b - r0, decode)
+
+
 def read_direct(layout: DirectLayout, start: int, stop: int, path: str,
                 token: str = "") -> np.ndarray | None:
     """Rows ``start:stop`` decoded chunk by chunk into one fresh array, or None (any chunk
-    zarr-python must read). Chunks inside the range decode in place; a chunk that overlaps
-    its ends (or the grid's padded last chunk) is taken from ``io.chunk_cache`` (decoded
-    once for the blocks sharing it), under ``token``."""
+    zarr-python must read). Chunks inside the range decode in place; the grid's padded last
+    chunk decodes into a scratch chunk, and a chunk shared with another block comes from
+    ``io.chunk_cache`` (under ``token``, the source's opening)."""
     out = np.empty((stop - start, layout.d), dtype=layout.dtype)
     c = layout.chunk_rows
-    for i in range(start // c, -(-stop // c)):
-        r0, r1 = i * c, (i + 1) * c
-        if start <= r0 and r1 <= stop:
-            if not _decode_chunk(layout, i, out[r0 - start:r1 - start], path):
-                return None
-            continue
 
-        def decode(i: int = i) -> np.ndarray:
-            scratch = np.empty((c, layout.d), dtype=layout.dtype)
-            if not _decode_chunk(layout, i, scratch, path):
-                raise _NotDirect
-            return scratch
+    def decode(i: int) -> np.ndarray:
+        scratch = np.empty((c, layout.d), dtype=layout.dtype)
+        if not _decode_chunk(layout, i, scratch, path):
+            raise _NotDirect
+        return scratch
 
-        a, b = max(start, r0), min(stop, r1)
-        try:
-            part = chunk_cache.take((token, path, i), min(r1, layout.n_rows) - r0, a - r0,
-                                    b - r0, decode)
-        except _NotDirect:
-            return None
-        out[a - start:b - start] = part
+    try:
+        for i, a, b, whole in _chunks(start, stop, c, layout.n_rows):
+            dest = out[a - start:b - start]
+            if whole and b - a == c:
+                if not _decode_chunk(layout, i, dest, path):
+                    return None
+            elif whole:
+                dest[...] = decode(i)[:b - a]
+            else:
+                dest[...] = _shared((token, path), layout.n_rows, i, c, a, b,
+                                    functools.partial(decode, i))
+    except _NotDirect:
+        return None
     return out
 
 
 def _read_python(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` through zarr-python: the whole chunks inside the range in one
-    read, the chunks it shares with other blocks taken from ``io.chunk_cache``."""
-    c, n = int(arr.chunks[0]), src.n_rows
+    """Rows ``start:stop`` through zarr-python: the chunks inside the range in one read,
+    the chunks shared with other blocks from ``io.chunk_cache``."""
+    c = int(arr.chunks[0])
+    pieces: list[np.ndarray] = []
+    run: list[int] = []  # rows start:stop of the current run of whole chunks
 
-    def part(i: int, a: int, b: int) -> np.ndarray:
-        r0, r1 = i * c, min((i + 1) * c, n)
+    def flush() -> None:
+        if run:
+            pieces.append(np.asarray(arr[run[0]:run[1]]))
+            run.clear()
 
-        def decode() -> np.ndarray:
-            return np.array(arr[r0:r1])
-
-        return chunk_cache.take((src.token, src.path, i), r1 - r0, a - r0, b - r0, decode)
-
-    lo, hi = -(-start // c) * c, stop if stop == n else stop // c * c
-    if lo >= hi:  # no whole chunk inside: one or two shared ones
-        pieces = [part(i, max(start, i * c), min(stop, (i + 1) * c))
-                  for i in range(start // c, (stop - 1) // c + 1)]
-    else:
-        pieces = [*([part(start // c, start, lo)] if start < lo else []),
-                  np.asarray(arr[lo:hi]),
-                  *([part(hi // c, hi, stop)] if hi < stop else [])]
+    for i, a, b, whole in _chunks(start, stop, c, src.n_rows):
+        if whole:
+            run[:] = [run[0] if run else a, b]
+            continue
+        flush()
+        pieces.append(_shared((src.token, src.path), src.n_rows, i, c, a, b,
+                              functools.partial(_chunk_of, arr, i * c,
+                                                min((i + 1) * c, src.n_rows))))
+    flush()
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _chunk_of(arr: Any, r0: int, r1: int) -> np.ndarray:
+    return np.asarray(arr[r0:r1])
 
 
 def read_zarr_rows(src: Source, start: int, stop: int) -> np.ndarray:
