@@ -166,7 +166,7 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
         futures = client.compute([*objs, *units]) if progress else client.compute(list(objs))
         outputs, watched = futures[:len(objs)], futures[len(objs):] or futures
         try:
-            with _quiet_interrupt():
+            with _quiet_interrupt(), _quiet_recoveries():
                 if progress:
                     _follow(watched, label)
                 return list(client.gather(outputs))
@@ -353,6 +353,21 @@ def _sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
     if got:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _quiet_recoveries() -> Iterator[None]:
+    """While a compute runs on a cluster, keep the client's warnings about what the scheduler
+    recovers by itself (a worker lost while its results were gathered: "Couldn't gather 1
+    keys, rescheduling") off the user's terminal; its errors still print, and a failure
+    still ends the compute."""
+    client_log = logging.getLogger("distributed.client")
+    level = client_log.level
+    client_log.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
 
 
 @contextlib.contextmanager
