@@ -411,3 +411,67 @@ def test_in_sample_energies_are_the_full_ones() -> None:
         for name in ("trtr", "tail_e", "rho_hat", "diag"):
             np.testing.assert_allclose(getattr(lean, name), getattr(full, name), rtol=1e-9,
                                        atol=1e-12 * float(full.tail_e[0]), err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------
+# the shrinkage search by d
+
+
+def test_search_kind_follows_d() -> None:
+    assert [opt.search_kind(d) for d in (2, opt.TWO_SWEEPS_D, opt.TWO_SWEEPS_D + 1,
+                                         opt.COARSE_D, opt.COARSE_D + 1)] == \
+        ["full", "full", "refined", "refined", "coarse"]
+    with pytest.raises(OptionError, match="search must be one of"):
+        opt.fit_optimal([block_moments(np.eye(3))] * 5, [block_moments(np.eye(3))] * 5, 2, 0,
+                        search="fine")
+
+
+def _grid_neighbours(desc: dict[str, object]) -> list[tuple[str, float]]:
+    """The full grid's neighbours of a chosen shrinkage, written out independently of
+    ``optimal``: adjacent intensities of a blend; OAS, LW and the weakest iso blend."""
+    lams = list(opt.INTENSITIES)
+    kind, lam = str(desc["kind"]), float(desc["intensity"])  # type: ignore[arg-type]
+    if kind in ("oas", "lw"):
+        return [("lw" if kind == "oas" else "oas", 0.0), ("iso", lams[0])]
+    i = lams.index(lam)
+    out = [(kind, lams[i - 1])] if i else ([("oas", 0.0)] if kind == "iso" else [])
+    return out + ([(kind, lams[i + 1])] if i + 1 < len(lams) else [])
+
+
+def _selection(fx: list[Moments], fw: list[Moments], k: int, x: object, w: object) -> float:
+    """The cross-fitted MSE the search minimises, for one fixed pair of descriptions."""
+    desc = [v if isinstance(v, dict) else {"kind": v[0], "intensity": v[1]}  # type: ignore
+            for v in (x, w)]
+    return float(opt.fit_optimal(fx, fw, k, 0, (desc[0], desc[1]))
+                 .info["predicted_mse_selection"])
+
+
+@pytest.fixture(scope="module")
+def mid_d() -> tuple[list[Moments], list[Moments]]:
+    """d = 140 (the refined search's range), rows scarce enough for shrinkage to matter."""
+    d = 140
+    spec = np.geomspace(4.0, 0.01, d)
+    x = gaussian_source(2 * d, d, spec, 1.0, 1)
+    w = gaussian_source(d, d, spec[::-1].copy(), -0.5, 2)
+    return folds_of(x), folds_of(w)
+
+
+def test_refined_search_ends_where_no_step_of_w_lowers_the_cross_fitted_mse(
+        mid_d: tuple[list[Moments], list[Moments]]) -> None:
+    """The last side walked (W) stops at a local minimum along the full grid, and no point of
+    the coarse grid beats it; with fewer pairs scored than the full search."""
+    fx, fw = mid_d
+    fit = opt.fit_optimal(fx, fw, 16, 0)
+    assert fit.info["shrinkage_search"].startswith("refined")
+    best = fit.info["predicted_mse_selection"]
+    sx, sw = fit.info["shrinkage_x"], fit.info["shrinkage_w"]
+    rivals = _grid_neighbours(sw) + list(opt.COARSE_GRID)
+    assert all(_selection(fx, fw, 16, sx, s) >= best for s in rivals)
+    full = opt.fit_optimal(fx, fw, 16, 0, search="full")
+    pairs = [int(f.info["shrinkage_search"].rsplit(", ", 1)[1].split()[0]) for f in (fit, full)]
+    assert pairs[0] < pairs[1]
+    # control: a point the walk would leave has a better neighbour, so the check can fail
+    start = ("diag", opt.INTENSITIES[-1])
+    there = _selection(fx, fw, 16, sx, start)
+    assert min(_selection(fx, fw, 16, sx, s) for s in _grid_neighbours(
+        {"kind": start[0], "intensity": start[1]})) < there

@@ -31,7 +31,8 @@ sampling's exact joint inclusion probabilities π_il; tail part (exact Haar mome
 held-out moments Ha_f = P Σx'_f Pᵀ are measured in training coordinates (the held-out rows'
 uncentred second moment about the training mean). Their mean products give ρ̂ (allocation)
 and the out-of-sample MSE that chooses j, k_F and the shrinkage of each source (coordinate
-search over a grid, coarser at large d: see ``shrinkage_grid``). The reported
+search over a grid, refined from a coarse start at mid d and coarse at large d: see
+``shrinkage_grid`` and ``search_kind``). The reported
 ``predicted_mse`` re-scores the chosen sketch with, for each fold, π from the ρ̂ of the other
 folds (``predicted_mse_selection`` is the value the search minimised). On Gaussian data the
 held-out MSE over this prediction was 1.05 (d = 13, 65 and 24 rows); in-sample was 1.5–2×
@@ -40,8 +41,9 @@ optimistic.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +75,7 @@ __all__ = [
     "ledoit_wolf",
     "moments_by_fold",
     "oas",
+    "search_kind",
     "shrinkage_grid",
 ]
 
@@ -90,8 +93,15 @@ CONSTANT_REL = 1e-10
 INTENSITIES = (0.01, 0.1, 0.3, 0.6, 0.9)
 #: Above this d the shrinkage search uses the coarse grid (build time, see ``shrinkage_grid``).
 COARSE_D = 384
-#: Up to this d the shrinkage search makes a second sweep (x, then w, then again).
+#: Up to this d the shrinkage search makes a second sweep (x, then w, then again) over the
+#: full grid; above it, up to ``COARSE_D``, it starts from the coarse grid and walks the full
+#: grid from the winner (``search_kind``).
 TWO_SWEEPS_D = 128
+#: The shrinkage searches (``search_kind``).
+SEARCHES = ("full", "refined", "coarse")
+#: The coarse grid: OAS, one iso blend and two diag blends.
+COARSE_GRID: tuple[tuple[str, float], ...] = (("oas", 0.0), ("iso", 0.3), ("diag", 0.1),
+                                              ("diag", 0.6))
 #: Above this d the final basis of all rows comes from Cholesky factors and P, Q are never
 #: formed (``_factored_basis``: no eigh, d×d temporaries fewer); up to it, as before, from an
 #: eigh of each covariance, so models fitted at these d keep their bytes. The same P and Q.
@@ -232,9 +242,40 @@ def shrinkage_grid(d: int) -> list[Spec]:
     dropped: with many rows it is within a few % of OAS).
     """
     if d > COARSE_D:
-        return [("oas", 0.0), ("iso", 0.3), ("diag", 0.1), ("diag", 0.6)]
+        return list(COARSE_GRID)
     return [("oas", 0.0), ("lw", 0.0)] + [(kind, lam) for kind in ("iso", "diag")
                                           for lam in INTENSITIES]
+
+
+def _grid(kind: str, d: int) -> list[Spec]:
+    """The grid a search of ``kind`` walks at dimension d."""
+    return list(COARSE_GRID) if kind == "coarse" else shrinkage_grid(min(d, COARSE_D))
+
+
+def search_kind(d: int) -> str:
+    """How ``auto`` searches the shrinkage at dimension d.
+
+    "full" (d ≤ ``TWO_SWEEPS_D``): every point of ``shrinkage_grid(d)`` for each source, two
+    sweeps. "refined" (up to ``COARSE_D``): for each source, the ``COARSE_GRID``, then a walk
+    along the full grid (``_neighbours``) from the best coarse point of each line, while the
+    cross-fitted MSE falls: a third to a half of the pairs of the full search, each of which
+    costs five SVDs of (d+1)². "coarse" (above): the coarse grid only.
+    """
+    if d <= TWO_SWEEPS_D:
+        return "full"
+    return "refined" if d <= COARSE_D else "coarse"
+
+
+def _neighbours(spec: Spec) -> list[Spec]:
+    """The full grid's points next to ``spec``: the adjacent intensities of its blend, the
+    data-driven intensities (OAS, LW) next to each other and to the weakest iso blend."""
+    kind, lam = spec
+    if kind in ("oas", "lw"):
+        return [("lw" if kind == "oas" else "oas", 0.0), ("iso", INTENSITIES[0])]
+    i = INTENSITIES.index(lam)
+    out: list[Spec] = [(kind, INTENSITIES[i - 1])] if i else \
+        ([("oas", 0.0)] if kind == "iso" else [])
+    return out + ([(kind, INTENSITIES[i + 1])] if i + 1 < len(INTENSITIES) else [])
 
 
 Shrinkage = str | float | tuple[dict[str, Any], dict[str, Any]]
@@ -650,7 +691,8 @@ def _alloc_mse(en: _Energies, a: _Alloc, exact: bool = True) -> float:
     return _sampled_mse(en, a.pi, exact) + _tail_mse(en, a.j, a.width)
 
 
-def _candidates(d: int, k: int) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=64)
+def _candidates(d: int, k: int) -> tuple[tuple[int, int], ...]:
     """(j, m) pairs to try: m = k − k_F ≤ min(k, d), j from m up to min(d, 10 m)."""
     ms = list(range(min(k, d) + 1))
     if len(ms) > _N_M:
@@ -660,7 +702,7 @@ def _candidates(d: int, k: int) -> list[tuple[int, int]]:
         top = min(d, int(m / PI_FLOOR))
         js = {m, top} | set(np.geomspace(max(m, 1), max(top, 1), _N_J).round().astype(int))
         out += [(int(j), m) for j in sorted(js) if m <= j <= top]
-    return out
+    return tuple(out)
 
 
 def _choose_alloc(en: _Energies, k: int) -> tuple[_Alloc, float]:
@@ -757,6 +799,9 @@ class _CrossFit:
     #: held-out pairs of the best specs so far only (5 × 2 d² floats per entry)
     pairs: dict[tuple[Spec, Spec], list[tuple[np.ndarray, np.ndarray]]] = field(
         default_factory=dict)
+    #: held-out pairs computed ahead (``_prefetch``), until scored
+    fresh: dict[tuple[Spec, Spec], list[tuple[np.ndarray, np.ndarray]]] = field(
+        default_factory=dict)
 
 
 def _cross_fit(folds_x: Sequence[Moments], folds_w: Sequence[Moments], scale_x: float,
@@ -774,28 +819,58 @@ def _cross_fit(folds_x: Sequence[Moments], folds_w: Sequence[Moments], scale_x: 
     return _CrossFit(folds_x, folds_w, used, train_x, train_w, scale_x, scale_w)
 
 
+def _fold_pair(cv: _CrossFit, sx: Spec, sw: Spec, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out coordinate moments (Ha_f, Hb_f) of fold f in the basis of the others."""
+    tx, tw = cv.train_x[f], cv.train_w[f]
+    b = _basis(_shrunk_eig(tx, sx, cv.scale_x, f, cv.cache_x),
+               _shrunk_eig(tw, sw, cv.scale_w, f, cv.cache_w), tx.mean, tw.mean)
+    return (_coord_moment(b.p, cv.folds_x[f], tx.mean),
+            _coord_moment(b.q, cv.folds_w[f], tw.mean))
+
+
+def _parallel(jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run independent jobs on one Python thread per core (each on the build's one BLAS
+    thread at these d, ``maths.blas``): the same bytes whatever their number or order."""
+    if len(jobs) < 2:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
 def _pairs(cv: _CrossFit, sx: Spec, sw: Spec) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per used fold: the held-out coordinate moments (Ha_f, Hb_f) in the basis of the other
     folds."""
-    def one(f: int) -> tuple[np.ndarray, np.ndarray]:
-        tx, tw = cv.train_x[f], cv.train_w[f]
-        b = _basis(_shrunk_eig(tx, sx, cv.scale_x, f, cv.cache_x),
-                   _shrunk_eig(tw, sw, cv.scale_w, f, cv.cache_w), tx.mean, tw.mean)
-        return (_coord_moment(b.p, cv.folds_x[f], tx.mean),
-                _coord_moment(b.q, cv.folds_w[f], tw.mean))
+    return _parallel([functools.partial(_fold_pair, cv, sx, sw, f) for f in cv.used])
 
-    # the folds are independent, each on the build's one BLAS thread at these d (maths.blas):
-    # one Python thread per core, the same bytes whatever their number or order
-    if len(cv.used) < 2:
-        return [one(f) for f in cv.used]
-    with ThreadPoolExecutor(min(len(cv.used), os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, cv.used))
+
+def _prefetch(cv: _CrossFit, options: Sequence[tuple[Spec, Spec]]) -> None:
+    """The held-out pairs of every option not yet scored, all folds at once: first the
+    eigendecompositions they need (each once: the iso blends share a fold's raw one), then
+    the bases. Keeps both cores busy where five folds per option would leave one idle."""
+    todo = [o for o in dict.fromkeys(options) if o not in cv.memo and o not in cv.fresh]
+    if not todo:
+        return
+    sides = ((cv.train_x, cv.scale_x, cv.cache_x), (cv.train_w, cv.scale_w, cv.cache_w))
+    for stage in ("raw", "blend"):
+        need: dict[tuple[int, int, Spec], Callable[[], Any]] = {}
+        for option in todo:
+            for side, (train, scale, cache) in enumerate(sides):
+                spec = ("oas", 0.0) if stage == "raw" else option[side]
+                for f in cv.used:
+                    if (f, spec) not in cache.shrunk:
+                        need[(side, f, spec)] = functools.partial(
+                            _shrunk_eig, train[f], spec, scale, f, cache)
+        _parallel(list(need.values()))
+    jobs = [functools.partial(_fold_pair, cv, *o, f) for o in todo for f in cv.used]
+    done = iter(_parallel(jobs))
+    for o in todo:
+        cv.fresh[o] = [next(done) for _ in cv.used]
 
 
 def _score(cv: _CrossFit, sx: Spec, sw: Spec, k: int) -> tuple[_Alloc, float, _Energies]:
     """Best allocation and its out-of-sample MSE for one pair of shrinkage specs."""
     if (sx, sw) not in cv.memo:
-        pairs = _pairs(cv, sx, sw)
+        pairs = cv.fresh.pop((sx, sw), None) or _pairs(cv, sx, sw)
         en = _energies(pairs)
         alloc, mse = _choose_alloc(en, k)
         cv.memo[(sx, sw)] = (alloc, mse, en)
@@ -833,8 +908,41 @@ def _search(cv: _CrossFit, grid_x: list[Spec], grid_w: list[Spec], k: int,
     return best
 
 
+def _refined_search(cv: _CrossFit, k: int) -> tuple[Spec, Spec]:
+    """``search_kind`` "refined": per source (x, then w), the best coarse point of each line
+    (OAS and the iso blends; the diag blends), a walk from each (``_walk``), and the better
+    end (ties keep the earlier)."""
+    best = (COARSE_GRID[0], COARSE_GRID[0])
+    lines = ([s for s in COARSE_GRID if s[0] != "diag"], [s for s in COARSE_GRID
+                                                          if s[0] == "diag"])
+    for side in (0, 1):
+        ends = [_walk(cv, k, _best(cv, [_with(best, side, s) for s in line], k), side)
+                for line in lines]
+        best = _best(cv, ends, k)
+    return best
+
+
+def _walk(cv: _CrossFit, k: int, start: tuple[Spec, Spec], side: int) -> tuple[Spec, Spec]:
+    """From ``start``, steps to the best neighbour of ``side``'s spec on the full grid
+    while that lowers the cross-fitted MSE."""
+    best = start
+    while True:
+        step = _best(cv, [best, *(_with(best, side, s) for s in _neighbours(best[side]))], k)
+        if step == best:
+            return best
+        best = step
+
+
+def _with(pair: tuple[Spec, Spec], side: int, spec: Spec) -> tuple[Spec, Spec]:
+    """``pair`` with the spec of ``side`` (0: x, 1: w) replaced."""
+    return (spec, pair[1]) if side == 0 else (pair[0], spec)
+
+
 def _best(cv: _CrossFit, options: list[tuple[Spec, Spec]], k: int) -> tuple[Spec, Spec]:
-    """The first option of least cross-fitted MSE; held-out pairs kept for it only."""
+    """The first option of least cross-fitted MSE; held-out pairs kept for it only (up to
+    ``COARSE_D`` the options' pairs are computed together first: 2 × 5 d² floats each)."""
+    if cv.folds_x[0].d <= COARSE_D:
+        _prefetch(cv, options)
     best, best_mse = options[0], _score(cv, *options[0], k)[1]
     for sp in options[1:]:
         mse = _score(cv, *sp, k)[1]
@@ -869,24 +977,32 @@ class _Choice:
     grid: str
 
 
-def _choose(cv: _CrossFit, d: int, k: int, shrinkage: Shrinkage) -> _Choice:
+def _choose(cv: _CrossFit, d: int, k: int, shrinkage: Shrinkage,
+            search: str | None = None) -> _Choice:
     """Cross-fitted choice of shrinkage and allocation (in-sample fallback: OAS)."""
+    if search is not None and search not in SEARCHES:
+        raise OptionError(f"search must be one of {', '.join(SEARCHES)} or None, got "
+                          f"{search!r}")
     fixed = _parse_pair(shrinkage)
     if len(cv.used) < 2:
         sx, sw = (fixed[0][0], fixed[1][0]) if fixed else (("oas", 0.0), ("oas", 0.0))
         return _Choice(sx, sw, None, float("nan"), float("nan"), "none (in-sample fallback)")
-    grid_x, grid_w = fixed or (shrinkage_grid(d), shrinkage_grid(d))
-    rounds = 2 if not fixed and d <= TWO_SWEEPS_D else 1
-    sx, sw = _search(cv, grid_x, grid_w, k, rounds)
+    kind = "fixed" if fixed else (search or search_kind(d))
+    grid_x, grid_w = fixed or (_grid(kind, d), _grid(kind, d))
+    if kind == "refined":
+        sx, sw = _refined_search(cv, k)
+        text = (f"refined: {len(COARSE_GRID)} coarse points per source, then steps along "
+                f"the grid of {len(grid_x)}")
+    else:
+        sx, sw = _search(cv, grid_x, grid_w, k, 2 if kind == "full" else 1)
+        text = f"{kind}: {len(grid_x)} points per source"
     alloc, mse, _ = _score(cv, sx, sw, k)
     honest = _honest_mse(cv.pairs.get((sx, sw)) or _pairs(cv, sx, sw), alloc)
-    kind = "fixed" if fixed else ("coarse" if d > COARSE_D else "full")
-    return _Choice(sx, sw, alloc, honest, mse, f"{kind}: {len(grid_x)} points per source, "
-                   f"{len(cv.memo)} pairs scored")
+    return _Choice(sx, sw, alloc, honest, mse, f"{text}, {len(cv.memo)} pairs scored")
 
 
 def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, seed: int,
-                shrinkage: Shrinkage = "auto") -> OptimalFit:
+                shrinkage: Shrinkage = "auto", search: str | None = None) -> OptimalFit:
     """The DESIGN §7 sketch pair from per-fold statistics of X and W.
 
     Parameters
@@ -899,10 +1015,14 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     seed : int
         Seed of the random draws (systematic offset, Haar tail), via ``default_rng``.
     shrinkage : "auto", "oas", "lw", float in [0, 1] or (dict, dict), default="auto"
-        "auto" searches ``shrinkage_grid(d)`` per source by the cross-fitted MSE; a float
-        is a fixed blend towards (tr C/d)·I; a pair of ``info["shrinkage_x"]``,
+        "auto" searches the shrinkage per source by the cross-fitted MSE (``search``); a
+        float is a fixed blend towards (tr C/d)·I; a pair of ``info["shrinkage_x"]``,
         ``info["shrinkage_w"]`` descriptions fixes both (the same fit again, without the
         search: e.g. a redraw with another seed).
+    search : {"full", "refined", "coarse"} or None, default=None
+        How "auto" searches: None is ``search_kind(d)``; the others are for comparisons
+        (``benchmarks/heldout.py --search``). "full" at d > ``COARSE_D`` walks the grid of
+        ``COARSE_D``.
 
     Returns
     -------
@@ -922,7 +1042,7 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     scale_w = scale_of(mw.second_moment, mx.second_moment)
     with build_blas(d):
         cv = _cross_fit(folds_x, folds_w, scale_x, scale_w)
-        choice = _choose(cv, d, k, shrinkage)
+        choice = _choose(cv, d, k, shrinkage, search)
         # the allocations read e[:j, :j] with j ≤ m/PI_FLOOR, m ≤ k
         fb = _final_basis(mx, mw, (choice.spec_x, choice.spec_w), (scale_x, scale_w),
                           int(k / PI_FLOOR) + 1)
