@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..io import lifecycle, writer
-from ..io.source import Source, read_valid
+from ..io.source import Source, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
 from ..maths.optimal import combine_folds, moments_by_fold
-from ..maths.project import sketch_valid
 from ..maths.stats import Moments, block_moments, combine_all
 from .compute import compute, delayed, stats_fan_in, task, tree_reduce
 
@@ -61,11 +60,8 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
                   out: str, array: str, block: int, ids_array: str | None, skip: bool) -> int:
     """Sketch one block, write its chunk (and its ids), then its done flag (2 when it skipped
     rows); a retry rewrites the same bytes."""
-    where = f"{side} input {src.path}"
     with one_blas_thread():
-        rows, bad, _ = read_valid(src, start, stop, where, skip, check=False)
-        sketch = sketch_valid(rows, bad, side_map, where, start,
-                              overwrite_input=rows.flags.writeable)
+        sketch, bad = sketch_rows(src, start, stop, side_map, f"{side} input {src.path}", skip)
     writer.write_rows(f"{out}/{array}", slice(start, stop), sketch)
     if ids_array is not None:
         writer.write_rows(f"{out}/{ids_array}", slice(start, stop), src.read_ids(start, stop))

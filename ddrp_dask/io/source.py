@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InputError
-from ..maths.project import check_finite
+from ..maths.model import SideMap
+from ..maths.project import check_finite, project_pieces, sketch_valid
 from .common import working_dtype
 
-__all__ = ["Source", "read_valid"]
+__all__ = ["Source", "read_valid", "sketch_rows"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,23 @@ class Source:
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         """The format's read of rows ``start:stop`` (any dtype; cast by ``read_rows``)."""
         raise NotImplementedError
+
+    def read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
+        """Rows ``start:stop`` as C-contiguous arrays of the working dtype, in row order,
+        whose concatenation is ``read_rows(start, stop)``: a format that decodes chunks
+        shared with other blocks hands out read-only views of them instead of copying them
+        into one block (for a consumer that works row tile by row tile, like pass 2). Nulls
+        raise as in ``read_rows``."""
+        if not 0 <= start <= stop <= self.n_rows:
+            raise IndexError(f"rows {start}:{stop} outside 0:{self.n_rows} of {self.path}")
+        pieces = self._read_pieces(start, stop)
+        if all(p.dtype == self.working_dtype and p.flags.c_contiguous for p in pieces):
+            return pieces
+        return [np.ascontiguousarray(p, dtype=self.working_dtype) for p in pieces]
+
+    def _read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
+        """The format's pieces of rows ``start:stop`` (one block unless it has better)."""
+        return [self._read(start, stop, False)]
 
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """``(relative file, row ranges)`` of a Parquet output mirroring this source: one
@@ -144,3 +162,15 @@ def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
     if np.isfinite(colsum).all():
         return block, none, colsum
     return block, np.flatnonzero(~np.isfinite(block).all(axis=1)), None
+
+
+def sketch_rows(src: Source, start: int, stop: int, side_map: SideMap, where: str,
+                skip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2's sketches of rows ``start:stop`` (float32, NaN rows for skipped ones) and the
+    in-block indices of the skipped rows. Without ``skip`` the rows are read as pieces
+    (``Source.read_pieces``) and NaN or inf is found through the sketches it makes."""
+    if skip:
+        rows, bad, _ = read_valid(src, start, stop, where, skip, check=False)
+        return sketch_valid(rows, bad, side_map, where, start), bad
+    return (project_pieces(src.read_pieces(start, stop), side_map, where, start),
+            np.zeros(0, dtype=np.int64))

@@ -24,9 +24,8 @@ import numpy as np
 
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
-from ..maths.project import sketch_valid
 from .common import filesystem
-from .source import Source, read_valid
+from .source import Source, sketch_rows
 
 __all__ = ["file_jobs", "float_compressors", "ids_kind", "skipped_of", "write_file",
            "write_ids_at", "write_rows"]
@@ -59,9 +58,9 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
     writer = None
     with one_blas_thread(), fs.open(tmp, "wb") as fh:
         for start, stop in ranges:  # one row group at a time: memory bounded by one
-            block, bad, _ = read_valid(src, start, stop, where, skip, check=False)
+            sketch, bad = sketch_rows(src, start, stop, side_map, where, skip)
             keep = np.setdiff1d(np.arange(stop - start), bad)
-            sketch = sketch_valid(block, bad, side_map, where, start)[keep]
+            sketch = sketch[keep]
             keys = src.read_ids(start, stop) if src.id_column else np.arange(start, stop)
             table = pa.table({key: keys[keep], "sketch": pa.FixedSizeListArray.from_arrays(
                 pa.array(sketch.ravel()), k)})

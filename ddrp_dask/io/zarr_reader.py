@@ -20,11 +20,12 @@ path, which is also where damaged chunks get their error message.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import mmap
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,9 @@ class ZarrSource(Source):
 
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_zarr_rows(self, start, stop)
+
+    def _read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
+        return read_zarr_pieces(self, start, stop)
 
 
 def open_zarr_source(path: str, fs: Any, inner: str) -> ZarrSource:
@@ -241,6 +245,21 @@ def read_direct(layout: DirectLayout, start: int, stop: int, path: str,
     chunk decodes into a scratch chunk, and a chunk shared with another block comes from
     ``io.chunk_cache`` (under ``token``, the source's opening)."""
     out = np.empty((stop - start, layout.d), dtype=layout.dtype)
+    return None if _direct_pieces(layout, start, stop, path, token, out) is None else out
+
+
+def read_direct_pieces(layout: DirectLayout, start: int, stop: int, path: str,
+                       token: str = "") -> list[np.ndarray] | None:
+    """``read_direct``'s rows as pieces in row order, without assembling them: a fresh array
+    per chunk inside the range, read-only views of the chunks shared with other blocks (no
+    copy out of ``io.chunk_cache``); or None (any chunk zarr-python must read)."""
+    return _direct_pieces(layout, start, stop, path, token, None)
+
+
+def _direct_pieces(layout: DirectLayout, start: int, stop: int, path: str, token: str,
+                   out: np.ndarray | None) -> list[np.ndarray] | None:
+    """The pieces of rows ``start:stop``, chunk by chunk; with ``out``, every piece is
+    decoded or copied into its rows of ``out``."""
     c = layout.chunk_rows
 
     def decode(i: int) -> np.ndarray:
@@ -249,20 +268,27 @@ def read_direct(layout: DirectLayout, start: int, stop: int, path: str,
             raise _NotDirect
         return scratch
 
+    pieces = []
     try:
         for i, a, b, whole in _chunks(start, stop, c, layout.n_rows):
-            dest = out[a - start:b - start]
+            dest = None if out is None else out[a - start:b - start]
             if whole and b - a == c:
+                dest = np.empty((c, layout.d), dtype=layout.dtype) if dest is None else dest
                 if not _decode_chunk(layout, i, dest, path):
                     return None
+                piece = dest
             elif whole:
-                dest[...] = decode(i)[:b - a]
+                piece = decode(i)[:b - a]
             else:
-                dest[...] = _shared((token, path), layout.n_rows, i, c, a, b,
-                                    functools.partial(decode, i))
+                piece = _shared((token, path), layout.n_rows, i, c, a, b,
+                                functools.partial(decode, i))
+            if dest is not None and piece is not dest:
+                dest[...] = piece
+                piece = dest
+            pieces.append(piece)
     except _NotDirect:
         return None
-    return out
+    return pieces
 
 
 def _read_python(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
@@ -295,18 +321,44 @@ def _chunk_of(arr: Any, r0: int, r1: int) -> np.ndarray:
 
 def read_zarr_rows(src: Source, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of a Zarr source, directly when the layout allows it."""
+    return _rows(open_zarr_array(src.path), src, start, stop)
+
+
+def read_zarr_pieces(src: Source, start: int, stop: int) -> list[np.ndarray]:
+    """Rows ``start:stop`` of a Zarr source as pieces in row order (``read_direct_pieces``)
+    when the layout allows the direct reader, else as one block (``read_zarr_rows``)."""
     arr = open_zarr_array(src.path)
+    if start < stop:
+        with _read_errors(src, start, stop):
+            layout = direct_layout(arr, src.working_dtype)
+            pieces = None if layout is None else read_direct_pieces(
+                layout, start, stop, src.path, src.token)
+        if pieces is not None:
+            return pieces
+    return [_rows(arr, src, start, stop)]
+
+
+def _rows(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
     if start >= stop:
         return np.asarray(arr[start:stop])
-    try:
+    with _read_errors(src, start, stop):
         layout = direct_layout(arr, src.working_dtype)
         block = None if layout is None else read_direct(layout, start, stop, src.path,
                                                         src.token)
         if block is None:
             block = _read_python(arr, src, start, stop)
+    return np.asarray(block)
+
+
+@contextlib.contextmanager
+def _read_errors(src: Source, start: int, stop: int) -> Iterator[None]:
+    """A damaged chunk's codec error (of many kinds) as an ``InputError`` naming the rows."""
+    try:
+        yield
     except InputError:
         raise
-    except Exception as e:  # a damaged chunk: codec errors of many kinds
+    except Exception as e:
         raise InputError(f"{src.path}: rows {start}..{stop - 1} cannot be read "
                          f"({type(e).__name__}: {e})") from e
-    return np.asarray(block)
+
+
