@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
-import zarr.storage
 from zarr.codecs import GzipCodec
 
 import ddrp_dask as dd
 from ddrp_dask.io import chunk_cache
 from ddrp_dask.io.registry import open_source
-from ddrp_dask.io.zarr_reader import DirectLayout, read_zarr_rows
+from ddrp_dask.io.zarr_reader import read_zarr_rows
 
 from .conftest import make_pair, write_npy, write_parquet_list, write_zarr
 
@@ -90,39 +88,8 @@ def test_a_failed_decode_is_not_kept() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# decodes counted on real stores through the real readers (in-process schedulers)
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[tuple[str, Any]]]:
-    """Every chunk decode: the direct Zarr reader's, zarr-python's reads of chunk keys from
-    a local store, and Parquet row-group reads; the real functions, counted."""
-    chunk_cache.clear()
-    seen: collections.Counter[tuple[str, Any]] = collections.Counter()
-    chunk_path = DirectLayout.chunk_path
-
-    def counted_chunk(self: DirectLayout, i: int) -> str:
-        seen[(self.root, i)] += 1
-        return chunk_path(self, i)
-
-    get = zarr.storage.LocalStore.get
-
-    async def counted_get(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
-        if key.startswith("c/"):
-            seen[(str(self.root), key)] += 1
-        return await get(self, key, *args, **kwargs)
-
-    read_row_group = pq.ParquetFile.read_row_group
-
-    def counted_group(self: Any, i: int, *args: Any, **kwargs: Any) -> Any:
-        seen[(f"parquet {self.metadata.num_rows}", i)] += 1
-        return read_row_group(self, i, *args, **kwargs)
-
-    monkeypatch.setattr(DirectLayout, "chunk_path", counted_chunk)
-    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted_group)
-    yield seen
-    chunk_cache.clear()
+# decodes counted on real stores through the real readers (in-process schedulers;
+# the ``decodes`` fixture of conftest.py)
 
 
 def _counts(seen: collections.Counter[tuple[str, Any]], where: str) -> list[int]:
@@ -243,3 +210,4 @@ def test_a_null_in_a_shared_row_group_still_names_its_row(tmp_path: Path,
                        str(tmp_path / "m"), seed=2, block_rows=BLOCK)
     with pytest.raises(dd.DdrpError, match="270"):
         dd.execute(plan, scheduler="threads")
+
