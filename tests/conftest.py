@@ -1,15 +1,22 @@
-"""Shared fixtures: synthetic sources written to real files, and real Dask clusters."""
+"""Shared fixtures: synthetic sources written to real files, a run interrupted in pass 2,
+chunk decodes counted, and real Dask clusters."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
+import zarr.storage
+
+from ddrp_dask.io import chunk_cache, lifecycle, writer
+from ddrp_dask.io.zarr_reader import DirectLayout
 
 
 def make_pair(n: int = 3000, m: int = 400, d: int = 24, seed: int = 0,
@@ -46,6 +53,67 @@ def write_parquet_scalars(path: Path, a: np.ndarray, row_group: int) -> str:
     table = pa.table({f"f{j}": a[:, j] for j in range(a.shape[1])})
     pq.write_table(table, path, row_group_size=row_group, use_dictionary=False)
     return str(path)
+
+
+class Interrupted(Exception):
+    """Stands for a kill: not a DdrpError, so nothing is cleaned up."""
+
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, fmt: str, n: int) -> None:
+    """Make pass 2 stop (raise) once ``n`` blocks (Zarr) or files (Parquet) are finished."""
+    done = {"n": 0}
+    if fmt == "zarr":
+        real_mark = lifecycle.mark_done
+
+        def mark(*args: Any, **kwargs: Any) -> None:  # dies right after the n-th flag
+            real_mark(*args, **kwargs)
+            done["n"] += 1
+            if done["n"] >= n:
+                raise Interrupted
+
+        monkeypatch.setattr(lifecycle, "mark_done", mark)
+    else:
+        real_write = writer.write_file
+
+        def write(*args: Any, **kwargs: Any) -> list[int]:
+            if done["n"] >= n:
+                raise Interrupted
+            done["n"] += 1
+            return real_write(*args, **kwargs)
+
+        monkeypatch.setattr(writer, "write_file", write)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[tuple[str, Any]]]:
+    """Every chunk decode: the direct Zarr reader's, zarr-python's reads of chunk keys from
+    a local store, and Parquet row-group reads; the real functions, counted."""
+    chunk_cache.clear()
+    seen: collections.Counter[tuple[str, Any]] = collections.Counter()
+    chunk_path = DirectLayout.chunk_path
+
+    def counted_chunk(self: DirectLayout, i: int) -> str:
+        seen[(self.root, i)] += 1
+        return chunk_path(self, i)
+
+    get = zarr.storage.LocalStore.get
+
+    async def counted_get(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith("c/"):
+            seen[(str(self.root), key)] += 1
+        return await get(self, key, *args, **kwargs)
+
+    read_row_group = pq.ParquetFile.read_row_group
+
+    def counted_group(self: Any, i: int, *args: Any, **kwargs: Any) -> Any:
+        seen[(f"parquet {self.metadata.num_rows}", i)] += 1
+        return read_row_group(self, i, *args, **kwargs)
+
+    monkeypatch.setattr(DirectLayout, "chunk_path", counted_chunk)
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted_group)
+    yield seen
+    chunk_cache.clear()
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,16 @@
 """Issue 15: every input chunk (Zarr chunk, Parquet row group) is decoded once per pass,
 whatever its size against the blocks, the bytes stay those of any other chunking, and the
-shared chunks are not held after their last block."""
+shared chunks are not held after their last block, so that the memory of a run does not grow
+with its rows (README, out of core)."""
 
 from __future__ import annotations
 
 import collections
+import gc
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
-import zarr.storage
+from dask.system import CPU_COUNT
 from zarr.codecs import GzipCodec
 
 import ddrp_dask as dd
 from ddrp_dask.io import chunk_cache
 from ddrp_dask.io.registry import open_source
-from ddrp_dask.io.zarr_reader import DirectLayout, read_zarr_rows
+from ddrp_dask.io.zarr_reader import read_zarr_rows
 
 from .conftest import make_pair, write_npy, write_parquet_list, write_zarr
 
@@ -90,39 +93,8 @@ def test_a_failed_decode_is_not_kept() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# decodes counted on real stores through the real readers (in-process schedulers)
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[tuple[str, Any]]]:
-    """Every chunk decode: the direct Zarr reader's, zarr-python's reads of chunk keys from
-    a local store, and Parquet row-group reads; the real functions, counted."""
-    chunk_cache.clear()
-    seen: collections.Counter[tuple[str, Any]] = collections.Counter()
-    chunk_path = DirectLayout.chunk_path
-
-    def counted_chunk(self: DirectLayout, i: int) -> str:
-        seen[(self.root, i)] += 1
-        return chunk_path(self, i)
-
-    get = zarr.storage.LocalStore.get
-
-    async def counted_get(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
-        if key.startswith("c/"):
-            seen[(str(self.root), key)] += 1
-        return await get(self, key, *args, **kwargs)
-
-    read_row_group = pq.ParquetFile.read_row_group
-
-    def counted_group(self: Any, i: int, *args: Any, **kwargs: Any) -> Any:
-        seen[(f"parquet {self.metadata.num_rows}", i)] += 1
-        return read_row_group(self, i, *args, **kwargs)
-
-    monkeypatch.setattr(DirectLayout, "chunk_path", counted_chunk)
-    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted_group)
-    yield seen
-    chunk_cache.clear()
+# decodes counted on real stores through the real readers (in-process schedulers;
+# the ``decodes`` fixture of conftest.py)
 
 
 def _counts(seen: collections.Counter[tuple[str, Any]], where: str) -> list[int]:
@@ -243,3 +215,120 @@ def test_a_null_in_a_shared_row_group_still_names_its_row(tmp_path: Path,
                        str(tmp_path / "m"), seed=2, block_rows=BLOCK)
     with pytest.raises(dd.DdrpError, match="270"):
         dd.execute(plan, scheduler="threads")
+
+
+# ---------------------------------------------------------------------------------------
+# memory: bounded by the block and chunk sizes, whatever the row count, with shared chunks
+
+MEM_BLOCK = 2048
+MEM_CHUNK = 3072  # 1.5 blocks: every chunk (Zarr) or row group (Parquet) straddles two
+MEM_D = 32
+BLOCK_BYTES = MEM_BLOCK * MEM_D * 4
+CHUNK_BYTES = MEM_CHUNK * MEM_D * 4
+#: The run's fixed part at d = 32 (model, graph, output metadata): about 1.3 MB measured.
+FIXED_BYTES = 2 * 2**20
+#: head-tail: a data-dependent model from pass 1's statistics like auto's, but a build ~5x
+#: faster under tracemalloc; the reading, the cache and pass 2 are the same.
+MEM_METHOD = "head-tail"
+#: Proxy Arrow pools measured so far, kept alive: a buffer must not outlive its pool.
+_POOLS: list[pa.MemoryPool] = []
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """W, after one untraced run of each kind: one-time allocations (codecs, thread pools,
+    caches of imported modules: 15 MB here) would otherwise land in the first measured
+    peak only, and hide growth behind it."""
+    t = tmp_path_factory.mktemp("memory")
+    rng = np.random.default_rng(1)
+    wp: str = write_npy(t / "w.npy", rng.standard_normal((300, MEM_D)).astype(np.float32))
+    x = rng.standard_normal((3 * MEM_BLOCK, MEM_D)).astype(np.float32)
+    for name, path in (("z", write_zarr(t / "x.zarr", x, MEM_CHUNK)),
+                       ("p", write_parquet_list(t / "x.parquet", x, MEM_CHUNK, ids=False))):
+        for scheduler in ("sync", "threads"):
+            dd.execute(dd.plan_run(path, wp, 8, str(t / f"{name}-{scheduler}"),
+                                   block_rows=MEM_BLOCK, method=MEM_METHOD),
+                       scheduler=scheduler)
+    chunk_cache.clear()
+    return wp
+
+
+def _peak(tmp_path: Path, kind: str, n_blocks: int, wp: str, scheduler: str) -> int:
+    """Peak bytes of a whole ``run`` (pass 1, build, pass 2 into Zarr) of an X of
+    ``n_blocks`` blocks and a part block: Python and numpy allocations (tracemalloc) plus
+    the peak of Arrow's allocations (decoded row groups are Arrow buffers, which tracemalloc
+    does not see), counted in a fresh proxy of Arrow's pool. The sum of the two peaks
+    bounds their joint peak."""
+    rng = np.random.default_rng(n_blocks)
+    x = rng.standard_normal((n_blocks * MEM_BLOCK + 300, MEM_D)).astype(np.float32)
+    name = f"x{n_blocks}-{scheduler}"
+    path = (write_zarr(tmp_path / f"{name}.zarr", x, MEM_CHUNK) if kind == "zarr" else
+            write_parquet_list(tmp_path / f"{name}.parquet", x, MEM_CHUNK, ids=False))
+    del x
+    plan = dd.plan_run(path, wp, 8, str(tmp_path / f"o{name}"), block_rows=MEM_BLOCK,
+                       method=MEM_METHOD)
+    chunk_cache.clear()
+    gc.collect()
+    base = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(base)
+    _POOLS.append(pool)
+    pa.set_memory_pool(pool)
+    tracemalloc.start()
+    try:
+        dd.execute(plan, scheduler=scheduler)
+        traced = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        pa.set_memory_pool(base)
+        chunk_cache.clear()  # partly read chunks: Arrow buffers of this pool
+        gc.collect()
+    assert pool.bytes_allocated() == 0  # nothing of the run is left holding Arrow memory
+    return int(traced + pool.max_memory())
+
+
+def _check_bounded(small: int, large: int, threads: int) -> None:
+    """The peaks of two runs 8x apart in rows, on ``threads`` threads. The larger may exceed
+    the smaller by at most the cache's cap: ``MAX_HELD`` partly read chunks (which a short
+    run need not fill) and one being decoded per thread, plus two blocks. Both stay under a
+    bound in chunks and blocks per running task (calibrated here: less than half of it is
+    used), far below the larger source's size (32 blocks)."""
+    assert large <= small + (chunk_cache.MAX_HELD + threads) * CHUNK_BYTES + 2 * BLOCK_BYTES, \
+        f"peak grew with the rows: {small} -> {large} bytes"
+    bound = FIXED_BYTES + (chunk_cache.MAX_HELD + 3 * threads) * CHUNK_BYTES + \
+        8 * threads * BLOCK_BYTES
+    assert max(small, large) <= bound, f"peaks {small}, {large} above {bound} bytes"
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+@pytest.mark.parametrize("kind", ["zarr", "parquet"])
+def test_memory_with_shared_chunks_does_not_grow_with_rows(
+        tmp_path: Path, warm: str, kind: str, scheduler: str) -> None:
+    """README, out of core: a chunk (Zarr) or row group (Parquet) of 1.5 blocks is kept
+    only until both of its blocks have read it, so the peak memory of ``run`` on 4 and on 32
+    blocks is the same but for the cache's fixed cap, and under a bound in block and chunk
+    sizes (``_check_bounded``)."""
+    threads = 1 if scheduler == "sync" else CPU_COUNT
+    small = _peak(tmp_path, kind, 4, warm, scheduler)
+    large = _peak(tmp_path, kind, 32, warm, scheduler)
+    _check_bounded(small, large, threads)
+
+
+def test_control_a_cache_that_never_drops_grows_with_rows(
+        tmp_path: Path, warm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control: a cache that keeps every decoded chunk (decoded once, never dropped) makes
+    the peak grow with the rows, and the check above fails."""
+    kept: dict[Any, np.ndarray] = {}
+
+    def hoarding(key: Any, rows: int, lo: int, hi: int,
+                 decode: Callable[[], np.ndarray]) -> np.ndarray:
+        if key not in kept:
+            kept[key] = decode()
+        return kept[key][lo:hi]
+
+    monkeypatch.setattr(chunk_cache, "take", hoarding)
+    small = _peak(tmp_path, "zarr", 4, warm, "sync")
+    kept.clear()
+    large = _peak(tmp_path, "zarr", 32, warm, "sync")
+    assert large > small + 15 * CHUNK_BYTES  # 22 chunks of X, all but the last one kept
+    with pytest.raises(AssertionError, match="peak grew with the rows"):
+        _check_bounded(small, large, 1)

@@ -17,16 +17,12 @@ import zarr
 
 import ddrp_dask as dd
 from ddrp_dask.errors import OutputError
-from ddrp_dask.io import lifecycle, writer
+from ddrp_dask.io import lifecycle
 from ddrp_dask.io.lifecycle import staging_path
 
-from .conftest import make_pair, write_npy
+from .conftest import Interrupted, interrupt_after, make_pair, write_npy
 
 ROWS = 200  # block rows: 10 blocks of X, 3 of W
-
-
-class Interrupted(Exception):
-    """Stands for a kill: not a DdrpError, so nothing is cleaned up."""
 
 
 @pytest.fixture(scope="module")
@@ -34,31 +30,6 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     t = tmp_path_factory.mktemp("staging-in")
     x, w = make_pair(n=2000, m=600, d=8, seed=4)
     return {"x": write_npy(t / "x.npy", x), "w": write_npy(t / "w.npy", w)}
-
-
-def _interrupt_after(monkeypatch: pytest.MonkeyPatch, fmt: str, n: int) -> None:
-    """Make pass 2 stop (raise) once ``n`` blocks (Zarr) or files (Parquet) are finished."""
-    done = {"n": 0}
-    if fmt == "zarr":
-        real_mark = lifecycle.mark_done
-
-        def mark(*args: Any, **kwargs: Any) -> None:  # dies right after the n-th flag
-            real_mark(*args, **kwargs)
-            done["n"] += 1
-            if done["n"] >= n:
-                raise Interrupted
-
-        monkeypatch.setattr(lifecycle, "mark_done", mark)
-    else:
-        real_write = writer.write_file
-
-        def write(*args: Any, **kwargs: Any) -> list[int]:
-            if done["n"] >= n:
-                raise Interrupted
-            done["n"] += 1
-            return real_write(*args, **kwargs)
-
-        monkeypatch.setattr(writer, "write_file", write)
 
 
 def _planner(command: str, fmt: str, inputs: dict[str, str],
@@ -117,7 +88,7 @@ def test_interrupted_output_is_not_data_and_resumes_identical(
 
     out = tmp_path / "o.out"
     with monkeypatch.context() as m:
-        _interrupt_after(m, fmt, 3)
+        interrupt_after(m, fmt, 3)
         with pytest.raises(Interrupted):
             dd.execute(plan(str(out)), scheduler="sync")
     # nothing at OUT for plain zarr or pyarrow to take for data
@@ -155,7 +126,7 @@ def test_overwrite_that_fails_leaves_the_old_output_intact(
     new = dd.plan_run(inputs["x"], inputs["w"], 4, str(out), block_rows=ROWS, format=fmt,
                       method="gaussian", overwrite=True)
     with monkeypatch.context() as m:
-        _interrupt_after(m, fmt, 2)
+        interrupt_after(m, fmt, 2)
         with pytest.raises(Interrupted):
             dd.execute(new, scheduler="sync")
     # the old output is still there, complete and readable, model included
@@ -178,7 +149,7 @@ def test_output_of_an_older_version_interrupted_in_place_resumes(
                scheduler="sync")
     out = tmp_path / "o.zarr"
     with monkeypatch.context() as m:
-        _interrupt_after(m, "zarr", 3)
+        interrupt_after(m, "zarr", 3)
         with pytest.raises(Interrupted):
             dd.execute(dd.plan_run(inputs["x"], inputs["w"], 4, str(out), block_rows=ROWS),
                        scheduler="sync")
