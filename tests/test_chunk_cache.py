@@ -23,6 +23,7 @@ from dask.system import CPU_COUNT
 from zarr.codecs import GzipCodec
 
 import ddrp_dask as dd
+from ddrp_dask.graph.compute import FAN_IN
 from ddrp_dask.io import chunk_cache
 from ddrp_dask.io.registry import open_source
 from ddrp_dask.io.zarr_reader import read_zarr_rows
@@ -73,11 +74,18 @@ def test_a_chunk_is_kept_until_its_rows_are_taken_then_dropped() -> None:
     chunk_cache.clear()
 
 
-def test_chunks_not_read_to_the_end_are_dropped_beyond_the_limit() -> None:
-    chunk_cache.clear()
-    for i in range(chunk_cache.MAX_HELD + 5):
-        chunk_cache.take(("p", i), 10, 0, 1, lambda: np.zeros((10, 2)))
-    assert chunk_cache.held() == chunk_cache.MAX_HELD
+def test_chunks_not_read_to_the_end_are_dropped_beyond_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond ``MAX_HELD`` chunks the least recently used are dropped, unless all held fit
+    in ``HELD_BYTES``: 160-byte chunks under a 1000-byte budget keep 6 (or MAX_HELD)."""
+    for budget, want in ((0, chunk_cache.MAX_HELD),
+                         (1000, max(chunk_cache.MAX_HELD, 1000 // 160))):
+        monkeypatch.setattr(chunk_cache, "HELD_BYTES", budget)
+        chunk_cache.clear()
+        for i in range(chunk_cache.MAX_HELD + 8):
+            chunk_cache.take(("p", i), 10, 0, 1, lambda: np.zeros((10, 2)))
+        assert chunk_cache.held() == want and chunk_cache.within_cap()
+        assert chunk_cache.held_bytes() == 160 * want
     chunk_cache.clear()
 
 
@@ -103,7 +111,7 @@ def _counts(seen: collections.Counter[tuple[str, Any]], where: str) -> list[int]
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[np.ndarray, np.ndarray]:
-    return make_pair(n=2000, m=530, d=12, seed=4)
+    return make_pair(n=5000, m=530, d=12, seed=4)
 
 
 def test_the_counter_sees_a_chunk_decoded_twice(tmp_path: Path, decodes: Any,
@@ -288,14 +296,16 @@ def _peak(tmp_path: Path, kind: str, n_blocks: int, wp: str, scheduler: str) -> 
 
 def _check_bounded(small: int, large: int, threads: int) -> None:
     """The peaks of two runs 8x apart in rows, on ``threads`` threads. The larger may exceed
-    the smaller by at most the cache's cap: ``MAX_HELD`` partly read chunks (which a short
-    run need not fill) and one being decoded per thread, plus two blocks. Both stay under a
-    bound in chunks and blocks per running task (calibrated here: less than half of it is
-    used), far below the larger source's size (32 blocks)."""
-    assert large <= small + (chunk_cache.MAX_HELD + threads) * CHUNK_BYTES + 2 * BLOCK_BYTES, \
+    the smaller by at most what the cache may hold partly read: ``MAX_HELD`` chunks (which a
+    short run need not fill), and up to one merge group's worth (``FAN_IN`` blocks, which
+    Dask does not run in row order) while they fit in ``HELD_BYTES``; one being decoded per
+    thread; two blocks. Both stay under a bound in chunks and blocks per running task
+    (calibrated here: less than half of it is used), far below the larger source's size
+    (32 blocks)."""
+    cap = chunk_cache.MAX_HELD + FAN_IN
+    assert large <= small + (cap + threads) * CHUNK_BYTES + 2 * BLOCK_BYTES, \
         f"peak grew with the rows: {small} -> {large} bytes"
-    bound = FIXED_BYTES + (chunk_cache.MAX_HELD + 3 * threads) * CHUNK_BYTES + \
-        8 * threads * BLOCK_BYTES
+    bound = FIXED_BYTES + (cap + 3 * threads) * CHUNK_BYTES + 8 * threads * BLOCK_BYTES
     assert max(small, large) <= bound, f"peaks {small}, {large} above {bound} bytes"
 
 

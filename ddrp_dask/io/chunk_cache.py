@@ -8,7 +8,11 @@ from here instead: the first task to ask decodes it (a task asking meanwhile wai
 decode), later ones copy their rows from the decoded chunk, and the chunk is dropped as soon
 as as many rows as it holds have been taken — in a full pass, right after its last block
 read it. Chunks a pass does not read to the end (a stats fraction, a resumed pass) are
-dropped least recently used first, beyond about one chunk per core.
+dropped least recently used first, beyond about one chunk per core — unless all the held
+chunks together fit in ``HELD_BYTES`` (four canonical blocks): Dask does not run the first
+merge group of a pass in row order (its first critical path extends a set), so a group of
+eight blocks may leave more chunks half read for a moment than there are cores, and small
+chunks are then kept rather than decoded again.
 
 The passes name their tasks in row order, so Dask runs neighbouring blocks together and a
 chunk is rarely held for long. The cache is per process: on a cluster, two workers sharing a
@@ -26,11 +30,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["clear", "counts", "held", "take"]
+__all__ = ["clear", "counts", "held", "held_bytes", "take", "within_cap"]
 
 #: Chunks kept beyond those being read: about one per core (each running task holds about
 #: one chunk anyway, as a decode buffer).
 MAX_HELD = (os.cpu_count() or 1) + 2
+#: Bytes of decoded chunks that may be held beyond ``MAX_HELD`` chunks (4 blocks of 64 MiB).
+HELD_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -84,10 +90,20 @@ def _frozen(chunk: np.ndarray) -> np.ndarray:
 
 
 def _trim() -> None:
-    """Drop the least recently used decoded chunks beyond ``MAX_HELD`` (under the lock)."""
-    excess = len(_entries) - MAX_HELD
-    for key in [k for k, e in _entries.items() if e.ready.is_set()][:max(excess, 0)]:
+    """Drop the least recently used decoded chunks while more than ``MAX_HELD`` are held
+    and together they exceed ``HELD_BYTES`` (under the lock)."""
+    if len(_entries) <= MAX_HELD:
+        return
+    ready = [(k, e.chunk.nbytes if e.chunk is not None else 0) for k, e in _entries.items()
+             if e.ready.is_set()]
+    total = sum(size for _, size in ready)
+    count = len(_entries)
+    for key, size in ready:
+        if count <= MAX_HELD or total <= HELD_BYTES:
+            break
         del _entries[key]
+        count -= 1
+        total -= size
 
 
 def counts() -> dict[str, int]:
@@ -101,6 +117,18 @@ def held() -> int:
     """Chunks held now (for tests)."""
     with _lock:
         return len(_entries)
+
+
+def held_bytes() -> int:
+    """Bytes of the decoded chunks held now (for tests)."""
+    with _lock:
+        return sum(e.chunk.nbytes for e in _entries.values() if e.chunk is not None)
+
+
+def within_cap() -> bool:
+    """Whether what is held now is within the cap: ``MAX_HELD`` chunks, or more that fit in
+    ``HELD_BYTES`` (for tests: after a pass, nothing but partly read chunks is held)."""
+    return held() <= MAX_HELD or held_bytes() <= HELD_BYTES
 
 
 def clear() -> None:
