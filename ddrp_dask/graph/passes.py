@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..io import lifecycle, writer
-from ..io.source import Source, read_checked_pieces, read_valid, sketch_rows
+from ..io.source import Source, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
 from ..maths.optimal import combine_folds, moments_by_fold
@@ -48,12 +48,9 @@ def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Mo
 def _fold_stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
                      n_folds: int) -> list[Moments]:
     """One block's statistics per fold; a row's fold follows its global index."""
-    where = f"--{side} {src.path}"
     with one_blas_thread():
+        block, bad, _ = read_valid(src, start, stop, f"--{side} {src.path}", skip)
         rows = np.arange(start, stop)
-        if not skip:  # each fold gathered from the pieces: no copy of the block first
-            return moments_by_fold(read_checked_pieces(src, start, stop, where), rows, n_folds)
-        block, bad, _ = read_valid(src, start, stop, where, skip)
         if bad.size:
             block, rows = np.delete(block, bad, axis=0), np.delete(rows, bad)
         return moments_by_fold(block, rows, n_folds)

@@ -25,7 +25,7 @@ from ..maths.model import SideMap
 from ..maths.project import check_finite, project_pieces, sketch_valid
 from .common import working_dtype
 
-__all__ = ["Source", "read_checked_pieces", "read_valid", "sketch_rows"]
+__all__ = ["Source", "read_valid", "sketch_rows"]
 
 
 @dataclass(frozen=True)
@@ -162,15 +162,6 @@ def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
     if np.isfinite(colsum).all():
         return block, none, colsum
     return block, np.flatnonzero(~np.isfinite(block).all(axis=1)), None
-
-
-def read_checked_pieces(src: Source, start: int, stop: int, where: str) -> list[np.ndarray]:
-    """Rows ``start:stop`` as ``Source.read_pieces``, with NaN and inf refused as
-    ``read_valid`` refuses them (the same error, naming the same row)."""
-    pieces = src.read_pieces(start, stop)
-    if not all(np.isfinite(np.sum(p, axis=0, dtype=np.float64)).all() for p in pieces):
-        check_finite(pieces[0] if len(pieces) == 1 else np.concatenate(pieces), where, start)
-    return pieces
 
 
 def sketch_rows(src: Source, start: int, stop: int, side_map: SideMap, where: str,

@@ -167,29 +167,12 @@ def fold_moments(block: np.ndarray, row0: int, n_folds: int = N_FOLDS) -> list[M
     return moments_by_fold(block, np.arange(row0, row0 + block.shape[0]), n_folds)
 
 
-def moments_by_fold(block: np.ndarray | Sequence[np.ndarray], rows: np.ndarray,
-                    n_folds: int = N_FOLDS) -> list[Moments]:
+def moments_by_fold(block: np.ndarray, rows: np.ndarray, n_folds: int = N_FOLDS
+                    ) -> list[Moments]:
     """The ``Moments`` of each fold of ``block``, whose rows have the global indices
-    ``rows`` (e.g. a block with its invalid rows left out). ``block`` may be pieces in row
-    order (``Source.read_pieces``): each fold's rows are gathered from them into one fresh
-    array, the bytes of ``block[folds == f]`` without assembling the block first."""
+    ``rows`` (e.g. a block with its invalid rows left out)."""
     folds = fold_of(rows, n_folds)
-    if isinstance(block, np.ndarray):
-        return [block_moments(block[folds == f], overwrite_input=True) for f in range(n_folds)]
-    pieces = list(block)
-    cuts = np.cumsum([0] + [len(p) for p in pieces])
-    out = []
-    for f in range(n_folds):
-        mask = folds == f
-        rows_f = np.empty((int(mask.sum()), pieces[0].shape[1]), dtype=pieces[0].dtype)
-        at = 0
-        for p, a, b in zip(pieces, cuts[:-1], cuts[1:], strict=True):
-            part = mask[a:b]
-            got = int(part.sum())
-            np.compress(part, p, axis=0, out=rows_f[at:at + got])
-            at += got
-        out.append(block_moments(rows_f, overwrite_input=True))
-    return out
+    return [block_moments(block[folds == f], overwrite_input=True) for f in range(n_folds)]
 
 
 def combine_folds(parts: Sequence[Sequence[Moments]]) -> list[Moments]:
