@@ -799,9 +799,6 @@ class _CrossFit:
     #: held-out pairs of the best specs so far only (5 × 2 d² floats per entry)
     pairs: dict[tuple[Spec, Spec], list[tuple[np.ndarray, np.ndarray]]] = field(
         default_factory=dict)
-    #: held-out pairs computed ahead (``_prefetch``), until scored
-    fresh: dict[tuple[Spec, Spec], list[tuple[np.ndarray, np.ndarray]]] = field(
-        default_factory=dict)
 
 
 def _cross_fit(folds_x: Sequence[Moments], folds_w: Sequence[Moments], scale_x: float,
@@ -843,34 +840,10 @@ def _pairs(cv: _CrossFit, sx: Spec, sw: Spec) -> list[tuple[np.ndarray, np.ndarr
     return _parallel([functools.partial(_fold_pair, cv, sx, sw, f) for f in cv.used])
 
 
-def _prefetch(cv: _CrossFit, options: Sequence[tuple[Spec, Spec]]) -> None:
-    """The held-out pairs of every option not yet scored, all folds at once: first the
-    eigendecompositions they need (each once: the iso blends share a fold's raw one), then
-    the bases. Keeps both cores busy where five folds per option would leave one idle."""
-    todo = [o for o in dict.fromkeys(options) if o not in cv.memo and o not in cv.fresh]
-    if not todo:
-        return
-    sides = ((cv.train_x, cv.scale_x, cv.cache_x), (cv.train_w, cv.scale_w, cv.cache_w))
-    for stage in ("raw", "blend"):
-        need: dict[tuple[int, int, Spec], Callable[[], Any]] = {}
-        for option in todo:
-            for side, (train, scale, cache) in enumerate(sides):
-                spec = ("oas", 0.0) if stage == "raw" else option[side]
-                for f in cv.used:
-                    if (f, spec) not in cache.shrunk:
-                        need[(side, f, spec)] = functools.partial(
-                            _shrunk_eig, train[f], spec, scale, f, cache)
-        _parallel(list(need.values()))
-    jobs = [functools.partial(_fold_pair, cv, *o, f) for o in todo for f in cv.used]
-    done = iter(_parallel(jobs))
-    for o in todo:
-        cv.fresh[o] = [next(done) for _ in cv.used]
-
-
 def _score(cv: _CrossFit, sx: Spec, sw: Spec, k: int) -> tuple[_Alloc, float, _Energies]:
     """Best allocation and its out-of-sample MSE for one pair of shrinkage specs."""
     if (sx, sw) not in cv.memo:
-        pairs = cv.fresh.pop((sx, sw), None) or _pairs(cv, sx, sw)
+        pairs = _pairs(cv, sx, sw)
         en = _energies(pairs)
         alloc, mse = _choose_alloc(en, k)
         cv.memo[(sx, sw)] = (alloc, mse, en)
@@ -939,10 +912,7 @@ def _with(pair: tuple[Spec, Spec], side: int, spec: Spec) -> tuple[Spec, Spec]:
 
 
 def _best(cv: _CrossFit, options: list[tuple[Spec, Spec]], k: int) -> tuple[Spec, Spec]:
-    """The first option of least cross-fitted MSE; held-out pairs kept for it only (up to
-    ``COARSE_D`` the options' pairs are computed together first: 2 × 5 d² floats each)."""
-    if cv.folds_x[0].d <= COARSE_D:
-        _prefetch(cv, options)
+    """The first option of least cross-fitted MSE; held-out pairs kept for it only."""
     best, best_mse = options[0], _score(cv, *options[0], k)[1]
     for sp in options[1:]:
         mse = _score(cv, *sp, k)[1]
