@@ -259,3 +259,29 @@ def test_tls_cluster(data: dict[str, str], reference: bytes, tmp_path: Path) -> 
         assert refused.returncode != 0
     finally:
         cluster.stop()
+
+
+def test_a_worker_that_cannot_answer_does_not_fail_the_visibility_check(
+        tmp_path: Path) -> None:
+    """The chaos run of test_faults once died with a traceback: the check that every worker
+    sees the local paths (``client.run``) reached a worker being killed, and its
+    ConnectionResetError came through. A worker that cannot answer is skipped (it runs no
+    task either); a path a reachable worker lacks is still named. Real in-process workers,
+    one whose ``run`` handler fails the way a dying worker's connection does."""
+    from distributed import Client, LocalCluster
+
+    from ddrp_dask.errors import OptionError
+    from ddrp_dask.graph.compute import check_visible
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    with LocalCluster(n_workers=2, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        dying = next(iter(cluster.workers.values()))
+        dying.handlers["run"] = broken
+        with pytest.raises(Exception, match="Connection reset"):  # control: the fault is real
+            client.run(os.getpid)
+        check_visible([str(tmp_path)], client)
+        with pytest.raises(OptionError, match="is not visible to worker"):
+            check_visible([str(tmp_path / "nowhere")], client)

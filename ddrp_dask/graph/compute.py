@@ -120,9 +120,11 @@ def check_visible(paths: Sequence[str], scheduler: Any) -> None:
     if client is None:
         return
     local = [p for p in paths if "://" not in p]
-    missing = client.run(_missing_paths, local)
+    # a worker that cannot be reached (dying, restarting) answers with its exception: it runs
+    # no task either, so it is skipped rather than failing the command with a traceback
+    missing = client.run(_missing_paths, local, on_error="return")
     for worker, gone in sorted(missing.items()):
-        if gone:
+        if isinstance(gone, list) and gone:
             raise OptionError(
                 f"{gone[0]} is not visible to worker {worker}; put inputs and outputs on a "
                 "filesystem every worker mounts, or use URLs they can reach (s3://, gs://, ...)"
