@@ -84,14 +84,11 @@ class Source:
         raise as in ``read_rows``."""
         if not 0 <= start <= stop <= self.n_rows:
             raise IndexError(f"rows {start}:{stop} outside 0:{self.n_rows} of {self.path}")
-        pieces = self._read_pieces(start, stop)
-        if all(p.dtype == self.working_dtype and p.flags.c_contiguous for p in pieces):
-            return pieces
-        return [np.ascontiguousarray(p, dtype=self.working_dtype) for p in pieces]
+        return self._read_pieces(start, stop)
 
     def _read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
         """The format's pieces of rows ``start:stop`` (one block unless it has better)."""
-        return [self._read(start, stop, False)]
+        return [self.read_rows(start, stop)]
 
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """``(relative file, row ranges)`` of a Parquet output mirroring this source: one
@@ -171,6 +168,7 @@ def sketch_rows(src: Source, start: int, stop: int, side_map: SideMap, where: st
     (``Source.read_pieces``) and NaN or inf is found through the sketches it makes."""
     if skip:
         rows, bad, _ = read_valid(src, start, stop, where, skip, check=False)
-        return sketch_valid(rows, bad, side_map, where, start), bad
+        return sketch_valid(rows, bad, side_map, where, start,
+                            overwrite_input=rows.flags.writeable), bad
     return (project_pieces(src.read_pieces(start, stop), side_map, where, start),
             np.zeros(0, dtype=np.int64))

@@ -71,7 +71,7 @@ class ZarrSource(Source):
         return read_zarr_rows(self, start, stop)
 
     def _read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
-        return read_zarr_pieces(self, start, stop)
+        return read_zarr_pieces(self, start, stop) or [self.read_rows(start, stop)]
 
 
 def open_zarr_source(path: str, fs: Any, inner: str) -> ZarrSource:
@@ -248,14 +248,6 @@ def read_direct(layout: DirectLayout, start: int, stop: int, path: str,
     return None if _direct_pieces(layout, start, stop, path, token, out) is None else out
 
 
-def read_direct_pieces(layout: DirectLayout, start: int, stop: int, path: str,
-                       token: str = "") -> list[np.ndarray] | None:
-    """``read_direct``'s rows as pieces in row order, without assembling them: a fresh array
-    per chunk inside the range, read-only views of the chunks shared with other blocks (no
-    copy out of ``io.chunk_cache``); or None (any chunk zarr-python must read)."""
-    return _direct_pieces(layout, start, stop, path, token, None)
-
-
 def _direct_pieces(layout: DirectLayout, start: int, stop: int, path: str, token: str,
                    out: np.ndarray | None) -> list[np.ndarray] | None:
     """The pieces of rows ``start:stop``, chunk by chunk; with ``out``, every piece is
@@ -321,24 +313,7 @@ def _chunk_of(arr: Any, r0: int, r1: int) -> np.ndarray:
 
 def read_zarr_rows(src: Source, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of a Zarr source, directly when the layout allows it."""
-    return _rows(open_zarr_array(src.path), src, start, stop)
-
-
-def read_zarr_pieces(src: Source, start: int, stop: int) -> list[np.ndarray]:
-    """Rows ``start:stop`` of a Zarr source as pieces in row order (``read_direct_pieces``)
-    when the layout allows the direct reader, else as one block (``read_zarr_rows``)."""
     arr = open_zarr_array(src.path)
-    if start < stop:
-        with _read_errors(src, start, stop):
-            layout = direct_layout(arr, src.working_dtype)
-            pieces = None if layout is None else read_direct_pieces(
-                layout, start, stop, src.path, src.token)
-        if pieces is not None:
-            return pieces
-    return [_rows(arr, src, start, stop)]
-
-
-def _rows(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
     if start >= stop:
         return np.asarray(arr[start:stop])
     with _read_errors(src, start, stop):
@@ -348,6 +323,20 @@ def _rows(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
         if block is None:
             block = _read_python(arr, src, start, stop)
     return np.asarray(block)
+
+
+def read_zarr_pieces(src: Source, start: int, stop: int) -> list[np.ndarray] | None:
+    """Rows ``start:stop`` of a Zarr source as pieces in row order, without assembling them:
+    a fresh array per chunk inside the range, read-only views of the chunks shared with
+    other blocks (no copy out of ``io.chunk_cache``); None where the direct reader does not
+    apply (``read_zarr_rows`` then reads one block)."""
+    if start >= stop:
+        return None
+    arr = open_zarr_array(src.path)
+    with _read_errors(src, start, stop):
+        layout = direct_layout(arr, src.working_dtype)
+        return None if layout is None else _direct_pieces(layout, start, stop, src.path,
+                                                          src.token, None)
 
 
 @contextlib.contextmanager

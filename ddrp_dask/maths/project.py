@@ -119,11 +119,12 @@ def aligned_product(a: np.ndarray | Sequence[np.ndarray], m: np.ndarray, row0: i
 def sketch_valid(block: np.ndarray, bad: np.ndarray, side_map: SideMap, where: str,
                  row0: int, overwrite_input: bool = False) -> np.ndarray:
     """The block's sketches, with NaN rows for the invalid (skipped) rows (projected as zero
-    rows, so the valid rows keep their place in the product)."""
+    rows, so the valid rows keep their place in the product). ``overwrite_input``: zero
+    them in the task's own block rather than in a copy."""
     if not bad.size:
-        return project_block(block, side_map, where, row0, overwrite_input)
+        return project_block(block, side_map, where, row0)
     rows = block if overwrite_input and block.flags.writeable else block.copy()
     rows[bad] = 0
-    out = project_block(rows, side_map, where, row0, overwrite_input=True)
+    out = project_block(rows, side_map, where, row0)
     out[bad] = np.nan
     return out
