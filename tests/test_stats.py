@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddrp_dask.maths.stats import Moments, block_moments, combine, combine_all
+from ddrp_dask.maths.stats import Moments, block_moments, combine, combine_all, merge_moments
 from ddrp_dask.testing import reference_covariance, reference_mean
 
 
@@ -74,6 +74,46 @@ def test_combine_is_associative_and_has_identity() -> None:
     assert np.allclose(left.scatter, right.scatter, rtol=1e-13)
     empty = block_moments(np.zeros((0, 3)))
     assert combine(empty, a) is a and combine(a, empty) is a
+
+
+def _copies(parts: list[Moments]) -> list[Moments]:
+    return [Moments(p.n, p.mean.copy(), p.scatter.copy()) for p in parts]
+
+
+def test_reduction_tasks_merge_in_place_to_the_same_bytes() -> None:
+    """Pass 1's reduction tasks (``merge_moments``, and ``merge_folds`` per fold) sum into
+    their inputs' arrays, so a merge allocates no d x d array; the bytes are combine_all's,
+    through the Dask tree at every fan-in, and combine_all itself leaves its parts alone."""
+    import dask
+
+    from ddrp_dask.graph.compute import tree_reduce
+    from ddrp_dask.maths.optimal import combine_folds, merge_folds
+
+    rng = np.random.default_rng(11)
+    parts = [block_moments(rng.standard_normal((5 + i % 7, 6)) * (1 + i) + 50.0 * i)
+             for i in range(37)]
+    parts[4] = block_moments(np.zeros((0, 6)))  # an empty block (all rows skipped)
+    kept = _copies(parts)
+    whole = combine_all(parts)
+    for a, b in zip(parts, kept, strict=True):  # combine_all copies
+        assert np.array_equal(a.scatter, b.scatter) and np.array_equal(a.mean, b.mean)
+    for fan_in in (2, 8):
+        own = _copies(kept)
+        (got,) = dask.compute(tree_reduce([dask.delayed(p) for p in own], merge_moments,
+                                          fan_in=fan_in), scheduler="sync")
+        assert got.n == whole.n
+        assert np.array_equal(got.scatter, whole.scatter)
+        assert np.array_equal(got.mean, whole.mean)
+        # control: the merge did reuse its inputs (the first part now holds a partial sum)
+        assert got.scatter is own[0].scatter
+        assert not np.array_equal(own[0].scatter, kept[0].scatter)
+    folds = [[block_moments(rng.standard_normal((4 + f, 3)) + i) for f in range(3)]
+             for i in range(9)]
+    want = combine_folds(folds)
+    got_folds = merge_folds([[Moments(m.n, m.mean.copy(), m.scatter.copy()) for m in p]
+                             for p in folds])
+    for a, b in zip(got_folds, want, strict=True):
+        assert np.array_equal(a.scatter, b.scatter) and np.array_equal(a.mean, b.mean)
 
 
 def test_combine_all_is_the_aligned_tree() -> None:

@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..io.common import working_dtype
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
-from ..maths.optimal import combine_folds, moments_by_fold
+from ..maths.optimal import merge_folds, moments_by_fold
 from ..maths.project import check_finite, project_block
 from ..maths.stats import Moments, block_moments
 from .compute import compute, stats_fan_in, task, tree_reduce
@@ -78,12 +78,12 @@ def moments_of_arrays(arrays: Mapping[str, Any], rows: int,
         if n_folds:
             leaves = [task(_fold_stats_task, blk, where, int(s), n_folds)
                       for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-            lazy[name] = tree_reduce(leaves, combine_folds,
+            lazy[name] = tree_reduce(leaves, merge_folds,
                                      fan_in=stats_fan_in(a.shape[1], n_folds))
         else:
             leaves = [task(_one_stats_task, blk, where, int(s))
                       for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-            lazy[name] = tree_reduce(leaves, combine_folds, fan_in=stats_fan_in(a.shape[1]))
+            lazy[name] = tree_reduce(leaves, merge_folds, fan_in=stats_fan_in(a.shape[1]))
     computed = compute(list(lazy.values()), None, False, "pass 1: statistics")
     return dict(zip(lazy, computed, strict=True))
 

@@ -22,8 +22,8 @@ from ..io import lifecycle, writer
 from ..io.source import Source, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
-from ..maths.optimal import combine_folds, moments_by_fold
-from ..maths.stats import Moments, block_moments, combine_all
+from ..maths.optimal import merge_folds, moments_by_fold
+from ..maths.stats import Moments, block_moments, merge_moments
 from .compute import compute, delayed, stats_fan_in, task, tree_reduce
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
@@ -85,8 +85,8 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     one ``Moments`` per side, or with ``n_folds`` a list of one per fold."""
     graphs, leaves = [], []
     for side, (src, ranges) in blocks.items():
-        func, extra, merge = ((_fold_stats_task, (n_folds,), combine_folds) if n_folds else
-                              (_stats_task, (), combine_all))
+        func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
+                              (_stats_task, (), merge_moments))
         side_leaves = [task(func, src, start, stop, side, skip, *extra,
                             order=_row_order(side, start)) for start, stop in ranges]
         graphs.append(tree_reduce(side_leaves, merge, fan_in=stats_fan_in(src.d, n_folds)))

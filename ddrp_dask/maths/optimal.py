@@ -73,6 +73,7 @@ __all__ = [
     "fold_of",
     "folds_for",
     "ledoit_wolf",
+    "merge_folds",
     "moments_by_fold",
     "oas",
     "search_kind",
@@ -175,9 +176,17 @@ def moments_by_fold(block: np.ndarray, rows: np.ndarray, n_folds: int = N_FOLDS
     return [block_moments(block[folds == f], overwrite_input=True) for f in range(n_folds)]
 
 
-def combine_folds(parts: Sequence[Sequence[Moments]]) -> list[Moments]:
-    """Merge per-block fold statistics fold by fold (``combine_all``'s tree for each)."""
-    return [combine_all([p[f] for p in parts]) for f in range(len(parts[0]))]
+def combine_folds(parts: Sequence[Sequence[Moments]], overwrite: bool = False
+                  ) -> list[Moments]:
+    """Merge per-block fold statistics fold by fold (``combine_all``'s tree for each;
+    ``overwrite`` as there)."""
+    return [combine_all([p[f] for p in parts], overwrite) for f in range(len(parts[0]))]
+
+
+def merge_folds(parts: Sequence[Sequence[Moments]]) -> list[Moments]:
+    """A reduction task of pass 1 per fold: ``combine_folds`` reusing its inputs' arrays
+    (``maths.stats.merge_moments``)."""
+    return combine_folds(parts, overwrite=True)
 
 
 def folds_for(d: int) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Moments", "block_moments", "combine", "combine_all"]
+__all__ = ["Moments", "block_moments", "combine", "combine_all", "merge_moments"]
 
 # Below this largest diagonal entry of a float32 Gram product, squares may have underflowed.
 _F32_TINY_DIAG = 1e-20
@@ -116,8 +116,9 @@ def _symmetrize(a: np.ndarray) -> None:
             a[j:j + _TILE, i:i + _TILE] = tile.T
 
 
-def combine(a: Moments, b: Moments) -> Moments:
-    """Merge the moments of two disjoint sets of rows (Chan et al.)."""
+def combine(a: Moments, b: Moments, overwrite: bool = False) -> Moments:
+    """Merge the moments of two disjoint sets of rows (Chan et al.); ``overwrite``: sum into
+    ``a``'s scatter instead of a fresh d x d array (the same bytes)."""
     if a.n == 0:
         return b
     if b.n == 0:
@@ -125,7 +126,7 @@ def combine(a: Moments, b: Moments) -> Moments:
     n = a.n + b.n
     delta = b.mean - a.mean
     mean = a.mean + delta * (b.n / n)
-    scatter = a.scatter + b.scatter
+    scatter = np.add(a.scatter, b.scatter, out=a.scatter if overwrite else None)
     weight = a.n * b.n / n
     for lo in range(0, len(delta), _TILE):  # by row tiles: the bytes of ``s + outer * c``
         cross = np.outer(delta[lo:lo + _TILE], delta)
@@ -134,13 +135,22 @@ def combine(a: Moments, b: Moments) -> Moments:
     return Moments(n, mean, scatter)
 
 
-def combine_all(parts: Sequence[Moments]) -> Moments:
+def combine_all(parts: Sequence[Moments], overwrite: bool = False) -> Moments:
     """Merge in a fixed balanced binary tree over the given order, as the Dask reduction does,
-    so the result is bit-identical however it was scheduled."""
+    so the result is bit-identical however it was scheduled. ``overwrite``: the parts are the
+    caller's to reuse (a reduction task's own inputs): each merge sums into its left part,
+    so merging holds no d x d array beyond the parts (128 MiB each at d = 4096)."""
     if not parts:
         raise ValueError("combine_all needs at least one Moments")
     level = list(parts)
     while len(level) > 1:
-        level = [combine(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
-                 for i in range(0, len(level), 2)]
+        level = [combine(level[i], level[i + 1], overwrite) if i + 1 < len(level) else
+                 level[i] for i in range(0, len(level), 2)]
     return level[0]
+
+
+def merge_moments(parts: Sequence[Moments]) -> Moments:
+    """A reduction task of pass 1: ``combine_all`` of its inputs, reusing their arrays. Only
+    for inputs no one else reads: in a Dask tree each partial has one consumer, and a task
+    that fails is not re-run on the same objects (ddrp asks for no retries)."""
+    return combine_all(parts, overwrite=True)
