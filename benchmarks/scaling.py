@@ -12,9 +12,14 @@ on synthetic Zarr sources (zstd, chunks of ``default_block_rows(d)`` rows; cache
 * workers: LocalCluster of 1 and 2 workers x 1 thread, 1M rows, d=256;
 * the build alone (``ddrp_dask.build`` on synthetic Moments, auto and gaussian) for d from
   64 to ``--max-build-d`` (default 4096), in this process, on the fixed BLAS threads ddrp
-  builds with (``maths.blas.BUILD_BLAS_THREADS``).
+  builds with (``maths.blas.BUILD_BLAS_THREADS``); auto cross-fitted over five synthetic
+  folds up to d = 1024, as a job runs it.
 
-    python benchmarks/scaling.py [--quick] [--max-build-d 4096]
+The passes are modelled as a fixed part (the intercept of the rows sweep: graph, scheduler,
+first reads) plus a per-row cost c + a·d + b·d² fitted to the d sweep; the measured points
+of the d panel are scaled to 2 GB the same way (the fixed part is not multiplied).
+
+    python benchmarks/scaling.py [--quick] [--max-build-d 4096] [--replot]
 
 Prints a table and the d where the build takes longer than the two passes (for a 2 GB source
 and per million rows); writes bench-out/scaling.png and .json. ~10 minutes on 2 cores.
@@ -42,6 +47,7 @@ from benchlib import (
     load,
     make_zarr,
     run_job,
+    warm,
 )
 
 PERF = str(Path(__file__).resolve().with_name("perf.py"))
@@ -63,22 +69,38 @@ def passes_job(label: str, sweep: str, x: Path, w: Path, d: int, k: int, sched: 
     return job
 
 
-def synthetic_moments(d: int, seed: int) -> Any:
-    """Moments of a made-up source: scatter A·Aᵀ with a decaying spectrum, nonzero mean."""
+def synthetic_moments(d: int, seed: int, n: int = 1_000_000, jitter: float = 0.0) -> Any:
+    """Moments of a made-up source of ``n`` rows: scatter A·Aᵀ with a decaying spectrum,
+    nonzero mean; ``jitter``: that much relative noise on A and the mean (one fold of it)."""
     from ddrp_dask import Moments
 
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((d, d)) * np.geomspace(3, 0.03, d)
-    return Moments(1_000_000, rng.standard_normal(d) * 0.3, 1e6 * (a @ a.T) / d)
+    mean = rng.standard_normal(d) * 0.3
+    if jitter:
+        noise = np.random.default_rng([seed, int(jitter * 1e6), n])
+        a = a * (1 + jitter * noise.standard_normal((d, d)))
+        mean = mean * (1 + jitter * noise.standard_normal(d))
+    return Moments(n, mean, n * (a @ a.T) / d)
 
 
 def time_build(d: int, k: int, method: str) -> float:
-    """Seconds of ``ddrp_dask.build`` at dimension d (it fixes its BLAS threads itself)."""
+    """Seconds of ``ddrp_dask.build`` at dimension d as a job runs it: ``auto`` cross-fitted
+    over ``folds_for(d)`` folds (five synthetic folds of 200,000 rows per source) where the
+    job cross-fits, in-sample above; it fixes its BLAS threads itself."""
     import ddrp_dask as dd
+    from ddrp_dask.maths.optimal import folds_for
+    from ddrp_dask.maths.stats import combine_all
 
-    mx, mw = synthetic_moments(d, 1), synthetic_moments(d, 2)
+    n_folds = folds_for(d) if method == "auto" else 1
+    if n_folds > 1:
+        folds = tuple([synthetic_moments(d, side, 1_000_000 // n_folds, 0.02 * (f + 1))
+                       for f in range(n_folds)] for side in (1, 2))
+        mx, mw = combine_all(folds[0]), combine_all(folds[1])
+    else:
+        folds, mx, mw = None, synthetic_moments(d, 1), synthetic_moments(d, 2)
     t = time.perf_counter()
-    dd.build(mx, mw, k, method, 0)
+    dd.build(mx, mw, k, method, 0, folds=folds)
     return time.perf_counter() - t
 
 
@@ -91,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="which sweeps to run (comma-separated)")
     ap.add_argument("--quick", action="store_true",
                     help="a quarter of the rows everywhere (a few minutes)")
+    ap.add_argument("--replot", action="store_true",
+                    help="only the tables and plot again, from bench-out/scaling.json")
     args = ap.parse_args(argv)
+    if args.replot:
+        saved = json.loads((ROOT / "bench-out" / "scaling.json").read_text())
+        report([_job(j) for j in saved["jobs"]], saved["builds"], 1)
+        return 0
     scratch = Path(args.scratch).resolve()
     scratch.mkdir(parents=True, exist_ok=True)
     log_dir = scratch / "logs" / "scaling"
@@ -106,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         secs = make_zarr(path, side, rows, d, default_block_rows(d))
         if secs:
             print(f"  generated {path.name} ({fmt_gb(dir_bytes(path))} GB) in {secs:.1f} s")
+        warm(path)
         return path
 
     jobs: list[Job] = []
@@ -147,18 +176,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _pass_model(jobs: list[Job]) -> tuple[float, float]:
-    """Fit seconds per row of both passes as a·d + b·d² (a, b ≥ 0) to the d sweep."""
-    pts = [(j.result["d"], (j.result["pass1_s"] + j.result["pass2_s"]) / j.rows)
+def _job(saved: dict[str, Any]) -> Job:
+    """A finished job again from its ``Job.summary()`` (for ``--replot``)."""
+    return Job(saved["label"], saved["cmd"], group=saved["group"], rows=saved["rows"],
+               wall=saved["wall_s"], returncode=saved["returncode"], rss=[saved["peak_rss"]],
+               result=saved["result"])
+
+
+def _fixed_cost(jobs: list[Job]) -> float:
+    """Seconds of both passes that do not grow with the rows (graph, scheduler, first
+    reads): the intercept of a line through the rows sweep (0 without one)."""
+    pts = [(j.rows, j.result["pass1_s"] + j.result["pass2_s"]) for j in jobs
+           if j.group == "rows" and j.ok]
+    if len(pts) < 2:
+        return 0.0
+    _, intercept = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
+    return max(float(intercept), 0.0)
+
+
+def _pass_model(jobs: list[Job], fixed: float) -> tuple[float, float, float]:
+    """Fit seconds per row of both passes, beyond ``fixed``, as c + a·d + b·d² (all ≥ 0) to
+    the d sweep, in relative error."""
+    pts = [(j.result["d"], (j.result["pass1_s"] + j.result["pass2_s"] - fixed) / j.rows)
            for j in jobs if j.group == "d" and j.ok]
     from scipy.optimize import nnls
 
-    if len(pts) < 2:
-        return float("nan"), float("nan")
+    if len(pts) < 3:
+        return float("nan"), float("nan"), float("nan")
     ds = np.array([p[0] for p in pts], dtype=float)
     t = np.array([p[1] for p in pts])
-    coef, _ = nnls(np.column_stack([ds, ds**2]), t)  # both terms cost time: a, b >= 0
-    return float(coef[0]), float(coef[1])
+    # every term costs time (≥ 0); relative errors weigh each d alike (absolute ones let
+    # d = 4096, 300 µs a row, decide the fit for d = 64, 1 µs a row)
+    design = np.column_stack([np.ones_like(ds), ds, ds**2]) / t[:, None]
+    coef, _ = nnls(design, np.ones_like(t))
+    return float(coef[0]), float(coef[1]), float(coef[2])
 
 
 def report(jobs: list[Job], builds: list[dict[str, Any]], div: int) -> None:
@@ -179,39 +230,42 @@ def report(jobs: list[Job], builds: list[dict[str, Any]], div: int) -> None:
               f"{r['pass1_f0.1_s']:>8.2f} {fmt_gb(j.peak_rss):>8}")
     print("(rows: of X; W has 20,000 more rows, counted in rows/s; times inside the process; "
           f"F=0.1 p1: pass 1 on a tenth of the blocks{'; --quick: rows / 4' if div > 1 else ''})")
-    a, b = _pass_model(jobs)
+    fixed = _fixed_cost(jobs)
+    c, a, b = _pass_model(jobs, fixed)
     if not (np.isfinite(a) and builds):
         (ROOT / "bench-out" / "scaling.json").write_text(json.dumps(
             {"jobs": [j.summary() for j in jobs], "builds": builds}, indent=1))
         print("(no d sweep or no build timings: no build-vs-passes table, no plot)")
         return
-    print(f"\nboth passes cost ≈ {a * 1e9:.2f}·d + {b * 1e9:.4f}·d² ns per row (fit to the d "
-          "sweep); build vs passes:")
+    print(f"\nboth passes cost ≈ {fixed:.2f} s + ({c * 1e9:.0f} + {a * 1e9:.2f}·d + "
+          f"{b * 1e9:.4f}·d²) ns per row (fixed part from the rows sweep, per row fitted to "
+          "the d sweep); build vs passes:")
     print(f"{'d':>6} {'build auto s':>12} {'gaussian s':>10} {'passes, 2 GB s':>14} "
           f"{'passes, 1M rows s':>17} {'rows where build = passes':>25}")
     cross_2gb = None
     for row in builds:
         d = row["d"]
-        per_row = a * d + b * d * d
-        two_gb = (2**29 // d) * per_row
-        row.update(passes_2gb_s=two_gb, passes_1m_s=1e6 * per_row,
-                   rows_equal=row["auto_s"] / per_row)
+        per_row = c + a * d + b * d * d
+        two_gb = fixed + (2**29 // d) * per_row
+        row.update(passes_2gb_s=two_gb, passes_1m_s=fixed + 1e6 * per_row,
+                   rows_equal=max(row["auto_s"] - fixed, 0.0) / per_row)
         if cross_2gb is None and row["auto_s"] > two_gb:
             cross_2gb = d
         print(f"{d:>6} {row['auto_s']:>12.2f} {row['gaussian_s']:>10.2f} {two_gb:>14.1f} "
-              f"{1e6 * per_row:>17.1f} {row['rows_equal']:>25.0f}")
+              f"{fixed + 1e6 * per_row:>17.1f} {row['rows_equal']:>25.0f}")
     print("(passes extrapolated from the d sweep; 2 GB = 2^29 float32 values)")
     print(f"build of a 2 GB source takes longer than its passes from d = {cross_2gb}"
           if cross_2gb else "the build stays below the passes of a 2 GB source up to the "
           "largest d timed")
-    plot(jobs, builds, a, b, ROOT / "bench-out" / "scaling.png")
+    plot(jobs, builds, fixed, ROOT / "bench-out" / "scaling.png")
     (ROOT / "bench-out" / "scaling.json").write_text(json.dumps(
-        {"jobs": [j.summary() for j in jobs], "builds": builds, "pass_cost": [a, b]}, indent=1))
+        {"jobs": [j.summary() for j in jobs], "builds": builds,
+         "pass_cost": {"fixed_s": fixed, "per_row": [c, a, b]}}, indent=1))
     print(f"wrote {ROOT / 'bench-out' / 'scaling.png'} and scaling.json")
 
 
-def plot(jobs: list[Job], builds: list[dict[str, Any]], a: float, b: float, path: Path) -> None:
-    """Four panels: rows, d (with the build), K, workers."""
+def plot(jobs: list[Job], builds: list[dict[str, Any]], fixed: float, path: Path) -> None:
+    """Four panels: rows, d (with the build as a job runs it), K, workers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,13 +283,14 @@ def plot(jobs: list[Job], builds: list[dict[str, Any]], a: float, b: float, path
     ax[0].plot(xs, [j.wall for j in sel], "s--", label="wall (process)")
     ax[0].set(title="rows (d=256, K=32)", xlabel="rows of X", ylabel="seconds")
     ds = [r["d"] for r in builds]
-    ax[1].loglog(ds, [r["auto_s"] for r in builds], "o-", label="build auto")
+    ax[1].loglog(ds, [r["auto_s"] for r in builds], "o-",
+                 label="build auto (cross-fitted to d=1024)")
     ax[1].loglog(ds, [r["gaussian_s"] for r in builds], "o:", label="build gaussian")
     ax[1].loglog(ds, [r["passes_2gb_s"] for r in builds], "--", label="passes, 2 GB (fit)")
     ax[1].loglog(ds, [r["passes_1m_s"] for r in builds], "-.", label="passes, 1M rows (fit)")
     xd, seld = series("d", "d")
-    ax[1].loglog(xd, [(j.result["pass1_s"] + j.result["pass2_s"]) * 2**29 / (j.rows * d)
-                      for j, d in zip(seld, xd, strict=True)], "k^",
+    ax[1].loglog(xd, [fixed + (j.result["pass1_s"] + j.result["pass2_s"] - fixed)
+                      * 2**29 / (j.rows * d) for j, d in zip(seld, xd, strict=True)], "k^",
                  label="passes measured, scaled to 2 GB")
     ax[1].set(title="d: build vs passes", xlabel="d", ylabel="seconds")
     xk, selk = series("K", "k")
