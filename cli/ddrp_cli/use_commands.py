@@ -48,7 +48,7 @@ def matmul(x_sketch: str, w_sketch: str, out: str, top: int | None, block_cols: 
         click.echo(str(plan))
         return
     with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
-                           quiet) as client:
+                           quiet, job_bytes=plan.input_bytes()) as client:
         plan.execute(client, show_progress(quiet))
     if not quiet:
         say(f"wrote {plan.out}")
@@ -85,7 +85,7 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
         click.echo(str(plan))
         return
     with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
-                           quiet) as client:
+                           quiet, job_bytes=plan.input_bytes()) as client:
         result = evaluate_model(plan, scheduler=client, progress=show_progress(quiet))
     click.echo(format_evaluation(result))
     write_json(json_path, result)
@@ -126,7 +126,7 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
         click.echo(str(plan))
         return
     with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
-                           quiet) as client:
+                           quiet, job_bytes=plan.input_bytes()) as client:
         report = plan.choose(client, show_progress(quiet))
     click.echo(format_k_table(report))
     if plot:

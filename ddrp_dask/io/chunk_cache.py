@@ -7,9 +7,10 @@ that straddles two blocks would then be decoded by both blocks' tasks (1.5× the
 from here instead: the first task to ask decodes it (a task asking meanwhile waits for that
 decode), later ones copy their rows from the decoded chunk, and the chunk is dropped as soon
 as as many rows as it holds have been taken — in a full pass, right after its last block
-read it. Chunks a pass does not read to the end (a stats fraction, a resumed pass) are
-dropped least recently used first, beyond about one chunk per core — unless all the held
-chunks together fit in ``HELD_BYTES`` (four canonical blocks): Dask does not run the first
+read it. Chunks a pass does not read to the end (a stats fraction, a resumed pass, the
+blocks of a chunk split between cluster workers) are dropped least recently used first,
+beyond about one chunk per thread reading (``limit``) — unless all the held chunks together
+fit in ``HELD_BYTES`` (four canonical blocks): Dask does not run the first
 merge group of a pass in row order (its first critical path extends a set), so a group of
 eight blocks may leave more chunks half read for a moment than there are cores, and small
 chunks are then kept rather than decoded again.
@@ -24,16 +25,18 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["clear", "counts", "held", "held_bytes", "take", "within_cap"]
+__all__ = ["clear", "counts", "held", "held_bytes", "limit", "take", "within_cap"]
 
-#: Chunks kept beyond those being read: about one per core (each running task holds about
-#: one chunk anyway, as a decode buffer).
+#: Chunks kept beyond those being read: at most about one per core (each running task holds
+#: about one chunk anyway, as a decode buffer); a process whose tasks run on fewer threads
+#: (a cluster worker) keeps fewer (``limit``).
 MAX_HELD = (os.cpu_count() or 1) + 2
 #: Bytes of decoded chunks that may be held beyond ``MAX_HELD`` chunks (4 blocks of 64 MiB).
 HELD_BYTES = 256 * 2**20
@@ -49,6 +52,8 @@ class _Entry:
 _lock = threading.Lock()
 _entries: OrderedDict[Hashable, _Entry] = OrderedDict()
 _counts = {"decoded": 0, "shared": 0}
+#: The threads that have read through the cache (dropped when they end).
+_readers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 
 def take(key: Hashable, rows: int, lo: int, hi: int,
@@ -57,6 +62,7 @@ def take(key: Hashable, rows: int, lo: int, hi: int,
     another task has decoded it or is doing so: a read-only view (the other blocks read the
     same chunk), which stays valid after the chunk is dropped."""
     with _lock:
+        _readers.add(threading.current_thread())
         entry = _entries.get(key)
         owner = entry is None
         if entry is None:
@@ -89,17 +95,33 @@ def _frozen(chunk: np.ndarray) -> np.ndarray:
     return chunk
 
 
+def _limit() -> int:
+    """``limit`` under the lock."""
+    return min(MAX_HELD, sum(t.is_alive() for t in _readers) + 2)
+
+
+def limit() -> int:
+    """Chunks kept beyond those being read: two more than the live threads that read
+    through the cache, at most ``MAX_HELD``. On a cluster worker of one thread a chunk its
+    process read in part is often never finished there (the other blocks ran on other
+    workers), so a limit by the machine's cores would keep up to cores + 2 dead chunks in
+    every worker."""
+    with _lock:
+        return _limit()
+
+
 def _trim() -> None:
-    """Drop the least recently used decoded chunks while more than ``MAX_HELD`` are held
+    """Drop the least recently used decoded chunks while more than ``limit()`` are held
     and together they exceed ``HELD_BYTES`` (under the lock)."""
-    if len(_entries) <= MAX_HELD:
+    cap = _limit()
+    if len(_entries) <= cap:
         return
     ready = [(k, e.chunk.nbytes if e.chunk is not None else 0) for k, e in _entries.items()
              if e.ready.is_set()]
     total = sum(size for _, size in ready)
     count = len(_entries)
     for key, size in ready:
-        if count <= MAX_HELD or total <= HELD_BYTES:
+        if count <= cap or total <= HELD_BYTES:
             break
         del _entries[key]
         count -= 1
@@ -132,6 +154,7 @@ def within_cap() -> bool:
 
 
 def clear() -> None:
-    """Drop every held chunk."""
+    """Drop every held chunk, and forget the threads that read."""
     with _lock:
         _entries.clear()
+        _readers.clear()

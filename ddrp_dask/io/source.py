@@ -63,6 +63,12 @@ class Source:
         """The dtype blocks are returned in (see module docstring)."""
         return working_dtype(np.dtype(self.dtype))
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its values as the passes read them (the default scheduler's measure of a
+        job: ``graph.compute.default_scheduler``)."""
+        return self.n_rows * self.d * self.working_dtype.itemsize
+
     def read_rows(self, start: int, stop: int, invalid: str = "error") -> np.ndarray:
         """Rows ``start:stop`` as a C-contiguous ``(stop - start, d)`` array of the working
         dtype. Parquet nulls and lists of the wrong length raise ``InvalidValueError`` naming

@@ -85,7 +85,7 @@ class Plan:
     def input_bytes(self) -> int:
         """Bytes of the sources' values as the passes read them (the default scheduler's
         size: ``graph.compute.default_scheduler``)."""
-        return sum(s.n_rows * s.d * s.working_dtype.itemsize for s in self.sources.values())
+        return sum(s.nbytes for s in self.sources.values())
 
     def memory_per_task(self) -> int:
         """Bytes one task holds at its peak: the block, its shifted copy, the float64

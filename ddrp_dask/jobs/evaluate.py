@@ -65,6 +65,11 @@ class EvaluatePlan:
     seeds: int
     block_rows: int
 
+    def input_bytes(self) -> int:
+        """Bytes of both sources' values (the sampled pairs reach most of their blocks; the
+        default scheduler's size)."""
+        return self.x.nbytes + self.w.nbytes
+
     def __str__(self) -> str:
         m = self.model
         lines = ["ddrp evaluate plan",

@@ -88,6 +88,10 @@ class MatmulPlan:
         """The inputs, by option (what the pipeline's worker checks look at)."""
         return {"x_sketch": self.x, "w_sketch": self.w}
 
+    def input_bytes(self) -> int:
+        """Bytes of the two sketches (the default scheduler's size)."""
+        return self.x.nbytes + self.w.nbytes
+
     def output_bytes(self) -> int:
         """Uncompressed bytes written."""
         n, m = self.x.n_rows, self.w.n_rows
