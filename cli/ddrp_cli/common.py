@@ -116,11 +116,10 @@ execution_options = _options(
 
 
 def scheduler_context(scheduler: str | None, workers: int | None, threads_per_worker: int,
-                      memory_limit: str, quiet: bool = False,
-                      job_bytes: int | None = None) -> Any:
+                      memory_limit: str, quiet: bool, *, job_bytes: int) -> Any:
     """What a job's ``execute`` takes as ``scheduler``, as a context (``--scheduler``,
-    ``--workers``, ...; ``job_bytes``: the input's size, for the default; see
-    ``ddrp_dask.graph.compute.local_scheduler``)."""
+    ``--workers``, ...; ``job_bytes``: the input's size, which the default follows, so every
+    command must give it; see ``ddrp_dask.graph.compute.local_scheduler``)."""
     return local_scheduler(scheduler, workers, threads_per_worker, memory_limit,
                            say=None if quiet else say, job_bytes=job_bytes)
 

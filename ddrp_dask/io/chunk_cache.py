@@ -10,10 +10,10 @@ as as many rows as it holds have been taken — in a full pass, right after its 
 read it. Chunks a pass does not read to the end (a stats fraction, a resumed pass, the
 blocks of a chunk split between cluster workers) are dropped least recently used first,
 beyond about one chunk per thread reading (``limit``) — unless all the held chunks together
-fit in ``HELD_BYTES`` (four canonical blocks): Dask does not run the first
-merge group of a pass in row order (its first critical path extends a set), so a group of
-eight blocks may leave more chunks half read for a moment than there are cores, and small
-chunks are then kept rather than decoded again.
+fit in ``HELD_BYTES`` (four canonical blocks): Dask does not run the first merge group of a
+pass in row order (its first critical path extends a set), so a group of eight blocks may
+leave more chunks half read for a moment than there are threads, and small chunks are then
+kept rather than decoded again.
 
 The passes name their tasks in row order, so Dask runs neighbouring blocks together and a
 chunk is rarely held for long. The cache is per process: on a cluster, two workers sharing a
@@ -38,7 +38,7 @@ __all__ = ["clear", "counts", "held", "held_bytes", "limit", "take", "within_cap
 #: about one chunk anyway, as a decode buffer); a process whose tasks run on fewer threads
 #: (a cluster worker) keeps fewer (``limit``).
 MAX_HELD = (os.cpu_count() or 1) + 2
-#: Bytes of decoded chunks that may be held beyond ``MAX_HELD`` chunks (4 blocks of 64 MiB).
+#: Bytes of decoded chunks that may be held beyond ``limit()`` chunks (4 blocks of 64 MiB).
 HELD_BYTES = 256 * 2**20
 
 
