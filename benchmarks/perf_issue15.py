@@ -263,8 +263,9 @@ def _decodes_per_pass(n: int, chunk: int, block: int) -> tuple[int, int]:
 
 
 def decodes(args: argparse.Namespace) -> None:
-    """Chunk decodes of ``ddrp run`` (both passes) counted by ``io.chunk_cache`` in every
-    process, threads and a 2-worker LocalCluster, against reading block by block."""
+    """Chunk decodes of ``ddrp run`` (both passes) counted in every process
+    (``ddrp_dask.testing.count_decodes``), threads and a 2-worker LocalCluster, against
+    reading block by block and against decoding each chunk once per pass."""
     import logging
 
     import numpy as np
@@ -272,14 +273,15 @@ def decodes(args: argparse.Namespace) -> None:
     from distributed import Client, LocalCluster
 
     import ddrp_dask as dd
-    from ddrp_dask.io import chunk_cache
+    from ddrp_dask import testing
 
     n, m, d, block = 200_000, 50_000, 16, 4096
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, d)).astype(np.float32)
     w = rng.standard_normal((m, d)).astype(np.float32)
+    testing.count_decodes()
     print(f"\n{'chunk rows':>10} {'scheduler':>12} {'block by block':>15} {'each once':>10} "
-          f"{'ddrp':>6}")
+          f"{'ddrp':>6} {'most of one chunk':>18}")
     for chunk in (3000, 10_000, 50_000, 100_000):
         paths = []
         for name, a in (("x", x), ("w", w)):
@@ -294,20 +296,24 @@ def decodes(args: argparse.Namespace) -> None:
             plan = dd.plan_run(*paths, 8, str(SCRATCH / "dec-out.zarr"), block_rows=block,
                                overwrite=True)
             if sched == "threads":
-                before = chunk_cache.counts()["decoded"]
+                before = [testing.decode_counts()]
                 dd.execute(plan, scheduler="threads")
-                shared = chunk_cache.counts()["decoded"] - before
+                after = [testing.decode_counts()]
             else:
                 with LocalCluster(n_workers=2, threads_per_worker=1,
                                   silence_logs=logging.ERROR, dashboard_address=":0") as c, \
                         Client(c) as client:
+                    client.run(testing.count_decodes)
+                    before = list(client.run(testing.decode_counts).values())
                     dd.execute(plan, scheduler=client)
-                    shared = sum(v["decoded"] for v in client.run(chunk_cache.counts).values())
-            # chunks inside one block are decoded by it directly, not counted by the cache
-            inside = sum(2 * sum(1 for s in range(0, r, chunk)
-                                 if s // block == (min(s + chunk, r) - 1) // block)
-                         for r in (n, m))
-            print(f"{chunk:>10} {sched:>12} {naive:>15} {once:>10} {shared + inside:>6}")
+                    after = list(client.run(testing.decode_counts).values())
+            per_chunk: dict[str, int] = {}
+            for b0, a0 in zip(before, after, strict=True):
+                for key, v in a0.items():
+                    if "dec_" in key and f"_{chunk}.zarr" in key:
+                        per_chunk[key] = per_chunk.get(key, 0) + v - b0.get(key, 0)
+            print(f"{chunk:>10} {sched:>12} {naive:>15} {once:>10} "
+                  f"{sum(per_chunk.values()):>6} {max(per_chunk.values()):>18}")
 
 
 def main() -> None:

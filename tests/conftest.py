@@ -15,7 +15,7 @@ import pytest
 import zarr
 import zarr.storage
 
-from ddrp_dask.io import chunk_cache, lifecycle, writer
+from ddrp_dask.io import lifecycle, writer
 from ddrp_dask.io.zarr_reader import DirectLayout
 
 
@@ -88,7 +88,6 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, fmt: str, n: int) -> None:
 def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[tuple[str, Any]]]:
     """Every chunk decode: the direct Zarr reader's, zarr-python's reads of chunk keys from
     a local store, and Parquet row-group reads; the real functions, counted."""
-    chunk_cache.clear()
     seen: collections.Counter[tuple[str, Any]] = collections.Counter()
     chunk_path = DirectLayout.chunk_path
 
@@ -113,7 +112,6 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[tup
     monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted_group)
     yield seen
-    chunk_cache.clear()
 
 
 @pytest.fixture(scope="session")

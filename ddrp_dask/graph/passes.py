@@ -1,7 +1,8 @@
 """The two passes as Dask graphs: the numpy stages mapped over canonical row blocks.
 
-A chunk that two blocks share is decoded once, by whichever of their tasks comes first
-(``io.chunk_cache``); the tasks are named in row order so that these run together.
+A chunk that two blocks share is decoded once per pass, by a task of its own that hands
+each block its rows (``graph.reads``); the tasks are named in row order, so that a pass walks
+its sources in order and a decoded chunk is released soon after.
 
 Pass 1 maps ``block_moments`` over canonical row blocks and merges them in a fixed tree of
 aligned groups (the same tree as ``maths.stats.combine_all``), so the statistics — hence the
@@ -19,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from ..io import lifecycle, writer
-from ..io.source import Source, read_valid, sketch_rows
+from ..io.source import Given, Source, invalid_mode, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
 from ..maths.optimal import merge_folds, moments_by_fold
 from ..maths.stats import Moments, block_moments, merge_moments
 from .compute import compute, delayed, stats_fan_in, task, tree_reduce
+from .reads import shared_reads
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
 
@@ -35,9 +37,11 @@ Ranges = Sequence[tuple[int, int]]
 # tasks (run on workers; each pins BLAS to one thread: Dask threads x BLAS threads <= cores)
 
 
-def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Moments:
+def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
+                given: Given) -> Moments:
     with one_blas_thread():
-        block, bad, colsum = read_valid(src, start, stop, f"--{side} {src.path}", skip)
+        block, bad, colsum = read_valid(src, start, stop, f"--{side} {src.path}", skip,
+                                        given=given)
         if bad.size:
             return block_moments(np.delete(block, bad, axis=0))
         # shift in place when the block is ours to change (zarr decodes a fresh array;
@@ -46,10 +50,11 @@ def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool) -> Mo
 
 
 def _fold_stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
-                     n_folds: int) -> list[Moments]:
+                     given: Given, n_folds: int) -> list[Moments]:
     """One block's statistics per fold; a row's fold follows its global index."""
     with one_blas_thread():
-        block, bad, _ = read_valid(src, start, stop, f"--{side} {src.path}", skip)
+        block, bad, _ = read_valid(src, start, stop, f"--{side} {src.path}", skip,
+                                   given=given)
         rows = np.arange(start, stop)
         if bad.size:
             block, rows = np.delete(block, bad, axis=0), np.delete(rows, bad)
@@ -57,11 +62,13 @@ def _fold_stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
 
 
 def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
-                  out: str, array: str, block: int, ids_array: str | None, skip: bool) -> int:
+                  out: str, array: str, block: int, ids_array: str | None, skip: bool,
+                  given: Given) -> int:
     """Sketch one block, write its chunk (and its ids), then its done flag (2 when it skipped
     rows); a retry rewrites the same bytes."""
     with one_blas_thread():
-        sketch, bad = sketch_rows(src, start, stop, side_map, f"{side} input {src.path}", skip)
+        sketch, bad = sketch_rows(src, start, stop, side_map, f"{side} input {src.path}", skip,
+                                  given)
     writer.write_rows(f"{out}/{array}", slice(start, stop), sketch)
     if ids_array is not None:
         writer.write_rows(f"{out}/{ids_array}", slice(start, stop), src.read_ids(start, stop))
@@ -75,8 +82,17 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
 
 def _row_order(side: str, start: int) -> str:
     """A block task's key prefix: Dask breaks its ordering's ties by key, so blocks run in
-    row order and the blocks sharing a chunk run together (``io.chunk_cache``)."""
-    return f"ddrp-{side}-{start:015d}"
+    row order, next to the decodes of the chunks they share (``graph.reads``)."""
+    return f"{_side_order(side)}-{start:015d}"
+
+
+def _side_order(side: str) -> str:
+    return f"ddrp-{side}"
+
+
+def _shared(src: Source, ranges: Ranges, side: str, skip: bool) -> list[list[Any]]:
+    """Per range, the rows of the chunks it shares with another, each decoded once."""
+    return shared_reads(src, ranges, invalid_mode(skip), _side_order(side))
 
 
 def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: Any,
@@ -87,8 +103,10 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     for side, (src, ranges) in blocks.items():
         func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
                               (_stats_task, (), merge_moments))
-        side_leaves = [task(func, src, start, stop, side, skip, *extra,
-                            order=_row_order(side, start)) for start, stop in ranges]
+        side_leaves = [task(func, src, start, stop, side, skip, given, *extra,
+                            order=_row_order(side, start))
+                       for (start, stop), given in zip(ranges, _shared(src, ranges, side, skip),
+                                                       strict=True)]
         graphs.append(tree_reduce(side_leaves, merge, fan_in=stats_fan_in(src.d, n_folds)))
         leaves += side_leaves
     results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
@@ -103,9 +121,10 @@ def project_zarr(jobs: Sequence[tuple[str, Source, SideMap, str, str | None,
     leaves = []
     for side, src, side_map, array, ids_array, pending in jobs:
         lazy_map = delayed(side_map)
+        shared = _shared(src, [(start, stop) for _, start, stop in pending], side, skip)
         leaves += [task(_project_task, src, start, stop, side, lazy_map, out, array, block,
-                        ids_array, skip, order=_row_order(side, start))
-                   for block, start, stop in pending]
+                        ids_array, skip, given, order=_row_order(side, start))
+                   for (block, start, stop), given in zip(pending, shared, strict=True)]
     compute(leaves, scheduler, progress, "pass 2: projection")
 
 
@@ -117,7 +136,11 @@ def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
     leaves = []
     for side, src, side_map, k, files in jobs:
         lazy_map = delayed(side_map)
-        leaves += [task(writer.write_file, src, ranges, side, lazy_map, target, k, skip,
-                        order=_row_order(side, ranges[0][0]))
-                   for target, ranges in files]
+        flat = [r for _, ranges in files for r in ranges]
+        shared, at = _shared(src, flat, side, skip), 0
+        for target, ranges in files:
+            given = [g for gs in shared[at:at + len(ranges)] for g in gs]
+            at += len(ranges)
+            leaves.append(task(writer.write_file, src, ranges, side, lazy_map, target, k,
+                               skip, given, order=_row_order(side, ranges[0][0])))
     compute(leaves, scheduler, progress, "pass 2: projection")

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from ..io import writer
-from ..io.source import Source
+from ..io.source import Given, Source
 from ..maths.blas import one_blas_thread
 from ..maths.metrics import row_runs
 from ..maths.model import SideMap
 from ..maths.project import check_finite, project_block
 from ..maths.topn import merge_top_n, top_n_products
 from .compute import compute, delayed, task, tree_reduce
+from .reads import shared_reads
 
 __all__ = ["gather_rows", "matmul_product", "matmul_top", "top_n_by_method"]
 
@@ -112,11 +113,13 @@ def _gather(src: Source, rows: np.ndarray, block_rows: int, flag: str) -> list[A
     return [task(_gather_task, src, part, flag) for part in np.split(rows, cuts)]
 
 
-def _scores_task(src: Source, start: int, stop: int, queries: Any, sketches: dict[str, Any],
-                 maps: dict[str, SideMap], n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Top-n W rows of this block for the query rows: exactly, and by each method's sketch."""
+def _scores_task(src: Source, start: int, stop: int, given: Given, queries: Any,
+                 sketches: dict[str, Any], maps: dict[str, SideMap], n: int
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Top-n W rows of this block for the query rows: exactly, and by each method's sketch
+    (``given``: its rows of the chunks it shares, ``graph.reads``)."""
     with one_blas_thread():
-        block = src.read_rows(start, stop)
+        block = src.read_rows(start, stop, given=given)
         check_finite(block, f"--w {src.path}", start)
         out = {"exact": top_n_products(queries, block, n, offset=start)}
         for name, side_map in maps.items():
@@ -150,9 +153,11 @@ def top_n_by_method(w: Source, block_rows: int, queries: np.ndarray,
     """Top-``n`` W rows of the query rows, exactly (``"exact"``) and by each method's
     sketches, over every block of ``w``."""
     q, lazy_sketches, lazy_maps = delayed(queries), delayed(sketches), delayed(maps)
-    leaves = [task(_scores_task, w, s, min(s + block_rows, w.n_rows), q, lazy_sketches,
-                   lazy_maps, n)
-              for s in range(0, w.n_rows, block_rows)]
+    ranges = [(s, min(s + block_rows, w.n_rows)) for s in range(0, w.n_rows, block_rows)]
+    leaves = [task(_scores_task, w, s, e, given, q, lazy_sketches, lazy_maps, n,
+                   order=f"ddrp-evaluate-w-{s:015d}")
+              for (s, e), given in zip(ranges, shared_reads(w, ranges, "error",
+                                                            "ddrp-evaluate-w"), strict=True)]
     (best,) = compute([tree_reduce(leaves, _merge_named, n)], scheduler, progress,
                       "evaluate: top-N over W", leaves)
     return dict(best)

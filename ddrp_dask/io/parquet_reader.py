@@ -3,19 +3,22 @@ as numpy arrays (with nulls and ragged lists named, or turned into NaN rows to b
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, InvalidValueError
-from . import chunk_cache
+from . import decodes
 from .common import filesystem, is_url, qualify, short_list
 from .source import Source
 
 __all__ = ["ParquetSource", "first_null", "is_parquet_file", "open_parquet_file",
            "open_parquet_source", "read_parquet_rows"]
+
+#: A row group of more rows than this many blocks is streamed in batches by each block that
+#: reads it, not decoded whole.
+STREAM_BLOCKS = 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,13 @@ class ParquetSource(Source):
 
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_parquet_rows(self, start, stop, as_nan)
+
+    def chunk_spans(self, block_rows: int) -> list[tuple[int, int]]:
+        """The row groups of up to two blocks: a larger one is streamed, part by part, by
+        each block that reads it (``read_parquet_rows``), so that memory stays bounded by
+        the block."""
+        return [(start, start + nr) for _, _, start, nr in self.row_groups
+                if nr <= STREAM_BLOCKS * block_rows]
 
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """One output file per input file, at the same path relative to the dataset's
@@ -290,7 +300,7 @@ def read_parquet_rows(src: ParquetSource, start: int, stop: int,
         lo, hi = max(start, rg_start), min(stop, rg_start + nr)
         if lo >= hi:
             continue
-        if nr > 2 * (stop - start):  # much larger than the block: stream it, keep our rows
+        if nr > STREAM_BLOCKS * (stop - start):  # much larger than the block: stream it
             table, first = _read_group(src, fi, gi, _row_group_slice, gi, rg_start, lo, hi,
                                        list(src.columns))
             block = _table_to_matrix(table, src, f"{src.files[fi]} row group {gi}", first,
@@ -298,10 +308,9 @@ def read_parquet_rows(src: ParquetSource, start: int, stop: int,
             pieces.append(block[lo - first:hi - first])
         elif lo == rg_start and hi == rg_start + nr:  # all ours
             pieces.append(_group_matrix(src, fi, gi, rg_start, as_nan))
-        else:  # shared with the next or previous block: decoded once for both
-            pieces.append(chunk_cache.take(
-                (src.token, fi, gi, as_nan), nr, lo - rg_start, hi - rg_start,
-                functools.partial(_group_matrix, src, fi, gi, rg_start, as_nan)))
+        else:  # shared with a neighbour (a pass decodes it once for both: chunk_spans)
+            pieces.append(_group_matrix(src, fi, gi, rg_start, as_nan)[lo - rg_start:
+                                                                      hi - rg_start])
     if len(pieces) == 1:
         return pieces[0]
     if not pieces:
@@ -328,6 +337,7 @@ def _group_matrix(src: ParquetSource, fi: int, gi: int, rg_start: int,
 
 
 def _whole_group(f: str, gi: int, columns: list[str]) -> Any:
+    decodes.note(f"{f}#{gi}")
     return open_parquet_file(f).read_row_group(gi, columns=columns)
 
 
@@ -338,6 +348,7 @@ def _row_group_slice(f: str, gi: int, rg_start: int, lo: int, hi: int,
     batches overlapping ``lo:hi`` and the global row of its first row."""
     import pyarrow as pa
 
+    decodes.note(f"{f}#{gi}")
     batch = max(1024, (hi - lo) // 4)
     kept, first, pos = [], None, rg_start
     for rb in open_parquet_file(f).iter_batches(batch_size=batch, row_groups=[gi],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,7 +26,12 @@ from ..maths.model import SideMap
 from ..maths.project import check_finite, project_pieces, sketch_valid
 from .common import working_dtype
 
-__all__ = ["Source", "read_valid", "sketch_rows"]
+__all__ = ["Given", "Source", "invalid_mode", "read_valid", "sketch_rows", "split_given"]
+
+#: Rows decoded elsewhere, handed to a read: ``(first row, rows)`` pieces in row order. A pass
+#: decodes a chunk shared by two blocks once and gives each block its part
+#: (``graph.reads.shared_reads``); the read decodes only the rest.
+Given = Sequence[tuple[int, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class Source:
     id_column : str or None
         A column of ids carried beside the sketches (Parquet only).
     token : str
-        New at every opening: names this opening's decoded chunks (``io.chunk_cache``).
+        New at every opening: keeps the task keys of two openings of one path apart (a
+        long-lived cluster never serves one job a result computed for another).
     """
 
     #: The format's name, as recorded in fingerprints and plans.
@@ -69,32 +76,49 @@ class Source:
         job: ``graph.compute.default_scheduler``)."""
         return self.n_rows * self.d * self.working_dtype.itemsize
 
-    def read_rows(self, start: int, stop: int, invalid: str = "error") -> np.ndarray:
+    def read_rows(self, start: int, stop: int, invalid: str = "error",
+                  given: Given = ()) -> np.ndarray:
         """Rows ``start:stop`` as a C-contiguous ``(stop - start, d)`` array of the working
         dtype. Parquet nulls and lists of the wrong length raise ``InvalidValueError`` naming
-        the row, or with ``invalid="nan"`` come back as rows of NaN (to be skipped)."""
-        if not 0 <= start <= stop <= self.n_rows:
-            raise IndexError(f"rows {start}:{stop} outside 0:{self.n_rows} of {self.path}")
-        block = self._read(start, stop, invalid == "nan")
+        the row, or with ``invalid="nan"`` come back as rows of NaN (to be skipped). Rows in
+        ``given`` (read with the same ``invalid``) are taken from it, not decoded."""
+        self._check_range(start, stop)
+        parts = [np.asarray(self._read(a, b, invalid == "nan") if piece is None else piece,
+                            dtype=self.working_dtype)
+                 for a, b, piece in split_given(start, stop, given)]
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return np.ascontiguousarray(block, dtype=self.working_dtype)
 
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         """The format's read of rows ``start:stop`` (any dtype; cast by ``read_rows``)."""
         raise NotImplementedError
 
-    def read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
+    def read_pieces(self, start: int, stop: int, given: Given = ()) -> list[np.ndarray]:
         """Rows ``start:stop`` as C-contiguous arrays of the working dtype, in row order,
-        whose concatenation is ``read_rows(start, stop)``: a format that decodes chunks
-        shared with other blocks hands out read-only views of them instead of copying them
-        into one block (for a consumer that works row tile by row tile, like pass 2). Nulls
-        raise as in ``read_rows``."""
-        if not 0 <= start <= stop <= self.n_rows:
-            raise IndexError(f"rows {start}:{stop} outside 0:{self.n_rows} of {self.path}")
-        return self._read_pieces(start, stop)
+        whose concatenation is ``read_rows(start, stop, given=given)``, for a consumer that
+        works row tile by row tile (pass 2): the ``given`` pieces as they are, and a format
+        that decodes chunk by chunk hands out each chunk without copying it into one block.
+        Nulls raise as in ``read_rows``."""
+        self._check_range(start, stop)
+        out: list[np.ndarray] = []
+        for a, b, piece in split_given(start, stop, given):
+            out += self._read_pieces(a, b) if piece is None else [piece]
+        return out
 
     def _read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
         """The format's pieces of rows ``start:stop`` (one block unless it has better)."""
         return [self.read_rows(start, stop)]
+
+    def chunk_spans(self, block_rows: int) -> list[tuple[int, int]]:
+        """The row spans ``(start, stop)`` of the chunks a read decodes whole (Zarr chunks,
+        Parquet row groups), in row order: a pass decodes each one that two of its blocks
+        share once, in a task of its own. Empty for a format that reads any rows exactly
+        (.npy), and without chunks too large to hold beside ``block_rows``-row blocks."""
+        return []
+
+    def _check_range(self, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= self.n_rows:
+            raise IndexError(f"rows {start}:{stop} outside 0:{self.n_rows} of {self.path}")
 
     def output_files(self, block_rows: int) -> list[tuple[str, list[tuple[int, int]]]]:
         """``(relative file, row ranges)`` of a Parquet output mirroring this source: one
@@ -147,8 +171,33 @@ class Source:
 
 
 
+def split_given(start: int, stop: int, given: Given
+                ) -> list[tuple[int, int, np.ndarray | None]]:
+    """Rows ``start:stop`` as ``(start, stop, piece)`` segments in row order: the ``given``
+    pieces, and None for the rows between them (to be read).
+
+    >>> [(a, b, p is None) for a, b, p in split_given(0, 10, [(4, np.zeros((3, 1)))])]
+    [(0, 4, True), (4, 7, False), (7, 10, True)]
+    """
+    out: list[tuple[int, int, np.ndarray | None]] = []
+    at = start
+    for first, piece in sorted(given, key=lambda g: g[0]):
+        end = first + len(piece)
+        if not start <= at <= first <= end <= stop:
+            raise ValueError(f"a given piece of rows {first}:{end} is not within rows "
+                             f"{at}:{stop} in order")
+        if first > at:
+            out.append((at, first, None))
+        out.append((first, end, piece))
+        at = end
+    if at < stop or not out:
+        out.append((at, stop, None))
+    return out
+
+
 def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
-               check: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+               check: bool = True, given: Given = ()
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Rows ``start:stop``, the in-block indices of invalid ones (NaN, inf, null, wrong
     length) — an error naming the row, or with ``skip`` an index list (the rows are NaN) —
     and the block's float64 column sums when every row is valid (else None).
@@ -157,7 +206,7 @@ def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
     ``maths.project.project_block`` finds them afterwards, through the non-finite sketches
     they make, and raises the same error; this saves a pass over the block.
     """
-    block = src.read_rows(start, stop, "nan" if skip else "error")
+    block = src.read_rows(start, stop, invalid_mode(skip), given)
     none = np.zeros(0, dtype=np.int64)
     if not skip:
         return block, none, check_finite(block, where, start) if check else None
@@ -167,14 +216,19 @@ def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
     return block, np.flatnonzero(~np.isfinite(block).all(axis=1)), None
 
 
+def invalid_mode(skip: bool) -> str:
+    """``Source.read_rows``'s ``invalid`` for a pass that skips invalid rows or not."""
+    return "nan" if skip else "error"
+
+
 def sketch_rows(src: Source, start: int, stop: int, side_map: SideMap, where: str,
-                skip: bool) -> tuple[np.ndarray, np.ndarray]:
+                skip: bool, given: Given = ()) -> tuple[np.ndarray, np.ndarray]:
     """Pass 2's sketches of rows ``start:stop`` (float32, NaN rows for skipped ones) and the
     in-block indices of the skipped rows. Without ``skip`` the rows are read as pieces
     (``Source.read_pieces``) and NaN or inf is found through the sketches it makes."""
     if skip:
-        rows, bad, _ = read_valid(src, start, stop, where, skip, check=False)
+        rows, bad, _ = read_valid(src, start, stop, where, skip, check=False, given=given)
         return sketch_valid(rows, bad, side_map, where, start,
                             overwrite_input=rows.flags.writeable), bad
-    return (project_pieces(src.read_pieces(start, stop), side_map, where, start),
+    return (project_pieces(src.read_pieces(start, stop, given), side_map, where, start),
             np.zeros(0, dtype=np.int64))

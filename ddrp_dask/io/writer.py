@@ -25,7 +25,7 @@ import numpy as np
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
 from .common import filesystem
-from .source import Source, sketch_rows
+from .source import Given, Source, sketch_rows
 
 __all__ = ["file_jobs", "float_compressors", "ids_kind", "skipped_of", "write_file",
            "write_ids_at", "write_rows"]
@@ -41,10 +41,11 @@ def file_jobs(src: Source, out_dir: str, block_rows: int) -> Jobs:
 
 
 def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: SideMap,
-               target: str, k: int, skip: bool = False) -> list[int]:
+               target: str, k: int, skip: bool = False, given: Given = ()) -> list[int]:
     """Sketch ``ranges`` of ``src`` into the Parquet file ``target`` (written under a
-    temporary name, then renamed); with ``skip``, invalid rows are left out. Returns the
-    skipped rows (also kept in the file's metadata, for a resumed job)."""
+    temporary name, then renamed); with ``skip``, invalid rows are left out. ``given``: rows
+    of the ranges decoded elsewhere (``Source.read_rows``). Returns the skipped rows (also
+    kept in the file's metadata, for a resumed job)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -58,7 +59,8 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
     writer = None
     with one_blas_thread(), fs.open(tmp, "wb") as fh:
         for start, stop in ranges:  # one row group at a time: memory bounded by one
-            sketch, bad = sketch_rows(src, start, stop, side_map, where, skip)
+            mine = [g for g in given if start <= g[0] < stop]
+            sketch, bad = sketch_rows(src, start, stop, side_map, where, skip, mine)
             keep = np.setdiff1d(np.arange(stop - start), bad)
             sketch = sketch[keep]
             keys = src.read_ids(start, stop) if src.id_column else np.arange(start, stop)

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import collections
 import gc
-import threading
-import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +20,12 @@ from dask.system import CPU_COUNT
 from zarr.codecs import GzipCodec
 
 import ddrp_dask as dd
+from ddrp_dask import testing
+from ddrp_dask.graph import reads
 from ddrp_dask.graph.compute import FAN_IN
-from ddrp_dask.io import chunk_cache
+from ddrp_dask.graph.reads import shared_reads
 from ddrp_dask.io.registry import open_source
+from ddrp_dask.io.source import split_given
 from ddrp_dask.io.zarr_reader import read_zarr_rows
 
 from .conftest import make_pair, write_npy, write_parquet_list, write_zarr
@@ -33,104 +33,57 @@ from .conftest import make_pair, write_npy, write_parquet_list, write_zarr
 BLOCK = 256
 
 # ---------------------------------------------------------------------------------------
-# the cache itself, with real threads
+# the graph: which chunks get a decode task of their own, and what each block is given
 
 
-def test_one_decode_for_every_thread_asking_at_once() -> None:
-    chunk_cache.clear()  # chunks other tests' partial reads left in this process
-    calls = []
+def _given(src: Any, ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """``shared_reads``'s pieces computed (sync), as (first row, rows) per range."""
+    import dask
 
-    def decode() -> np.ndarray:
-        calls.append(1)
-        time.sleep(0.05)  # the others ask while this decode runs
-        return np.arange(100.0)
-
-    got: list[np.ndarray] = []
-    threads = [threading.Thread(target=lambda i=i: got.append(
-        chunk_cache.take(("t", 1), 100, 10 * i, 10 * i + 10, decode))) for i in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(calls) == 1
-    assert sorted(float(g[0]) for g in got) == [10.0 * i for i in range(10)]
-    assert chunk_cache.held() == 0  # all 100 rows taken: dropped
+    lazy = shared_reads(src, ranges, "error", "t")
+    (got,) = dask.compute(lazy, scheduler="sync")
+    return [[(a, len(p)) for a, p in g] for g in got]
 
 
-def test_a_chunk_is_kept_until_its_rows_are_taken_then_dropped() -> None:
-    chunk_cache.clear()
-    n = []
-
-    def decode() -> np.ndarray:
-        n.append(1)
-        return np.ones((10, 3))
-
-    part = chunk_cache.take(("k", 0), 10, 0, 4, decode)
-    assert chunk_cache.held() == 1 and not part.flags.writeable  # shared: read-only
-    chunk_cache.take(("k", 0), 10, 4, 10, decode)
-    assert chunk_cache.held() == 0 and len(n) == 1
-    chunk_cache.take(("k", 0), 10, 0, 4, decode)  # a later pass decodes again
-    assert len(n) == 2
-    chunk_cache.clear()
-
-
-def test_chunks_not_read_to_the_end_are_dropped_beyond_the_limit(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Beyond ``limit()`` chunks (one thread reading here: 3) the least recently used are
-    dropped, unless all held fit in ``HELD_BYTES``: 160-byte chunks under a 1000-byte
-    budget keep 6."""
-    for budget, want in ((0, 3), (1000, 1000 // 160)):
-        monkeypatch.setattr(chunk_cache, "HELD_BYTES", budget)
-        chunk_cache.clear()
-        for i in range(chunk_cache.MAX_HELD + 8):
-            chunk_cache.take(("p", i), 10, 0, 1, lambda: np.zeros((10, 2)))
-        assert chunk_cache.limit() == 3
-        assert chunk_cache.held() == want and chunk_cache.within_cap()
-        assert chunk_cache.held_bytes() == 160 * want
-    chunk_cache.clear()
+def test_only_chunks_two_ranges_share_get_a_decode_task(tmp_path: Path, pair: Any) -> None:
+    """Chunks of 300 rows under blocks of 256: chunk 0 (rows 0..299) is shared by blocks 0
+    and 1, chunk 1 (300..599) by blocks 1 and 2, chunk 2 (600..899) by blocks 2 and 3; chunk
+    3 (900..1199) lies in block 3 and 4 — but block 4 is not asked for, so block 3 decodes
+    it itself. A .npy source has no chunks: nothing is shared."""
+    x = pair[0][:1200]
+    src = open_source(write_zarr(tmp_path / "x.zarr", x, 300))
+    ranges = [(768, 1024), (0, 256), (256, 512), (512, 768)]  # any order
+    assert _given(src, ranges) == [[(768, 132)], [(0, 256)], [(256, 44), (300, 212)],
+                                   [(512, 88), (600, 168)]]
+    npy = open_source(write_npy(tmp_path / "x.npy", x))
+    assert _given(npy, ranges) == [[], [], [], []]
+    # a chunk inside one block is the block's own: nothing given
+    inner = open_source(write_zarr(tmp_path / "i.zarr", x, 128))
+    assert _given(inner, [(0, 256), (256, 512)]) == [[], []]
 
 
-def test_the_limit_follows_the_threads_that_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A process whose tasks run on one thread (a cluster worker) keeps 3 half-read chunks
-    whatever the machine's cores; each live reading thread allows one more, up to
-    ``MAX_HELD``; an ended thread no longer counts. ``MAX_HELD`` is raised as on a machine
-    of 64 cores, where a limit by cores alone kept all 20 (it fails this test)."""
-    monkeypatch.setattr(chunk_cache, "HELD_BYTES", 0)
-    monkeypatch.setattr(chunk_cache, "MAX_HELD", 66)
-    chunk_cache.clear()
-    for i in range(20):
-        chunk_cache.take(("one", i), 10, 0, 1, lambda: np.zeros((10, 2)))
-    assert chunk_cache.limit() == 3 and chunk_cache.held() == 3
-    go, done = threading.Event(), threading.Event()
+def test_given_rows_are_views_of_one_read_only_decode(tmp_path: Path, pair: Any) -> None:
+    """Both blocks sharing a chunk get views of one decoded buffer, read-only so that a
+    block shifting its rows in place cannot change its neighbour's."""
+    import dask
 
-    def reader() -> None:  # a second task thread: reads, then stays alive until told
-        chunk_cache.take(("two", 0), 10, 0, 1, lambda: np.zeros((10, 2)))
-        done.set()
-        go.wait(10)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    done.wait(10)
-    for i in range(20, 40):
-        chunk_cache.take(("one", i), 10, 0, 1, lambda: np.zeros((10, 2)))
-    assert chunk_cache.limit() == 4 and chunk_cache.held() == 4
-    go.set()
-    t.join()
-    del t
-    gc.collect()
-    assert chunk_cache.limit() == 3
-    chunk_cache.clear()
+    x = pair[0][:600]
+    src = open_source(write_zarr(tmp_path / "x.zarr", x, 300))
+    (got,) = dask.compute(shared_reads(src, [(0, 256), (256, 512)], "error", "t"),
+                          scheduler="sync")
+    (a0, p0), (a1, p1) = got[0][0], got[1][0]
+    assert (a0, a1) == (0, 256) and p0.ctypes.data + p0.nbytes == p1.ctypes.data
+    assert not p0.flags.writeable and not p1.flags.writeable
+    assert np.array_equal(np.concatenate([p0, p1]), x[:300])
 
 
-def test_a_failed_decode_is_not_kept() -> None:
-    chunk_cache.clear()
-
-    def bad() -> np.ndarray:
-        raise OSError("unreadable")
-
-    with pytest.raises(OSError):
-        chunk_cache.take(("f", 0), 10, 0, 5, bad)
-    assert chunk_cache.held() == 0
+def test_split_given_refuses_pieces_out_of_place() -> None:
+    piece = np.zeros((4, 2), dtype=np.float32)
+    assert [(a, b, p is None) for a, b, p in split_given(0, 8, [(4, piece)])] == \
+        [(0, 4, True), (4, 8, False)]
+    for bad in ([(6, piece)], [(0, piece), (2, piece)], [(-1, piece)]):
+        with pytest.raises(ValueError, match="given piece"):
+            split_given(0, 8, bad)
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,13 +102,28 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_counter_sees_a_chunk_decoded_twice(tmp_path: Path, decodes: Any,
                                                 pair: Any) -> None:
-    """Control: two openings of one array do not share decoded chunks, and the counter
-    sees the straddling chunk decoded by each."""
-    path = write_zarr(tmp_path / "x.zarr", pair[0], 300)
-    for src in (open_source(path), open_source(path)):
-        read_zarr_rows(src, 0, 256)
-        read_zarr_rows(src, 256, 512)
-    assert _counts(decodes, "x.zarr") == [2, 2]
+    """Control: blocks read on their own (nothing given) decode the chunk they share each,
+    and the counter sees it."""
+    src = open_source(write_zarr(tmp_path / "x.zarr", pair[0], 300))
+    read_zarr_rows(src, 0, 256)
+    read_zarr_rows(src, 256, 512)
+    assert _counts(decodes, "x.zarr") == [2, 1]
+
+
+def test_control_a_pass_without_shared_reads_decodes_straddling_chunks_twice(
+        tmp_path: Path, decodes: Any, pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control for the decode counts below: with every block reading its own chunks, the
+    chunks two blocks share are decoded twice per pass, and the same check fails."""
+    monkeypatch.setattr(reads, "shared_reads",
+                        lambda src, ranges, *a: [[] for _ in ranges])
+    monkeypatch.setattr("ddrp_dask.graph.passes.shared_reads",
+                        lambda src, ranges, *a: [[] for _ in ranges])
+    x, w = pair
+    dd.execute(dd.plan_run(write_zarr(tmp_path / "x.zarr", x, 300),
+                           write_npy(tmp_path / "w.npy", w), 4, str(tmp_path / "out"), seed=2,
+                           block_rows=BLOCK), scheduler="threads")
+    counts = _counts(decodes, "x.zarr")  # a chunk in 2 or 3 blocks: as often in each pass
+    assert set(counts) == {4, 6}  # every chunk of 300 rows straddles blocks of 256
 
 
 def _sketch_bytes(out: Path, fmt: str) -> tuple[bytes, ...]:
@@ -182,7 +150,6 @@ def test_each_zarr_chunk_is_decoded_once_per_pass_with_the_same_bytes(
     assert _counts(decodes, "x.zarr") == [2] * -(-len(x) // chunk)  # pass 1 and pass 2
     assert _counts(decodes, "w.zarr") == [2] * -(-len(w) // chunk)
     assert _sketch_bytes(out, fmt) == _sketch_bytes(ref, fmt)
-    assert chunk_cache.held() == 0  # nothing left over after full passes
 
 
 def test_zarr_python_reads_each_chunk_once_too(tmp_path: Path, decodes: Any,
@@ -259,6 +226,55 @@ def test_a_null_in_a_shared_row_group_still_names_its_row(tmp_path: Path,
 
 
 # ---------------------------------------------------------------------------------------
+# on a cluster: once per pass over all the workers (each counts its own decodes)
+
+
+def _cluster_decodes(client: Any, before: dict[str, dict[str, int]], where: str) -> list[int]:
+    """Decodes since ``before`` of each chunk under ``where``, summed over the workers."""
+    total: collections.Counter[str] = collections.Counter()
+    for addr, counts in client.run(testing.decode_counts).items():
+        for key, n in counts.items():
+            if where in key:
+                total[key] += n - before.get(addr, {}).get(key, 0)
+    return [n for _, n in sorted(total.items()) if n]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "control-unshared"])
+@pytest.mark.parametrize("kind", ["zarr", "parquet"])
+def test_on_a_cluster_each_chunk_is_decoded_once_per_pass(
+        tmp_path: Path, cluster2: Any, pair: Any, kind: str, shared: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two worker processes: every chunk (row group) of 300 rows under blocks of 256 is
+    decoded once in pass 1 and once in pass 2 over both workers together, both workers
+    decode, and the sketches are those of a .npy input on one thread. Control: with every
+    block reading its own chunks, chunks are decoded more often, and the check fails."""
+    if not shared:
+        monkeypatch.setattr("ddrp_dask.graph.passes.shared_reads",
+                            lambda src, ranges, *a: [[] for _ in ranges])
+    x, w = pair
+    src = (write_zarr(tmp_path / "x.zarr", x, 300) if kind == "zarr" else
+           write_parquet_list(tmp_path / "x.parquet", x, 300))
+    wp = write_npy(tmp_path / "w.npy", w)
+    dd.execute(dd.plan_run(write_npy(tmp_path / "x.npy", x), wp, 4, str(tmp_path / "ref"),
+                           seed=2, block_rows=BLOCK), scheduler="sync")
+    cluster2.run(testing.count_decodes)
+    before = cluster2.run(testing.decode_counts)
+    dd.execute(dd.plan_run(src, wp, 4, str(tmp_path / "out"), seed=2, block_rows=BLOCK),
+               scheduler=cluster2)
+    counts = _cluster_decodes(cluster2, before, str(tmp_path / f"x.{kind}"))
+    workers = [a for a, c in cluster2.run(testing.decode_counts).items()
+               if any(n > before.get(a, {}).get(k, 0) for k, n in c.items())]
+    assert len(workers) == 2, "both workers should have decoded chunks"
+    assert _sketch_bytes(tmp_path / "out", "zarr") == _sketch_bytes(tmp_path / "ref", "zarr")
+    n_chunks = -(-len(x) // 300)
+    if shared:
+        assert counts == [2] * n_chunks
+    else:
+        assert len(counts) == n_chunks and max(counts) > 2
+
+
+# ---------------------------------------------------------------------------------------
 # memory: bounded by the block and chunk sizes, whatever the row count, with shared chunks
 
 MEM_BLOCK = 2048
@@ -290,7 +306,6 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> str:
             dd.execute(dd.plan_run(path, wp, 8, str(t / f"{name}-{scheduler}"),
                                    block_rows=MEM_BLOCK, method=MEM_METHOD),
                        scheduler=scheduler)
-    chunk_cache.clear()
     return wp
 
 
@@ -308,7 +323,6 @@ def _peak(tmp_path: Path, kind: str, n_blocks: int, wp: str, scheduler: str) -> 
     del x
     plan = dd.plan_run(path, wp, 8, str(tmp_path / f"o{name}"), block_rows=MEM_BLOCK,
                        method=MEM_METHOD)
-    chunk_cache.clear()
     gc.collect()
     base = pa.default_memory_pool()
     pool = pa.proxy_memory_pool(base)
@@ -321,7 +335,6 @@ def _peak(tmp_path: Path, kind: str, n_blocks: int, wp: str, scheduler: str) -> 
     finally:
         tracemalloc.stop()
         pa.set_memory_pool(base)
-        chunk_cache.clear()  # partly read chunks: Arrow buffers of this pool
         gc.collect()
     assert pool.bytes_allocated() == 0  # nothing of the run is left holding Arrow memory
     return int(traced + pool.max_memory())
@@ -329,16 +342,14 @@ def _peak(tmp_path: Path, kind: str, n_blocks: int, wp: str, scheduler: str) -> 
 
 def _check_bounded(small: int, large: int, threads: int) -> None:
     """The peaks of two runs 8x apart in rows, on ``threads`` threads. The larger may exceed
-    the smaller by at most what the cache may hold partly read: ``MAX_HELD`` chunks (which a
-    short run need not fill), and up to one merge group's worth (``FAN_IN`` blocks, which
-    Dask does not run in row order) while they fit in ``HELD_BYTES``; one being decoded per
-    thread; two blocks. Both stay under a bound in chunks and blocks per running task
-    (calibrated here: less than half of it is used), far below the larger source's size
-    (32 blocks)."""
-    cap = chunk_cache.MAX_HELD + FAN_IN
-    assert large <= small + (cap + threads) * CHUNK_BYTES + 2 * BLOCK_BYTES, \
+    the smaller by what a pass may hold decoded for blocks still to run: a merge group's
+    worth (``FAN_IN`` blocks, which Dask does not run in row order, and which a short run
+    need not fill) of shared chunks, one being decoded per thread, and two blocks. Both stay
+    under a bound in chunks and blocks per running task (calibrated here: less than half of
+    it is used), far below the larger source's size (32 blocks)."""
+    assert large <= small + (FAN_IN + threads) * CHUNK_BYTES + 2 * BLOCK_BYTES, \
         f"peak grew with the rows: {small} -> {large} bytes"
-    bound = FIXED_BYTES + (cap + 3 * threads) * CHUNK_BYTES + 8 * threads * BLOCK_BYTES
+    bound = FIXED_BYTES + (FAN_IN + 3 * threads) * CHUNK_BYTES + 8 * threads * BLOCK_BYTES
     assert max(small, large) <= bound, f"peaks {small}, {large} above {bound} bytes"
 
 
@@ -346,29 +357,29 @@ def _check_bounded(small: int, large: int, threads: int) -> None:
 @pytest.mark.parametrize("kind", ["zarr", "parquet"])
 def test_memory_with_shared_chunks_does_not_grow_with_rows(
         tmp_path: Path, warm: str, kind: str, scheduler: str) -> None:
-    """README, out of core: a chunk (Zarr) or row group (Parquet) of 1.5 blocks is kept
+    """README, out of core: a chunk (Zarr) or row group (Parquet) of 1.5 blocks is held
     only until both of its blocks have read it, so the peak memory of ``run`` on 4 and on 32
-    blocks is the same but for the cache's fixed cap, and under a bound in block and chunk
-    sizes (``_check_bounded``)."""
+    blocks is the same but for a fixed allowance, and under a bound in block and chunk sizes
+    (``_check_bounded``)."""
     threads = 1 if scheduler == "sync" else CPU_COUNT
     small = _peak(tmp_path, kind, 4, warm, scheduler)
     large = _peak(tmp_path, kind, 32, warm, scheduler)
     _check_bounded(small, large, threads)
 
 
-def test_control_a_cache_that_never_drops_grows_with_rows(
+def test_control_decoded_chunks_kept_to_the_end_grow_with_rows(
         tmp_path: Path, warm: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Control: a cache that keeps every decoded chunk (decoded once, never dropped) makes
-    the peak grow with the rows, and the check above fails."""
-    kept: dict[Any, np.ndarray] = {}
+    """Control: decode tasks that also keep what they decode (each chunk decoded once,
+    never released) make the peak grow with the rows, and the check above fails."""
+    kept: list[np.ndarray] = []
+    decode = reads._decode_task
 
-    def hoarding(key: Any, rows: int, lo: int, hi: int,
-                 decode: Callable[[], np.ndarray]) -> np.ndarray:
-        if key not in kept:
-            kept[key] = decode()
-        return kept[key][lo:hi]
+    def hoarding(*args: Any) -> tuple[np.ndarray, ...]:
+        parts = decode(*args)
+        kept.extend(parts)
+        return parts
 
-    monkeypatch.setattr(chunk_cache, "take", hoarding)
+    monkeypatch.setattr(reads, "_decode_task", hoarding)
     small = _peak(tmp_path, "zarr", 4, warm, "sync")
     kept.clear()
     large = _peak(tmp_path, "zarr", 32, warm, "sync")
