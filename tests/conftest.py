@@ -132,3 +132,10 @@ def cluster1() -> Iterator[object]:
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
+
+
+def map_unshared(src: Any, ranges: Any, invalid: str, order: str, make: Any,
+                 lag: int = 0) -> list[Any]:
+    """``graph.reads.map_ranges`` without shared decodes: every block reads its own chunks
+    (a control's stand-in, as the passes were before chunks were shared)."""
+    return [make(j, []) for j in range(len(ranges))]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import collections
 import gc
+import threading
 import tracemalloc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,13 @@ from zarr.codecs import GzipCodec
 import ddrp_dask as dd
 from ddrp_dask import testing
 from ddrp_dask.graph import reads
-from ddrp_dask.graph.compute import FAN_IN
-from ddrp_dask.graph.reads import shared_reads
+from ddrp_dask.graph.compute import FAN_IN, task
+from ddrp_dask.graph.reads import map_ranges
 from ddrp_dask.io.registry import open_source
 from ddrp_dask.io.source import split_given
 from ddrp_dask.io.zarr_reader import read_zarr_rows
 
-from .conftest import make_pair, write_npy, write_parquet_list, write_zarr
+from .conftest import make_pair, map_unshared, write_npy, write_parquet_list, write_zarr
 
 BLOCK = 256
 
@@ -37,10 +39,10 @@ BLOCK = 256
 
 
 def _given(src: Any, ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    """``shared_reads``'s pieces computed (sync), as (first row, rows) per range."""
+    """``map_ranges``'s given pieces computed (sync), as (first row, rows) per range."""
     import dask
 
-    lazy = shared_reads(src, ranges, "error", "t")
+    lazy = map_ranges(src, ranges, "error", "t", lambda j, given: given)
     (got,) = dask.compute(lazy, scheduler="sync")
     return [[(a, len(p)) for a, p in g] for g in got]
 
@@ -69,8 +71,8 @@ def test_given_rows_are_views_of_one_read_only_decode(tmp_path: Path, pair: Any)
 
     x = pair[0][:600]
     src = open_source(write_zarr(tmp_path / "x.zarr", x, 300))
-    (got,) = dask.compute(shared_reads(src, [(0, 256), (256, 512)], "error", "t"),
-                          scheduler="sync")
+    (got,) = dask.compute(map_ranges(src, [(0, 256), (256, 512)], "error", "t",
+                                     lambda j, given: given), scheduler="sync")
     (a0, p0), (a1, p1) = got[0][0], got[1][0]
     assert (a0, a1) == (0, 256) and p0.ctypes.data + p0.nbytes == p1.ctypes.data
     assert not p0.flags.writeable and not p1.flags.writeable
@@ -110,14 +112,11 @@ def test_the_counter_sees_a_chunk_decoded_twice(tmp_path: Path, decodes: Any,
     assert _counts(decodes, "x.zarr") == [2, 1]
 
 
-def test_control_a_pass_without_shared_reads_decodes_straddling_chunks_twice(
+def test_control_a_pass_without_shared_decodes_decodes_straddling_chunks_twice(
         tmp_path: Path, decodes: Any, pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Control for the decode counts below: with every block reading its own chunks, the
     chunks two blocks share are decoded twice per pass, and the same check fails."""
-    monkeypatch.setattr(reads, "shared_reads",
-                        lambda src, ranges, *a: [[] for _ in ranges])
-    monkeypatch.setattr("ddrp_dask.graph.passes.shared_reads",
-                        lambda src, ranges, *a: [[] for _ in ranges])
+    monkeypatch.setattr("ddrp_dask.graph.passes.map_ranges", map_unshared)
     x, w = pair
     dd.execute(dd.plan_run(write_zarr(tmp_path / "x.zarr", x, 300),
                            write_npy(tmp_path / "w.npy", w), 4, str(tmp_path / "out"), seed=2,
@@ -226,6 +225,75 @@ def test_a_null_in_a_shared_row_group_still_names_its_row(tmp_path: Path,
 
 
 # ---------------------------------------------------------------------------------------
+# local schedulers: a decode waits for the blocks of the shared chunk ``lag`` before it
+
+
+class _Live:
+    """Decoded shared chunks alive at once during a run (``reads._decode_task`` wrapped: a
+    chunk lives until the last view of it is gone)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+        decode = reads._decode_task
+
+        def counted(*args: Any) -> tuple[np.ndarray, ...]:
+            parts = decode(*args)
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            weakref.finalize(parts[0].base, self._gone)
+            return parts
+
+        monkeypatch.setattr(reads, "_decode_task", counted)
+
+    def _gone(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+@pytest.mark.parametrize("gated", [True, False], ids=["gated", "control-ungated"])
+def test_on_threads_decodes_do_not_run_ahead_of_their_blocks(
+        tmp_path: Path, pair: Any, gated: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 blocks over chunks of 390 rows (1.52 blocks: no short period), on the threaded
+    scheduler: at most threads + 2 shared chunks are held decoded at once over the whole
+    run. Control: without the gate, Dask's static order decodes chunks long before their
+    other block runs (15 held here, 28 at 80 blocks: growing with the rows), and the bound
+    fails."""
+    live = _Live(monkeypatch)
+    if not gated:
+        monkeypatch.setattr("ddrp_dask.graph.passes.local_threads", lambda scheduler: 0)
+    x = np.tile(pair[0], (2, 1))[:40 * BLOCK]
+    dd.execute(dd.plan_run(write_zarr(tmp_path / "x.zarr", x, 390),
+                           write_npy(tmp_path / "w.npy", pair[1]), 4, str(tmp_path / "out"),
+                           seed=2, block_rows=BLOCK), scheduler="threads")
+    assert live.now == 0
+    if gated:
+        assert live.peak <= CPU_COUNT + 2, live.peak
+    else:
+        assert live.peak > CPU_COUNT + 2, live.peak
+
+
+def test_a_gated_decode_waits_for_the_blocks_of_the_chunk_lag_before(tmp_path: Path,
+                                                                      pair: Any) -> None:
+    """The graph: with ``lag`` = 2, the decode of shared chunk s depends on the blocks of
+    shared chunk s - 2 (those before its own first block), and without a lag on none."""
+    src = open_source(write_zarr(tmp_path / "x.zarr", pair[0][:2048], 384))
+    ranges = [(s, s + BLOCK) for s in range(0, 2048, BLOCK)]
+    for lag, want in ((0, {0: [], 384: [], 768: [], 1152: [], 1536: []}),
+                      (2, {0: [], 384: [], 768: [0, 1], 1152: [1, 2], 1536: [3, 4]})):
+        blocks = map_ranges(src, ranges, "error", "t",
+                            lambda j, given: task(len, [p for _, p in given],
+                                                  order=f"b-{j:03d}"), lag=lag)
+        graph = {k: v for b in blocks for k, v in dict(b.__dask_graph__()).items()}
+        waits = {int(str(key).split("-")[1]): sorted(int(str(d).split("-")[1])
+                                                      for d in spec.dependencies
+                                                      if str(d).startswith("b-"))
+                 for key, spec in graph.items() if "decode_task" in str(key)}
+        assert waits == want, (lag, waits)
+
+
+# ---------------------------------------------------------------------------------------
 # on a cluster: once per pass over all the workers (each counts its own decodes)
 
 
@@ -250,8 +318,7 @@ def test_on_a_cluster_each_chunk_is_decoded_once_per_pass(
     decode, and the sketches are those of a .npy input on one thread. Control: with every
     block reading its own chunks, chunks are decoded more often, and the check fails."""
     if not shared:
-        monkeypatch.setattr("ddrp_dask.graph.passes.shared_reads",
-                            lambda src, ranges, *a: [[] for _ in ranges])
+        monkeypatch.setattr("ddrp_dask.graph.passes.map_ranges", map_unshared)
     x, w = pair
     src = (write_zarr(tmp_path / "x.zarr", x, 300) if kind == "zarr" else
            write_parquet_list(tmp_path / "x.parquet", x, 300))
@@ -278,7 +345,7 @@ def test_on_a_cluster_each_chunk_is_decoded_once_per_pass(
 # memory: bounded by the block and chunk sizes, whatever the row count, with shared chunks
 
 MEM_BLOCK = 2048
-MEM_CHUNK = 3072  # 1.5 blocks: every chunk (Zarr) or row group (Parquet) straddles two
+MEM_CHUNK = 3100  # ~1.5 blocks, no short period: every chunk (row group) straddles two blocks
 MEM_D = 32
 BLOCK_BYTES = MEM_BLOCK * MEM_D * 4
 CHUNK_BYTES = MEM_CHUNK * MEM_D * 4

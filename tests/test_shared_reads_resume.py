@@ -18,7 +18,7 @@ import ddrp_dask as dd
 from ddrp_dask.io import lifecycle
 from ddrp_dask.io.lifecycle import staging_path
 
-from .conftest import Interrupted, interrupt_after, make_pair, write_zarr
+from .conftest import Interrupted, interrupt_after, make_pair, map_unshared, write_zarr
 
 BLOCK = 256
 CHUNK = 300  # straddles blocks: chunk i is shared by the blocks of rows i*300 and i*300+299
@@ -146,15 +146,14 @@ def test_a_resumed_run_decodes_each_chunk_it_needs_once(
     assert r.boundary["x"], "the interruption should leave a chunk shared with a done block"
 
 
-def test_control_without_shared_reads_a_resumed_run_decodes_shared_chunks_twice(
+def test_control_without_shared_decodes_a_resumed_run_decodes_shared_chunks_twice(
         inputs: dict[str, str], tmp_path: Path,
         decodes: collections.Counter[tuple[str, Any]],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Control: with every block reading its own chunks (no decode tasks of shared chunks),
     the same bytes come out but the decode-once check above fails, naming the twice-decoded
     chunks."""
-    monkeypatch.setattr("ddrp_dask.graph.passes.shared_reads",
-                        lambda src, ranges, *a: [[] for _ in ranges])
+    monkeypatch.setattr("ddrp_dask.graph.passes.map_ranges", map_unshared)
     r = _interrupt_and_resume(inputs, tmp_path, "zarr", "sync", decodes, monkeypatch)
     assert r.same_bytes
     with pytest.raises(AssertionError, match="decoded more than once"):

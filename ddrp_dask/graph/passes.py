@@ -14,7 +14,8 @@ Every task opens its input itself: the client ships only small descriptions and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,8 @@ from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
 from ..maths.optimal import merge_folds, moments_by_fold
 from ..maths.stats import Moments, block_moments, merge_moments
-from .compute import compute, delayed, stats_fan_in, task, tree_reduce
-from .reads import shared_reads
+from .compute import compute, delayed, local_threads, stats_fan_in, task, tree_reduce
+from .reads import map_ranges
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
 
@@ -90,9 +91,18 @@ def _side_order(side: str) -> str:
     return f"ddrp-{side}"
 
 
-def _shared(src: Source, ranges: Ranges, side: str, skip: bool) -> list[list[Any]]:
-    """Per range, the rows of the chunks it shares with another, each decoded once."""
-    return shared_reads(src, ranges, invalid_mode(skip), _side_order(side))
+def _map(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Any,
+         make: Callable[[int, list[Any]], Any]) -> list[Any]:
+    """``make(j, given)`` per range, the chunks ranges share decoded once (``graph.reads``)."""
+    return map_ranges(src, ranges, invalid_mode(skip), _side_order(side), make,
+                      lag=local_threads(scheduler))
+
+
+def _leaf(func: Callable[..., Any], src: Source, ranges: Ranges, side: str, skip: bool,
+          extra: tuple[Any, ...], j: int, given: list[Any]) -> Any:
+    start, stop = ranges[j]
+    return task(func, src, start, stop, side, skip, given, *extra,
+                order=_row_order(side, start))
 
 
 def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: Any,
@@ -103,10 +113,8 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     for side, (src, ranges) in blocks.items():
         func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
                               (_stats_task, (), merge_moments))
-        side_leaves = [task(func, src, start, stop, side, skip, given, *extra,
-                            order=_row_order(side, start))
-                       for (start, stop), given in zip(ranges, _shared(src, ranges, side, skip),
-                                                       strict=True)]
+        side_leaves = _map(src, ranges, side, skip, scheduler, functools.partial(
+            _leaf, func, src, ranges, side, skip, extra))
         graphs.append(tree_reduce(side_leaves, merge, fan_in=stats_fan_in(src.d, n_folds)))
         leaves += side_leaves
     results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
@@ -120,12 +128,19 @@ def project_zarr(jobs: Sequence[tuple[str, Source, SideMap, str, str | None,
     [(block, start, stop), ...])``, one task per pending block writing its chunk."""
     leaves = []
     for side, src, side_map, array, ids_array, pending in jobs:
-        lazy_map = delayed(side_map)
-        shared = _shared(src, [(start, stop) for _, start, stop in pending], side, skip)
-        leaves += [task(_project_task, src, start, stop, side, lazy_map, out, array, block,
-                        ids_array, skip, given, order=_row_order(side, start))
-                   for (block, start, stop), given in zip(pending, shared, strict=True)]
+        make = functools.partial(_zarr_leaf, src, side, delayed(side_map), out, array,
+                                 ids_array, skip, pending)
+        leaves += _map(src, [(start, stop) for _, start, stop in pending], side, skip,
+                       scheduler, make)
     compute(leaves, scheduler, progress, "pass 2: projection")
+
+
+def _zarr_leaf(src: Source, side: str, lazy_map: Any, out: str, array: str,
+               ids_array: str | None, skip: bool, pending: Sequence[tuple[int, int, int]],
+               j: int, given: list[Any]) -> Any:
+    block, start, stop = pending[j]
+    return task(_project_task, src, start, stop, side, lazy_map, out, array, block, ids_array,
+                skip, given, order=_row_order(side, start))
 
 
 def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
@@ -135,12 +150,16 @@ def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
     task per output file (``io.writer.write_file``)."""
     leaves = []
     for side, src, side_map, k, files in jobs:
-        lazy_map = delayed(side_map)
-        flat = [r for _, ranges in files for r in ranges]
-        shared, at = _shared(src, flat, side, skip), 0
-        for target, ranges in files:
-            given = [g for gs in shared[at:at + len(ranges)] for g in gs]
-            at += len(ranges)
-            leaves.append(task(writer.write_file, src, ranges, side, lazy_map, target, k,
-                               skip, given, order=_row_order(side, ranges[0][0])))
+        make = functools.partial(_parquet_leaf, src, side, delayed(side_map), k, skip, files)
+        # a file's row ranges are contiguous: its span stands for them
+        leaves += _map(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip, scheduler,
+                       make)
     compute(leaves, scheduler, progress, "pass 2: projection")
+
+
+def _parquet_leaf(src: Source, side: str, lazy_map: Any, k: int, skip: bool,
+                  files: Sequence[tuple[str, list[tuple[int, int]]]], j: int,
+                  given: list[Any]) -> Any:
+    target, ranges = files[j]
+    return task(writer.write_file, src, ranges, side, lazy_map, target, k, skip, given,
+                order=_row_order(side, ranges[0][0]))

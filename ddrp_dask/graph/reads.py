@@ -7,17 +7,24 @@ straddles two blocks would then be decoded by both blocks' tasks (1.5× the deco
 pass decodes each chunk that two of its blocks share in one task, which hands each block
 its part as a read-only view (``Source.read_rows``'s ``given``); the chunks inside one block
 are decoded by its own task. These are ordinary Dask dependencies: a block runs where its
-shared rows are (or they move to it, at most one block's rows), a lost worker's decodes are
-rerun, and a decoded chunk is released once its last block has read it, so memory stays
-bounded by a few chunks and blocks per thread whatever the rows. The blocks see the same
-rows either way, so their statistics and sketches keep their bytes.
+shared rows are (or they move to it, at most one block's rows), and a lost worker's decodes
+are rerun. The blocks see the same rows either way, so their statistics and sketches keep
+their bytes.
+
+Memory: a decoded chunk is released once its last block has read it. A distributed
+scheduler sends a worker new root tasks only as its threads free up, so decodes do not run
+far ahead of their blocks; Dask's local schedulers run tasks in the static order of
+``dask.order``, which puts many decodes before their blocks (up to eight 100 MB chunks held
+in pass 2 at 1 M x 256, measured). For them each decode also waits for the blocks of the shared
+chunk ``lag`` (the scheduler's threads) before it, so that about ``lag`` + 1 shared chunks
+are held at a time, whatever the rows.
 """
 
 from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,44 +32,75 @@ import numpy as np
 from ..io.source import Source
 from .compute import task
 
-__all__ = ["shared_reads"]
+__all__ = ["map_ranges"]
 
 Ranges = Sequence[tuple[int, int]]
 
 
 def _decode_task(src: Source, start: int, stop: int, invalid: str,
-                 cuts: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+                 cuts: Sequence[tuple[int, int]], *after: Any) -> tuple[np.ndarray, ...]:
     """Decode rows ``start:stop`` (one chunk) and cut it into its blocks' parts: read-only
-    views, since blocks in one process share them."""
+    views, since blocks in one process share them. ``after``: tasks to wait for (unused)."""
     rows = src.read_rows(start, stop, invalid)
     rows.flags.writeable = False
     return tuple(rows[a - start:b - start] for a, b in cuts)
 
 
-def shared_reads(src: Source, ranges: Ranges, invalid: str, order: str
-                 ) -> list[list[tuple[int, Any]]]:
-    """Per range of ``ranges`` (disjoint, any order): the ``given`` pieces of ``src``'s
-    chunks it shares with another range, as delayed ``(first row, rows)``; empty lists for a
-    format without chunks (``Source.chunk_spans``). ``invalid`` is the ranges' own read
-    mode; ``order`` prefixes the decode tasks' keys (``compute.task``), followed by the
-    chunk's first row, so that they sort with the blocks around them."""
-    given: list[list[tuple[int, Any]]] = [[] for _ in ranges]
-    live = sorted((a, b, j) for j, (a, b) in enumerate(ranges) if b > a)
-    if len(live) < 2:
-        return given
+def _shared_chunks(src: Source, live: Sequence[tuple[int, int, int]]
+                   ) -> list[tuple[int, int, list[int]]]:
+    """``(start, stop, positions in live)`` of each chunk of ``src`` that two or more of the
+    ranges ``live`` (sorted ``(start, stop, index)``) overlap, in row order."""
     starts = [a for a, _, _ in live]
+    out = []
     for r0, r1 in src.chunk_spans(max(b - a for a, b, _ in live)):
-        i = max(bisect.bisect_right(starts, r0) - 1, 0)
+        p = max(bisect.bisect_right(starts, r0) - 1, 0)
         users = []
-        while i < len(live) and live[i][0] < r1:
-            if live[i][1] > r0:
-                users.append(live[i])
-            i += 1
-        if len(users) < 2:
-            continue
-        cuts = tuple((max(r0, a), min(r1, b)) for a, b, _ in users)
-        key = f"{order}-{r0:015d}"
-        chunk = task(_decode_task, src, r0, r1, invalid, cuts, order=key)
-        for k, ((a, _), (_, _, j)) in enumerate(zip(cuts, users, strict=True)):
-            given[j].append((a, task(operator.getitem, chunk, k, order=key)))
-    return given
+        while p < len(live) and live[p][0] < r1:
+            if live[p][1] > r0:
+                users.append(p)
+            p += 1
+        if len(users) > 1:
+            out.append((r0, r1, users))
+    return out
+
+
+def map_ranges(src: Source, ranges: Ranges, invalid: str, order: str,
+               make: Callable[[int, list[tuple[int, Any]]], Any], lag: int = 0) -> list[Any]:
+    """``make(j, given)`` for every range ``j`` of ``ranges`` (disjoint, any order), returned
+    in the ranges' order: ``given`` holds, as delayed ``(first row, rows)``, the range's rows
+    of the chunks of ``src`` it shares with another range, each chunk decoded once
+    (``Source.chunk_spans``; nothing for a format without chunks). ``invalid`` is the
+    ranges' own read mode; ``order`` prefixes the decode tasks' keys (``compute.task``),
+    followed by the chunk's first row, so that they sort with the blocks around them.
+    ``lag`` > 0: a local scheduler of that many threads (see the module docstring)."""
+    out: list[Any] = [None] * len(ranges)
+    live = sorted((a, b, j) for j, (a, b) in enumerate(ranges) if b > a)
+    shared = _shared_chunks(src, live) if len(live) > 1 else []
+    needs: dict[int, list[int]] = {}
+    for s, (_, _, users) in enumerate(shared):
+        for p in users:
+            needs.setdefault(p, []).append(s)
+    decoded: dict[int, Any] = {}
+    blocks: dict[int, Any] = {}  # by position in live
+
+    def decode(s: int) -> Any:
+        r0, r1, users = shared[s]
+        cuts = tuple((max(r0, live[p][0]), min(r1, live[p][1])) for p in users)
+        gate = shared[s - lag][2] if lag and s >= lag else []
+        after = [blocks[p] for p in gate if p < users[0]]
+        return task(_decode_task, src, r0, r1, invalid, cuts, *after,
+                    order=f"{order}-{r0:015d}")
+
+    for p, (a, _, j) in enumerate(live):
+        given = []
+        for s in needs.get(p, []):
+            if s not in decoded:
+                decoded[s] = decode(s)
+            r0, k = shared[s][0], shared[s][2].index(p)
+            given.append((max(a, r0), task(operator.getitem, decoded[s], k,
+                                           order=f"{order}-{r0:015d}")))
+        blocks[p] = out[j] = make(j, given)
+    for j, (a, b) in enumerate(ranges):
+        if b <= a:
+            out[j] = make(j, [])
+    return out
