@@ -122,6 +122,27 @@ def test_fold_moments_merge_to_whole_and_ignore_blocking(dtype: str) -> None:
             assert np.abs(f.scatter - ref.scatter).max() <= tol * scale
 
 
+@pytest.mark.parametrize("cuts", [[], [1], [100, 101, 300], [37, 38]])
+def test_fold_moments_of_pieces_are_the_bytes_of_the_assembled_block(cuts: list[int]) -> None:
+    """Pass 1 reads a block as pieces (chunks, rows of shared chunks) and gathers each fold's
+    rows from them: the same rows in the same order as ``fold_moments`` of the block, so
+    the same bytes, and the (read-only) pieces are left alone."""
+    a = gaussian_source(503, 6, np.geomspace(3.0, 0.1, 6), 50.0, 3).astype(np.float32)
+    pieces = np.split(a.copy(), cuts)
+    for p in pieces:
+        p.flags.writeable = False
+    got = opt.pieces_fold_moments(pieces, 1000)
+    want = opt.fold_moments(a.copy(), 1000)
+    for g, w in zip(got, want, strict=True):
+        assert g.n == w.n and g.mean.tobytes() == w.mean.tobytes()
+        assert g.scatter.tobytes() == w.scatter.tobytes()
+    assert np.array_equal(np.concatenate(pieces), a)
+    # control: the folds follow the global rows, so another first row gives other bytes
+    other = opt.pieces_fold_moments(pieces, 1001)
+    assert any(o.scatter.tobytes() != w.scatter.tobytes() for o, w in zip(other, want,
+                                                                         strict=True))
+
+
 # ---------------------------------------------------------------------------------------
 # unbiasedness
 

@@ -276,8 +276,9 @@ def test_on_threads_decodes_do_not_run_ahead_of_their_blocks(
 
 def test_a_gated_decode_waits_for_the_blocks_of_the_chunk_lag_before(tmp_path: Path,
                                                                       pair: Any) -> None:
-    """The graph: with ``lag`` = 2, the decode of shared chunk s depends on the blocks of
-    shared chunk s - 2 (those before its own first block), and without a lag on none."""
+    """The graph: with ``lag`` = 2, the decode of shared chunk s waits for the blocks of
+    shared chunk s - 2 (those before its own first block), through tokens of their
+    completion (a block's statistics are not held for it), and without a lag for none."""
     src = open_source(write_zarr(tmp_path / "x.zarr", pair[0][:2048], 384))
     ranges = [(s, s + BLOCK) for s in range(0, 2048, BLOCK)]
     for lag, want in ((0, {0: [], 384: [], 768: [], 1152: [], 1536: []}),
@@ -286,10 +287,14 @@ def test_a_gated_decode_waits_for_the_blocks_of_the_chunk_lag_before(tmp_path: P
                             lambda j, given: task(len, [p for _, p in given],
                                                   order=f"b-{j:03d}"), lag=lag)
         graph = {k: v for b in blocks for k, v in dict(b.__dask_graph__()).items()}
-        waits = {int(str(key).split("-")[1]): sorted(int(str(d).split("-")[1])
+        # a decode waits on tokens of blocks done ("-done-"), not on their results
+        waits = {int(str(key).split("-")[1]): sorted(int(str(b).split("-")[1])
                                                       for d in spec.dependencies
-                                                      if str(d).startswith("b-"))
+                                                      if "-done-" in str(d)
+                                                      for b in graph[d].dependencies)
                  for key, spec in graph.items() if "decode_task" in str(key)}
+        assert not any(str(d).startswith("b-") for key, spec in graph.items()
+                       if "decode_task" in str(key) for d in spec.dependencies)
         assert waits == want, (lag, waits)
 
 

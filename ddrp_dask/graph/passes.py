@@ -24,7 +24,8 @@ from ..io import lifecycle, writer
 from ..io.source import Given, Source, invalid_mode, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
-from ..maths.optimal import merge_folds, moments_by_fold
+from ..maths.optimal import merge_folds, moments_by_fold, pieces_fold_moments
+from ..maths.project import check_finite
 from ..maths.stats import Moments, block_moments, merge_moments
 from .compute import compute, delayed, local_threads, stats_fan_in, task, tree_reduce
 from .reads import map_ranges
@@ -52,10 +53,19 @@ def _stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
 
 def _fold_stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
                      given: Given, n_folds: int) -> list[Moments]:
-    """One block's statistics per fold; a row's fold follows its global index."""
+    """One block's statistics per fold; a row's fold follows its global index. Without
+    ``skip`` the block is read as pieces and each fold gathers its rows from them (no copy
+    of the whole block); NaN or inf shows in a fold's sums, and only then is the block
+    searched for the row to name."""
+    where = f"--{side} {src.path}"
     with one_blas_thread():
-        block, bad, _ = read_valid(src, start, stop, f"--{side} {src.path}", skip,
-                                   given=given)
+        if not skip:
+            pieces = src.read_pieces(start, stop, given)
+            parts = pieces_fold_moments(pieces, start, n_folds)
+            if not all(np.isfinite(m.mean).all() for m in parts):
+                check_finite(np.concatenate(pieces), where, start)
+            return parts
+        block, bad, _ = read_valid(src, start, stop, where, skip, given=given)
         rows = np.arange(start, stop)
         if bad.size:
             block, rows = np.delete(block, bad, axis=0), np.delete(rows, bad)

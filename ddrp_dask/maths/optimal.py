@@ -76,6 +76,7 @@ __all__ = [
     "merge_folds",
     "moments_by_fold",
     "oas",
+    "pieces_fold_moments",
     "search_kind",
     "shrinkage_grid",
 ]
@@ -174,6 +175,25 @@ def moments_by_fold(block: np.ndarray, rows: np.ndarray, n_folds: int = N_FOLDS
     ``rows`` (e.g. a block with its invalid rows left out)."""
     folds = fold_of(rows, n_folds)
     return [block_moments(block[folds == f], overwrite_input=True) for f in range(n_folds)]
+
+
+def pieces_fold_moments(pieces: Sequence[np.ndarray], row0: int, n_folds: int = N_FOLDS
+                        ) -> list[Moments]:
+    """``fold_moments`` of the block the ``pieces`` (consecutive rows, the first at global
+    row ``row0``) make up, without assembling it: each fold's rows are gathered from the
+    pieces directly, so the block is never copied whole (the same rows in the same order,
+    hence the same bytes)."""
+    folds, at = [], row0
+    for piece in pieces:
+        folds.append(fold_of(np.arange(at, at + len(piece)), n_folds))
+        at += len(piece)
+    return [block_moments(_gathered([p[g == f] for p, g in zip(pieces, folds, strict=True)]),
+                          overwrite_input=True) for f in range(n_folds)]
+
+
+def _gathered(parts: list[np.ndarray]) -> np.ndarray:
+    """The parts one after another (a single part as it is: it is already a fresh copy)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def combine_folds(parts: Sequence[Sequence[Moments]], overwrite: bool = False
