@@ -15,7 +15,7 @@ import pytest
 import zarr
 import zarr.storage
 
-from ddrp_dask.io import lifecycle, writer
+from ddrp_dask.io import chunk_cache, lifecycle, writer
 from ddrp_dask.io.zarr_reader import DirectLayout
 
 
@@ -88,6 +88,7 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, fmt: str, n: int) -> None:
 def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[tuple[str, Any]]]:
     """Every chunk decode: the direct Zarr reader's, zarr-python's reads of chunk keys from
     a local store, and Parquet row-group reads; the real functions, counted."""
+    chunk_cache.clear()
     seen: collections.Counter[tuple[str, Any]] = collections.Counter()
     chunk_path = DirectLayout.chunk_path
 
@@ -112,6 +113,7 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[tup
     monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted_group)
     yield seen
+    chunk_cache.clear()
 
 
 @pytest.fixture(scope="session")
@@ -135,7 +137,7 @@ def cluster1() -> Iterator[object]:
 
 
 def map_unshared(src: Any, ranges: Any, invalid: str, order: str, make: Any,
-                 lag: int = 0) -> list[Any]:
+                 across_processes: bool = True) -> list[Any]:
     """``graph.reads.map_ranges`` without shared decodes: every block reads its own chunks
     (a control's stand-in, as the passes were before chunks were shared)."""
     return [make(j, []) for j in range(len(ranges))]

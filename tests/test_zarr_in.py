@@ -59,10 +59,33 @@ def test_direct_reads_equal_zarr(tmp_path: Path, data: np.ndarray, kw: dict[str,
 def test_pieces_concatenate_to_the_rows_and_share_chunks_without_copies(
         tmp_path: Path, data: np.ndarray) -> None:
     """``read_pieces`` (pass 2's read): pieces in row order whose concatenation is
-    ``read_rows``; rows ``given`` (a chunk two blocks share, decoded once by a pass) are
-    handed on as they are, never copied, and the rest is read around them; a layout the
-    direct reader leaves to zarr-python (float16, cast on reading) and a .npy source come
-    back as one block."""
+    ``read_rows``; a chunk two ranges share is decoded once and handed to both as read-only
+    views of one buffer (no copy); a layout the direct reader leaves to zarr-python (float16,
+    cast on reading) and a .npy source come back as one block."""
+    from ddrp_dask.io import chunk_cache
+
+    chunk_cache.clear()
+    src = open_source(str(_write(tmp_path / "a.zarr", data)))
+    for start, stop in RANGES:
+        pieces = src.read_pieces(start, stop)
+        assert all(p.flags.c_contiguous and p.dtype == np.float32 for p in pieces)
+        assert np.array_equal(np.concatenate(pieces), src.read_rows(start, stop))
+    chunk_cache.clear()
+    first, second = src.read_pieces(0, 1500), src.read_pieces(1500, 3500)
+    assert [len(p) for p in first] == [1000, 500] and [len(p) for p in second] == [500, 1000,
+                                                                                     500]
+    # rows 1000..1499 and 1500..1999 are adjacent in one decoded buffer, never copied
+    assert first[1].ctypes.data + first[1].nbytes == second[0].ctypes.data
+    assert not first[1].flags.writeable and not second[0].flags.writeable
+    assert chunk_cache.held() == 0  # chunk 1 dropped once both took their rows
+
+
+def test_given_rows_are_handed_on_and_the_rest_read_around_them(
+        tmp_path: Path, data: np.ndarray) -> None:
+    """Rows ``given`` (a chunk two blocks share, decoded once by a cluster pass's own task)
+    are handed on by ``read_pieces`` as they are, never copied, and the rest is read around
+    them; ``read_rows`` assembles the same rows; a layout the direct reader leaves to
+    zarr-python (float16, cast on reading) and a .npy source come back as one block."""
     src = open_source(str(_write(tmp_path / "a.zarr", data)))
     for start, stop in RANGES:
         pieces = src.read_pieces(start, stop)

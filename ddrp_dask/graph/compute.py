@@ -23,7 +23,7 @@ from ..errors import DdrpError, OptionError
 from ..maths.blas import one_blas_thread
 
 __all__ = ["FAN_IN", "check_memory", "check_visible", "client_of", "compute", "default_scheduler",
-           "local_scheduler", "local_threads", "stats_fan_in", "tree_reduce"]
+           "local_scheduler", "stats_fan_in", "tree_reduce"]
 
 #: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's.
 FAN_IN = 8
@@ -106,18 +106,6 @@ def client_of(scheduler: Any) -> Any:
         except ValueError:
             return None
     return None
-
-
-def local_threads(scheduler: Any) -> int:
-    """Threads of the local scheduler that ``scheduler`` names (1 for sync), or 0 for a
-    distributed Client (given, or the active one for None)."""
-    if client_of(scheduler) is not None:
-        return 0
-    if scheduler in ("sync", "synchronous", "single-threaded"):
-        return 1
-    from dask.system import CPU_COUNT
-
-    return int(dask.config.get("num_workers", None) or CPU_COUNT)
 
 
 def _missing_paths(paths: list[str]) -> list[str]:

@@ -1,8 +1,9 @@
 """The two passes as Dask graphs: the numpy stages mapped over canonical row blocks.
 
-A chunk that two blocks share is decoded once per pass, by a task of its own that hands
-each block its rows (``graph.reads``); the tasks are named in row order, so that a pass walks
-its sources in order and a decoded chunk is released soon after.
+A chunk that two blocks share is decoded once per pass: in one process by whichever of
+their tasks comes first (``io.chunk_cache``), on a cluster by a task of its own that hands
+each block its rows (``graph.reads``); the tasks are named in row order so that these run
+together.
 
 Pass 1 maps ``block_moments`` over canonical row blocks and merges them in a fixed tree of
 aligned groups (the same tree as ``maths.stats.combine_all``), so the statistics — hence the
@@ -27,7 +28,7 @@ from ..maths.model import SideMap
 from ..maths.optimal import merge_folds, moments_by_fold, pieces_fold_moments
 from ..maths.project import check_finite
 from ..maths.stats import Moments, block_moments, merge_moments
-from .compute import compute, delayed, local_threads, stats_fan_in, task, tree_reduce
+from .compute import client_of, compute, delayed, stats_fan_in, task, tree_reduce
 from .reads import map_ranges
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
@@ -105,7 +106,7 @@ def _map(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Any,
          make: Callable[[int, list[Any]], Any]) -> list[Any]:
     """``make(j, given)`` per range, the chunks ranges share decoded once (``graph.reads``)."""
     return map_ranges(src, ranges, invalid_mode(skip), _side_order(side), make,
-                      lag=local_threads(scheduler))
+                      across_processes=client_of(scheduler) is not None)
 
 
 def _leaf(func: Callable[..., Any], src: Source, ranges: Ranges, side: str, skip: bool,

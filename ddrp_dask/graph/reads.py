@@ -1,25 +1,26 @@
-"""Chunks that two blocks share, decoded once per pass in a task of their own.
+"""Chunks that two blocks share, decoded once per pass on a distributed cluster.
 
 The statistics and the sketches are defined on canonical row blocks (``jobs.base``), so that
 their bytes do not depend on the layout on disk; but a Zarr chunk or Parquet row group that
 straddles two blocks would then be decoded by both blocks' tasks (1.5× the decoding for
-100,000-row chunks and 65,536-row blocks, and on a cluster wherever the blocks run). So a
-pass decodes each chunk that two of its blocks share in one task, which hands each block
-its part as a read-only view (``Source.read_rows``'s ``given``); the chunks inside one block
-are decoded by its own task. These are ordinary Dask dependencies: a block runs where its
-shared rows are (or they move to it, at most one block's rows), and a lost worker's decodes
-are rerun. The blocks see the same rows either way, so their statistics and sketches keep
-their bytes.
+100,000-row chunks and 65,536-row blocks).
 
-Memory: a decoded chunk is released once its last block has read it. A distributed
-scheduler sends a worker new root tasks only as its threads free up, so decodes do not run
-far ahead of their blocks; Dask's local schedulers run tasks in the static order of
-``dask.order``, which puts many decodes before their blocks (up to eight 100 MB chunks held
-in pass 2 at 1 M x 256, measured). For them each decode also waits for the blocks of the shared
-chunk ``lag`` (the scheduler's threads) before it, so that about ``lag`` + 1 shared chunks
-are held at a time, whatever the rows; it waits on a token of each block's completion, not
-on the block's result, which would be held until the decode ran (128 MiB of statistics a
-block at d = 4096).
+In one process (Dask's local schedulers) the blocks share decoded chunks through
+``io.chunk_cache``: the first block to need a chunk decodes it, the other takes its rows,
+and the chunk is dropped after its last block. Across a cluster's processes that cache
+decoded a shared chunk once per worker that read one of its blocks, so there a pass decodes
+each chunk that two of its blocks share in a task of its own, which hands each block its
+part as a read-only view (``Source.read_rows``'s ``given``). These are ordinary Dask
+dependencies: a block runs where its shared rows are (or they move to it, at most one
+block's rows), a lost worker's decodes are rerun, and the scheduler sends a worker new root
+tasks only as its threads free up, so decodes do not run far ahead of their blocks. The
+blocks see the same rows either way, so their statistics and sketches keep their bytes.
+
+Why not decode tasks in one process too: Dask's local schedulers run tasks in the static
+order of ``dask.order``, which for this graph decodes chunks long before their second block
+runs (measured: 15 chunks held at once at 40 blocks, 28 at 80), and every way tried of
+holding decodes back (waiting for earlier blocks) made it postpone pass 1's merges instead,
+holding every block's statistics to the end (``benchmarks/RESULTS.md``, session 7).
 """
 
 from __future__ import annotations
@@ -40,16 +41,12 @@ Ranges = Sequence[tuple[int, int]]
 
 
 def _decode_task(src: Source, start: int, stop: int, invalid: str,
-                 cuts: Sequence[tuple[int, int]], *after: Any) -> tuple[np.ndarray, ...]:
+                 cuts: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
     """Decode rows ``start:stop`` (one chunk) and cut it into its blocks' parts: read-only
-    views, since blocks in one process share them. ``after``: tasks to wait for (unused)."""
+    views, since blocks in one process share them."""
     rows = src.read_rows(start, stop, invalid)
     rows.flags.writeable = False
     return tuple(rows[a - start:b - start] for a, b in cuts)
-
-
-def _done(_: Any) -> None:
-    """Nothing: a block's completion, without its result."""
 
 
 def _shared_chunks(src: Source, live: Sequence[tuple[int, int, int]]
@@ -71,49 +68,24 @@ def _shared_chunks(src: Source, live: Sequence[tuple[int, int, int]]
 
 
 def map_ranges(src: Source, ranges: Ranges, invalid: str, order: str,
-               make: Callable[[int, list[tuple[int, Any]]], Any], lag: int = 0) -> list[Any]:
-    """``make(j, given)`` for every range ``j`` of ``ranges`` (disjoint, any order), returned
-    in the ranges' order: ``given`` holds, as delayed ``(first row, rows)``, the range's rows
-    of the chunks of ``src`` it shares with another range, each chunk decoded once
-    (``Source.chunk_spans``; nothing for a format without chunks). ``invalid`` is the
-    ranges' own read mode; ``order`` prefixes the decode tasks' keys (``compute.task``),
-    followed by the chunk's first row, so that they sort with the blocks around them.
-    ``lag`` > 0: a local scheduler of that many threads (see the module docstring)."""
-    out: list[Any] = [None] * len(ranges)
+               make: Callable[[int, list[tuple[int, Any]]], Any],
+               across_processes: bool = True) -> list[Any]:
+    """``make(j, given)`` for every range ``j`` of ``ranges`` (disjoint, any order), in the
+    ranges' order. ``given`` holds, as delayed ``(first row, rows)``, the range's rows of
+    the chunks of ``src`` it shares with another range, each chunk decoded once by a task
+    of its own (``Source.chunk_spans``; nothing for a format without chunks) — or nothing
+    at all unless ``across_processes`` (a local scheduler: ``io.chunk_cache`` shares them).
+    ``invalid`` is the ranges' own read mode; ``order`` prefixes the decode tasks' keys
+    (``compute.task``), followed by the chunk's first row, so that they sort with the
+    blocks around them."""
+    given: list[list[tuple[int, Any]]] = [[] for _ in ranges]
     live = sorted((a, b, j) for j, (a, b) in enumerate(ranges) if b > a)
-    shared = _shared_chunks(src, live) if len(live) > 1 else []
-    needs: dict[int, list[int]] = {}
-    for s, (_, _, users) in enumerate(shared):
-        for p in users:
-            needs.setdefault(p, []).append(s)
-    decoded: dict[int, Any] = {}
-    blocks: dict[int, Any] = {}  # by position in live
-    done: dict[int, Any] = {}
-
-    def decode(s: int) -> Any:
-        r0, r1, users = shared[s]
-        cuts = tuple((max(r0, live[p][0]), min(r1, live[p][1])) for p in users)
-        gate = shared[s - lag][2] if lag and s >= lag else []
-        after = [finished(p) for p in gate if p < users[0]]
-        return task(_decode_task, src, r0, r1, invalid, cuts, *after,
-                    order=f"{order}-{r0:015d}")
-
-    def finished(p: int) -> Any:
-        """A token of block ``p`` done, for decodes to wait on without holding its result."""
-        if p not in done:
-            done[p] = task(_done, blocks[p], order=f"{order}-{live[p][0]:015d}")
-        return done[p]
-
-    for p, (a, _, j) in enumerate(live):
-        given = []
-        for s in needs.get(p, []):
-            if s not in decoded:
-                decoded[s] = decode(s)
-            r0, k = shared[s][0], shared[s][2].index(p)
-            given.append((max(a, r0), task(operator.getitem, decoded[s], k,
-                                           order=f"{order}-{r0:015d}")))
-        blocks[p] = out[j] = make(j, given)
-    for j, (a, b) in enumerate(ranges):
-        if b <= a:
-            out[j] = make(j, [])
-    return out
+    if across_processes and len(live) > 1:
+        for r0, r1, users in _shared_chunks(src, live):
+            cuts = tuple((max(r0, live[p][0]), min(r1, live[p][1])) for p in users)
+            key = f"{order}-{r0:015d}"
+            chunk = task(_decode_task, src, r0, r1, invalid, cuts, order=key)
+            for k, p in enumerate(users):
+                given[live[p][2]].append((cuts[k][0], task(operator.getitem, chunk, k,
+                                                           order=key)))
+    return [make(j, g) for j, g in enumerate(given)]

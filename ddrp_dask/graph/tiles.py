@@ -15,7 +15,7 @@ from ..maths.metrics import row_runs
 from ..maths.model import SideMap
 from ..maths.project import check_finite, project_block
 from ..maths.topn import merge_top_n, top_n_products
-from .compute import compute, delayed, local_threads, task, tree_reduce
+from .compute import client_of, compute, delayed, task, tree_reduce
 from .reads import map_ranges
 
 __all__ = ["gather_rows", "matmul_product", "matmul_top", "top_n_by_method"]
@@ -161,7 +161,7 @@ def top_n_by_method(w: Source, block_rows: int, queries: np.ndarray,
                     order=f"ddrp-evaluate-w-{s:015d}")
 
     leaves = map_ranges(w, ranges, "error", "ddrp-evaluate-w", make,
-                        lag=local_threads(scheduler))
+                        across_processes=client_of(scheduler) is not None)
     (best,) = compute([tree_reduce(leaves, _merge_named, n)], scheduler, progress,
                       "evaluate: top-N over W", leaves)
     return dict(best)

@@ -3,13 +3,14 @@ as numpy arrays (with nulls and ragged lists named, or turned into NaN rows to b
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, InvalidValueError
-from . import decodes
+from . import chunk_cache, decodes
 from .common import filesystem, is_url, qualify, short_list
 from .source import Source
 
@@ -308,9 +309,10 @@ def read_parquet_rows(src: ParquetSource, start: int, stop: int,
             pieces.append(block[lo - first:hi - first])
         elif lo == rg_start and hi == rg_start + nr:  # all ours
             pieces.append(_group_matrix(src, fi, gi, rg_start, as_nan))
-        else:  # shared with a neighbour (a pass decodes it once for both: chunk_spans)
-            pieces.append(_group_matrix(src, fi, gi, rg_start, as_nan)[lo - rg_start:
-                                                                      hi - rg_start])
+        else:  # shared with the next or previous block: decoded once for both
+            pieces.append(chunk_cache.take(
+                (src.token, fi, gi, as_nan), nr, lo - rg_start, hi - rg_start,
+                functools.partial(_group_matrix, src, fi, gi, rg_start, as_nan)))
     if len(pieces) == 1:
         return pieces[0]
     if not pieces:

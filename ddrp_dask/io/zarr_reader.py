@@ -21,17 +21,18 @@ path, which is also where damaged chunks get their error message.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from . import decodes
+from . import chunk_cache, decodes
 from .common import check_numeric
 from .source import Source
 
@@ -243,16 +244,25 @@ def _chunks(start: int, stop: int, c: int, n: int) -> list[tuple[int, int, int, 
     return out
 
 
-def read_direct(layout: DirectLayout, start: int, stop: int, path: str) -> np.ndarray | None:
+def _shared(key: tuple[str, str], n: int, i: int, c: int, a: int, b: int,
+            decode: Callable[[], np.ndarray]) -> np.ndarray:
+    """Rows ``a:b`` of chunk ``i`` (of ``c`` rows, of ``n``) of the array ``key`` (opening
+    token, path) that other blocks also read: decoded once for all (``io.chunk_cache``)."""
+    r0 = i * c
+    return chunk_cache.take((*key, i), min(r0 + c, n) - r0, a - r0, b - r0, decode)
+
+
+def read_direct(layout: DirectLayout, start: int, stop: int, path: str,
+                token: str = "") -> np.ndarray | None:
     """Rows ``start:stop`` decoded chunk by chunk into one fresh array, or None (any chunk
     zarr-python must read). Chunks inside the range decode in place; the grid's padded last
-    chunk and a chunk the range holds only part of decode into a scratch chunk (a pass
-    decodes a chunk two blocks share in a task of its own: ``Source.chunk_spans``)."""
+    chunk decodes into a scratch chunk, and a chunk shared with another block comes from
+    ``io.chunk_cache`` (under ``token``, the source's opening)."""
     out = np.empty((stop - start, layout.d), dtype=layout.dtype)
-    return None if _direct_pieces(layout, start, stop, path, out) is None else out
+    return None if _direct_pieces(layout, start, stop, path, token, out) is None else out
 
 
-def _direct_pieces(layout: DirectLayout, start: int, stop: int, path: str,
+def _direct_pieces(layout: DirectLayout, start: int, stop: int, path: str, token: str,
                    out: np.ndarray | None) -> list[np.ndarray] | None:
     """The pieces of rows ``start:stop``, chunk by chunk; with ``out``, every piece is
     decoded or copied into its rows of ``out``."""
@@ -273,8 +283,11 @@ def _direct_pieces(layout: DirectLayout, start: int, stop: int, path: str,
                 if not _decode_chunk(layout, i, dest, path):
                     return None
                 piece = dest
+            elif whole:
+                piece = decode(i)[:b - a]
             else:
-                piece = decode(i)[a - i * c:b - i * c]
+                piece = _shared((token, path), layout.n_rows, i, c, a, b,
+                                functools.partial(decode, i))
             if dest is not None and piece is not dest:
                 dest[...] = piece
                 piece = dest
@@ -284,6 +297,35 @@ def _direct_pieces(layout: DirectLayout, start: int, stop: int, path: str,
     return pieces
 
 
+def _read_python(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` through zarr-python: the chunks inside the range in one read,
+    the chunks shared with other blocks from ``io.chunk_cache``."""
+    c = int(arr.chunks[0])
+    pieces: list[np.ndarray] = []
+    run: list[int] = []  # rows start:stop of the current run of whole chunks
+
+    def flush() -> None:
+        if run:
+            pieces.append(_chunk_of(arr, src.path, run[0], run[1]))
+            run.clear()
+
+    for i, a, b, whole in _chunks(start, stop, c, src.n_rows):
+        if whole:
+            run[:] = [run[0] if run else a, b]
+            continue
+        flush()
+        pieces.append(_shared((src.token, src.path), src.n_rows, i, c, a, b,
+                              functools.partial(_chunk_of, arr, src.path, i * c,
+                                                min((i + 1) * c, src.n_rows))))
+    flush()
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _chunk_of(arr: Any, path: str, r0: int, r1: int) -> np.ndarray:
+    _note_python(arr, path, r0, r1)
+    return np.asarray(arr[r0:r1])
+
+
 def read_zarr_rows(src: Source, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of a Zarr source, directly when the layout allows it."""
     arr = open_zarr_array(src.path)
@@ -291,10 +333,10 @@ def read_zarr_rows(src: Source, start: int, stop: int) -> np.ndarray:
         return np.asarray(arr[start:stop])
     with _read_errors(src, start, stop):
         layout = direct_layout(arr, src.working_dtype)
-        block = None if layout is None else read_direct(layout, start, stop, src.path)
+        block = None if layout is None else read_direct(layout, start, stop, src.path,
+                                                        src.token)
         if block is None:
-            _note_python(arr, src.path, start, stop)
-            block = arr[start:stop]
+            block = _read_python(arr, src, start, stop)
     return np.asarray(block)
 
 
@@ -307,15 +349,16 @@ def _note_python(arr: Any, path: str, start: int, stop: int) -> None:
 
 def read_zarr_pieces(src: Source, start: int, stop: int) -> list[np.ndarray] | None:
     """Rows ``start:stop`` of a Zarr source as pieces in row order, without assembling them:
-    a fresh array per chunk inside the range, a view of the part of a chunk it shares
-    with a neighbour; None where the direct reader does not apply (``read_zarr_rows`` then
-    reads one block)."""
+    a fresh array per chunk inside the range, read-only views of the chunks shared with
+    other blocks (no copy out of ``io.chunk_cache``); None where the direct reader does not
+    apply (``read_zarr_rows`` then reads one block)."""
     if start >= stop:
         return None
     arr = open_zarr_array(src.path)
     with _read_errors(src, start, stop):
         layout = direct_layout(arr, src.working_dtype)
-        return None if layout is None else _direct_pieces(layout, start, stop, src.path, None)
+        return None if layout is None else _direct_pieces(layout, start, stop, src.path,
+                                                          src.token, None)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
-"""Shared chunks after an interruption: a ``run`` stopped in pass 2 and resumed gives the
-bytes of an uninterrupted run, and its resumed pass 2 decodes each chunk it needs once (and
-none of the finished blocks' alone)."""
+"""The shared-chunk cache after an interruption: a ``run`` stopped in pass 2 and resumed gives
+the bytes of an uninterrupted run, its resumed pass 2 decodes each chunk it needs once (and
+none of the finished blocks'), and the chunks a resume reads only in part do not pile up."""
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,10 @@ import pytest
 import zarr
 
 import ddrp_dask as dd
-from ddrp_dask.io import lifecycle
+from ddrp_dask.io import chunk_cache, lifecycle
 from ddrp_dask.io.lifecycle import staging_path
 
-from .conftest import Interrupted, interrupt_after, make_pair, map_unshared, write_zarr
+from .conftest import Interrupted, interrupt_after, make_pair, write_zarr
 
 BLOCK = 256
 CHUNK = 300  # straddles blocks: chunk i is shared by the blocks of rows i*300 and i*300+299
@@ -84,11 +85,14 @@ def _decoded(seen: collections.Counter[tuple[str, Any]], path: str) -> dict[int,
 @dataclass
 class Resumed:
     """What an interrupted-then-resumed run did: the chunks its pending blocks need, the
-    decodes of the resumed run, the bytes against a reference."""
+    decodes of the resumed run, the cache's holdings, the bytes against a reference."""
 
     needed: dict[str, set[int]]
     boundary: dict[str, set[int]]  # needed chunks also holding rows of finished blocks
     decoded: dict[str, dict[int, int]]
+    held_before: int
+    held_after: int
+    within_cap: bool
     same_bytes: bool
 
 
@@ -110,11 +114,14 @@ def _interrupt_and_resume(inputs: dict[str, str], tmp_path: Path, fmt: str, sche
     finished = {s: set().union(*(_chunks_of(b, n_rows[s])
                                  for b in range(-(-n_rows[s] // BLOCK)) if b not in pending[s]))
                 for s in pending}
+    held_before = chunk_cache.held()
+    assert chunk_cache.within_cap()
 
     seen.clear()  # count the resumed run alone: its pass 2 (the model is the saved one)
     dd.execute(_plan(inputs, out, fmt, resume=True), scheduler=scheduler)
     res = Resumed(needed, {s: needed[s] & finished[s] for s in needed},
-                   {s: _decoded(seen, p) for s, p in inputs.items()},
+                   {s: _decoded(seen, p) for s, p in inputs.items()}, held_before,
+                   chunk_cache.held(), chunk_cache.within_cap(),
                    _content(out, fmt) == _content(ref, fmt))
     return res
 
@@ -139,21 +146,28 @@ def test_a_resumed_run_decodes_each_chunk_it_needs_once(
     uninterrupted run's; (b) during the resumed run (pass 2 only: the staged model is
     reused) every chunk of X and W is decoded at most once, and the decoded chunks are
     exactly those overlapping the pending blocks (none of the finished blocks' alone, no
-    pass 1)."""
+    pass 1); (c) the cache holds no more than its cap after each run, and the resume
+    adds at most its boundary chunks (shared with a finished block, so read only in part)
+    to what the interrupted run left."""
     r = _interrupt_and_resume(inputs, tmp_path, fmt, scheduler, decodes, monkeypatch)
     assert r.same_bytes
     _check_once(r)
     assert r.boundary["x"], "the interruption should leave a chunk shared with a done block"
+    assert r.within_cap
+    assert r.held_after <= r.held_before + sum(len(b) for b in r.boundary.values()), r
 
 
-def test_control_without_shared_decodes_a_resumed_run_decodes_shared_chunks_twice(
+def test_control_without_the_cache_a_resumed_run_decodes_shared_chunks_twice(
         inputs: dict[str, str], tmp_path: Path,
         decodes: collections.Counter[tuple[str, Any]],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Control: with every block reading its own chunks (no decode tasks of shared chunks),
-    the same bytes come out but the decode-once check above fails, naming the twice-decoded
-    chunks."""
-    monkeypatch.setattr("ddrp_dask.graph.passes.map_ranges", map_unshared)
+    """Control: with ``chunk_cache.take`` decoding on every call (no sharing), the same
+    bytes come out but the decode-once check above fails, naming the twice-decoded chunks."""
+    def uncached(key: Any, rows: int, lo: int, hi: int,
+                 decode: Callable[[], np.ndarray]) -> np.ndarray:
+        return decode()[lo:hi]
+
+    monkeypatch.setattr(chunk_cache, "take", uncached)
     r = _interrupt_and_resume(inputs, tmp_path, "zarr", "sync", decodes, monkeypatch)
     assert r.same_bytes
     with pytest.raises(AssertionError, match="decoded more than once"):
