@@ -28,9 +28,9 @@ from .common import working_dtype
 
 __all__ = ["Given", "Source", "invalid_mode", "read_valid", "sketch_rows", "split_given"]
 
-#: Rows decoded elsewhere, handed to a read: ``(first row, rows)`` pieces in row order. A pass
-#: decodes a chunk shared by two blocks once and gives each block its part
-#: (``graph.reads.shared_reads``); the read decodes only the rest.
+#: Rows decoded elsewhere, handed to a read: ``(first row, rows)`` pieces in row order. On a
+#: cluster a pass decodes a chunk shared by two blocks once and gives each block its part
+#: (``graph.reads.map_ranges``); the read decodes only the rest.
 Given = Sequence[tuple[int, np.ndarray]]
 
 
@@ -50,8 +50,8 @@ class Source:
     id_column : str or None
         A column of ids carried beside the sketches (Parquet only).
     token : str
-        New at every opening: keeps the task keys of two openings of one path apart (a
-        long-lived cluster never serves one job a result computed for another).
+        New at every opening: names this opening's decoded chunks (``io.chunk_cache``),
+        and keeps the task keys of two openings of one path apart.
     """
 
     #: The format's name, as recorded in fingerprints and plans.
@@ -111,8 +111,8 @@ class Source:
 
     def chunk_spans(self, block_rows: int) -> list[tuple[int, int]]:
         """The row spans ``(start, stop)`` of the chunks a read decodes whole (Zarr chunks,
-        Parquet row groups), in row order: a pass decodes each one that two of its blocks
-        share once, in a task of its own. Empty for a format that reads any rows exactly
+        Parquet row groups), in row order: on a cluster a pass decodes each one that two of
+        its blocks share once, in a task of its own. Empty for a format that reads any rows exactly
         (.npy), and without chunks too large to hold beside ``block_rows``-row blocks."""
         return []
 
