@@ -136,7 +136,7 @@ def cluster1() -> Iterator[object]:
         yield client
 
 
-def map_unshared(src: Any, ranges: Any, invalid: str, order: str, make: Any,
+def map_unshared(src: Any, ranges: Any, invalid: str, order: str, label: str, make: Any,
                  across_processes: bool = True) -> list[Any]:
     """``graph.reads.map_ranges`` without shared decodes: every block reads its own chunks
     (a control's stand-in, as the passes were before chunks were shared)."""

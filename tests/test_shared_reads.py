@@ -37,7 +37,7 @@ def _given(src: Any, ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]
     """``map_ranges``'s given pieces computed (sync), as (first row, rows) per range."""
     import dask
 
-    lazy = map_ranges(src, ranges, "error", "t", lambda j, given: given)
+    lazy = map_ranges(src, ranges, "error", "t", "pass", lambda j, given: given)
     (got,) = dask.compute(lazy, scheduler="sync")
     return [[(a, len(p)) for a, p in g] for g in got]
 
@@ -55,7 +55,7 @@ def test_only_chunks_two_ranges_share_get_a_decode_task(tmp_path: Path, pair: An
     npy = open_source(write_npy(tmp_path / "x.npy", x))
     assert _given(npy, ranges) == [[], [], [], []]
     # in one process (a local scheduler) io.chunk_cache shares chunks: nothing is given
-    assert map_ranges(src, ranges, "error", "t", lambda j, given: given,
+    assert map_ranges(src, ranges, "error", "t", "pass", lambda j, given: given,
                       across_processes=False) == [[], [], [], []]
     # a chunk inside one block is the block's own: nothing given
     inner = open_source(write_zarr(tmp_path / "i.zarr", x, 128))
@@ -69,12 +69,28 @@ def test_given_rows_are_views_of_one_read_only_decode(tmp_path: Path, pair: Any)
 
     x = pair[0][:600]
     src = open_source(write_zarr(tmp_path / "x.zarr", x, 300))
-    (got,) = dask.compute(map_ranges(src, [(0, 256), (256, 512)], "error", "t",
+    (got,) = dask.compute(map_ranges(src, [(0, 256), (256, 512)], "error", "t", "pass",
                                      lambda j, given: given), scheduler="sync")
     (a0, p0), (a1, p1) = got[0][0], got[1][0]
     assert (a0, a1) == (0, 256) and p0.ctypes.data + p0.nbytes == p1.ctypes.data
     assert not p0.flags.writeable and not p1.flags.writeable
     assert np.array_equal(np.concatenate([p0, p1]), x[:300])
+
+
+def test_the_two_passes_decode_a_chunk_under_different_keys(tmp_path: Path,
+                                                            pair: Any) -> None:
+    """Pass 1 and pass 2 decode the same chunks, under different keys: a pass cancels its
+    futures when it ends, and must not touch the next pass's. Control: one label gives one
+    set of keys."""
+    src = open_source(write_zarr(tmp_path / "x.zarr", pair[0][:1200], 300))
+    ranges = [(0, 256), (256, 512), (512, 768)]
+
+    def keys(label: str) -> set[str]:
+        given = map_ranges(src, ranges, "error", "t", label, lambda j, g: g)
+        return {str(p.key) for g in given for _, p in g}
+
+    assert keys("pass 1") and not keys("pass 1") & keys("pass 2")
+    assert keys("pass 1") == keys("pass 1")
 
 
 def test_split_given_refuses_pieces_out_of_place() -> None:
@@ -126,7 +142,7 @@ def test_on_a_cluster_each_chunk_is_decoded_once_per_pass(
     cluster2.run(testing.count_decodes)
     before = cluster2.run(testing.decode_counts)
     dd.execute(dd.plan_run(src, wp, 4, str(tmp_path / "out"), seed=2, block_rows=BLOCK),
-               scheduler=cluster2)
+               scheduler=cluster2, progress=True)  # progress: futures of every block
     counts = _cluster_decodes(cluster2, before, str(tmp_path / f"x.{kind}"))
     workers = [a for a, c in cluster2.run(testing.decode_counts).items()
                if any(n > before.get(a, {}).get(k, 0) for k, n in c.items())]
@@ -137,3 +153,22 @@ def test_on_a_cluster_each_chunk_is_decoded_once_per_pass(
         assert counts == [2] * n_chunks
     else:
         assert len(counts) == n_chunks and max(counts) > 2
+
+
+@pytest.mark.cluster
+def test_progress_on_a_cluster_neither_cancels_pass_2_nor_trips_the_scheduler(
+        tmp_path: Path, cluster2: Any, pair: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """With progress, pass 2's blocks are both what the line counts and what is gathered:
+    releasing each as it finished made the gather fail ("cancelled for reason: unknown", a
+    traceback from the CLI under a terminal), and cancelling futures already released made
+    the scheduler log an AssertionError (``stimulus_cancel``). Three runs, since the
+    failure was a race (it failed each of four runs here before the fix)."""
+    x, w = pair
+    src = write_zarr(tmp_path / "x.zarr", x, 300)
+    wp = write_npy(tmp_path / "w.npy", w)
+    with caplog.at_level("ERROR", logger="distributed"):
+        for i in range(3):
+            dd.execute(dd.plan_run(src, wp, 4, str(tmp_path / f"out{i}"), seed=2,
+                                   block_rows=BLOCK), scheduler=cluster2, progress=True)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    assert _sketch_bytes(tmp_path / "out0") == _sketch_bytes(tmp_path / "out2")

@@ -166,14 +166,15 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
     client = client_of(scheduler)
     if client is not None:
         futures = client.compute([*objs, *units]) if progress else client.compute(list(objs))
-        outputs, watched = futures[:len(objs)], futures[len(objs):] or futures
+        outputs, units_f = futures[:len(objs)], futures[len(objs):]
+        released: set[int] = set()
         try:
             with _quiet_interrupt(), _quiet_recoveries():
-                if progress:
-                    _follow(watched, label)
+                if progress:  # the outputs themselves are gathered below: not released
+                    _follow(units_f or outputs, label, released if units_f else None)
                 return list(client.gather(outputs))
-        finally:
-            client.cancel(futures)
+        finally:  # a released future must not be cancelled: the scheduler asserts it is wanted
+            client.cancel([f for f in futures if id(f) not in released])
     # Local schedulers run the tasks in this process: hold the (counted, process-wide) BLAS
     # limit for the whole compute, so that whatever a task computes outside its own
     # one_blas_thread block (reader conversions, small products) runs on one thread too.
@@ -213,9 +214,12 @@ def _clock(seconds: float) -> str:
         f"{s // 60}:{s % 60:02d}"
 
 
-def _follow(futures: list[Any], label: str) -> None:
-    """Draw the progress line as the cluster finishes ``futures``, releasing each (so
-    per-block results are not held on the client's behalf)."""
+def _follow(futures: list[Any], label: str, released: set[int] | None) -> None:
+    """Draw the progress line as the cluster finishes ``futures``; with a ``released`` set,
+    release each (so per-block results are not held on the client's behalf) and note its
+    ``id`` there. A future the caller still gathers must not be released: its gather then
+    fails as cancelled (pass 2 on a cluster with progress did, since its blocks are both the
+    units and the outputs)."""
     from distributed import as_completed
 
     start, total, done = time.monotonic(), len(futures), 0
@@ -223,7 +227,9 @@ def _follow(futures: list[Any], label: str) -> None:
     try:
         for f in as_completed(futures):
             done += 1
-            f.release()
+            if released is not None:
+                f.release()
+                released.add(id(f))
             _draw(label, done, total, time.monotonic() - start)
     finally:  # also when interrupted: the error or interrupt line then starts a line
         sys.stderr.write("\n")

@@ -102,10 +102,11 @@ def _side_order(side: str) -> str:
     return f"ddrp-{side}"
 
 
-def _map(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Any,
+def _map(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Any, label: str,
          make: Callable[[int, list[Any]], Any]) -> list[Any]:
-    """``make(j, given)`` per range, the chunks ranges share decoded once (``graph.reads``)."""
-    return map_ranges(src, ranges, invalid_mode(skip), _side_order(side), make,
+    """``make(j, given)`` per range, the chunks ranges share decoded once (``graph.reads``)
+    in the pass ``label``."""
+    return map_ranges(src, ranges, invalid_mode(skip), _side_order(side), label, make,
                       across_processes=client_of(scheduler) is not None)
 
 
@@ -124,7 +125,7 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     for side, (src, ranges) in blocks.items():
         func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
                               (_stats_task, (), merge_moments))
-        side_leaves = _map(src, ranges, side, skip, scheduler, functools.partial(
+        side_leaves = _map(src, ranges, side, skip, scheduler, "pass 1", functools.partial(
             _leaf, func, src, ranges, side, skip, extra))
         graphs.append(tree_reduce(side_leaves, merge, fan_in=stats_fan_in(src.d, n_folds)))
         leaves += side_leaves
@@ -142,7 +143,7 @@ def project_zarr(jobs: Sequence[tuple[str, Source, SideMap, str, str | None,
         make = functools.partial(_zarr_leaf, src, side, delayed(side_map), out, array,
                                  ids_array, skip, pending)
         leaves += _map(src, [(start, stop) for _, start, stop in pending], side, skip,
-                       scheduler, make)
+                       scheduler, "pass 2", make)
     compute(leaves, scheduler, progress, "pass 2: projection")
 
 
@@ -164,7 +165,7 @@ def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
         make = functools.partial(_parquet_leaf, src, side, delayed(side_map), k, skip, files)
         # a file's row ranges are contiguous: its span stands for them
         leaves += _map(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip, scheduler,
-                       make)
+                       "pass 2", make)
     compute(leaves, scheduler, progress, "pass 2: projection")
 
 

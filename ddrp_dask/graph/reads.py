@@ -41,9 +41,11 @@ Ranges = Sequence[tuple[int, int]]
 
 
 def _decode_task(src: Source, start: int, stop: int, invalid: str,
-                 cuts: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+                 cuts: Sequence[tuple[int, int]], label: str) -> tuple[np.ndarray, ...]:
     """Decode rows ``start:stop`` (one chunk) and cut it into its blocks' parts: read-only
-    views, since blocks in one process share them."""
+    views, since blocks in one process share them. ``label`` names the compute (its pass),
+    so that the two passes' decodes of one chunk have different keys: a pass cancels its
+    futures when it ends, and must not touch the next pass's."""
     rows = src.read_rows(start, stop, invalid)
     rows.flags.writeable = False
     return tuple(rows[a - start:b - start] for a, b in cuts)
@@ -67,7 +69,7 @@ def _shared_chunks(src: Source, live: Sequence[tuple[int, int, int]]
     return out
 
 
-def map_ranges(src: Source, ranges: Ranges, invalid: str, order: str,
+def map_ranges(src: Source, ranges: Ranges, invalid: str, order: str, label: str,
                make: Callable[[int, list[tuple[int, Any]]], Any],
                across_processes: bool = True) -> list[Any]:
     """``make(j, given)`` for every range ``j`` of ``ranges`` (disjoint, any order), in the
@@ -77,14 +79,14 @@ def map_ranges(src: Source, ranges: Ranges, invalid: str, order: str,
     at all unless ``across_processes`` (a local scheduler: ``io.chunk_cache`` shares them).
     ``invalid`` is the ranges' own read mode; ``order`` prefixes the decode tasks' keys
     (``compute.task``), followed by the chunk's first row, so that they sort with the
-    blocks around them."""
+    blocks around them; ``label`` (the pass) keeps them apart from another compute's."""
     given: list[list[tuple[int, Any]]] = [[] for _ in ranges]
     live = sorted((a, b, j) for j, (a, b) in enumerate(ranges) if b > a)
     if across_processes and len(live) > 1:
         for r0, r1, users in _shared_chunks(src, live):
             cuts = tuple((max(r0, live[p][0]), min(r1, live[p][1])) for p in users)
             key = f"{order}-{r0:015d}"
-            chunk = task(_decode_task, src, r0, r1, invalid, cuts, order=key)
+            chunk = task(_decode_task, src, r0, r1, invalid, cuts, label, order=key)
             for k, p in enumerate(users):
                 given[live[p][2]].append((cuts[k][0], task(operator.getitem, chunk, k,
                                                            order=key)))

@@ -160,7 +160,7 @@ def top_n_by_method(w: Source, block_rows: int, queries: np.ndarray,
         return task(_scores_task, w, s, e, given, q, lazy_sketches, lazy_maps, n,
                     order=f"ddrp-evaluate-w-{s:015d}")
 
-    leaves = map_ranges(w, ranges, "error", "ddrp-evaluate-w", make,
+    leaves = map_ranges(w, ranges, "error", "ddrp-evaluate-w", "evaluate", make,
                         across_processes=client_of(scheduler) is not None)
     (best,) = compute([tree_reduce(leaves, _merge_named, n)], scheduler, progress,
                       "evaluate: top-N over W", leaves)
