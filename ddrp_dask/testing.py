@@ -12,6 +12,7 @@ from .maths.model import SketchModel
 __all__ = ["count_decodes", "decode_counts", "reference_covariance", "reference_mean",
            "reference_sketch"]
 
+
 def count_decodes() -> None:
     """From now on, count every chunk decode of this process (``io.decodes``): each Zarr
     chunk the direct reader or zarr-python decodes, each Parquet row group read whole or

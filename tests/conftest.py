@@ -41,6 +41,16 @@ def write_zarr(path: Path, a: np.ndarray, chunk_rows: int) -> str:
     return str(path)
 
 
+def sketch_bytes(out: Path, fmt: str) -> tuple[bytes, ...]:
+    """The sketches x and w of a ``run`` output in row order: Zarr arrays, or a Parquet
+    dataset's ``sketch`` column sorted by ``row`` (its files mirror the input's)."""
+    if fmt == "zarr":
+        g = zarr.open_group(str(out), mode="r")
+        return g["x"][...].tobytes(), g["w"][...].tobytes()
+    return tuple(np.stack(pq.read_table(out / side).sort_by("row")["sketch"]
+                          .to_numpy(zero_copy_only=False)).tobytes() for side in ("x", "w"))
+
+
 def write_parquet_list(path: Path, a: np.ndarray, row_group: int, ids: bool = True) -> str:
     cols = {"vec": pa.FixedSizeListArray.from_arrays(pa.array(a.ravel()), a.shape[1])}
     if ids:
@@ -136,8 +146,7 @@ def cluster1() -> Iterator[object]:
         yield client
 
 
-def map_unshared(src: Any, ranges: Any, invalid: str, order: str, label: str, make: Any,
-                 across_processes: bool = True) -> list[Any]:
-    """``graph.reads.map_ranges`` without shared decodes: every block reads its own chunks
-    (a control's stand-in, as the passes were before chunks were shared)."""
-    return [make(j, []) for j in range(len(ranges))]
+def no_shared_reads(src: Any, ranges: Any, *args: Any) -> list[list[Any]]:
+    """``graph.reads.shared_reads`` giving nothing: on a cluster every block then reads its
+    own chunks (a control's stand-in, as the passes were before)."""
+    return [[] for _ in ranges]

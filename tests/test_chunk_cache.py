@@ -28,7 +28,7 @@ from ddrp_dask.io import chunk_cache
 from ddrp_dask.io.registry import open_source
 from ddrp_dask.io.zarr_reader import read_zarr_rows
 
-from .conftest import make_pair, write_npy, write_parquet_list, write_zarr
+from .conftest import make_pair, sketch_bytes, write_npy, write_parquet_list, write_zarr
 
 BLOCK = 256
 
@@ -158,14 +158,6 @@ def test_the_counter_sees_a_chunk_decoded_twice(tmp_path: Path, decodes: Any,
     assert _counts(decodes, "x.zarr") == [2, 2]
 
 
-def _sketch_bytes(out: Path, fmt: str) -> tuple[bytes, ...]:
-    if fmt == "zarr":
-        g = zarr.open_group(str(out), mode="r")
-        return g["x"][...].tobytes(), g["w"][...].tobytes()
-    return tuple(np.stack(pq.read_table(out / side).sort_by("row")["sketch"]
-                          .to_numpy(zero_copy_only=False)).tobytes() for side in ("x", "w"))
-
-
 @pytest.mark.parametrize("chunk", [37, 256, 300, 1000, 5000])
 @pytest.mark.parametrize("fmt", ["zarr", "parquet"])
 def test_each_zarr_chunk_is_decoded_once_per_pass_with_the_same_bytes(
@@ -181,7 +173,7 @@ def test_each_zarr_chunk_is_decoded_once_per_pass_with_the_same_bytes(
                            block_rows=BLOCK, format=fmt), scheduler="threads")
     assert _counts(decodes, "x.zarr") == [2] * -(-len(x) // chunk)  # pass 1 and pass 2
     assert _counts(decodes, "w.zarr") == [2] * -(-len(w) // chunk)
-    assert _sketch_bytes(out, fmt) == _sketch_bytes(ref, fmt)
+    assert sketch_bytes(out, fmt) == sketch_bytes(ref, fmt)
     assert chunk_cache.held() == 0  # nothing left over after full passes
 
 
@@ -199,7 +191,7 @@ def test_zarr_python_reads_each_chunk_once_too(tmp_path: Path, decodes: Any,
                            seed=2, block_rows=BLOCK), scheduler="sync")
     counts = _counts(decodes, str(tmp_path / "x.zarr"))
     assert counts == [2] * -(-len(x) // 300), counts
-    assert _sketch_bytes(tmp_path / "out", "zarr") == _sketch_bytes(tmp_path / "ref", "zarr")
+    assert sketch_bytes(tmp_path / "out", "zarr") == sketch_bytes(tmp_path / "ref", "zarr")
 
 
 def test_each_row_group_is_read_once_per_pass(tmp_path: Path, decodes: Any,
@@ -241,7 +233,7 @@ def test_one_file_as_both_sides_gives_the_bytes_of_two_copies(tmp_path: Path,
                                     write_npy(tmp_path / "b.npy", x))}.items():
         dd.execute(dd.plan_run(a, b, 4, str(tmp_path / name), seed=2, block_rows=BLOCK),
                    scheduler="threads")
-        got[name] = _sketch_bytes(tmp_path / name, "zarr")
+        got[name] = sketch_bytes(tmp_path / name, "zarr")
     assert got["same"] == got["copies"]
 
 

@@ -11,15 +11,23 @@ from typing import Any
 
 import numpy as np
 import pytest
-import zarr
 
 import ddrp_dask as dd
 from ddrp_dask import testing
-from ddrp_dask.graph.reads import map_ranges
+from ddrp_dask.graph.reads import shared_reads
 from ddrp_dask.io.registry import open_source
 from ddrp_dask.io.source import split_given
 
-from .conftest import make_pair, map_unshared, write_npy, write_parquet_list, write_zarr
+from .conftest import (
+    Interrupted,
+    interrupt_after,
+    make_pair,
+    no_shared_reads,
+    sketch_bytes,
+    write_npy,
+    write_parquet_list,
+    write_zarr,
+)
 
 BLOCK = 256
 
@@ -30,55 +38,62 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------
-# the graph: which chunks get a decode task of their own, and what each block is given
+# the graph: which chunks get a decode task of their own, and what each block is given (the
+# graph for a cluster, computed here on one thread)
 
 
-def _given(src: Any, ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    """``map_ranges``'s given pieces computed (sync), as (first row, rows) per range."""
+def _given(src: Any, ranges: list[tuple[int, int]], client: Any) -> list[list[tuple[int, int]]]:
+    """``shared_reads``'s given pieces for ``client``'s cluster, computed (sync), as (first
+    row, rows) per range."""
     import dask
 
-    lazy = map_ranges(src, ranges, "error", "t", "pass", lambda j, given: given)
+    lazy = shared_reads(src, ranges, "error", "t", "pass", client)
     (got,) = dask.compute(lazy, scheduler="sync")
     return [[(a, len(p)) for a, p in g] for g in got]
 
 
-def test_only_chunks_two_ranges_share_get_a_decode_task(tmp_path: Path, pair: Any) -> None:
+@pytest.mark.cluster
+def test_only_chunks_two_ranges_share_get_a_decode_task(tmp_path: Path, pair: Any,
+                                                        cluster2: Any) -> None:
     """Chunks of 300 rows under blocks of 256: chunk 0 (rows 0..299) is shared by blocks 0
     and 1, chunk 1 (300..599) by blocks 1 and 2, chunk 2 (600..899) by blocks 2 and 3; chunk
     3 (900..1199) lies in block 3 and 4 — but block 4 is not asked for, so block 3 decodes
-    it itself. A .npy source has no chunks: nothing is shared."""
+    it itself. A .npy source has no chunks: nothing is shared; nor on a local scheduler,
+    where ``io.chunk_cache`` shares chunks."""
     x = pair[0][:1200]
     src = open_source(write_zarr(tmp_path / "x.zarr", x, 300))
     ranges = [(768, 1024), (0, 256), (256, 512), (512, 768)]  # any order
-    assert _given(src, ranges) == [[(768, 132)], [(0, 256)], [(256, 44), (300, 212)],
-                                   [(512, 88), (600, 168)]]
+    assert _given(src, ranges, cluster2) == [[(768, 132)], [(0, 256)], [(256, 44), (300, 212)],
+                                             [(512, 88), (600, 168)]]
     npy = open_source(write_npy(tmp_path / "x.npy", x))
-    assert _given(npy, ranges) == [[], [], [], []]
-    # in one process (a local scheduler) io.chunk_cache shares chunks: nothing is given
-    assert map_ranges(src, ranges, "error", "t", "pass", lambda j, given: given,
-                      across_processes=False) == [[], [], [], []]
+    assert _given(npy, ranges, cluster2) == [[], [], [], []]
+    for local in ("threads", "sync"):
+        assert shared_reads(src, ranges, "error", "t", "pass", local) == [[], [], [], []]
     # a chunk inside one block is the block's own: nothing given
     inner = open_source(write_zarr(tmp_path / "i.zarr", x, 128))
-    assert _given(inner, [(0, 256), (256, 512)]) == [[], []]
+    assert _given(inner, [(0, 256), (256, 512)], cluster2) == [[], []]
 
 
-def test_given_rows_are_views_of_one_read_only_decode(tmp_path: Path, pair: Any) -> None:
+@pytest.mark.cluster
+def test_given_rows_are_views_of_one_read_only_decode(tmp_path: Path, pair: Any,
+                                                      cluster2: Any) -> None:
     """Both blocks sharing a chunk get views of one decoded buffer, read-only so that a
     block shifting its rows in place cannot change its neighbour's."""
     import dask
 
     x = pair[0][:600]
     src = open_source(write_zarr(tmp_path / "x.zarr", x, 300))
-    (got,) = dask.compute(map_ranges(src, [(0, 256), (256, 512)], "error", "t", "pass",
-                                     lambda j, given: given), scheduler="sync")
+    (got,) = dask.compute(shared_reads(src, [(0, 256), (256, 512)], "error", "t", "pass",
+                                       cluster2), scheduler="sync")
     (a0, p0), (a1, p1) = got[0][0], got[1][0]
     assert (a0, a1) == (0, 256) and p0.ctypes.data + p0.nbytes == p1.ctypes.data
     assert not p0.flags.writeable and not p1.flags.writeable
     assert np.array_equal(np.concatenate([p0, p1]), x[:300])
 
 
-def test_the_two_passes_decode_a_chunk_under_different_keys(tmp_path: Path,
-                                                            pair: Any) -> None:
+@pytest.mark.cluster
+def test_the_two_passes_decode_a_chunk_under_different_keys(tmp_path: Path, pair: Any,
+                                                            cluster2: Any) -> None:
     """Pass 1 and pass 2 decode the same chunks, under different keys: a pass cancels its
     futures when it ends, and must not touch the next pass's. Control: one label gives one
     set of keys."""
@@ -86,7 +101,7 @@ def test_the_two_passes_decode_a_chunk_under_different_keys(tmp_path: Path,
     ranges = [(0, 256), (256, 512), (512, 768)]
 
     def keys(label: str) -> set[str]:
-        given = map_ranges(src, ranges, "error", "t", label, lambda j, g: g)
+        given = shared_reads(src, ranges, "error", "t", label, cluster2)
         return {str(p.key) for g in given for _, p in g}
 
     assert keys("pass 1") and not keys("pass 1") & keys("pass 2")
@@ -102,15 +117,6 @@ def test_split_given_refuses_pieces_out_of_place() -> None:
             split_given(0, 8, bad)
 
 
-def _sketch_bytes(out: Path) -> tuple[bytes, ...]:
-    g = zarr.open_group(str(out), mode="r")
-    return g["x"][...].tobytes(), g["w"][...].tobytes()
-
-
-# ---------------------------------------------------------------------------------------
-# on a cluster: once per pass over all the workers (each counts its own decodes)
-
-
 def _cluster_decodes(client: Any, before: dict[str, dict[str, int]], where: str) -> list[int]:
     """Decodes since ``before`` of each chunk under ``where``, summed over the workers."""
     total: collections.Counter[str] = collections.Counter()
@@ -123,31 +129,34 @@ def _cluster_decodes(client: Any, before: dict[str, dict[str, int]], where: str)
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "control-unshared"])
+@pytest.mark.parametrize("fmt", ["zarr", "parquet"])
 @pytest.mark.parametrize("kind", ["zarr", "parquet"])
 def test_on_a_cluster_each_chunk_is_decoded_once_per_pass(
-        tmp_path: Path, cluster2: Any, pair: Any, kind: str, shared: bool,
+        tmp_path: Path, cluster2: Any, pair: Any, kind: str, fmt: str, shared: bool,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Two worker processes: every chunk (row group) of 300 rows under blocks of 256 is
-    decoded once in pass 1 and once in pass 2 over both workers together, both workers
-    decode, and the sketches are those of a .npy input on one thread. Control: with every
-    block reading its own chunks, chunks are decoded more often, and the check fails."""
+    decoded once in pass 1 and once in pass 2 over both workers together, into Zarr or
+    Parquet, both workers decode, and the sketches are those of a .npy input on one thread.
+    Control: with every block reading its own chunks, chunks are decoded more often, and
+    the check fails."""
     if not shared:
-        monkeypatch.setattr("ddrp_dask.graph.passes.map_ranges", map_unshared)
+        monkeypatch.setattr("ddrp_dask.graph.passes.shared_reads", no_shared_reads)
     x, w = pair
     src = (write_zarr(tmp_path / "x.zarr", x, 300) if kind == "zarr" else
            write_parquet_list(tmp_path / "x.parquet", x, 300))
     wp = write_npy(tmp_path / "w.npy", w)
     dd.execute(dd.plan_run(write_npy(tmp_path / "x.npy", x), wp, 4, str(tmp_path / "ref"),
-                           seed=2, block_rows=BLOCK), scheduler="sync")
+                           seed=2, block_rows=BLOCK, format=fmt), scheduler="sync")
     cluster2.run(testing.count_decodes)
     before = cluster2.run(testing.decode_counts)
-    dd.execute(dd.plan_run(src, wp, 4, str(tmp_path / "out"), seed=2, block_rows=BLOCK),
+    dd.execute(dd.plan_run(src, wp, 4, str(tmp_path / "out"), seed=2, block_rows=BLOCK,
+                           format=fmt),
                scheduler=cluster2, progress=True)  # progress: futures of every block
     counts = _cluster_decodes(cluster2, before, str(tmp_path / f"x.{kind}"))
     workers = [a for a, c in cluster2.run(testing.decode_counts).items()
                if any(n > before.get(a, {}).get(k, 0) for k, n in c.items())]
     assert len(workers) == 2, "both workers should have decoded chunks"
-    assert _sketch_bytes(tmp_path / "out") == _sketch_bytes(tmp_path / "ref")
+    assert sketch_bytes(tmp_path / "out", fmt) == sketch_bytes(tmp_path / "ref", fmt)
     n_chunks = -(-len(x) // 300)
     if shared:
         assert counts == [2] * n_chunks
@@ -171,4 +180,40 @@ def test_progress_on_a_cluster_neither_cancels_pass_2_nor_trips_the_scheduler(
             dd.execute(dd.plan_run(src, wp, 4, str(tmp_path / f"out{i}"), seed=2,
                                    block_rows=BLOCK), scheduler=cluster2, progress=True)
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
-    assert _sketch_bytes(tmp_path / "out0") == _sketch_bytes(tmp_path / "out2")
+    assert sketch_bytes(tmp_path / "out0", "zarr") == sketch_bytes(tmp_path / "out2", "zarr")
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "control-unshared"])
+@pytest.mark.parametrize("fmt", ["zarr", "parquet"])
+def test_a_run_resumed_on_a_cluster_decodes_each_chunk_once_with_the_same_bytes(
+        tmp_path: Path, cluster2: Any, pair: Any, fmt: str, shared: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run into Zarr or Parquet stopped after 3 blocks (files) of pass 2 (sync), resumed on
+    the 2-worker cluster: its pass 2 (the staged model is reused) decodes no chunk of X
+    twice over both workers, and the output has the sketches of an uninterrupted run.
+    Control: with every block reading its own chunks, the resume decodes chunks twice."""
+    if not shared:
+        monkeypatch.setattr("ddrp_dask.graph.passes.shared_reads", no_shared_reads)
+    x, w = pair
+    xp, wp = write_zarr(tmp_path / "x.zarr", x, 300), write_npy(tmp_path / "w.npy", w)
+
+    def plan(out: str, resume: bool = False) -> Any:
+        return dd.plan_run(xp, wp, 4, str(tmp_path / out), seed=2, block_rows=BLOCK,
+                           format=fmt, resume=resume)
+
+    dd.execute(plan("ref"), scheduler="sync")
+    with monkeypatch.context() as m:
+        interrupt_after(m, fmt, 3)
+        with pytest.raises(Interrupted):
+            dd.execute(plan("out"), scheduler="sync")
+    cluster2.run(testing.count_decodes)
+    before = cluster2.run(testing.decode_counts)
+    dd.execute(plan("out", resume=True), scheduler=cluster2, progress=True)
+    counts = _cluster_decodes(cluster2, before, str(tmp_path / "x.zarr"))
+    assert len(counts) < -(-len(x) // 300)  # the finished blocks' own chunks: not read
+    if shared:
+        assert counts and set(counts) == {1}, counts
+    else:
+        assert max(counts) > 1, counts
+    assert sketch_bytes(tmp_path / "out", fmt) == sketch_bytes(tmp_path / "ref", fmt)

@@ -15,8 +15,7 @@ Every task opens its input itself: the client ships only small descriptions and 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,8 +27,8 @@ from ..maths.model import SideMap
 from ..maths.optimal import merge_folds, moments_by_fold, pieces_fold_moments
 from ..maths.project import check_finite
 from ..maths.stats import Moments, block_moments, merge_moments
-from .compute import client_of, compute, delayed, stats_fan_in, task, tree_reduce
-from .reads import map_ranges
+from .compute import compute, delayed, stats_fan_in, task, tree_reduce
+from .reads import shared_reads
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
 
@@ -102,19 +101,11 @@ def _side_order(side: str) -> str:
     return f"ddrp-{side}"
 
 
-def _map(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Any, label: str,
-         make: Callable[[int, list[Any]], Any]) -> list[Any]:
-    """``make(j, given)`` per range, the chunks ranges share decoded once (``graph.reads``)
-    in the pass ``label``."""
-    return map_ranges(src, ranges, invalid_mode(skip), _side_order(side), label, make,
-                      across_processes=client_of(scheduler) is not None)
-
-
-def _leaf(func: Callable[..., Any], src: Source, ranges: Ranges, side: str, skip: bool,
-          extra: tuple[Any, ...], j: int, given: list[Any]) -> Any:
-    start, stop = ranges[j]
-    return task(func, src, start, stop, side, skip, given, *extra,
-                order=_row_order(side, start))
+def _shared(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Any,
+            label: str) -> list[list[Any]]:
+    """Per range, its rows of the chunks it shares with another, on a cluster decoded once
+    in the pass ``label`` (``graph.reads``)."""
+    return shared_reads(src, ranges, invalid_mode(skip), _side_order(side), label, scheduler)
 
 
 def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: Any,
@@ -125,8 +116,10 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     for side, (src, ranges) in blocks.items():
         func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
                               (_stats_task, (), merge_moments))
-        side_leaves = _map(src, ranges, side, skip, scheduler, "pass 1", functools.partial(
-            _leaf, func, src, ranges, side, skip, extra))
+        shared = _shared(src, ranges, side, skip, scheduler, "pass 1")
+        side_leaves = [task(func, src, start, stop, side, skip, given, *extra,
+                            order=_row_order(side, start))
+                       for (start, stop), given in zip(ranges, shared, strict=True)]
         graphs.append(tree_reduce(side_leaves, merge, fan_in=stats_fan_in(src.d, n_folds)))
         leaves += side_leaves
     results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
@@ -140,19 +133,13 @@ def project_zarr(jobs: Sequence[tuple[str, Source, SideMap, str, str | None,
     [(block, start, stop), ...])``, one task per pending block writing its chunk."""
     leaves = []
     for side, src, side_map, array, ids_array, pending in jobs:
-        make = functools.partial(_zarr_leaf, src, side, delayed(side_map), out, array,
-                                 ids_array, skip, pending)
-        leaves += _map(src, [(start, stop) for _, start, stop in pending], side, skip,
-                       scheduler, "pass 2", make)
+        lazy_map = delayed(side_map)
+        shared = _shared(src, [(start, stop) for _, start, stop in pending], side, skip,
+                         scheduler, "pass 2")
+        leaves += [task(_project_task, src, start, stop, side, lazy_map, out, array, block,
+                        ids_array, skip, given, order=_row_order(side, start))
+                   for (block, start, stop), given in zip(pending, shared, strict=True)]
     compute(leaves, scheduler, progress, "pass 2: projection")
-
-
-def _zarr_leaf(src: Source, side: str, lazy_map: Any, out: str, array: str,
-               ids_array: str | None, skip: bool, pending: Sequence[tuple[int, int, int]],
-               j: int, given: list[Any]) -> Any:
-    block, start, stop = pending[j]
-    return task(_project_task, src, start, stop, side, lazy_map, out, array, block, ids_array,
-                skip, given, order=_row_order(side, start))
 
 
 def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
@@ -162,16 +149,11 @@ def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
     task per output file (``io.writer.write_file``)."""
     leaves = []
     for side, src, side_map, k, files in jobs:
-        make = functools.partial(_parquet_leaf, src, side, delayed(side_map), k, skip, files)
+        lazy_map = delayed(side_map)
         # a file's row ranges are contiguous: its span stands for them
-        leaves += _map(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip, scheduler,
-                       "pass 2", make)
+        shared = _shared(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip, scheduler,
+                         "pass 2")
+        leaves += [task(writer.write_file, src, ranges, side, lazy_map, target, k, skip,
+                        given, order=_row_order(side, ranges[0][0]))
+                   for (target, ranges), given in zip(files, shared, strict=True)]
     compute(leaves, scheduler, progress, "pass 2: projection")
-
-
-def _parquet_leaf(src: Source, side: str, lazy_map: Any, k: int, skip: bool,
-                  files: Sequence[tuple[str, list[tuple[int, int]]]], j: int,
-                  given: list[Any]) -> Any:
-    target, ranges = files[j]
-    return task(writer.write_file, src, ranges, side, lazy_map, target, k, skip, given,
-                order=_row_order(side, ranges[0][0]))

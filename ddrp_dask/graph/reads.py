@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..io.source import Source
-from .compute import task
+from .compute import client_of, task
 
-__all__ = ["map_ranges"]
+__all__ = ["shared_reads"]
 
 Ranges = Sequence[tuple[int, int]]
 
@@ -69,25 +69,24 @@ def _shared_chunks(src: Source, live: Sequence[tuple[int, int, int]]
     return out
 
 
-def map_ranges(src: Source, ranges: Ranges, invalid: str, order: str, label: str,
-               make: Callable[[int, list[tuple[int, Any]]], Any],
-               across_processes: bool = True) -> list[Any]:
-    """``make(j, given)`` for every range ``j`` of ``ranges`` (disjoint, any order), in the
-    ranges' order. ``given`` holds, as delayed ``(first row, rows)``, the range's rows of
-    the chunks of ``src`` it shares with another range, each chunk decoded once by a task
-    of its own (``Source.chunk_spans``; nothing for a format without chunks) — or nothing
-    at all unless ``across_processes`` (a local scheduler: ``io.chunk_cache`` shares them).
-    ``invalid`` is the ranges' own read mode; ``order`` prefixes the decode tasks' keys
-    (``compute.task``), followed by the chunk's first row, so that they sort with the
-    blocks around them; ``label`` (the pass) keeps them apart from another compute's."""
+def shared_reads(src: Source, ranges: Ranges, invalid: str, order: str, label: str,
+                 scheduler: Any) -> list[list[tuple[int, Any]]]:
+    """Per range of ``ranges`` (disjoint, any order): the ``given`` pieces of it, as delayed
+    ``(first row, rows)``, of the chunks of ``src`` it shares with another range, each
+    chunk decoded once by a task of its own (``Source.chunk_spans``; nothing for a format
+    without chunks) — on a distributed ``scheduler`` only: in one process
+    ``io.chunk_cache`` shares them, and every list is empty. ``invalid`` is the ranges' own
+    read mode; ``order`` prefixes the decode tasks' keys (``compute.task``), followed by the
+    chunk's first row, so that they sort with the blocks around them; ``label`` (the pass)
+    keeps them apart from another compute's."""
     given: list[list[tuple[int, Any]]] = [[] for _ in ranges]
     live = sorted((a, b, j) for j, (a, b) in enumerate(ranges) if b > a)
-    if across_processes and len(live) > 1:
-        for r0, r1, users in _shared_chunks(src, live):
-            cuts = tuple((max(r0, live[p][0]), min(r1, live[p][1])) for p in users)
-            key = f"{order}-{r0:015d}"
-            chunk = task(_decode_task, src, r0, r1, invalid, cuts, label, order=key)
-            for k, p in enumerate(users):
-                given[live[p][2]].append((cuts[k][0], task(operator.getitem, chunk, k,
-                                                           order=key)))
-    return [make(j, g) for j, g in enumerate(given)]
+    if client_of(scheduler) is None or len(live) < 2:
+        return given
+    for r0, r1, users in _shared_chunks(src, live):
+        cuts = tuple((max(r0, live[p][0]), min(r1, live[p][1])) for p in users)
+        key = f"{order}-{r0:015d}"
+        chunk = task(_decode_task, src, r0, r1, invalid, cuts, label, order=key)
+        for k, p in enumerate(users):
+            given[live[p][2]].append((cuts[k][0], task(operator.getitem, chunk, k, order=key)))
+    return given

@@ -11,18 +11,17 @@ __all__ = ["counts", "note", "start"]
 
 _lock = threading.Lock()
 _counts: collections.Counter[str] = collections.Counter()
-_on: list[bool] = []
+_on = threading.Event()
 
 
 def start() -> None:
     """Count from now on, for the life of the process."""
-    with _lock:
-        _on[:] = [True]
+    _on.set()
 
 
 def note(key: str) -> None:
     """One decode of chunk ``key`` (a Zarr chunk's path, a Parquet file and row group)."""
-    if _on:
+    if _on.is_set():
         with _lock:
             _counts[key] += 1
 

@@ -30,7 +30,7 @@ __all__ = ["Given", "Source", "invalid_mode", "read_valid", "sketch_rows", "spli
 
 #: Rows decoded elsewhere, handed to a read: ``(first row, rows)`` pieces in row order. On a
 #: cluster a pass decodes a chunk shared by two blocks once and gives each block its part
-#: (``graph.reads.map_ranges``); the read decodes only the rest.
+#: (``graph.reads.shared_reads``); the read decodes only the rest.
 Given = Sequence[tuple[int, np.ndarray]]
 
 
@@ -112,8 +112,9 @@ class Source:
     def chunk_spans(self, block_rows: int) -> list[tuple[int, int]]:
         """The row spans ``(start, stop)`` of the chunks a read decodes whole (Zarr chunks,
         Parquet row groups), in row order: on a cluster a pass decodes each one that two of
-        its blocks share once, in a task of its own. Empty for a format that reads any rows exactly
-        (.npy), and without chunks too large to hold beside ``block_rows``-row blocks."""
+        its blocks share once, in a task of its own. Empty for a format that reads any rows
+        exactly (.npy), and without chunks too large to hold beside ``block_rows``-row
+        blocks."""
         return []
 
     def _check_range(self, start: int, stop: int) -> None:
@@ -183,7 +184,7 @@ def split_given(start: int, stop: int, given: Given
     at = start
     for first, piece in sorted(given, key=lambda g: g[0]):
         end = first + len(piece)
-        if not start <= at <= first <= end <= stop:
+        if not at <= first <= end <= stop:
             raise ValueError(f"a given piece of rows {first}:{end} is not within rows "
                              f"{at}:{stop} in order")
         if first > at:

@@ -173,8 +173,7 @@ def moments_by_fold(block: np.ndarray, rows: np.ndarray, n_folds: int = N_FOLDS
                     ) -> list[Moments]:
     """The ``Moments`` of each fold of ``block``, whose rows have the global indices
     ``rows`` (e.g. a block with its invalid rows left out)."""
-    folds = fold_of(rows, n_folds)
-    return [block_moments(block[folds == f], overwrite_input=True) for f in range(n_folds)]
+    return _by_fold([block], fold_of(rows, n_folds), n_folds)
 
 
 def pieces_fold_moments(pieces: Sequence[np.ndarray], row0: int, n_folds: int = N_FOLDS
@@ -183,17 +182,21 @@ def pieces_fold_moments(pieces: Sequence[np.ndarray], row0: int, n_folds: int = 
     row ``row0``) make up, without assembling it: each fold's rows are gathered from the
     pieces directly, so the block is never copied whole (the same rows in the same order,
     hence the same bytes)."""
-    folds, at = [], row0
-    for piece in pieces:
-        folds.append(fold_of(np.arange(at, at + len(piece)), n_folds))
-        at += len(piece)
-    return [block_moments(_gathered([p[g == f] for p, g in zip(pieces, folds, strict=True)]),
-                          overwrite_input=True) for f in range(n_folds)]
+    n = sum(len(p) for p in pieces)
+    return _by_fold(pieces, fold_of(np.arange(row0, row0 + n), n_folds), n_folds)
 
 
-def _gathered(parts: list[np.ndarray]) -> np.ndarray:
-    """The parts one after another (a single part as it is: it is already a fresh copy)."""
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _by_fold(pieces: Sequence[np.ndarray], folds: np.ndarray, n_folds: int) -> list[Moments]:
+    """Each fold's ``block_moments`` of the rows of ``pieces`` (in order) whose entry of
+    ``folds`` is that fold: one copy of the fold's rows, shifted in place."""
+    cuts = np.cumsum([len(p) for p in pieces])[:-1]
+    by_piece = np.split(folds, cuts)
+    out = []
+    for f in range(n_folds):
+        parts = [p[g == f] for p, g in zip(pieces, by_piece, strict=True)]
+        out.append(block_moments(parts[0] if len(parts) == 1 else np.concatenate(parts),
+                                 overwrite_input=True))
+    return out
 
 
 def combine_folds(parts: Sequence[Sequence[Moments]], overwrite: bool = False
