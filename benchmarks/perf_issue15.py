@@ -77,13 +77,16 @@ def numpy_fit(x: str, w: str) -> None:
 
 
 def _median_table(rows: dict[str, list[Job]], ref: str) -> None:
+    """Medians per job: wall, its ratio to ``ref``, CPU seconds of the process tree (on two
+    cores a wall time below half of them is impossible), peak RSS."""
     base = statistics.median(j.wall for j in rows[ref])
-    print(f"\n{'job':<34} {'median s':>9} {'÷ ' + ref:>14} {'peak RSS GB':>12}  runs")
+    print(f"\n{'job':<34} {'median s':>9} {'÷ ' + ref:>14} {'CPU s':>6} {'peak RSS GB':>12}  runs")
     for label, jobs in rows.items():
         wall = statistics.median(j.wall for j in jobs)
+        cpu = statistics.median(j.cpu_s for j in jobs)
         rss = statistics.median(j.peak_rss for j in jobs) / 1e9
         ok = "" if all(j.ok for j in jobs) else "  FAILED"
-        print(f"{label:<34} {wall:9.2f} {wall / base:14.2f} {rss:12.2f}  "
+        print(f"{label:<34} {wall:9.2f} {wall / base:14.2f} {cpu:6.1f} {rss:12.2f}  "
               f"{' '.join(f'{j.wall:.1f}' for j in jobs)}{ok}")
 
 

@@ -23,7 +23,6 @@ from dask.system import CPU_COUNT
 from zarr.codecs import GzipCodec
 
 import ddrp_dask as dd
-from ddrp_dask.graph.compute import FAN_IN
 from ddrp_dask.io import chunk_cache
 from ddrp_dask.io.registry import open_source
 from ddrp_dask.io.zarr_reader import read_zarr_rows
@@ -74,19 +73,19 @@ def test_a_chunk_is_kept_until_its_rows_are_taken_then_dropped() -> None:
     chunk_cache.clear()
 
 
-def test_chunks_not_read_to_the_end_are_dropped_beyond_the_limit(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunks_not_read_to_the_end_are_dropped_beyond_the_limit() -> None:
     """Beyond ``limit()`` chunks (one thread reading here: 3) the least recently used are
-    dropped, unless all held fit in ``HELD_BYTES``: 160-byte chunks under a 1000-byte
-    budget keep 6."""
-    for budget, want in ((0, 3), (1000, 1000 // 160)):
-        monkeypatch.setattr(chunk_cache, "HELD_BYTES", budget)
-        chunk_cache.clear()
-        for i in range(chunk_cache.MAX_HELD + 8):
-            chunk_cache.take(("p", i), 10, 0, 1, lambda: np.zeros((10, 2)))
-        assert chunk_cache.limit() == 3
-        assert chunk_cache.held() == want and chunk_cache.within_cap()
-        assert chunk_cache.held_bytes() == 160 * want
+    dropped: the three last read stay."""
+    chunk_cache.clear()
+    for i in range(chunk_cache.MAX_HELD + 8):
+        chunk_cache.take(("p", i), 10, 0, 1, lambda: np.zeros((10, 2)))
+    assert chunk_cache.limit() == 3
+    assert chunk_cache.held() == 3 and chunk_cache.within_cap()
+    assert chunk_cache.held_bytes() == 3 * 160
+    chunk_cache.take(("p", chunk_cache.MAX_HELD + 5), 10, 1, 2, lambda: np.ones((10, 2)))
+    chunk_cache.take(("p", 99), 10, 0, 1, lambda: np.zeros((10, 2)))  # drops the oldest
+    assert chunk_cache.take(("p", chunk_cache.MAX_HELD + 5), 10, 2, 3,
+                            lambda: np.ones((10, 2))).sum() == 0  # still the one decoded
     chunk_cache.clear()
 
 
@@ -95,7 +94,6 @@ def test_the_limit_follows_the_threads_that_read(monkeypatch: pytest.MonkeyPatch
     whatever the machine's cores; each live reading thread allows one more, up to
     ``MAX_HELD``; an ended thread no longer counts. ``MAX_HELD`` is raised as on a machine
     of 64 cores, where a limit by cores alone kept all 20 (it fails this test)."""
-    monkeypatch.setattr(chunk_cache, "HELD_BYTES", 0)
     monkeypatch.setattr(chunk_cache, "MAX_HELD", 66)
     chunk_cache.clear()
     for i in range(20):
@@ -322,12 +320,10 @@ def _peak(tmp_path: Path, kind: str, n_blocks: int, wp: str, scheduler: str) -> 
 def _check_bounded(small: int, large: int, threads: int) -> None:
     """The peaks of two runs 8x apart in rows, on ``threads`` threads. The larger may exceed
     the smaller by at most what the cache may hold partly read: ``MAX_HELD`` chunks (which a
-    short run need not fill), and up to one merge group's worth (``FAN_IN`` blocks, which
-    Dask does not run in row order) while they fit in ``HELD_BYTES``; one being decoded per
-    thread; two blocks. Both stay under a bound in chunks and blocks per running task
-    (calibrated here: less than half of it is used), far below the larger source's size
-    (32 blocks)."""
-    cap = chunk_cache.MAX_HELD + FAN_IN
+    short run need not fill); one being decoded per thread; two blocks. Both stay under a
+    bound in chunks and blocks per running task (calibrated here: less than half of it is
+    used), far below the larger source's size (32 blocks)."""
+    cap = chunk_cache.MAX_HELD
     assert large <= small + (cap + threads) * CHUNK_BYTES + 2 * BLOCK_BYTES, \
         f"peak grew with the rows: {small} -> {large} bytes"
     bound = FIXED_BYTES + (cap + 3 * threads) * CHUNK_BYTES + 8 * threads * BLOCK_BYTES

@@ -118,12 +118,12 @@ def test_reduction_tasks_merge_in_place_to_the_same_bytes() -> None:
 
 def test_combine_all_is_the_aligned_tree() -> None:
     """The Dask reduction (graph.compute.tree_reduce, merging aligned groups of FAN_IN) gives
-    combine_all's tree: bit-identical Moments over 70 leaves (3 levels), and the same shape."""
+    combine_all's tree: bit-identical Moments over 70 leaves, and the same shape."""
     import dask
 
     from ddrp_dask.graph.compute import FAN_IN, tree_reduce
 
-    assert FAN_IN == 8
+    assert FAN_IN == 2
     rng = np.random.default_rng(5)
     # means far apart and unequal counts: another merge order changes the last bits
     parts = [block_moments(rng.standard_normal((7 + i % 5, 3)) * (1 + i) + 1e3 * i)
@@ -139,8 +139,7 @@ def test_combine_all_is_the_aligned_tree() -> None:
         fold = combine(fold, p)
     assert not np.array_equal(fold.scatter, whole.scatter)
 
-    # any power-of-two fan-in (pass 1 lowers it for wide d: graph.compute.stats_fan_in)
-    # gives the same tree, hence the same bytes
+    # any power-of-two fan-in gives the same tree, hence the same bytes
     for fan_in in (2, 4, 8, 16):
         (other,) = dask.compute(tree_reduce(leaves, combine_all, fan_in=fan_in),
                                 scheduler="sync")
@@ -165,20 +164,6 @@ def test_combine_all_is_the_aligned_tree() -> None:
         (again,) = dask.compute(tree_reduce([dask.delayed(n) for n in names], pairwise,
                                             fan_in=fan_in), scheduler="sync")
         assert again == shape
-
-
-def test_stats_fan_in_bounds_the_reduction_memory() -> None:
-    """Pass 1's fan-in: 8 for the usual widths, lower (a power of two ≥ 2) once eight
-    blocks' statistics would pass graph.compute.REDUCE_BYTES."""
-    from ddrp_dask.graph.compute import REDUCE_BYTES, stats_fan_in
-
-    assert stats_fan_in(256, 5) == 8 and stats_fan_in(256, 1) == 8
-    assert stats_fan_in(4096, 1) == 2
-    for d in (64, 512, 1024, 2048, 4096, 8192):
-        for folds in (1, 5):
-            fan = stats_fan_in(d, folds)
-            assert fan in (2, 4, 8)
-            assert fan == 2 or fan * 8 * d * d * folds <= REDUCE_BYTES
 
 
 def test_tiled_centring_and_symmetrizing_give_the_whole_matrix_bytes() -> None:

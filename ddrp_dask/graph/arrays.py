@@ -15,7 +15,7 @@ from ..maths.model import SideMap
 from ..maths.optimal import merge_folds, moments_by_fold
 from ..maths.project import check_finite, project_block
 from ..maths.stats import Moments, block_moments
-from .compute import compute, stats_fan_in, task, tree_reduce
+from .compute import compute, task, tree_reduce
 
 __all__ = ["as_dask_array", "is_dask_array", "moments_of_arrays", "sketch_array"]
 
@@ -78,12 +78,11 @@ def moments_of_arrays(arrays: Mapping[str, Any], rows: int,
         if n_folds:
             leaves = [task(_fold_stats_task, blk, where, int(s), n_folds)
                       for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-            lazy[name] = tree_reduce(leaves, merge_folds,
-                                     fan_in=stats_fan_in(a.shape[1], n_folds))
+            lazy[name] = tree_reduce(leaves, merge_folds)
         else:
             leaves = [task(_one_stats_task, blk, where, int(s))
                       for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-            lazy[name] = tree_reduce(leaves, merge_folds, fan_in=stats_fan_in(a.shape[1]))
+            lazy[name] = tree_reduce(leaves, merge_folds)
     computed = compute(list(lazy.values()), None, False, "pass 1: statistics")
     return dict(zip(lazy, computed, strict=True))
 

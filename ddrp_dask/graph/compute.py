@@ -22,31 +22,14 @@ import dask.base
 from ..errors import DdrpError, OptionError
 from ..maths.blas import one_blas_thread
 
-__all__ = ["FAN_IN", "check_memory", "check_visible", "client_of", "compute", "default_scheduler",
-           "local_scheduler", "stats_fan_in", "tree_reduce"]
+__all__ = ["FAN_IN", "ROW_KEY_TOP", "check_memory", "check_visible", "client_of", "compute",
+           "default_scheduler", "local_scheduler", "row_order", "tree_reduce"]
 
-#: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's.
-FAN_IN = 8
-#: Bytes of statistics one reduction task may hold as its inputs (``stats_fan_in``).
-REDUCE_BYTES = 256 * 2**20
-
-
-def stats_fan_in(d: int, n_folds: int = 1) -> int:
-    """Fan-in of pass 1's reduction: ``FAN_IN`` while that many per-block statistics (d² float64
-    per fold) fit ``REDUCE_BYTES``, else the largest power of two that does (at least 2).
-
-    Any power of two gives the same tree as ``combine_all``'s, hence the same bytes; at
-    d = 4096 one block's scatter is 128 MiB, and eight of them held by one task were most of
-    the peak memory of a wide fit.
-
-    >>> stats_fan_in(256, 5), stats_fan_in(1024, 5), stats_fan_in(4096, 1)
-    (8, 4, 2)
-    """
-    one = 8 * d * d * max(n_folds, 1)
-    fan = FAN_IN
-    while fan > 2 and fan * one > REDUCE_BYTES:
-        fan //= 2
-    return fan
+#: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's
+#: (for any power of two). Pairs: ``dask.order`` then walks pass 1 in row order (a wider
+#: group's leaves are a set to it, taken in no fixed order), and a merge holds two blocks'
+#: statistics, not eight (128 MiB each at d = 4096).
+FAN_IN = 2
 
 
 #: Inputs below this go to the threaded scheduler by default: on one machine it beat a
@@ -59,16 +42,37 @@ LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")
 
 
 def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any,
-                fan_in: int = FAN_IN) -> Any:
+                fan_in: int = FAN_IN, orders: Sequence[str] = ()) -> Any:
     """Merge delayed results with ``merge(group, *args)`` in aligned groups of ``fan_in``,
     level by level: a fixed tree, so the result is the same however it is scheduled (for
-    Moments and any power-of-two ``fan_in`` it equals ``combine_all``'s tree)."""
+    Moments and any power-of-two ``fan_in`` it equals ``combine_all``'s tree).
+
+    ``orders``, the leaves' key prefixes (``row_order``), name each merge after its group's
+    first leaf, so that Dask runs it beside its group rather than where its random key sorts.
+    """
     if fan_in < 2 or fan_in & (fan_in - 1):
         raise ValueError(f"fan_in must be a power of two ≥ 2, not {fan_in}")
-    level = leaves
+    level = [(orders[i] if orders else "", leaf) for i, leaf in enumerate(leaves)]
+    depth = 0
     while len(level) > 1:
-        level = [task(merge, level[i:i + fan_in], *args) for i in range(0, len(level), fan_in)]
-    return level[0]
+        depth += 1
+        level = [(order, task(merge, [leaf for _, leaf in level[i:i + fan_in]], *args,
+                              order=order and f"{order}-{depth}"))
+                 for i in range(0, len(level), fan_in) for order in [level[i][0]]]
+    return level[0][1]
+
+
+#: ``row_order`` counts rows down from here (15 digits).
+ROW_KEY_TOP = 10**15 - 1
+
+
+def row_order(prefix: str, row: int) -> str:
+    """A key prefix (``task``'s ``order``) that makes Dask run ``prefix``'s tasks in ascending
+    ``row`` where its ordering ties. ``dask.order`` takes the largest key first on a critical
+    path, so the number counts down: keys with ascending rows ran in descending row order,
+    and pass 1's tree visited its groups out of order (a chunk shared by the blocks either side
+    of a group's edge was then held across the whole group)."""
+    return f"{prefix}-{ROW_KEY_TOP - row:015d}"
 
 
 def delayed(obj: Any) -> Any:
@@ -79,7 +83,7 @@ def delayed(obj: Any) -> Any:
 def task(func: Callable[..., Any], *args: Any, order: str = "") -> Any:
     """A delayed call of ``func(*args)``: one task of a graph. ``order`` prefixes its key
     (``ORDER-name-token``): where Dask's ordering heuristics tie, it breaks ties by key, so
-    zero-padded row numbers make a pass walk its source in row order."""
+    ``row_order``'s prefixes make a pass walk its source in row order."""
     if not order:
         return dask.delayed(func, pure=True)(*args)
     name = getattr(func, "__name__", "task").strip("_")

@@ -27,7 +27,7 @@ from ..maths.model import SideMap
 from ..maths.optimal import merge_folds, moments_by_fold, pieces_fold_moments
 from ..maths.project import check_finite
 from ..maths.stats import Moments, block_moments, merge_moments
-from .compute import compute, delayed, stats_fan_in, task, tree_reduce
+from .compute import compute, delayed, row_order, task, tree_reduce
 from .reads import shared_reads
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
@@ -92,9 +92,9 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
 
 
 def _row_order(side: str, start: int) -> str:
-    """A block task's key prefix: Dask breaks its ordering's ties by key, so blocks run in
-    row order, next to the decodes of the chunks they share (``graph.reads``)."""
-    return f"{_side_order(side)}-{start:015d}"
+    """A block task's key prefix: blocks run in row order (``compute.row_order``), next to
+    the decodes of the chunks they share (``graph.reads``)."""
+    return row_order(_side_order(side), start)
 
 
 def _side_order(side: str) -> str:
@@ -117,10 +117,11 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
         func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
                               (_stats_task, (), merge_moments))
         shared = _shared(src, ranges, side, skip, scheduler, "pass 1")
-        side_leaves = [task(func, src, start, stop, side, skip, given, *extra,
-                            order=_row_order(side, start))
-                       for (start, stop), given in zip(ranges, shared, strict=True)]
-        graphs.append(tree_reduce(side_leaves, merge, fan_in=stats_fan_in(src.d, n_folds)))
+        orders = [_row_order(side, start) for start, _ in ranges]
+        side_leaves = [task(func, src, start, stop, side, skip, given, *extra, order=order)
+                       for (start, stop), given, order in zip(ranges, shared, orders,
+                                                              strict=True)]
+        graphs.append(tree_reduce(side_leaves, merge, orders=orders))
         leaves += side_leaves
     results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
     return dict(zip(blocks, results, strict=True))

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..io.source import Source
-from .compute import client_of, task
+from .compute import client_of, row_order, task
 
 __all__ = ["shared_reads"]
 
@@ -85,7 +85,7 @@ def shared_reads(src: Source, ranges: Ranges, invalid: str, order: str, label: s
         return given
     for r0, r1, users in _shared_chunks(src, live):
         cuts = tuple((max(r0, live[p][0]), min(r1, live[p][1])) for p in users)
-        key = f"{order}-{r0:015d}"
+        key = row_order(order, r0)
         chunk = task(_decode_task, src, r0, r1, invalid, cuts, label, order=key)
         for k, p in enumerate(users):
             given[live[p][2]].append((cuts[k][0], task(operator.getitem, chunk, k, order=key)))

@@ -15,7 +15,7 @@ from ..maths.metrics import row_runs
 from ..maths.model import SideMap
 from ..maths.project import check_finite, project_block
 from ..maths.topn import merge_top_n, top_n_products
-from .compute import compute, delayed, task, tree_reduce
+from .compute import compute, delayed, row_order, task, tree_reduce
 from .reads import shared_reads
 
 __all__ = ["gather_rows", "matmul_product", "matmul_top", "top_n_by_method"]
@@ -155,11 +155,11 @@ def top_n_by_method(w: Source, block_rows: int, queries: np.ndarray,
     q, lazy_sketches, lazy_maps = delayed(queries), delayed(sketches), delayed(maps)
     ranges = [(s, min(s + block_rows, w.n_rows)) for s in range(0, w.n_rows, block_rows)]
     order = "ddrp-evaluate-w"
-    leaves = [task(_scores_task, w, s, e, given, q, lazy_sketches, lazy_maps, n,
-                   order=f"{order}-{s:015d}")
-              for (s, e), given in zip(ranges, shared_reads(w, ranges, "error", order,
-                                                            "evaluate", scheduler),
-                                       strict=True)]
-    (best,) = compute([tree_reduce(leaves, _merge_named, n)], scheduler, progress,
+    orders = [row_order(order, s) for s, _ in ranges]
+    leaves = [task(_scores_task, w, s, e, given, q, lazy_sketches, lazy_maps, n, order=key)
+              for (s, e), given, key in zip(ranges, shared_reads(w, ranges, "error", order,
+                                                                 "evaluate", scheduler),
+                                            orders, strict=True)]
+    (best,) = compute([tree_reduce(leaves, _merge_named, n, orders=orders)], scheduler, progress,
                       "evaluate: top-N over W", leaves)
     return dict(best)

@@ -9,14 +9,11 @@ decode), later ones copy their rows from the decoded chunk, and the chunk is dro
 as as many rows as it holds have been taken — in a full pass, right after its last block
 read it. Chunks a pass does not read to the end (a stats fraction, a resumed pass, the
 blocks of a chunk split between cluster workers) are dropped least recently used first,
-beyond about one chunk per thread reading (``limit``) — unless all the held chunks together
-fit in ``HELD_BYTES`` (four canonical blocks): Dask does not run the first merge group of a
-pass in row order (its first critical path extends a set), so a group of eight blocks may
-leave more chunks half read for a moment than there are threads, and small chunks are then
-kept rather than decoded again.
+beyond about one chunk per thread reading (``limit``).
 
-The passes name their tasks in row order, so Dask runs neighbouring blocks together and a
-chunk is rarely held for long. The cache is per process: on a cluster, two workers sharing a
+The passes name their tasks so that Dask runs the blocks in row order
+(``graph.compute.row_order``): neighbouring blocks run together and a chunk is rarely held
+for long. The cache is per process: on a cluster, two workers sharing a
 straddling chunk decode it once each. Entries are keyed by the source's ``token``, new each
 time a source is opened, so a long-lived worker never serves a chunk of an earlier job.
 """
@@ -38,8 +35,6 @@ __all__ = ["clear", "counts", "held", "held_bytes", "limit", "take", "within_cap
 #: about one chunk anyway, as a decode buffer); a process whose tasks run on fewer threads
 #: (a cluster worker) keeps fewer (``limit``).
 MAX_HELD = (os.cpu_count() or 1) + 2
-#: Bytes of decoded chunks that may be held beyond ``limit()`` chunks (4 blocks of 64 MiB).
-HELD_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -112,20 +107,13 @@ def limit() -> int:
 
 def _trim() -> None:
     """Drop the least recently used decoded chunks while more than ``limit()`` are held
-    and together they exceed ``HELD_BYTES`` (under the lock)."""
+    (under the lock; chunks still being decoded stay)."""
     cap = _limit()
-    if len(_entries) <= cap:
+    excess = len(_entries) - cap
+    if excess <= 0:
         return
-    ready = [(k, e.chunk.nbytes if e.chunk is not None else 0) for k, e in _entries.items()
-             if e.ready.is_set()]
-    total = sum(size for _, size in ready)
-    count = len(_entries)
-    for key, size in ready:
-        if count <= cap or total <= HELD_BYTES:
-            break
+    for key in [k for k, e in _entries.items() if e.ready.is_set()][:excess]:
         del _entries[key]
-        count -= 1
-        total -= size
 
 
 def counts() -> dict[str, int]:
@@ -148,9 +136,9 @@ def held_bytes() -> int:
 
 
 def within_cap() -> bool:
-    """Whether what is held now is within the cap: ``MAX_HELD`` chunks, or more that fit in
-    ``HELD_BYTES`` (for tests: after a pass, nothing but partly read chunks is held)."""
-    return held() <= MAX_HELD or held_bytes() <= HELD_BYTES
+    """Whether what is held now is within the cap of ``MAX_HELD`` chunks (for tests: after a
+    pass, nothing but partly read chunks is held)."""
+    return held() <= MAX_HELD
 
 
 def clear() -> None:
