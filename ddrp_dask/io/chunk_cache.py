@@ -24,12 +24,16 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["clear", "counts", "held", "held_bytes", "limit", "take", "within_cap"]
+T = TypeVar("T")
+
+__all__ = ["clear", "counts", "held", "held_bytes", "last_first", "limit", "take",
+           "within_cap"]
 
 #: Chunks kept beyond those being read: at most about one per core (each running task holds
 #: about one chunk anyway, as a decode buffer); a process whose tasks run on fewer threads
@@ -83,6 +87,14 @@ def take(key: Hashable, rows: int, lo: int, hi: int,
             del _entries[key]
         _trim()
     return chunk[lo:hi]
+
+
+def last_first(chunks: Sequence[T]) -> list[T]:
+    """A block's chunks in the order to read them: its last first. Blocks run in row order,
+    two at a time or more, so the block before this one is usually still decoding the first
+    chunk they share; read in row order, this block would wait for that decode (the two
+    threads then decoded one chunk at a time), while its last chunk is not yet wanted."""
+    return list(reversed(chunks))
 
 
 def _frozen(chunk: np.ndarray) -> np.ndarray:

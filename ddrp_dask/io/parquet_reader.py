@@ -296,8 +296,8 @@ def read_parquet_rows(src: ParquetSource, start: int, stop: int,
                       as_nan: bool = False) -> np.ndarray:
     """Read the row groups overlapping ``start:stop`` and return exactly those rows (no copy
     when one row group is exactly the block, the usual case)."""
-    pieces = []
-    for fi, gi, rg_start, nr in src.row_groups:
+    pieces = []  # last first
+    for fi, gi, rg_start, nr in chunk_cache.last_first(src.row_groups):
         lo, hi = max(start, rg_start), min(stop, rg_start + nr)
         if lo >= hi:
             continue
@@ -317,7 +317,7 @@ def read_parquet_rows(src: ParquetSource, start: int, stop: int,
         return pieces[0]
     if not pieces:
         return np.empty((0, src.d), dtype=src.working_dtype)
-    return np.concatenate(pieces)
+    return np.concatenate(pieces[::-1])
 
 
 def _read_group(src: ParquetSource, fi: int, gi: int, read: Any, *args: Any) -> Any:

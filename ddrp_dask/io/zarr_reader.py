@@ -276,7 +276,7 @@ def _direct_pieces(layout: DirectLayout, start: int, stop: int, path: str, token
 
     pieces = []
     try:
-        for i, a, b, whole in _chunks(start, stop, c, layout.n_rows):
+        for i, a, b, whole in chunk_cache.last_first(_chunks(start, stop, c, layout.n_rows)):
             dest = None if out is None else out[a - start:b - start]
             if whole and b - a == c:
                 dest = np.empty((c, layout.d), dtype=layout.dtype) if dest is None else dest
@@ -294,14 +294,14 @@ def _direct_pieces(layout: DirectLayout, start: int, stop: int, path: str, token
             pieces.append(piece)
     except _NotDirect:
         return None
-    return pieces
+    return pieces[::-1]
 
 
 def _read_python(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` through zarr-python: the chunks inside the range in one read,
     the chunks shared with other blocks from ``io.chunk_cache``."""
     c = int(arr.chunks[0])
-    pieces: list[np.ndarray] = []
+    pieces: list[np.ndarray] = []  # last first
     run: list[int] = []  # rows start:stop of the current run of whole chunks
 
     def flush() -> None:
@@ -309,16 +309,16 @@ def _read_python(arr: Any, src: Source, start: int, stop: int) -> np.ndarray:
             pieces.append(_chunk_of(arr, src.path, run[0], run[1]))
             run.clear()
 
-    for i, a, b, whole in _chunks(start, stop, c, src.n_rows):
+    for i, a, b, whole in chunk_cache.last_first(_chunks(start, stop, c, src.n_rows)):
         if whole:
-            run[:] = [run[0] if run else a, b]
+            run[:] = [a, run[1] if run else b]
             continue
         flush()
         pieces.append(_shared((src.token, src.path), src.n_rows, i, c, a, b,
                               functools.partial(_chunk_of, arr, src.path, i * c,
                                                 min((i + 1) * c, src.n_rows))))
     flush()
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces[::-1])
 
 
 def _chunk_of(arr: Any, path: str, r0: int, r1: int) -> np.ndarray:
