@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,6 +185,10 @@ def test_progress_bars_on_a_terminal_and_quiet(tmp_path: Path, inputs: dict[str,
     assert "pass 2: projection" in shown and "left" in shown
     quiet = _run_on_a_terminal([*args, "--out", str(tmp_path / "b.zarr"), "--quiet"])
     assert quiet.strip() == ""  # on success --quiet prints nothing
+    # into Parquet, pass 2 writes one task per output file, and says so
+    files = _run_on_a_terminal([*args, "--out", str(tmp_path / "c"), "--format", "parquet"])
+    assert re.search(rf"pass 2: projection \[{'#' * 40}\] (\d+)/\1 files, ", files), files
+    assert f"{n_x + n_w}/{n_x + n_w} blocks" in files  # pass 1 still counts blocks
 
 
 def test_config_file_flags_win_and_unknown_keys_fail(tmp_path: Path,

@@ -160,12 +160,12 @@ def check_memory(need: int, block_rows: int, scheduler: Any) -> None:
 
 
 def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
-            units: Sequence[Any] = ()) -> list[Any]:
+            units: Sequence[Any] = (), unit: str = "blocks") -> list[Any]:
     """One compute of ``objs`` on ``scheduler`` (a name, a Client or None).
 
     With ``progress``, a line on stderr counts the ``units`` (the pass's per-block tasks;
     default ``objs``) done of all, with elapsed and remaining time, the same on every
-    scheduler.
+    scheduler; ``unit`` names what they are (pass 2 into Parquet writes ``"files"``).
     """
     client = client_of(scheduler)
     if client is not None:
@@ -175,7 +175,7 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
         try:
             with _quiet_interrupt(), _quiet_recoveries():
                 if progress:  # the outputs themselves are gathered below: not released
-                    _follow(units_f or outputs, label, released if units_f else None)
+                    _follow(units_f or outputs, label, unit, released if units_f else None)
                 return list(client.gather(outputs))
         finally:  # a released future must not be cancelled: the scheduler asserts it is wanted
             client.cancel([f for f in futures if id(f) not in released])
@@ -184,13 +184,14 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
     # one_blas_thread block (reader conversions, small products) runs on one thread too.
     with one_blas_thread():
         if progress:
-            with _LocalProgress(label, {u.key for u in (units or objs)}):
+            with _LocalProgress(label, unit, {u.key for u in (units or objs)}):
                 return list(dask.compute(*objs, scheduler=scheduler))
         return list(dask.compute(*objs, scheduler=scheduler))
 
 
-def format_progress(label: str, done: int, total: int, elapsed: float) -> str:
-    """One progress line: ``label [####    ] done/total blocks, elapsed, ~remaining``.
+def format_progress(label: str, done: int, total: int, elapsed: float,
+                    unit: str = "blocks") -> str:
+    """One progress line: ``label [####    ] done/total unit, elapsed, ~remaining``.
 
     >>> format_progress("pass 1", 1, 4, 10.0)
     'pass 1 [##########                              ] 1/4 blocks, 0:10 elapsed, ~0:30 left'
@@ -198,7 +199,7 @@ def format_progress(label: str, done: int, total: int, elapsed: float) -> str:
     filled = int(40 * done / total) if total else 40
     left = elapsed / done * (total - done) if done else None
     rest = f", ~{_clock(left)} left" if left is not None and done < total else ""
-    return (f"{label} [{'#' * filled}{' ' * (40 - filled)}] {done}/{total} blocks, "
+    return (f"{label} [{'#' * filled}{' ' * (40 - filled)}] {done}/{total} {unit}, "
             f"{_clock(elapsed)} elapsed{rest}")
 
 
@@ -218,7 +219,7 @@ def _clock(seconds: float) -> str:
         f"{s // 60}:{s % 60:02d}"
 
 
-def _follow(futures: list[Any], label: str, released: set[int] | None) -> None:
+def _follow(futures: list[Any], label: str, unit: str, released: set[int] | None) -> None:
     """Draw the progress line as the cluster finishes ``futures``; with a ``released`` set,
     release each (so per-block results are not held on the client's behalf) and note its
     ``id`` there. A future the caller still gathers must not be released: its gather then
@@ -227,40 +228,41 @@ def _follow(futures: list[Any], label: str, released: set[int] | None) -> None:
     from distributed import as_completed
 
     start, total, done = time.monotonic(), len(futures), 0
-    _draw(label, 0, total, 0.0)
+    _draw(label, unit, 0, total, 0.0)
     try:
         for f in as_completed(futures):
             done += 1
             if released is not None:
                 f.release()
                 released.add(id(f))
-            _draw(label, done, total, time.monotonic() - start)
+            _draw(label, unit, done, total, time.monotonic() - start)
     finally:  # also when interrupted: the error or interrupt line then starts a line
         sys.stderr.write("\n")
 
 
-def _draw(label: str, done: int, total: int, elapsed: float) -> None:
-    sys.stderr.write("\r" + format_progress(label, done, total, elapsed))
+def _draw(label: str, unit: str, done: int, total: int, elapsed: float) -> None:
+    sys.stderr.write("\r" + format_progress(label, done, total, elapsed, unit))
     sys.stderr.flush()
 
 
 class _LocalProgress:
     """Dask's local-scheduler callbacks drawing the progress line of ``keys``."""
 
-    def __init__(self, label: str, keys: set[Any]) -> None:
+    def __init__(self, label: str, unit: str, keys: set[Any]) -> None:
         from dask.callbacks import Callback
 
-        self.label, self.keys = label, keys
+        self.label, self.unit, self.keys = label, unit, keys
         self.done, self.start = 0, time.monotonic()
         self._callback = Callback(posttask=self._posttask)
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         if key in self.keys:
             self.done += 1
-            _draw(self.label, self.done, len(self.keys), time.monotonic() - self.start)
+            _draw(self.label, self.unit, self.done, len(self.keys),
+                  time.monotonic() - self.start)
 
     def __enter__(self) -> None:
-        _draw(self.label, 0, len(self.keys), 0.0)
+        _draw(self.label, self.unit, 0, len(self.keys), 0.0)
         self._callback.__enter__()
 
     def __exit__(self, *exc: object) -> None:

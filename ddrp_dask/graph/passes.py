@@ -157,4 +157,4 @@ def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
         leaves += [task(writer.write_file, src, ranges, side, lazy_map, target, k, skip,
                         given, order=_row_order(side, ranges[0][0]))
                    for (target, ranges), given in zip(files, shared, strict=True)]
-    compute(leaves, scheduler, progress, "pass 2: projection")
+    compute(leaves, scheduler, progress, "pass 2: projection", unit="files")
