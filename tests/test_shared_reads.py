@@ -184,6 +184,24 @@ def test_progress_on_a_cluster_neither_cancels_pass_2_nor_trips_the_scheduler(
 
 
 @pytest.mark.cluster
+def test_progress_on_a_cluster_with_a_source_of_one_block(tmp_path: Path, cluster2: Any,
+                                                          pair: Any) -> None:
+    """A source of one block (the demo's W, 200 rows): pass 1's leaf is its tree's root, so
+    what the line counts is also what is gathered; releasing it failed the run ("cancelled
+    for reason: unknown", found running the README's demo on a LocalCluster under a
+    terminal). Both sides of one block, and W alone, give the bytes of the sync run."""
+    x, w = pair
+    for name, xs in (("both", x[:BLOCK]), ("w", x)):
+        xp, wp = write_npy(tmp_path / f"x{name}.npy", xs), write_npy(tmp_path / "w.npy", w[:BLOCK])
+        for sched, out in ((cluster2, "c"), ("sync", "s")):
+            dd.execute(dd.plan_run(xp, wp, 4, str(tmp_path / f"{out}{name}"), seed=2,
+                                   block_rows=BLOCK),
+                       scheduler=sched, progress=sched is cluster2)
+        assert sketch_bytes(tmp_path / f"c{name}", "zarr") == \
+            sketch_bytes(tmp_path / f"s{name}", "zarr")
+
+
+@pytest.mark.cluster
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "control-unshared"])
 @pytest.mark.parametrize("fmt", ["zarr", "parquet"])
 def test_a_run_resumed_on_a_cluster_decodes_each_chunk_once_with_the_same_bytes(
