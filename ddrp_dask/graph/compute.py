@@ -52,14 +52,15 @@ def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any,
     """
     if fan_in < 2 or fan_in & (fan_in - 1):
         raise ValueError(f"fan_in must be a power of two ≥ 2, not {fan_in}")
-    level = [(orders[i] if orders else "", leaf) for i, leaf in enumerate(leaves)]
+    level, names = list(leaves), list(orders) or [""] * len(leaves)
     depth = 0
     while len(level) > 1:
         depth += 1
-        level = [(order, task(merge, [leaf for _, leaf in level[i:i + fan_in]], *args,
-                              order=order and f"{order}-{depth}"))
-                 for i in range(0, len(level), fan_in) for order in [level[i][0]]]
-    return level[0][1]
+        starts = range(0, len(level), fan_in)
+        level = [task(merge, level[i:i + fan_in], *args,
+                      order=names[i] and f"{names[i]}-{depth}") for i in starts]
+        names = [names[i] for i in starts]  # a group is named after its first leaf
+    return level[0]
 
 
 #: ``row_order`` counts rows down from here (15 digits).
