@@ -172,15 +172,12 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
     if client is not None:
         futures = client.compute([*objs, *units]) if progress else client.compute(list(objs))
         outputs, units_f = futures[:len(objs)], futures[len(objs):]
-        # a unit that is also an output (a source of one block: its leaf is its tree's root)
-        # is gathered below, so it is never released
-        gathered = {f.key for f in outputs}
         released: set[int] = set()
         try:
             with _quiet_interrupt(), _quiet_recoveries():
-                if progress:  # the outputs themselves are gathered below: not released
-                    _follow(units_f or outputs, label, unit, released if units_f else None,
-                            gathered)
+                if progress:
+                    _follow(units_f or outputs, label, unit, released,
+                            {f.key for f in outputs})
                 return list(client.gather(outputs))
         finally:  # a released future must not be cancelled: the scheduler asserts it is wanted
             client.cancel([f for f in futures if id(f) not in released])
@@ -224,11 +221,11 @@ def _clock(seconds: float) -> str:
         f"{s // 60}:{s % 60:02d}"
 
 
-def _follow(futures: list[Any], label: str, unit: str, released: set[int] | None,
+def _follow(futures: list[Any], label: str, unit: str, released: set[int],
             gathered: set[Any]) -> None:
-    """Draw the progress line as the cluster finishes ``futures``; with a ``released`` set,
-    release each (so per-block results are not held on the client's behalf) and note its
-    ``id`` there — but for those of a key in ``gathered``. A future the caller still gathers
+    """Draw the progress line as the cluster finishes ``futures``, releasing each (so
+    per-block results are not held on the client's behalf) and noting its ``id`` in
+    ``released`` — but for those of a key in ``gathered``. A future the caller still gathers
     must not be released: its gather then fails as cancelled (pass 2 on a cluster with
     progress did, since its blocks are both the units and the outputs, and so did pass 1 of
     a source of one block, whose leaf is its tree's root)."""
@@ -239,7 +236,7 @@ def _follow(futures: list[Any], label: str, unit: str, released: set[int] | None
     try:
         for f in as_completed(futures):
             done += 1
-            if released is not None and f.key not in gathered:
+            if f.key not in gathered:
                 f.release()
                 released.add(id(f))
             _draw(label, unit, done, total, time.monotonic() - start)

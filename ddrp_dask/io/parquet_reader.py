@@ -3,6 +3,7 @@ as numpy arrays (with nulls and ragged lists named, or turned into NaN rows to b
 
 from __future__ import annotations
 
+import bisect
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,16 @@ class ParquetSource(Source):
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_parquet_rows(self, start, stop, as_nan)
 
+    def groups_in(self, start: int, stop: int) -> tuple[tuple[int, int, int, int], ...]:
+        """The row groups holding rows ``start:stop``, in row order (found by bisection: a
+        dataset's blocks would otherwise each scan all its row groups)."""
+        lo = max(bisect.bisect_right(self._group_starts, start) - 1, 0)
+        return self.row_groups[lo:bisect.bisect_left(self._group_starts, stop)]
+
+    @functools.cached_property
+    def _group_starts(self) -> list[int]:
+        return [rg_start for _, _, rg_start, _ in self.row_groups]
+
     def chunk_spans(self, block_rows: int) -> list[tuple[int, int]]:
         """The row groups of up to two blocks: a larger one is streamed, part by part, by
         each block that reads it (``read_parquet_rows``), so that memory stays bounded by
@@ -69,7 +80,7 @@ class ParquetSource(Source):
         """Another column's values for rows ``start:stop`` (ids, labels); a null raises
         naming the file, row group and row."""
         parts = []
-        for fi, gi, rg_start, nr in self.row_groups:
+        for fi, gi, rg_start, nr in self.groups_in(start, stop):
             lo, hi = max(start, rg_start), min(stop, rg_start + nr)
             if lo < hi:
                 pf = open_parquet_file(self.files[fi])
@@ -297,7 +308,7 @@ def read_parquet_rows(src: ParquetSource, start: int, stop: int,
     """Read the row groups overlapping ``start:stop`` and return exactly those rows (no copy
     when one row group is exactly the block, the usual case)."""
     pieces = []  # last first
-    for fi, gi, rg_start, nr in chunk_cache.last_first(src.row_groups):
+    for fi, gi, rg_start, nr in chunk_cache.last_first(src.groups_in(start, stop)):
         lo, hi = max(start, rg_start), min(stop, rg_start + nr)
         if lo >= hi:
             continue
