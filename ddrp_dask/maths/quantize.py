@@ -1,0 +1,332 @@
+"""Quantized storage layouts of sketches: fewer bytes per column, every estimate unbiased.
+
+Pure numpy (``docs/quantized.md`` §1–§4). A layout stores a row's K sketch values as
+
+* ``float32``: the values themselves (4 bytes each, no scale);
+* ``float16``: float16 codes of v / s16 with s16 a power of two per row (2 bytes a column,
+  4 for s16);
+* ``int8``: int8 codes c in [−127, 127] of 127 · v / s8, s8 the row's max |v| (1 byte a
+  column, 4 for s8);
+* ``mixed``: the first ``head`` columns (a sketch's exact, energy-carrying head) as float16
+  codes with their own power-of-two scale, the rest as int8 codes with their own scale.
+
+Every code is drawn by **stochastic rounding** to one of the two grid points around the
+value, with the probability that makes its mean the value; the per-row scale holds every
+value of the row, so nothing is clipped, for any row, seen or not. The dither is a
+counter-based hash of (seed, side, global row index, column): the codes of a row do not
+depend on the block, chunk, scheduler or resume it was written in.
+
+Decoding: ``v̂_j = s16 · f_j`` (float16 columns) and ``v̂_j = (s8 / 127) · c_j`` (int8
+columns); the estimate of x·w is ``s16x s16w (fx · fw) + (s8x s8w / 127²) (cx · cw)``, one
+product of the codes of each kind and a fixed rescaling per row pair (``estimate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["INT8_MAX", "LAYOUTS", "Codes", "Layout", "decode", "dither",
+           "dither_key", "encode", "estimate", "expected_max_square", "round_nearest",
+           "rounding_mse", "rounding_variance", "stochastic_round_f16",
+           "stochastic_round_int"]
+
+#: Layout names, narrowest last but ``mixed``.
+LAYOUTS = ("float32", "float16", "int8", "mixed")
+#: Largest int8 code; −128 is never used, so the grid is symmetric.
+INT8_MAX = 127
+#: Counter bits reserved for the column index (K < 2^24).
+_COL_BITS = 24
+_TAG = 0x5D17_B7E5  # separates the dither's streams from every other use of the seed
+
+
+# ---------------------------------------------------------------------------------------
+# layouts
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a row of K sketch values is stored.
+
+    Attributes
+    ----------
+    name : {"float32", "float16", "int8", "mixed"}
+    k : int
+        Sketch columns.
+    head : int
+        Leading columns stored as float16 codes (K for ``float16``, 0 for ``int8`` and
+        ``float32``); the other columns are int8 codes.
+    """
+
+    name: str
+    k: int
+    head: int = 0
+
+    @classmethod
+    def of(cls, name: str, k: int, head: int = 0) -> Layout:
+        """The layout ``name`` for K = ``k``; ``head`` is read only by ``mixed``."""
+        if name not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {name!r}")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if name == "mixed" and not 0 <= head <= k:
+            raise ValueError(f"mixed layout: head must be in 0..{k}, got {head}")
+        h = {"float32": 0, "float16": k, "int8": 0, "mixed": head}[name]
+        return cls(name, int(k), int(h))
+
+    @property
+    def wide(self) -> int:
+        """float16 columns."""
+        return 0 if self.name == "float32" else self.head
+
+    @property
+    def narrow(self) -> int:
+        """int8 columns."""
+        return 0 if self.name == "float32" else self.k - self.head
+
+    @property
+    def scales(self) -> int:
+        """float32 scales stored per row (one per non-empty kind of code)."""
+        return int(self.wide > 0) + int(self.narrow > 0)
+
+    @property
+    def bytes_per_row(self) -> int:
+        """Every byte a row costs: codes and scales."""
+        if self.name == "float32":
+            return 4 * self.k
+        return 2 * self.wide + self.narrow + 4 * self.scales
+
+
+@dataclass(frozen=True)
+class Codes:
+    """The stored form of a block of rows in a quantized layout.
+
+    Attributes
+    ----------
+    wide : ndarray of float16, shape (rows, layout.wide)
+    wide_scale : ndarray of float32, shape (rows,)
+        Powers of two; NaN marks a row that was not finite (a skipped row).
+    narrow : ndarray of int8, shape (rows, layout.narrow)
+    narrow_scale : ndarray of float32, shape (rows,)
+        Each row's max |value| over its int8 columns (rounded up to float32); NaN as above.
+    """
+
+    wide: np.ndarray
+    wide_scale: np.ndarray
+    narrow: np.ndarray
+    narrow_scale: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------
+# the dither: a counter-based uniform per (seed, side, row, column)
+
+
+def dither_key(seed: int, side: str) -> tuple[int, int]:
+    """Two 64-bit keys of the dither of ``side`` ("x" or "w") for ``seed``, from
+    ``numpy.random.SeedSequence`` (independent of the build's draws and of the other side)."""
+    if side not in ("x", "w"):
+        raise ValueError(f"side must be 'x' or 'w', got {side!r}")
+    state = np.random.SeedSequence([int(seed), 0 if side == "x" else 1, _TAG])
+    a, b = state.generate_state(2, np.uint64)
+    return int(a), int(b)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (a bijection of uint64), wrapping arithmetic."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dither(key: tuple[int, int], rows: np.ndarray, k: int, col0: int = 0) -> np.ndarray:
+    """Uniforms in [0, 1), shape (len(rows), k), for global rows ``rows`` and columns
+    ``col0 .. col0 + k − 1``: a hash of the counter (row · 2^24 + column) under ``key``.
+    Distinct counters give distinct hashes (each step is a bijection), and a value depends
+    on nothing but its key, row and column."""
+    if k + col0 > 1 << _COL_BITS:
+        raise ValueError(f"at most {1 << _COL_BITS} columns, got {k + col0}")
+    r = np.asarray(rows, dtype=np.uint64)[:, None] << np.uint64(_COL_BITS)
+    ctr = r | np.arange(col0, col0 + k, dtype=np.uint64)[None, :]
+    z = _mix(_mix(ctr + np.uint64(key[0])) ^ np.uint64(key[1]))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+# ---------------------------------------------------------------------------------------
+# rounding
+
+
+def stochastic_round_int(y: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """⌊y⌋ + 1 with probability y − ⌊y⌋, else ⌊y⌋ (u uniform): E = y. float64 out."""
+    lo = np.floor(y)
+    return lo + (u < y - lo)
+
+
+def stochastic_round_f16(v: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Each value (float64, |v| ≤ 65504) to one of the two float16 numbers around it, the
+    upper with probability (v − lo)/(hi − lo): E = v. Values that are float16 stay."""
+    near = v.astype(np.float16)
+    above = near.astype(np.float64) > v
+    other = np.nextafter(near, np.where(above, np.float16(-np.inf), np.float16(np.inf)))
+    lo = np.where(above, other, near).astype(np.float64)
+    hi = np.where(above, near, other).astype(np.float64)
+    gap = hi - lo
+    exact = near.astype(np.float64) == v
+    p_up = np.where(exact, 0.0, (v - lo) / np.where(gap > 0, gap, 1.0))
+    return np.where(exact, near, np.where(u < p_up, hi, lo)).astype(np.float16)
+
+
+def round_nearest(sketch: np.ndarray, layout: Layout) -> Codes:
+    """The **biased** control: the same codes and scales with round-to-nearest instead of
+    stochastic rounding (what tests show the bias test catches). Never stored by ddrp."""
+    return _encode(np.asarray(sketch, dtype=np.float64), layout, None)
+
+
+def _pow2_scale(m: np.ndarray) -> np.ndarray:
+    """2^e ≥ m per row (e clamped to float32's range; 1 for m = 0 or not finite)."""
+    _, e = np.frexp(np.where(np.isfinite(m) & (m > 0), m, 1.0))
+    return np.ldexp(1.0, np.clip(e, -140, 127)).astype(np.float32)
+
+
+def _max_scale(m: np.ndarray) -> np.ndarray:
+    """m rounded up to float32 (0 for m = 0)."""
+    s = m.astype(np.float32)
+    low = s.astype(np.float64) < m
+    s[low] = np.nextafter(s[low], np.float32(np.inf))
+    return s
+
+
+def _encode(v: np.ndarray, layout: Layout, u: np.ndarray | None) -> Codes:
+    """Codes of float64 rows ``v`` (rows, K); ``u`` the dither (None: round to nearest)."""
+    h = layout.wide
+    bad = ~np.isfinite(v).all(axis=1)
+    v = np.where(bad[:, None], 0.0, v)
+    head, tail = v[:, :h], v[:, h:]
+    s16 = _pow2_scale(np.max(np.abs(head), axis=1, initial=0.0))
+    y16 = head / s16.astype(np.float64)[:, None]
+    wide = y16.astype(np.float16) if u is None else stochastic_round_f16(y16, u[:, :h])
+    s8 = _max_scale(np.max(np.abs(tail), axis=1, initial=0.0))
+    step = s8.astype(np.float64) / INT8_MAX
+    y8 = tail / np.where(step > 0, step, 1.0)[:, None]
+    c8 = np.rint(y8) if u is None else stochastic_round_int(y8, u[:, h:])
+    narrow = np.clip(c8, -INT8_MAX, INT8_MAX).astype(np.int8)  # |y8| ≤ 127: a no-op
+    s16[bad] = np.nan
+    s8[bad] = np.nan
+    return Codes(wide, s16, narrow, s8)
+
+
+def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str, row0: int) -> Codes:
+    """The codes of a block of sketch rows whose first global row index is ``row0``.
+
+    Parameters
+    ----------
+    sketch : ndarray of shape (rows, layout.k)
+        float32 or float64 sketch values; a row with a NaN or infinite value (a skipped row)
+        gets NaN scales and zero codes.
+    layout : Layout
+        Not ``float32`` (which stores the sketch itself).
+    seed : int
+        The model's seed; with ``side`` it keys the dither (``dither_key``).
+    side : {"x", "w"}
+    row0 : int
+        Global index of the block's first row: a row's codes depend on its index, never on
+        the block.
+
+    Returns
+    -------
+    Codes
+        E[decode(codes)] = sketch for every row (stochastic rounding, no clipping).
+    """
+    if layout.name == "float32":
+        raise ValueError("float32 stores the sketch itself: nothing to encode")
+    v = np.asarray(sketch, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != layout.k:
+        raise ValueError(f"sketch must have shape (rows, {layout.k}), got {v.shape}")
+    rows = np.arange(row0, row0 + v.shape[0], dtype=np.int64)
+    return _encode(v, layout, dither(dither_key(seed, side), rows, layout.k))
+
+
+def decode(codes: Codes, layout: Layout) -> np.ndarray:
+    """float32 rows (rows, K): ``s16 · f`` and ``(s8 / 127) · c``, computed in float64 and
+    rounded once to float32 (a relative 2^−24, as float32 storage itself rounds); NaN rows
+    where the scale is NaN."""
+    wide = codes.wide.astype(np.float64) * codes.wide_scale.astype(np.float64)[:, None]
+    step = codes.narrow_scale.astype(np.float64) / INT8_MAX
+    narrow = codes.narrow.astype(np.float64) * step[:, None]
+    out = np.concatenate([wide, narrow], axis=1).astype(np.float32)
+    assert out.shape[1] == layout.k
+    return out
+
+
+def estimate(cx: Codes, cw: Codes) -> np.ndarray:
+    """x·w estimates (rows of x, rows of w) in float64, straight from the codes:
+    ``s16x s16w (fx · fw) + (s8x s8w / 127²)(cx · cw)``. The int8 product is exact (int64)."""
+    wide = (cx.wide.astype(np.float64) @ cw.wide.astype(np.float64).T) * np.outer(
+        cx.wide_scale.astype(np.float64), cw.wide_scale.astype(np.float64))
+    narrow = (cx.narrow.astype(np.int64) @ cw.narrow.astype(np.int64).T).astype(np.float64)
+    scale = np.outer(cx.narrow_scale.astype(np.float64), cw.narrow_scale.astype(np.float64))
+    return np.asarray(wide + narrow * scale / INT8_MAX ** 2)
+
+
+# ---------------------------------------------------------------------------------------
+# the rounding variance, for the predicted MSE
+
+
+def _cell_variance(lo: np.ndarray, v: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Variance of stochastic rounding of v to the grid points lo ≤ v ≤ hi: (v − lo)(hi − v)."""
+    return (v - lo) * (hi - v)
+
+
+def _model_rows(energy: np.ndarray, draws: int) -> np.ndarray:
+    """``draws`` rows of independent centred Gaussians with E v_j² = ``energy`` (a model of
+    sketch rows, whose coordinates are decorrelated), from a fixed seed."""
+    g = np.random.default_rng(_TAG).standard_normal((draws, energy.size))
+    return np.asarray(g * np.sqrt(np.clip(energy, 0.0, None)))
+
+
+def expected_max_square(energy: np.ndarray, draws: int = 2048) -> float:
+    """E[max_j v_j²] over rows modelled as in ``rounding_variance`` (E[s8²] of int8 columns)."""
+    e = np.asarray(energy, dtype=np.float64)
+    if e.size == 0:
+        return 0.0
+    return float(np.mean(np.max(_model_rows(e, draws) ** 2, axis=1)))
+
+
+def rounding_variance(energy: np.ndarray, layout: Layout, draws: int = 2048) -> np.ndarray:
+    """Expected rounding variance of each stored column (K,) for rows whose column second
+    moments are ``energy``.
+
+    Exact for rows of independent centred Gaussians with those second moments (a model of a
+    sketch row), averaged over ``draws`` such rows from a fixed seed, so the prediction is a
+    deterministic function of the energies: each value's variance is (v − lo)(hi − v) for
+    the grid points lo ≤ v ≤ hi of its column's code, the grid set by the row's own scale.
+    0 for float32. (For a value far larger than its grid step this is about step²/6; for
+    one far smaller, about step·|v|.)
+    """
+    e = np.asarray(energy, dtype=np.float64)
+    if layout.name == "float32" or layout.k == 0:
+        return np.zeros(layout.k)
+    v = _model_rows(e, draws)
+    u = np.full_like(v, 0.5)
+    codes = _encode(v, layout, u)  # any rounding: only the grid points are read
+    h = layout.wide
+    head = v[:, :h] / codes.wide_scale.astype(np.float64)[:, None]
+    near = head.astype(np.float16).astype(np.float64)
+    other = np.nextafter(head.astype(np.float16), np.where(
+        near > head, np.float16(-np.inf), np.float16(np.inf))).astype(np.float64)
+    s16 = codes.wide_scale.astype(np.float64)[:, None] ** 2
+    var16 = _cell_variance(np.minimum(near, other), head, np.maximum(near, other)) * s16
+    step = codes.narrow_scale.astype(np.float64)[:, None] / INT8_MAX
+    y = v[:, h:] / np.where(step > 0, step, 1.0)
+    var8 = _cell_variance(np.floor(y), y, np.floor(y) + 1.0) * step ** 2
+    return np.concatenate([var16.mean(axis=0), var8.mean(axis=0)])
+
+
+def rounding_mse(energy_x: np.ndarray, energy_w: np.ndarray, layout: Layout) -> float:
+    """Pair-averaged MSE the rounding adds to a sketch's own (the two sides round
+    independently, with mean-zero errors): Σ_j (Ew_j·Vx_j + Ex_j·Vw_j + Vx_j·Vw_j), with
+    E the columns' second moments and V ``rounding_variance``."""
+    ex = np.asarray(energy_x, dtype=np.float64)
+    ew = np.asarray(energy_w, dtype=np.float64)
+    vx, vw = rounding_variance(ex, layout), rounding_variance(ew, layout)
+    return float(np.sum(ew * vx + ex * vw + vx * vw))

@@ -1,0 +1,254 @@
+"""Quantized layouts (``ddrp_dask.maths.quantize``, docs/quantized.md): codes on the grid
+around every value, no clipping for unseen rows, bytes independent of the blocking, an
+unbiased estimate over seeds (with round-to-nearest as the control the test catches), and the
+predicted rounding MSE against the measured one."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from ddrp_dask.maths import optimal as opt
+from ddrp_dask.maths import quantize as q
+from ddrp_dask.maths.stats import Moments, combine_all
+
+QUANTIZED = ["float16", "int8", "mixed"]
+T_MAX = 4.0
+
+
+def rows(n: int, k: int, seed: int, spread: float = 100.0) -> np.ndarray:
+    """float32 rows whose columns' scales fall from ``spread`` to 1/spread."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, k)) * np.geomspace(spread, 1 / spread, k)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# layouts and codes
+
+
+def test_bytes_per_row_count_codes_and_scales() -> None:
+    assert q.Layout.of("float32", 10).bytes_per_row == 40
+    assert q.Layout.of("float16", 10).bytes_per_row == 2 * 10 + 4
+    assert q.Layout.of("int8", 10).bytes_per_row == 10 + 4
+    assert q.Layout.of("mixed", 10, 3).bytes_per_row == 2 * 3 + 7 + 8
+    assert q.Layout.of("mixed", 10, 0).bytes_per_row == 10 + 4  # no empty scale stored
+    with pytest.raises(ValueError, match="layout must be one of"):
+        q.Layout.of("int4", 10)
+    with pytest.raises(ValueError, match=r"head must be in 0\.\.10"):
+        q.Layout.of("mixed", 10, 11)
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_codes_are_a_grid_neighbour_and_scales_hold_every_value(name: str) -> None:
+    """Checked against a direct numpy computation of the grid: each decoded value is one of
+    the two grid points around the value, the int8 scale is the row's max |value| and the
+    float16 scale the power of two above it."""
+    k, head = 12, 4
+    layout = q.Layout.of(name, k, head)
+    s = rows(300, k, 1)
+    s[7] *= 1e4  # a row far outside the others' range: its own scale holds it
+    codes = q.encode(s, layout, seed=3, side="x", row0=0)
+    h = layout.wide
+    v = s.astype(np.float64)
+    got = q.decode(codes, layout).astype(np.float64)
+    # int8: grid step = max |v| / 127 of the row's int8 columns
+    if layout.narrow:
+        m = np.abs(v[:, h:]).max(axis=1)
+        np.testing.assert_array_equal(codes.narrow_scale, m.astype(np.float32))
+        step = m / 127
+        lo = np.floor(v[:, h:] / step[:, None]) * step[:, None]
+        ok = np.isclose(got[:, h:], lo, rtol=1e-6, atol=0) | np.isclose(
+            got[:, h:], lo + step[:, None], rtol=1e-6, atol=0)
+        assert ok.all()
+        assert np.abs(codes.narrow).max() == 127 and codes.narrow.min() >= -127
+    if layout.wide:
+        m = np.abs(v[:, :h]).max(axis=1)
+        scale = 2.0 ** np.ceil(np.log2(m))
+        scale[scale == m] *= 2  # frexp's exponent: m/scale < 1
+        np.testing.assert_array_equal(codes.wide_scale, scale.astype(np.float32))
+        y = v[:, :h] / scale[:, None]
+        spacing = np.spacing(np.abs(y).astype(np.float16)).astype(np.float64)
+        assert (np.abs(codes.wide.astype(np.float64) - y) <= spacing).all()
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_estimate_is_the_product_of_the_decoded_rows(name: str) -> None:
+    layout = q.Layout.of(name, 10, 3)
+    cx = q.encode(rows(50, 10, 2), layout, 0, "x", 0)
+    cw = q.encode(rows(40, 10, 3), layout, 0, "w", 0)
+    want = q.decode(cx, layout).astype(np.float64) @ q.decode(cw, layout).astype(np.float64).T
+    # float32 decoding rounds each value by a relative 2^-24: compare at the products' scale
+    np.testing.assert_allclose(q.estimate(cx, cw), want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_codes_do_not_depend_on_the_blocking(name: str) -> None:
+    layout = q.Layout.of(name, 9, 2)
+    s = rows(1000, 9, 4)
+    whole = q.encode(s, layout, 5, "w", 0)
+    for cuts in ([0, 1, 333, 1000], [0, 999, 1000], [0, 500, 1000]):
+        parts = [q.encode(s[a:b], layout, 5, "w", a) for a, b in itertools.pairwise(cuts)]
+        for attr in ("wide", "wide_scale", "narrow", "narrow_scale"):
+            got = np.concatenate([getattr(p, attr) for p in parts])
+            assert got.tobytes() == getattr(whole, attr).tobytes()
+    # control: the dither follows the global row index, the side and the seed
+    shifted = q.encode(s[500:], layout, 5, "w", 0)
+    other_side = q.encode(s, layout, 5, "x", 0)
+    other_seed = q.encode(s, layout, 6, "w", 0)
+    for other in (shifted, other_side, other_seed):
+        a = np.concatenate([other.wide.view(np.uint16).ravel(), other.narrow.ravel()])
+        b = np.concatenate([whole.wide.view(np.uint16)[-len(other.wide):].ravel()
+                            if other is shifted else whole.wide.view(np.uint16).ravel(),
+                            whole.narrow[-len(other.narrow):].ravel()])
+        assert a.tobytes() != b.tobytes()
+
+
+def test_dither_is_uniform_and_distinct() -> None:
+    u = q.dither(q.dither_key(0, "x"), np.arange(2000), 50)
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    assert len(np.unique(u)) == u.size
+    # neighbouring rows and columns are uncorrelated
+    assert abs(np.corrcoef(u[:-1].ravel(), u[1:].ravel())[0, 1]) < 0.01
+    assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 0.01
+
+
+def test_skipped_rows_decode_as_nan_and_zero_rows_as_zero() -> None:
+    layout = q.Layout.of("mixed", 6, 2)
+    s = rows(5, 6, 6)
+    s[1] = np.nan
+    s[3] = 0.0
+    out = q.decode(q.encode(s, layout, 0, "x", 0), layout)
+    assert np.isnan(out[1]).all() and not np.isnan(np.delete(out, 1, axis=0)).any()
+    assert (out[3] == 0).all()
+
+
+# ---------------------------------------------------------------------------------------
+# unbiasedness over seeds, on rows the fit never saw
+
+
+def source(n: int, d: int, spectrum: np.ndarray, mean: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(np.random.default_rng(99).standard_normal((d, d)))
+    return np.asarray(rng.standard_normal((n, d)) * np.sqrt(spectrum) @ basis.T + mean)
+
+
+def folds_of(a: np.ndarray) -> list[Moments]:
+    parts = [opt.fold_moments(a[i:i + 100].copy(), i) for i in range(0, len(a), 100)]
+    return [combine_all([p[f] for p in parts]) for f in range(opt.N_FOLDS)]
+
+
+Case = tuple[Callable[[int], opt.OptimalFit], np.ndarray, np.ndarray, int]
+
+
+def make_case(k: int) -> Case:
+    """An auto fit of width ``k`` (any seed, the shrinkage fixed) on training rows, and
+    unseen rows of both sides: fresh draws of the sources, and random directions 10× larger."""
+    d = 12
+    sx, sw = np.geomspace(4.0, 0.05, d), np.geomspace(0.05, 4.0, d)
+    fx = folds_of(source(600, d, sx, 2.0, 2))
+    fw = folds_of(source(300, d, sw, -0.5, 3))
+    first = opt.fit_optimal(fx, fw, k, 0)
+    chosen = (first.info["shrinkage_x"], first.info["shrinkage_w"])
+    rng = np.random.default_rng(7)
+    xs = np.vstack([source(8, d, sx, 2.0, 20), 10 * rng.standard_normal((2, d))])
+    ws = np.vstack([source(6, d, sw, -0.5, 30), 10 * rng.standard_normal((2, d))])
+    head = int(first.info["allocation"]["head"])
+    return (lambda s: opt.fit_optimal(fx, fw, k, s, chosen)), xs, ws, min(head, k - 2)
+
+
+@pytest.fixture(scope="module")
+def sampled() -> Case:
+    """K = 6 < d: exact head, sampled columns and a random tail, so each seed also redraws
+    the sketch."""
+    case = make_case(6)
+    assert 0 < case[3] < 6
+    return case
+
+
+@pytest.fixture(scope="module")
+def exact() -> Case:
+    """K = d: the sketch is exact and the same for every seed; only the rounding is random,
+    so any bias of the layout shows undiluted."""
+    return make_case(12)
+
+
+Encoder = Callable[[np.ndarray, q.Layout, int, str], q.Codes]
+
+
+def stochastic(s: np.ndarray, layout: q.Layout, seed: int, side: str) -> q.Codes:
+    return q.encode(s, layout, seed, side, 0)
+
+
+def nearest(s: np.ndarray, layout: q.Layout, seed: int, side: str) -> q.Codes:
+    return q.round_nearest(s, layout)
+
+
+def errors(case: Case, layout_name: str, encoder: Encoder, seeds: range) -> np.ndarray:
+    """(seeds, pairs) errors of the quantized estimate against exact x·w: each seed rebuilds
+    the sketch and draws the dither."""
+    fit, xs, ws, head = case
+    out = []
+    for seed in seeds:
+        f = fit(seed)
+        s = (xs @ f.x.matrix + f.x.offset).astype(np.float32)
+        t = (ws @ f.w.matrix + f.w.offset).astype(np.float32)
+        layout = q.Layout.of(layout_name, s.shape[1], head)
+        est = q.estimate(encoder(s, layout, seed, "x"), encoder(t, layout, seed, "w"))
+        out.append((est - xs @ ws.T).ravel())
+    return np.array(out)
+
+
+def contrast_t(case: Case, layout_name: str, encoder: Encoder) -> float:
+    """The largest |t| across 200 seeds of three per-seed contrasts of the error matrix
+    (one number per seed, so independent across seeds): the mean error, the error signed by
+    x·w, and the error signed by the mean error of 100 *other* seeds (a pilot that points at
+    any per-pair bias without touching the tested seeds)."""
+    _, xs, ws, _ = case
+    pilot = errors(case, layout_name, encoder, range(1000, 1100)).mean(axis=0)
+    err = errors(case, layout_name, encoder, range(200))
+    norm = np.outer(np.linalg.norm(xs, axis=1), np.linalg.norm(ws, axis=1)).ravel()
+    contrasts = [np.ones_like(norm), np.sign((xs @ ws.T).ravel()), np.sign(pilot)]
+    ts = []
+    for g in contrasts:
+        c = (err * g / norm).mean(axis=1)
+        sd = c.std(ddof=1)
+        # a deterministic error (no spread over seeds) is a bias unless it is zero
+        ts.append(abs(c.mean()) / (sd / np.sqrt(len(c))) if sd > 0 else
+                  (np.inf if np.abs(c).max() > 1e-12 else 0.0))
+    return float(max(ts))
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+@pytest.mark.parametrize("which", ["sampled", "exact"])
+def test_unbiased_over_seeds_on_unseen_rows(request: pytest.FixtureRequest, which: str,
+                                            name: str) -> None:
+    assert contrast_t(request.getfixturevalue(which), name, stochastic) < T_MAX
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_control_round_to_nearest_is_caught(exact: Case, name: str) -> None:
+    assert contrast_t(exact, name, nearest) > T_MAX
+
+
+# ---------------------------------------------------------------------------------------
+# the predicted rounding MSE
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_predicted_rounding_mse_matches_the_measured(name: str) -> None:
+    k = 16
+    s, t = rows(2000, k, 8, 30.0), rows(500, k, 9, 30.0)[:, ::-1].copy()
+    layout = q.Layout.of(name, k, 4)
+    exact = s.astype(np.float64) @ t.astype(np.float64).T
+    measured = np.mean([np.mean((q.estimate(q.encode(s, layout, seed, "x", 0),
+                                             q.encode(t, layout, seed, "w", 0)) - exact) ** 2)
+                        for seed in range(3)])
+    ex = np.mean(s.astype(np.float64) ** 2, axis=0)
+    ew = np.mean(t.astype(np.float64) ** 2, axis=0)
+    predicted = q.rounding_mse(ex, ew, layout)
+    assert 0.85 < predicted / measured < 1.15, (predicted, measured)
+    assert q.rounding_mse(ex, ew, q.Layout.of("float32", k)) == 0.0
