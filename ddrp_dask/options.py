@@ -32,6 +32,7 @@ __all__ = [
     "check_seed",
     "check_shrinkage",
     "check_side",
+    "check_strict_chunks",
     "check_target",
     "check_top",
     "default_block_rows",
@@ -208,6 +209,14 @@ def check_on_invalid(value: str) -> str:
     if value not in ON_INVALID:
         raise OptionError(f"on_invalid must be 'error' or 'skip', got {value!r}")
     return value
+
+
+def check_strict_chunks(value: Any) -> bool:
+    """Whether absent Zarr chunks are refused (``True``) or read as the fill value, as the
+    Zarr specification reads them (``False``, the default)."""
+    if not isinstance(value, bool):
+        raise OptionError(f"strict_chunks must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_top(top: int | None, n_rows: int, what: str = "--w") -> int | None:

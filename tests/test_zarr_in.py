@@ -192,21 +192,22 @@ def test_zstd_content_size_of_other_bytes() -> None:
 
 def test_written_zero_chunks_are_stored_and_readable(tmp_path: Path) -> None:
     """Zarr skips chunks equal to the fill value; ddrp's outputs store them, so that a
-    sketch block of zeros still reads back as a ddrp source (which refuses missing
-    chunks)."""
+    sketch block of zeros still reads back as a ddrp source with every chunk present (even
+    under ``strict_chunks``, which refuses absent ones)."""
     from ddrp_dask.io.writer import float_compressors, write_rows
 
     arr = zarr.create_array(str(tmp_path / "s.zarr"), shape=(300, 4), dtype="float32",
                             chunks=(100, 4), compressors=float_compressors())
     write_rows(str(tmp_path / "s.zarr"), slice(0, 300), np.zeros((300, 4), np.float32))
     assert arr.nchunks_initialized == 3
-    assert np.array_equal(open_source(str(tmp_path / "s.zarr")).read_rows(0, 300),
+    assert np.array_equal(open_source(str(tmp_path / "s.zarr"), strict_chunks=True)
+                          .read_rows(0, 300),
                           np.zeros((300, 4), np.float32))
     plain = zarr.create_array(str(tmp_path / "p.zarr"), shape=(300, 4), dtype="float32",
                               chunks=(100, 4))
     plain[:] = 0.0
     with pytest.raises(InputError, match="is missing"):
-        open_source(str(tmp_path / "p.zarr"))
+        open_source(str(tmp_path / "p.zarr"), strict_chunks=True)
 
 
 def test_array_inside_a_group_is_read_directly(tmp_path: Path, data: np.ndarray) -> None:

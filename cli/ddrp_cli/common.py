@@ -110,9 +110,13 @@ execution_options = _options(
                  help="A row with NaN/inf/null/wrong length: fail naming it, or skip and list it."),
     click.option("--resume", is_flag=True,
                  help="Finish an interrupted output: keep its finished blocks."),
+    click.option("--strict-chunks", is_flag=True,
+                 help="Refuse a Zarr array with absent chunks (default: read them as the "
+                      "fill value, as Zarr does, and say how many)."),
     run_options,
 )
-"""``run_options`` plus what the passes over the sources take: --on-invalid, --resume."""
+"""``run_options`` plus what the passes over the sources take: --on-invalid, --resume,
+--strict-chunks."""
 
 
 def scheduler_context(scheduler: str | None, workers: int | None, threads_per_worker: int,
@@ -161,6 +165,9 @@ def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
     write_json(report_path, report_dict(model))
     if plan.command != "fit" and plan.skip:
         _report_skipped(plan)
+    for src in plan.sources.values():
+        for note in src.notes():
+            say(note)
     if not quiet:
         say(f"wrote {plan.out}")
 

@@ -65,8 +65,8 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
         stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
         prior_sample: int, out: str, report_path: str | None, on_invalid: str, resume: bool,
-        block_rows: int | None, overwrite: bool, dry_run: bool, quiet: bool,
-        scheduler: str | None, workers: int | None, threads_per_worker: int,
+        strict_chunks: bool, block_rows: int | None, overwrite: bool, dry_run: bool,
+        quiet: bool, scheduler: str | None, workers: int | None, threads_per_worker: int,
         memory_limit: str) -> None:
     """Fit the projection pair from both sources and save it to OUT (prints the report)."""
     prior = _prior(x, x_columns, w, labels, out, prior_model, prior_fits, prior_sample, seed,
@@ -74,7 +74,8 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
     plan = plan_fit(x, w, k, out, method=method, seed=seed, x_columns=x_columns,
                     w_columns=w_columns, block_rows=block_rows, shrinkage=shrinkage,
                     overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
-                    on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior)
+                    on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior,
+                    strict_chunks=strict_chunks)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
                                           memory_limit), show_report=True,
              report_path=report_path)
@@ -97,7 +98,7 @@ def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
         stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
         prior_sample: int, out: str, x_id_column: str | None, w_id_column: str | None,
         fmt: str, report_path: str | None, on_invalid: str, resume: bool,
-        block_rows: int | None, overwrite: bool,
+        strict_chunks: bool, block_rows: int | None, overwrite: bool,
         dry_run: bool, quiet: bool, scheduler: str | None, workers: int | None,
         threads_per_worker: int, memory_limit: str) -> None:
     """Fit, then sketch both sources into the Zarr group OUT (arrays x, w; model at OUT/model)."""
@@ -107,7 +108,8 @@ def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     w_columns=w_columns, block_rows=block_rows, shrinkage=shrinkage,
                     overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
                     x_id_column=x_id_column, w_id_column=w_id_column, format=fmt,
-                    on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior)
+                    on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior,
+                    strict_chunks=strict_chunks)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
                                           memory_limit), show_report=True,
              report_path=report_path)
@@ -126,12 +128,12 @@ def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
 @guard
 def project(model: str, side: str, input_path: str, columns: str | None,
             id_column: str | None, fmt: str, out: str, on_invalid: str, resume: bool,
-            block_rows: int | None, overwrite: bool, dry_run: bool, quiet: bool,
-            scheduler: str | None, workers: int | None, threads_per_worker: int,
+            strict_chunks: bool, block_rows: int | None, overwrite: bool, dry_run: bool,
+            quiet: bool, scheduler: str | None, workers: int | None, threads_per_worker: int,
             memory_limit: str) -> None:
     """Sketch the rows of INPUT as side x or w of a saved model into the Zarr group OUT."""
     plan = plan_project(model, side, input_path, out, columns=columns, block_rows=block_rows,
                         overwrite=overwrite, resume=resume, id_column=id_column, format=fmt,
-                        on_invalid=on_invalid)
+                        on_invalid=on_invalid, strict_chunks=strict_chunks)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
                                           memory_limit), show_report=False)

@@ -13,26 +13,32 @@ from .common import filesystem
 from .npy_reader import open_npy_source
 from .parquet_reader import is_parquet_file, open_parquet_source
 from .source import Source
+from .zarr_meta import zarr_format_at
 from .zarr_reader import open_zarr_source
 
 __all__ = ["open_source"]
 
 
 def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = None,
-                id_column: str | None = None) -> Source:
+                id_column: str | None = None, strict_chunks: bool = False) -> Source:
     """Describe the source at ``path`` from its metadata; reads no vectors.
 
     Parameters
     ----------
     path : str or path-like
-        A ``.npy`` file, a Zarr v3 array (or a group holding exactly one array), or a
-        Parquet file or directory of Parquet files (searched recursively, sorted by path).
+        A ``.npy`` file; a Zarr array of format 3 (``zarr.json``) or 2 (``.zarray``), or a
+        group holding one array, or one 2-D array beside 1-D ones (an xarray variable and its
+        coordinates; name another as ``GROUP/NAME``); or a Parquet file or directory of
+        Parquet files (searched recursively, sorted by path).
     columns : str or list of str, optional
         Parquet only: one list/fixed-size-list column, or several numeric columns
         (comma-separated in a string; shell-style globs such as ``f*`` expand in schema
         order). Default: the only list column, else every numeric column but the id column.
     id_column : str, optional
         Parquet only: an integer or string column carried beside the sketches.
+    strict_chunks : bool, default=False
+        Zarr only: refuse an array with absent chunks, which by default read as its fill
+        value (the Zarr specification; zarr-python does not write all-fill chunks).
 
     Returns
     -------
@@ -50,13 +56,14 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
     try:
         if fs.isfile(inner) and inner.endswith(".npy"):
             src: Source = open_npy_source(spath, fs, inner)
-        elif fs.isdir(inner) and fs.exists(f"{inner}/zarr.json"):
-            src = open_zarr_source(spath, fs, inner)
+        elif fs.isdir(inner) and zarr_format_at(fs, inner) is not None:
+            src = open_zarr_source(spath, fs, inner, strict_chunks)
         elif fs.isdir(inner) or is_parquet_file(fs, inner):
             src = open_parquet_source(spath, columns, id_column)
         else:
             raise InputError(
-                f"{spath}: not a .npy file, a Zarr v3 array or a Parquet file/directory"
+                f"{spath}: not a .npy file, a Zarr array (zarr.json, .zarray, .zgroup) or a "
+                "Parquet file/directory"
             )
     except PermissionError as e:
         raise InputError(f"{spath}: cannot be read ({e.strerror})") from e

@@ -162,6 +162,11 @@ class Source:
     def _fingerprint_extra(self) -> dict[str, Any]:
         return {}
 
+    def notes(self) -> list[str]:
+        """Lines the user should read before trusting the rows (e.g. absent Zarr chunks read
+        as the fill value), said by the plan and after the job; none by default."""
+        return []
+
     def describe(self) -> str:
         """One line: path, format, shape, dtype (and the format's layout)."""
         return (f"{self.path} [{self.kind}] {self.n_rows} x {self.d} {self.dtype}"

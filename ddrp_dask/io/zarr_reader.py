@@ -1,19 +1,28 @@
-"""Zarr v3 sources: open and check an array, and read rows — through a direct chunk reader
-when the layout allows it, else through zarr-python.
+"""Zarr sources (format 3, and format 2 as zarr-python 2 and xarray's older stores write it):
+open and check an array, and read rows — through a direct chunk reader when the layout
+allows it, else through zarr-python. What the metadata says (format, absent chunks, codecs,
+CF packing) is read by ``zarr_meta``.
+
+Absent chunks read as the array's fill value (the Zarr specification; zarr-python does not
+write a chunk that is all fill value), and the plan says how many there are; with
+``strict_chunks`` an array with absent chunks is refused. CF-packed arrays (xarray's
+``scale_factor``/``add_offset``/``_FillValue``/``missing_value``) are decoded as xarray
+decodes them, their missing values being invalid values (``--on-invalid``).
 
 Why a direct reader: zarr-python reads a chunk file into a fresh ``bytes``, decodes it into
 another fresh buffer and copies that into the result, so a 64 MB chunk costs three fresh
 allocations. glibc serves each from ``mmap`` and the page faults of ~190 MB per chunk cost
-more than the zstd decoding itself (FIELD-NOTES: read 160 ms per 65,536 × 256 chunk, of
+more than the zstd decoding itself (measured: read 160 ms per 65,536 × 256 chunk, of
 which ~65 ms is decoding). The direct reader maps each chunk file and decodes it straight
 into the rows of the result (a numpy array, which asks for huge pages): 72 ms instead of
 160 ms per chunk here (``benchmarks/perf.py``, section limits). A chunk file must not be
 truncated while a job reads it (a map of a shrunk file faults, as for any memory map).
 
-It is used only where it is exactly equivalent (``direct_layout``): a local store, a
-regular grid of row chunks spanning every column, codecs ``bytes`` (little-endian, the
-block's own dtype) and at most one ``zstd``; every chunk file present, and each zstd frame
-declaring exactly one chunk's bytes. Anything else (sharding, transposes, checksummed or
+It is used only where it is exactly equivalent (``direct_layout``): a format 3 array in a
+local store, a regular grid of row chunks spanning every column, codecs ``bytes``
+(little-endian, the block's own dtype) and at most one ``zstd``, no packing; every chunk file
+present or found absent at opening (then the fill value), and each zstd frame declaring
+exactly one chunk's bytes. Anything else (sharding, transposes, checksummed or
 other codecs, remote stores, dtype casts, a frame that does not match) takes the zarr-python
 path, which is also where damaged chunks get their error message.
 """
@@ -21,20 +30,29 @@ path, which is also where damaged chunks get their error message.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
-import itertools
 import mmap
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, InvalidValueError
 from . import chunk_cache, decodes
-from .common import check_numeric
+from .common import check_numeric, working_dtype
 from .source import Source
+from .zarr_meta import (
+    Absent,
+    Packing,
+    absent_objects,
+    codecs_of,
+    object_key,
+    object_rows,
+    packing_of,
+)
 
 __all__ = ["DirectLayout", "ZarrSource", "direct_layout", "open_zarr_array", "open_zarr_source",
            "read_zarr_rows"]
@@ -43,37 +61,56 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def open_zarr_array(path: str) -> Any:
-    """The Zarr array at ``path`` (or the only array of the group there)."""
+    """The Zarr array (format 2 or 3) at ``path``: an array, the only array of the group
+    there, or the only 2-D array of a group whose other arrays are 1-D (xarray's coordinates
+    beside one variable)."""
     import zarr
 
     try:
         node = zarr.open(path, mode="r")
     except Exception as e:  # zarr raises several unrelated types for a broken store
-        raise InputError(f"{path}: not a readable Zarr v3 array ({e})") from e
+        raise InputError(f"{path}: not a readable Zarr array ({e})") from e
     if isinstance(node, zarr.Group):
-        arrays = sorted(node.array_keys())
-        if len(arrays) != 1:
+        members = dict(node.arrays())
+        arrays = sorted(members)
+        wide = [a for a in arrays if members[a].ndim != 1]
+        if len(arrays) != 1 and len(wide) != 1:
             raise InputError(
                 f"{path}: is a Zarr group with arrays {arrays}; name one, e.g. {path}/"
-                f"{arrays[0] if arrays else 'NAME'}"
+                f"{(wide or arrays or ['NAME'])[0]}"
             )
-        node = node[arrays[0]]
+        node = members[arrays[0] if len(arrays) == 1 else wide[0]]
     return node
 
 
 @dataclass(frozen=True)
 class ZarrSource(Source):
-    """A 2-D Zarr v3 array (or the only array of a group).
+    """A 2-D Zarr array of format 2 or 3 (or the one variable of a group).
 
     Parameters
     ----------
     chunk_rows : int
         Rows per chunk of its (regular) chunk grid.
+    zarr_format : int
+        2 or 3.
+    layout : str
+        How it is stored and read, for the plan (``zarr_meta``).
+    absent : Absent
+        Its chunks (or shards) that no file holds, read as ``fill_value``.
+    fill_value : float
+        The array's fill value.
+    packing : Packing or None
+        CF packing, decoded on reading (``zarr_meta.Packing``).
     """
 
     kind = "zarr"
 
     chunk_rows: int = 0
+    zarr_format: int = 3
+    layout: str = field(default="", compare=False)
+    absent: Absent = field(default_factory=Absent)
+    fill_value: float = 0.0
+    packing: Packing | None = None
 
     def chunk_spans(self, block_rows: int) -> list[tuple[int, int]]:
         """Every chunk: Zarr decodes a chunk whole to read any of its rows."""
@@ -81,41 +118,86 @@ class ZarrSource(Source):
         return [(r, min(r + c, n)) for r in range(0, n, c)] if c > 0 else []
 
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
-        return read_zarr_rows(self, start, stop)
+        raw = read_zarr_rows(self, start, stop)
+        if self.packing is None:
+            return raw
+        values, missing = self.packing.decode(raw)
+        if missing.any() and not as_nan:
+            row, col = (int(i[0]) for i in np.nonzero(missing))
+            raise InvalidValueError(
+                f"{self.path}: row {start + row} column {col} holds the missing value "
+                f"{raw[row, col]} (_FillValue/missing_value); remove or impute it, or skip "
+                "such rows with --on-invalid skip")
+        return values
 
     def _read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
-        return read_zarr_pieces(self, start, stop) or [self.read_rows(start, stop)]
+        pieces = None if self.packing is not None else read_zarr_pieces(self, start, stop)
+        return pieces or [self.read_rows(start, stop)]
+
+    def notes(self) -> list[str]:
+        """What the user should know before trusting the rows: absent chunks."""
+        a = self.absent
+        if not a.count:
+            return []
+        return [f"{self.path}: {a.count} {a.what}(s) absent, read as fill value "
+                f"{self.fill_value:g}"]
+
+    def _fingerprint_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.zarr_format != 3:
+            extra["zarr_format"] = self.zarr_format
+        if self.absent.count:
+            extra["absent_chunks"] = self.absent.count
+        if self.packing is not None:
+            extra["packing"] = self.packing.facts()
+        return extra
+
+    def _describe_extra(self) -> str:
+        return f", {self.layout}" + "".join(f"; {n.split(': ', 1)[1]}" for n in self.notes())
 
 
-def open_zarr_source(path: str, fs: Any, inner: str) -> ZarrSource:
-    """Describe the 2-D Zarr array at ``path``; refuse one with missing chunks."""
+def open_zarr_source(path: str, fs: Any, inner: str, strict_chunks: bool = False) -> ZarrSource:
+    """Describe the 2-D Zarr array at ``path``; absent chunks read as its fill value, or
+    with ``strict_chunks`` are refused."""
     arr = open_zarr_array(path)
     if arr.ndim != 2:
         raise InputError(f"{path}: expected a 2-D Zarr array (rows x d), got shape {arr.shape}")
     check_numeric(arr.dtype, path)
-    _check_zarr_chunks(arr, path, fs, inner)
+    root = f"{inner.rstrip('/')}/{arr.path}" if arr.path else inner
+    absent = absent_objects(arr, fs, root)
+    if absent.count and strict_chunks:
+        raise InputError(_missing_chunk(path, absent, arr))
+    packing = packing_of(arr)
     size = int(fs.du(inner)) if hasattr(fs, "du") else 0
+    fill = arr.fill_value
     return ZarrSource(path, int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
-                      sizes=(size,), chunk_rows=int(arr.chunks[0]))
+                      sizes=(size,), chunk_rows=int(arr.chunks[0]),
+                      zarr_format=int(arr.metadata.zarr_format),
+                      layout=_layout(arr, packing), absent=absent,
+                      fill_value=float(fill) if fill is not None else float("nan"),
+                      packing=packing)
 
 
-def _check_zarr_chunks(arr: Any, path: str, fs: Any, inner: str) -> None:
-    """Refuse an array with missing chunks: Zarr would silently read them as fill values."""
-    if arr.nchunks_initialized >= arr.nchunks:
-        return
-    enc = arr.metadata.chunk_key_encoding
-    grid = [-(-n // c) for n, c in zip(arr.shape, arr.chunks, strict=True)]
-    for coords in itertools.product(*map(range, grid)):
-        key = enc.encode_chunk_key(coords)
-        if not fs.exists(f"{inner.rstrip('/')}/{key}"):
-            raise InputError(_missing_chunk(path, key, coords[0], arr))
+def _layout(arr: Any, packing: Packing | None) -> str:
+    """How the array is stored and read, for the plan: format, grid, codecs, reader."""
+    shards = getattr(arr, "shards", None)
+    grid = (f"shards of {shards[0]} rows of chunks of {arr.chunks[0]} rows"
+            if shards is not None else f"chunks of {arr.chunks[0]} x {arr.chunks[1]}")
+    want = working_dtype(np.dtype(arr.dtype))
+    reader = "the direct chunk reader" if packing is None and direct_layout(arr, want) else \
+        "zarr-python"
+    name = f"array {arr.path!r}, " if arr.path else ""
+    text = (f"{name}Zarr format {arr.metadata.zarr_format}, {grid}, codecs "
+            f"{codecs_of(arr)}, read by {reader}")
+    return text + (f", {packing.describe()}" if packing is not None else "")
 
 
-def _missing_chunk(path: str, key: str, chunk_row: int, arr: Any) -> str:
-    r0 = chunk_row * arr.chunks[0]
-    r1 = min(r0 + arr.chunks[0], arr.shape[0]) - 1
-    return (f"{path}: chunk {key} (rows {r0}..{r1}) is missing, and Zarr would read it as "
-            f"the fill value {arr.fill_value}; restore the chunk or rewrite the array")
+def _missing_chunk(path: str, absent: Absent, arr: Any) -> str:
+    r0 = absent.first_row
+    r1 = min(r0 + object_rows(arr), arr.shape[0]) - 1
+    return (f"{path}: {absent.what} {absent.first_key} (rows {r0}..{r1}) is missing, and Zarr "
+            f"would read it as the fill value {arr.fill_value}; restore the {absent.what} or "
+            "rewrite the array (or read absent chunks as the fill value: drop --strict-chunks)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,6 +215,9 @@ class DirectLayout:
     dtype: np.dtype[Any]
     zstd: bool
     encode_key: Any
+    fill: float = 0.0
+    #: Keys of the chunks found absent when the source was opened: read as ``fill``.
+    absent: frozenset[str] = frozenset()
 
     def chunk_path(self, i: int) -> str:
         return os.path.join(self.root, self.encode_key((i, 0)))
@@ -163,7 +248,7 @@ def direct_layout(arr: Any, want: np.dtype[Any]) -> DirectLayout | None:
         return None
     return DirectLayout(os.path.join(str(arr.store.root), arr.path), int(arr.chunks[0]),
                         int(arr.shape[0]), int(arr.shape[1]), dtype, bool(rest),
-                        meta.chunk_key_encoding.encode_chunk_key)
+                        meta.chunk_key_encoding.encode_chunk_key, float(arr.fill_value))
 
 
 def zstd_content_size(header: bytes) -> int | None:
@@ -208,6 +293,9 @@ def _decode_chunk(layout: DirectLayout, i: int, dest: np.ndarray, path: str) -> 
     try:
         size = os.path.getsize(fname)
     except FileNotFoundError:
+        if layout.encode_key((i, 0)) in layout.absent:  # the Zarr spec: the fill value
+            dest[...] = layout.fill
+            return True
         raise InputError(f"{path}: chunk file {fname} (rows {i * layout.chunk_rows}.."
                          f"{min((i + 1) * layout.chunk_rows, layout.n_rows) - 1}) is missing; "
                          "restore the chunk or rewrite the array") from None
@@ -326,13 +414,21 @@ def _chunk_of(arr: Any, path: str, r0: int, r1: int) -> np.ndarray:
     return np.asarray(arr[r0:r1])
 
 
+def _source_layout(arr: Any, src: Source) -> DirectLayout | None:
+    """``direct_layout`` of a source's array, knowing the chunks absent at its opening."""
+    layout = direct_layout(arr, src.working_dtype)
+    if layout is None or not isinstance(src, ZarrSource) or not src.absent.keys:
+        return layout
+    return dataclasses.replace(layout, absent=src.absent.keys)
+
+
 def read_zarr_rows(src: Source, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of a Zarr source, directly when the layout allows it."""
     arr = open_zarr_array(src.path)
     if start >= stop:
         return np.asarray(arr[start:stop])
     with _read_errors(src, start, stop):
-        layout = direct_layout(arr, src.working_dtype)
+        layout = _source_layout(arr, src)
         block = None if layout is None else read_direct(layout, start, stop, src.path,
                                                         src.token)
         if block is None:
@@ -342,9 +438,9 @@ def read_zarr_rows(src: Source, start: int, stop: int) -> np.ndarray:
 
 def _note_python(arr: Any, path: str, start: int, stop: int) -> None:
     """The chunks zarr-python decodes to read rows ``start:stop`` (``io.decodes``)."""
-    c, encode = int(arr.chunks[0]), arr.metadata.chunk_key_encoding.encode_chunk_key
+    c = int(arr.chunks[0])
     for i in range(start // c, -(-stop // c)):
-        decodes.note(f"{path.rstrip('/')}/{encode((i, 0))}")
+        decodes.note(f"{path.rstrip('/')}/{object_key(arr, (i, 0))}")
 
 
 def read_zarr_pieces(src: Source, start: int, stop: int) -> list[np.ndarray] | None:
@@ -356,7 +452,7 @@ def read_zarr_pieces(src: Source, start: int, stop: int) -> list[np.ndarray] | N
         return None
     arr = open_zarr_array(src.path)
     with _read_errors(src, start, stop):
-        layout = direct_layout(arr, src.working_dtype)
+        layout = _source_layout(arr, src)
         return None if layout is None else _direct_pieces(layout, start, stop, src.path,
                                                           src.token, None)
 

@@ -26,6 +26,7 @@ from ..options import (
     check_same_d,
     check_seed,
     check_shrinkage,
+    check_strict_chunks,
 )
 from .base import Plan, versions
 from .prior import PriorPlan
@@ -189,14 +190,16 @@ def fit_model(plan: FitPlan, scheduler: Any = None, progress: bool = False) -> S
 
 def open_pair(x: str, w: str | None, x_columns: Any = None, w_columns: Any = None,
               x_id_column: str | None = None, w_id_column: str | None = None,
-              prior: PriorPlan | None = None) -> dict[str, Any]:
+              prior: PriorPlan | None = None, strict_chunks: bool = False) -> dict[str, Any]:
     """The two sources of a fit, checked for the same d. With a ``prior``, only X: W is
-    written by the prior's fits when the plan runs (``FitPlan.with_prior``)."""
-    sx = open_source(x, x_columns, x_id_column)
+    written by the prior's fits when the plan runs (``FitPlan.with_prior``).
+    ``strict_chunks``: refuse Zarr arrays with absent chunks (``open_source``)."""
+    strict = check_strict_chunks(strict_chunks)
+    sx = open_source(x, x_columns, x_id_column, strict)
     if prior is not None:
         return {"x": sx}
     assert w is not None
-    sw = open_source(w, w_columns, w_id_column)
+    sw = open_source(w, w_columns, w_id_column, strict)
     check_same_d(sx.d, sw.d, f"--x ({sx.path})", f"--w ({sw.path})")
     return {"x": sx, "w": sw}
 
@@ -220,7 +223,8 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
              w_columns: str | list[str] | None = None, block_rows: int | None = None,
              shrinkage: float | str = "auto", overwrite: bool = False, resume: bool = False,
              stats_fraction: float = 1.0, on_invalid: str = "error",
-             target_rel_mse: float | None = None, prior: PriorPlan | None = None) -> FitPlan:
+             target_rel_mse: float | None = None, prior: PriorPlan | None = None,
+             strict_chunks: bool = False) -> FitPlan:
     """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
 
     Parameters
@@ -255,8 +259,11 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
         fitted rows) is at most this, chosen after pass 1 (``ddrp_dask.min_k``).
     prior : PriorPlan, optional
         W from labels (``jobs.prior.plan_prior``), fitted when the plan is executed.
+    strict_chunks : bool, default=False
+        Refuse a Zarr array with absent chunks instead of reading them as its fill value
+        (the Zarr specification's reading; the plan counts them).
     """
-    sources = open_pair(x, w, x_columns, w_columns, prior=prior)
+    sources = open_pair(x, w, x_columns, w_columns, prior=prior, strict_chunks=strict_chunks)
     opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
                        on_invalid, target_rel_mse)
     plan = FitPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,

@@ -11,7 +11,13 @@ from ..io import lifecycle
 from ..io.model_store import load_model
 from ..io.registry import open_source
 from ..maths.model import SketchModel
-from ..options import check_block_rows, check_format, check_on_invalid, check_side
+from ..options import (
+    check_block_rows,
+    check_format,
+    check_on_invalid,
+    check_side,
+    check_strict_chunks,
+)
 from .base import Plan, versions
 from .fit import OnModel
 from .sketch import SketchTarget, write_sketches
@@ -112,17 +118,17 @@ def plan_project(model: str, side: str, input: str, out: str,
                  columns: str | list[str] | None = None, block_rows: int | None = None,
                  overwrite: bool = False, resume: bool = False,
                  id_column: str | None = None, format: str = "zarr",
-                 on_invalid: str = "error") -> ProjectPlan:
+                 on_invalid: str = "error", strict_chunks: bool = False) -> ProjectPlan:
     """Plan ``project``: sketch the rows of ``input`` as side ``side`` of the saved model into
     the Zarr group ``out`` (array ``sketch``).
 
     ``block_rows`` defaults to the model's, so the bytes match the ``run`` that fitted it.
     ``id_column``: a Parquet id column copied to ``out/ids``; ``format="parquet"``: a Parquet
-    dataset mirroring the input's files.
+    dataset mirroring the input's files; ``strict_chunks`` as for ``plan_fit``.
     """
     check_side(side)
     fitted = load_model(model)
-    src = open_source(input, columns, id_column)
+    src = open_source(input, columns, id_column, check_strict_chunks(strict_chunks))
     if src.d != fitted.d:
         raise OptionError(f"got d={src.d} for {input} but the model {model} was fitted for "
                           f"d={fitted.d}")

@@ -82,14 +82,15 @@ def plan_run(x: str, w: str | None, k: int | None, out: str, method: str = "auto
              stats_fraction: float = 1.0, x_id_column: str | None = None,
              w_id_column: str | None = None, format: str = "zarr",
              on_invalid: str = "error", target_rel_mse: float | None = None,
-             prior: PriorPlan | None = None) -> RunPlan:
+             prior: PriorPlan | None = None, strict_chunks: bool = False) -> RunPlan:
     """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
     ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``, and
     ``x_id_column``/``w_id_column``: Parquet id columns copied to ``out/x_ids``/``out/w_ids``;
     ``format="parquet"``: Parquet datasets ``out/x``, ``out/w`` mirroring the inputs' files
-    (see ``ddrp_dask.io.writer``).
+    (see ``ddrp_dask.io.writer``); ``strict_chunks`` as for ``plan_fit``.
     """
-    sources = open_pair(x, w, x_columns, w_columns, x_id_column, w_id_column, prior)
+    sources = open_pair(x, w, x_columns, w_columns, x_id_column, w_id_column, prior,
+                        strict_chunks)
     opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
                        on_invalid, target_rel_mse, format)
     plan = RunPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
