@@ -26,6 +26,10 @@ class NpySource(Source):
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return _read_npy_rows(self, start, stop)
 
+    def _describe_extra(self) -> str:
+        how = "ranged reads" if is_url(self.path) else "a memory map"
+        return f", read through {how}"
+
 
 def _npy_header(fh: Any, path: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
     """(shape, fortran_order, dtype, header bytes) of an open .npy file; refuses object

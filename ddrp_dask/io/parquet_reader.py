@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,13 @@ class ParquetSource(Source):
     layout : {"list", "scalars"}
         ``list``: one list/fixed-size-list column; ``scalars``: one numeric column per
         dimension.
+    relative_files : tuple of str
+        Each file's path below the dataset's root.
+    storage : str
+        The vector columns' Arrow type and compression, for the plan.
+    partitions : tuple of tuple of (str, str)
+        Each file's hive partition keys and values (``lang=en/…``), decoded from its path:
+        columns of every row of the file, usable as the id column.
     """
 
     kind = "parquet"
@@ -47,6 +54,8 @@ class ParquetSource(Source):
     columns: tuple[str, ...] = ()
     layout: str = "list"
     relative_files: tuple[str, ...] = ()
+    partitions: tuple[tuple[tuple[str, str], ...], ...] = ()
+    storage: str = field(default="", compare=False)
 
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         return read_parquet_rows(self, start, stop, as_nan)
@@ -77,13 +86,17 @@ class ParquetSource(Source):
         return [(self.relative_files[fi], r) for fi, r in ranges.items()]
 
     def read_column(self, name: str, start: int, stop: int, what: str = "column") -> np.ndarray:
-        """Another column's values for rows ``start:stop`` (ids, labels); a null raises
-        naming the file, row group and row."""
+        """Another column's values for rows ``start:stop`` (ids, labels), or a hive
+        partition key's (the file's value, for each of its rows); a null raises naming the
+        file, row group and row."""
         parts = []
         for fi, gi, rg_start, nr in self.groups_in(start, stop):
             lo, hi = max(start, rg_start), min(stop, rg_start + nr)
             if lo < hi:
                 pf = open_parquet_file(self.files[fi])
+                if name not in pf.schema_arrow.names and name in self.partition_keys:
+                    parts.append(self._partition_values(name, fi, gi, lo, hi - lo, what))
+                    continue
                 if name not in pf.schema_arrow.names:
                     raise InputError(f"{self.files[fi]}: no {what} {name!r}; columns are "
                                      f"{pf.schema_arrow.names}")
@@ -103,16 +116,71 @@ class ParquetSource(Source):
             return None
         import pyarrow as pa
 
-        t = open_parquet_file(self.files[0]).schema_arrow.field(self.id_column).type
-        return "int64" if pa.types.is_integer(t) else "str"
+        schema = open_parquet_file(self.files[0]).schema_arrow
+        if self.id_column not in schema.names:  # a partition key
+            return "int64" if self._integer_key(self.id_column) else "str"
+        return "int64" if pa.types.is_integer(schema.field(self.id_column).type) else "str"
+
+    def output_key(self) -> str:
+        """The id column, or ``row`` when there is none or the id column is a hive partition
+        key: the output's mirrored paths (``lang=en/…``) carry that key already, and a file
+        column of the same name would clash with it in readers that infer hive keys."""
+        key = self.id_column
+        return "row" if key is None or key in self.partition_keys else key
+
+    @property
+    def partition_keys(self) -> tuple[str, ...]:
+        """The hive partition keys every file has, in path order."""
+        if not self.partitions:
+            return ()
+        common = set.intersection(*(set(dict(p)) for p in self.partitions))
+        return tuple(k for k, _ in self.partitions[0] if k in common)
+
+    def _integer_key(self, name: str) -> bool:
+        """Whether every value of partition key ``name`` is an integer (pyarrow's and
+        duckdb's inference of a hive key's type)."""
+        return all(_is_int(dict(p)[name]) for p in self.partitions)
+
+    def _partition_values(self, name: str, fi: int, gi: int, lo: int, n: int,
+                          what: str) -> np.ndarray:
+        value = dict(self.partitions[fi])[name]
+        if value == HIVE_NULL:
+            raise InvalidValueError(f"{self.files[fi]} row group {gi}: {what} {name!r} (a "
+                                    f"hive partition key) is null at row {lo}")
+        if self._integer_key(name):
+            return np.full(n, int(value), dtype=np.int64)
+        return np.full(n, value, dtype=object)
 
     def _fingerprint_extra(self) -> dict[str, Any]:
         return {"columns": list(self.columns), "files": list(self.relative_files),
                 "row_groups": len(self.row_groups)}
 
     def _describe_extra(self) -> str:
+        keys = self.partition_keys
         return (f", {len(self.files)} file(s), {len(self.row_groups)} row group(s), "
-                f"{self.layout} column(s) {short_list(self.columns)}")
+                f"{self.layout} column(s) {short_list(self.columns)} ({self.storage}), read "
+                "by pyarrow" + (f", hive partition key(s) {', '.join(keys)}" if keys else ""))
+
+
+#: A null partition value, as pyarrow and Hive write it.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def hive_partitions(rel: str) -> tuple[tuple[str, str], ...]:
+    """The ``key=value`` directories of a file's path below its dataset's root, values
+    URL-decoded as pyarrow, duckdb and polars write them.
+
+    >>> hive_partitions("lang=en/year=2024/part-0.parquet")
+    (('lang', 'en'), ('year', '2024'))
+    """
+    from urllib.parse import unquote
+
+    parts = [p.split("=", 1) for p in rel.split("/")[:-1] if "=" in p]
+    return tuple((unquote(k), unquote(v)) for k, v in parts)
 
 
 def _parquet_files(path: str) -> tuple[list[str], list[str]]:
@@ -156,7 +224,9 @@ def open_parquet_source(path: str, columns: list[str] | None,
     files, rels = _parquet_files(path)
     first = open_parquet_file(files[0])
     schema = first.schema_arrow
-    if id_column is not None:
+    partitions = tuple(hive_partitions(r) for r in rels)
+    if id_column is not None and not (id_column not in schema.names and all(
+            id_column in dict(p) for p in partitions)):
         _check_id_column(schema, id_column, files[0])
     layout, cols = _choose_columns(schema, columns, files[0],
                                    exclude=(id_column,) if id_column else ())
@@ -179,7 +249,22 @@ def open_parquet_source(path: str, columns: list[str] | None,
     d, dtype = _vector_shape(schema, layout, cols, files, row_groups)
     return ParquetSource(path, start, d, dtype, tuple(sizes), id_column, files=tuple(files),
                          row_groups=tuple(row_groups), columns=tuple(cols), layout=layout,
-                         relative_files=tuple(rels))
+                         relative_files=tuple(rels), partitions=partitions,
+                         storage=_storage(first, cols))
+
+
+def _storage(pf: Any, cols: tuple[str, ...]) -> str:
+    """The vector columns' Arrow type(s) and compression in a file's first row group."""
+    schema = pf.schema_arrow
+    types = sorted({str(schema.field(c).type) for c in cols})
+    kinds = ", ".join(types) if len(types) <= 2 else f"{len(types)} types"
+    if not pf.metadata.num_row_groups:
+        return kinds
+    group = pf.metadata.row_group(0)
+    names = {group.column(i).path_in_schema.split(".")[0]: group.column(i).compression
+             for i in range(group.num_columns)}
+    codecs = sorted({str(names[c]).lower() for c in cols if c in names})
+    return f"{kinds}, {'/'.join(codecs) or 'no'} compression"
 
 
 def _file_size(path: str) -> int:

@@ -139,6 +139,11 @@ class Source:
         """Another column's values for rows ``start:stop`` (ids, labels): Parquet only."""
         raise InputError(f"{self.path}: {what} {name!r} needs a Parquet source")
 
+    def output_key(self) -> str:
+        """The column a Parquet output mirroring this source keys its rows by: the id column,
+        else ``row`` (the global row index)."""
+        return self.id_column or "row"
+
     @property
     def id_dtype(self) -> str | None:
         """``"int64"`` or ``"str"`` for the id column, None without one."""

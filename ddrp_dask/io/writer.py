@@ -53,7 +53,7 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
     parent, name = inner.rsplit("/", 1)
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{name}.partial"
-    key = src.id_column or "row"
+    key = src.output_key()
     skipped: list[int] = []
     where = f"{side} input {src.path}"
     writer = None
@@ -63,7 +63,7 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
             sketch, bad = sketch_rows(src, start, stop, side_map, where, skip, mine)
             keep = np.setdiff1d(np.arange(stop - start), bad)
             sketch = sketch[keep]
-            keys = src.read_ids(start, stop) if src.id_column else np.arange(start, stop)
+            keys = src.read_ids(start, stop) if key == src.id_column else np.arange(start, stop)
             table = pa.table({key: keys[keep], "sketch": pa.FixedSizeListArray.from_arrays(
                 pa.array(sketch.ravel()), k)})
             if writer is None:

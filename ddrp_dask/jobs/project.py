@@ -77,7 +77,7 @@ class ProjectPlan(Plan):
         src = self.sources[self.side]
         if self.format == "parquet":
             return [f"{self.out}/... (Parquet mirroring {src.path}: "
-                    f"{src.id_column or 'row'}, sketch[{self.k}] float32)",
+                    f"{src.output_key()}, sketch[{self.k}] float32)",
                     f"{self.out}/_ddrp.json (completion marker)"]
         return [f"{self.out}/sketch ({src.n_rows} x {self.k} float32)"]
 

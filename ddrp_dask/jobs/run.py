@@ -34,7 +34,7 @@ class RunPlan(FitPlan):
                                                  "float32)"]
         if self.format == "parquet":
             lines = [f"{self.out}/{side}/... (Parquet mirroring {src.path}: "
-                     f"{src.id_column or 'row'}, sketch[{self.k}] float32)"
+                     f"{src.output_key()}, sketch[{self.k}] float32)"
                      for side, src in self.sources.items()]
             return [*lines, *prior, f"{self.out}/_ddrp.json (completion marker)",
                     f"{self.out}/model (model)"]
