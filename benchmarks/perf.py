@@ -144,7 +144,7 @@ def job_limits(p: dict[str, Any]) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from ddrp_dask.graph.passes import _project_task, _stats_task
-    from ddrp_dask.io.lifecycle import open_output
+    from ddrp_dask.io.lifecycle import open_output, sketch_arrays
     from ddrp_dask.io.registry import open_source
     from ddrp_dask.maths.model import SideMap
     from ddrp_dask.maths.project import check_finite, project_block
@@ -166,7 +166,8 @@ def job_limits(p: dict[str, Any]) -> dict[str, Any]:
     zk = zarr.create_array(str(out / "chunk_k"), shape=sketch.shape, dtype="float32",
                            chunks=sketch.shape, overwrite=True)
     src = open_source(p["x"])
-    open_output(str(out / "task"), {}, {"x": (rows, k)}, br, False)
+    open_output(str(out / "task"), {}, sketch_arrays("x", None, rows, k, br, "int64", "x"),
+                {"x": 1}, False)
 
     def write_k() -> None:
         zk[...] = sketch

@@ -16,8 +16,8 @@ import click
 
 import ddrp_dask
 from ddrp_dask.errors import DdrpError, OutputError
-from ddrp_dask.graph.compute import local_scheduler
-from ddrp_dask.io.lifecycle import output_facts
+from ddrp_dask.graph.compute import SCHEDULER_NAMES, THREADS_BELOW_BYTES, local_scheduler
+from ddrp_dask.io.lifecycle import output_facts, output_state
 from ddrp_dask.options import METHODS, not_smaller_than_raw, storage_ratio
 from ddrp_dask.report import format_report, report_dict
 
@@ -84,6 +84,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
+#: ``--scheduler``'s help: the names ``local_scheduler`` takes and its true default.
+SCHEDULER_HELP = (
+    "Scheduler address (tcp://HOST:PORT, tls://HOST:PORT) or one of "
+    f"{', '.join(SCHEDULER_NAMES)} ('local': a LocalCluster of --workers processes). "
+    "Default: $DASK_SCHEDULER_ADDRESS / Dask config 'scheduler-address', else 'threads' for "
+    f"inputs under {THREADS_BELOW_BYTES / 2**30:.0f} GiB and 'local' above.")
+
 run_options = _options(
     click.option("--config", type=click.Path(dir_okay=False), is_eager=True,
                  expose_value=False, callback=_load_config,
@@ -93,10 +100,7 @@ run_options = _options(
     click.option("--overwrite", is_flag=True, help="Replace an existing ddrp output."),
     click.option("--dry-run", is_flag=True, help="Print the plan and write nothing."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
-    click.option("--scheduler", default=None,
-                 help="Scheduler address (tcp://, tls://), 'local' (a LocalCluster), 'threads' "
-                      "or 'sync'. Default: $DASK_SCHEDULER_ADDRESS / Dask config "
-                      "'scheduler-address', else 'local'."),
+    click.option("--scheduler", default=None, help=SCHEDULER_HELP),
     click.option("--workers", type=int, default=None, help="LocalCluster workers."),
     click.option("--threads-per-worker", type=int, default=1, show_default=True),
     click.option("--memory-limit", default="auto", show_default=True,
@@ -153,6 +157,7 @@ def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
         click.echo(str(plan))
         return
     progress = show_progress(quiet)
+    done_before = bool(getattr(plan, "resume", False)) and output_state(plan.out) == "complete"
 
     def on_model(model: ddrp_dask.SketchModel) -> None:
         if plan.command in ("fit", "run") and not k_given:  # K chosen after pass 1
@@ -169,7 +174,8 @@ def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
         for note in src.notes():
             say(note)
     if not quiet:
-        say(f"wrote {plan.out}")
+        say(f"{plan.out} was already complete (--resume): nothing written to it"
+            if done_before else f"wrote {plan.out}")
 
 
 def warn_storage(k: int, d: int) -> None:

@@ -133,3 +133,5 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
         plot_mse_curve(report, plot)
         say(f"wrote {plot}")
     write_json(json_path, report)
+    if json_path:
+        say(f"wrote {json_path}")

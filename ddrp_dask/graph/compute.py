@@ -37,8 +37,11 @@ FAN_IN = 2
 #: 6.4 s against 8.0 s at 2 GB, 21.7 s against 23.9 s at 7.6 GB; small jobs also skip the
 #: cluster's 2-4 s start-up). Above it, unmeasured: a LocalCluster (memory limits, spilling).
 THREADS_BELOW_BYTES = 8 << 30
-#: Names of Dask's local schedulers (no cluster).
+#: Names of Dask's local schedulers (no cluster); ``synchronous`` is Dask's alias of ``sync``.
 LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")
+#: The scheduler names ``--scheduler`` takes besides an address, as its help and its error
+#: list them.
+SCHEDULER_NAMES = ("local", "threads", "processes", "sync")
 
 
 def tree_reduce(leaves: list[Any], merge: Callable[..., Any], *args: Any,
@@ -341,7 +344,7 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
         return
     if "://" not in name and ":" not in name:
         raise OptionError(f"--scheduler {name!r} is neither an address (tcp://HOST:PORT, "
-                          "tls://HOST:PORT) nor one of local, threads, sync, processes")
+                          f"tls://HOST:PORT) nor one of {', '.join(SCHEDULER_NAMES)}")
     try:
         client = Client(name, timeout="20s")
     except (OSError, TimeoutError, TypeError, ValueError) as e:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 from ..errors import OptionError, OutputError
 from .common import filesystem, is_url
 from .source import Source
-from .writer import float_compressors, write_rows
+from .writer import ArraySpec, consolidate, create_array, write_rows
 
 MARKER = "_ddrp.json"
 
@@ -55,6 +56,7 @@ __all__ = [
     "record_skipped",
     "remove_output",
     "remove_within",
+    "sketch_arrays",
     "staging_path",
     "write_marker",
 ]
@@ -256,18 +258,17 @@ def progress_name(array: str) -> str:
     return f"_progress_{array}"
 
 
-def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, int]],
-                block_rows: int, resume: bool, ids: dict[str, tuple[int, str]] | None = None
-                ) -> Any:
-    """The output group, created marked incomplete with empty float32 ``sketches``
-    (name → (rows, k)), their flags and the ``ids`` arrays (name → (rows, "int64"|"str")) —
-    or, when resuming, the existing incomplete group (``check_resumable`` vetted it when the
-    job was planned)."""
+def open_output(out: str, facts: dict[str, Any], arrays: Sequence[ArraySpec],
+                blocks: Mapping[str, int], resume: bool) -> Any:
+    """The output group, created marked incomplete with its empty ``arrays`` and one flag
+    array per entry of ``blocks`` (array name → number of blocks, i.e. of tasks writing it)
+    — or, when resuming, the existing incomplete group (``check_resumable`` vetted it when
+    the job was planned)."""
     import zarr
 
     if resume and _state(out) == "incomplete":
         group = zarr.open_group(out, mode="r+")
-        wanted = [*sketches, *map(progress_name, sketches), *(ids or {})]
+        wanted = [*(a.name for a in arrays), *map(progress_name, blocks)]
         if all(name in group for name in wanted):
             return group
         # interrupted while its arrays were being created: no block was written in it yet
@@ -275,18 +276,24 @@ def open_output(out: str, facts: dict[str, Any], sketches: dict[str, tuple[int, 
         fs.rm(inner, recursive=True)
     # the group appears with its marks in one write: never a ddrp group without them
     group = zarr.open_group(out, mode="w-", attributes={"complete": False, "ddrp": facts})
-    for name, (rows, k) in sketches.items():
-        group.create_array(name, shape=(rows, k), dtype="float32",
-                           chunks=(max(min(block_rows, rows), 1), k),
-                           compressors=float_compressors(),
-                           dimension_names=("row", "component"))
-        n_blocks = -(-rows // block_rows)
-        group.create_array(progress_name(name), shape=(n_blocks,), dtype="uint8",
-                           chunks=(1,), fill_value=0, compressors=None)
-    for name, (rows, dtype) in (ids or {}).items():
-        group.create_array(name, shape=(rows,), dtype=str if dtype == "str" else dtype,
-                           chunks=(max(min(block_rows, rows), 1),), dimension_names=("row",))
+    for spec in arrays:
+        create_array(group, spec)
+    for name, n_blocks in blocks.items():
+        create_array(group, ArraySpec(progress_name(name), (n_blocks,), "uint8", (1,),
+                                      (f"_block_{name}",), "none", 0))
     return group
+
+
+def sketch_arrays(name: str, ids: str | None, rows: int, k: int, block_rows: int,
+                  id_dtype: str, side: str) -> list[ArraySpec]:
+    """The arrays of one side's float32 sketches (``rows`` × ``k``, dimensions
+    ``{side}_row`` and ``component``) and of its ids, one chunk per block."""
+    chunk = min(block_rows, rows)
+    specs = [ArraySpec(name, (rows, k), "float32", (chunk, k), (f"{side}_row", "component"),
+                       "float")]
+    if ids is not None:
+        specs.append(ArraySpec(ids, (rows,), id_dtype, (chunk,), (f"{side}_row",)))
+    return specs
 
 
 def check_resumable(out: str, facts: dict[str, Any], resume: bool) -> None:
@@ -355,9 +362,10 @@ def mark_done(out: str, array: str, block: int, flag: int = 1) -> None:
 def record_skipped(group: Any, block_rows: int,
                    outputs: dict[str, tuple[str, str | None, str, Source]]) -> dict[str, int]:
     """Find the skipped (NaN) rows of the blocks flagged 2 and store their row indices as
-    ``<prefix>skipped_rows`` (and ids as ``<prefix>skipped_ids``); ``outputs``: side →
-    (sketch array, ids array or None, prefix, source). Returns counts per side. Reads one
-    flagged chunk at a time, so it also covers blocks done before a resume."""
+    ``<prefix>skipped_rows`` (and ids as ``<prefix>skipped_ids``), both along the dimension
+    ``{side}_skipped``; ``outputs``: side → (sketch array, ids array or None, prefix,
+    source). Returns counts per side. Reads one flagged chunk at a time, so it also covers
+    blocks done before a resume."""
     counts = {}
     for side, (name, ids_name, prefix, src) in outputs.items():
         flags = np.asarray(group[progress_name(name)][...])
@@ -367,26 +375,30 @@ def record_skipped(group: Any, block_rows: int,
             chunk = group[name][start:start + block_rows]
             rows.append(start + np.flatnonzero(np.isnan(chunk).any(axis=1)))
         skipped = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        arr = group.create_array(f"{prefix}skipped_rows", shape=skipped.shape, dtype="int64",
-                                 chunks=(max(len(skipped), 1),), overwrite=True)
+        dims = (f"{side}_skipped",)
+        arr = create_array(group, ArraySpec(f"{prefix}skipped_rows", skipped.shape, "int64",
+                                            (len(skipped),), dims), overwrite=True)
         arr[...] = skipped
         if ids_name is not None:
             ids = np.concatenate([src.read_ids(int(r), int(r) + 1) for r in skipped]) \
                 if skipped.size else np.zeros(0, dtype=str)
-            ida = group.create_array(f"{prefix}skipped_ids", shape=ids.shape,
-                                     dtype=str if ids.dtype.kind in "OUS" else "int64",
-                                     chunks=(max(len(ids), 1),), overwrite=True)
+            ida = create_array(group, ArraySpec(
+                f"{prefix}skipped_ids", ids.shape, "str" if ids.dtype.kind in "OUS" else "int64",
+                (len(ids),), dims), overwrite=True)
             ida[...] = ids
         counts[side] = int(skipped.size)
     return counts
 
 
 def finish(group: Any, facts: dict[str, Any]) -> None:
-    """Drop the flags and mark the output complete, with its provenance: the last write."""
+    """Drop the flags and mark the output complete, with its provenance; then consolidate
+    its metadata (``writer.consolidate``), which snapshots the completed state: the last
+    write."""
     for name in list(group.array_keys()):
         if name.startswith("_progress_"):
             del group[name]
     group.attrs.update({"complete": True, "ddrp": facts})
+    consolidate(group)
 
 
 def write_marker(out: str, complete: bool, facts: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
 """Save and load a ``SketchModel`` as a Zarr v3 group (no pickle).
 
 The group's attributes hold the metadata, the format version and a SHA-256 of every array's
-bytes; loading refuses another format version or a changed array.
+bytes; loading refuses another format version or a changed array. Its arrays carry dimension
+names (``feature``, ``component``) and its metadata is consolidated, so ``xarray.open_zarr``
+opens it as one dataset.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from ..errors import ModelError
 from ..maths.model import MAP_ARRAYS, SideMap, SketchModel, array_digest
 from ..maths.stats import Moments
+from .writer import ArraySpec, consolidate, create_array
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_model", "save_model"]
 
@@ -40,8 +43,7 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
     checksums = {}
     for key, value in arrays.items():
         a = np.ascontiguousarray(value, dtype="<f8")
-        arr = group.create_array(key, shape=a.shape, dtype="<f8", chunks=a.shape,
-                                 compressors=None)
+        arr = create_array(group, ArraySpec(key, a.shape, "<f8", a.shape, _dims(key), "none"))
         arr[...] = a
         checksums[key] = array_digest(a)
     group.attrs.update({
@@ -57,6 +59,19 @@ def save_model(model: SketchModel, path: str | os.PathLike[str]) -> None:
         "checksums": checksums,
         "complete": True,
     })
+    consolidate(group)
+
+
+#: The dimensions of a model's arrays (by the name after the side): ``feature`` (d) and
+#: ``component`` (K), so that ``xarray.open_zarr`` opens a model as one dataset; the scatter
+#: matrix's second axis has a name of its own (a variable's dimensions must differ).
+_DIMS = {"matrix": ("feature", "component"), "offset": ("component",), "shift": ("feature",),
+         "stats_mean": ("feature",), "stats_scatter": ("feature", "feature_2")}
+
+
+def _dims(key: str) -> tuple[str, ...]:
+    """Dimension names of the model array ``key`` (``x_matrix``, ``w_stats_mean``, ...)."""
+    return _DIMS[key.split("_", 1)[1]]
 
 
 def load_model(path: str | os.PathLike[str]) -> SketchModel:
@@ -65,7 +80,8 @@ def load_model(path: str | os.PathLike[str]) -> SketchModel:
 
     spath = str(path)
     try:
-        group = zarr.open_group(spath, mode="r")
+        # the stored nodes themselves, not the consolidated snapshot: a changed model shows
+        group = zarr.open_group(spath, mode="r", use_consolidated=False)
         attrs: dict[str, Any] = dict(group.attrs)
     except Exception as e:
         raise ModelError(f"{spath}: not a ddrp model ({e})") from e

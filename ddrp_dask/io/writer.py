@@ -18,6 +18,8 @@ and appears as ``OUT`` only when complete (``io.lifecycle.begin``/``commit``).
 from __future__ import annotations
 
 import json
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,8 +29,8 @@ from ..maths.model import SideMap
 from .common import filesystem
 from .source import Given, Source, sketch_rows
 
-__all__ = ["file_jobs", "float_compressors", "ids_kind", "skipped_of", "write_file",
-           "write_ids_at", "write_rows"]
+__all__ = ["ArraySpec", "consolidate", "create_array", "file_jobs", "float_compressors",
+           "ids_kind", "skipped_of", "write_file", "write_ids_at", "write_rows"]
 
 
 Jobs = list[tuple[str, list[tuple[int, int]]]]
@@ -96,6 +98,66 @@ def float_compressors() -> Any:
     from zarr.codecs import ZstdCodec
 
     return ZstdCodec(level=1)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of a Zarr output, as created empty before its chunks are written.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the output group.
+    shape, chunks : tuple of int
+        Its shape and chunk shape (a chunk is what one task writes).
+    dtype : str
+        A numpy dtype name, or ``"str"`` for variable-length strings (ids).
+    dims : tuple of str
+        Its dimension names: arrays sharing a name share that axis, so ``xarray.open_zarr``
+        opens the whole group as one dataset (``x_row``, ``w_row``, ``component``, ...).
+    codec : {"float", "default", "none"}
+        ``"float"``: ``float_compressors`` (noise-like floats); ``"default"``: zarr's;
+        ``"none"``: uncompressed.
+    fill_value : optional
+        zarr's default when None.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    dims: tuple[str, ...]
+    codec: str = "default"
+    fill_value: Any = None
+
+
+def create_array(group: Any, spec: ArraySpec, overwrite: bool = False) -> Any:
+    """Create the empty array ``spec`` in the Zarr group ``group``; returns it."""
+    kwargs: dict[str, Any] = {}
+    if spec.codec == "float":
+        kwargs["compressors"] = float_compressors()
+    elif spec.codec == "none":
+        kwargs["compressors"] = None
+    if spec.fill_value is not None:
+        kwargs["fill_value"] = spec.fill_value
+    return group.create_array(spec.name, shape=spec.shape,
+                              dtype=str if spec.dtype == "str" else spec.dtype,
+                              chunks=tuple(max(c, 1) for c in spec.chunks),
+                              dimension_names=spec.dims, overwrite=overwrite, **kwargs)
+
+
+def consolidate(group: Any) -> None:
+    """Write the consolidated metadata of the finished Zarr group ``group`` (its every
+    node's metadata in its ``zarr.json``), which xarray reads in one request. Called last,
+    once nothing else is written in the group: the consolidated copy is a snapshot.
+    zarr-python warns that Zarr format 3 does not yet specify it; the group stays readable
+    by any Zarr v3 reader, which ignores it."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(group.store, path=group.path)
 
 
 def write_rows(path: str, rows: slice | tuple[slice, ...], values: np.ndarray) -> None:

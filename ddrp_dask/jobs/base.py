@@ -123,7 +123,10 @@ class Plan:
         return []
 
     def __str__(self) -> str:
-        lines = [f"ddrp {self.command} plan", "inputs:"]
+        # "ddrp plan plan" would stutter: the command named plan gets "the plan of ddrp plan"
+        title = "the plan of ddrp plan" if self.command == "plan" else \
+            f"ddrp {self.command} plan"
+        lines = [title, "inputs:"]
         for side, src in self.sources.items():
             lines.append(f"  {side}: {src.describe()}")
             lines.append(f"     {self.n_blocks(side)} block(s) of {self.block_rows} rows")

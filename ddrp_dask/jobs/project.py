@@ -20,7 +20,7 @@ from ..options import (
 )
 from .base import Plan, versions
 from .fit import OnModel
-from .sketch import SketchTarget, write_sketches
+from .sketch import SketchTarget, write_sketches, zarr_side_outputs
 
 __all__ = ["ProjectPlan", "plan_project"]
 
@@ -79,7 +79,7 @@ class ProjectPlan(Plan):
             return [f"{self.out}/... (Parquet mirroring {src.path}: "
                     f"{src.output_key()}, sketch[{self.k}] float32)",
                     f"{self.out}/_ddrp.json (completion marker)"]
-        return [f"{self.out}/sketch ({src.n_rows} x {self.k} float32)"]
+        return zarr_side_outputs(self.out, self.side, src, self.k, "sketch", "", self.skip)
 
     def output_bytes(self) -> int:
         """Uncompressed bytes written: float32 sketches (plus 8-byte ids)."""

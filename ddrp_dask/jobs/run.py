@@ -10,7 +10,7 @@ from ..io.model_store import save_model
 from ..maths.model import SketchModel
 from .fit import FitPlan, OnModel, fit_options, open_pair
 from .prior import PriorPlan
-from .sketch import SketchTarget, write_sketches
+from .sketch import SketchTarget, write_sketches, zarr_side_outputs
 
 __all__ = ["RunPlan", "plan_run"]
 
@@ -38,8 +38,10 @@ class RunPlan(FitPlan):
                      for side, src in self.sources.items()]
             return [*lines, *prior, f"{self.out}/_ddrp.json (completion marker)",
                     f"{self.out}/model (model)"]
-        return [*(f"{self.out}/{side} ({src.n_rows} x {self.k} float32)"
-                  for side, src in self.sources.items()), *prior, f"{self.out}/model (model)"]
+        return [*(line for side, src in self.sources.items()
+                  for line in zarr_side_outputs(self.out, side, src, self.k, side, f"{side}_",
+                                                self.skip)),
+                *prior, f"{self.out}/model (model)"]
 
     def output_bytes(self) -> int:
         """Uncompressed bytes pass 2 writes: float32 sketches (plus 8-byte ids); with a

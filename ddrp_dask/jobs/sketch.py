@@ -20,7 +20,8 @@ from ..maths.model import SketchModel
 from ..maths.project import project_block
 from .base import block_ranges
 
-__all__ = ["SketchTarget", "sketch_numpy", "write_parquet", "write_sketches", "write_zarr"]
+__all__ = ["SketchTarget", "sketch_numpy", "write_parquet", "write_sketches", "write_zarr",
+           "zarr_side_outputs"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,22 @@ class SketchTarget:
     ids: str | None
     prefix: str
     parquet_dir: str
+
+
+def zarr_side_outputs(out: str, side: str, src: Source, k: int, array: str, prefix: str,
+                      skip: bool) -> list[str]:
+    """The lines of a plan's text for one side's arrays in a Zarr output: its sketches
+    ``array``, its ids ``{prefix}ids`` (with an id column) and, with ``skip``, the lists of
+    the rows left out."""
+    lines = [f"{out}/{array} ({src.n_rows} x {k} float32)"]
+    if src.id_column:
+        lines.append(f"{out}/{prefix}ids ({src.n_rows} {src.id_dtype}, id column "
+                     f"{src.id_column!r})")
+    if skip:
+        also = f" and {prefix}skipped_ids" if src.id_column else ""
+        lines.append(f"{out}/{prefix}skipped_rows{also} (the {side} rows left out by "
+                     "--on-invalid skip)")
+    return lines
 
 
 @contextlib.contextmanager
@@ -55,9 +72,10 @@ def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_
     """Pass 2 into the Zarr group ``out`` (the path ``lifecycle.begin`` gave): create (or
     reopen when resuming) it, call ``created(out)``, one task per pending block, the skipped
     rows listed, then ``complete: true``."""
-    sketches = {t.array: (t.source.n_rows, model.k) for t in targets}
-    ids = {t.ids: (t.source.n_rows, str(t.source.id_dtype)) for t in targets if t.ids}
-    group = lifecycle.open_output(out, facts, sketches, block_rows, resume, ids)
+    arrays = [spec for t in targets for spec in lifecycle.sketch_arrays(
+        t.array, t.ids, t.source.n_rows, model.k, block_rows, str(t.source.id_dtype), t.side)]
+    blocks = {t.array: len(block_ranges(t.source.n_rows, block_rows)) for t in targets}
+    group = lifecycle.open_output(out, facts, arrays, blocks, resume)
     if created is not None:
         created(out)
     jobs = []
