@@ -1,16 +1,18 @@
 # make demo: set everything up, run the main job on Dask (the default scheduler), print the report.
 # make test: set everything up and run the test suite (what CI runs), the library's doctests
-# included (pyproject: testpaths and --doctest-modules).
+# included (pyproject: testpaths and --doctest-modules), and the documentation site's build
+# and examples (tests/test_docs.py).
+# make docs: build the documentation site into docs/_build/html (warnings are errors).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test wheel-smoke lint bench clean
+.PHONY: venv demo test docs wheel-smoke lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,docs]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -42,6 +44,11 @@ wheel-smoke: venv
 		--w /tmp/ddrp-smoke-w.npy -k 8 --out /tmp/ddrp-smoke.zarr --overwrite --scheduler threads
 	rm -rf .venv-wheel
 
+docs: venv
+	rm -rf docs/generated
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+	@echo "the site: docs/_build/html/index.html"
+
 lint: venv
 	$(BIN)/ruff check ddrp_dask cli tests benchmarks scripts deploy
 	$(BIN)/mypy ddrp_dask
@@ -51,4 +58,5 @@ bench: venv
 	$(BIN)/python benchmarks/memory.py
 
 clean:
-	rm -rf $(VENV) demo-data demo-out bench-out .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-data demo-out bench-out tour docs/_build docs/generated .pytest_cache \
+		.hypothesis

@@ -20,7 +20,7 @@ from .jobs.base import Plan
 from .jobs.evaluate import EvaluatePlan, evaluate_model, plan_evaluate
 from .jobs.fit import compute_moments, fit_model, plan_fit
 from .jobs.matmul import MatmulPlan, execute_matmul, plan_matmul
-from .jobs.plan import plan_stats
+from .jobs.plan import plan_choose, plan_stats
 from .jobs.prior import prior_from_labels
 from .jobs.project import plan_project
 from .jobs.run import plan_run
@@ -67,6 +67,7 @@ __all__ = [
     "min_k",
     "open_source",
     "pair_energy",
+    "plan_choose",
     "plan_evaluate",
     "plan_fit",
     "plan_matmul",

@@ -81,7 +81,7 @@ class AsymmetricRandomProjection(
         it to files).
     n_features_in_ : int
         d, the dimension of both sources.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Names of X's columns, when X has string column names.
     n_components_ : int
         K.

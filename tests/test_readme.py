@@ -27,8 +27,8 @@ def _block(marker: str) -> str:
 def tour_commands() -> list[list[str]]:
     """The tour's shell commands, continuation lines joined, comments dropped."""
     text = _block("tour").replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines()]
-    return [shlex.split(line) for line in lines if line and not line.startswith("#")]
+    commands = [shlex.split(line, comments=True) for line in text.splitlines()]
+    return [c for c in commands if c]
 
 
 def shown_output() -> dict[str, list[str]]:
@@ -105,6 +105,10 @@ def test_excerpt_lines_match_within_their_tolerances() -> None:
 
 def test_tour_has_every_step() -> None:
     cmds = tour_commands()
+    assert cmds[0] == ["mkdir", "-p", "tour"]  # the outputs go to a scratch folder
+    cmds = cmds[1:]
+    assert all(c[c.index(opt) + 1].startswith("tour/")
+               for c in cmds for opt in ("--out", "--plot") if opt in c)
     assert [c[:2] for c in cmds] == [["ddrp", "plan"], ["ddrp", "run"], ["ddrp", "evaluate"],
                                      ["ddrp", "matmul"], ["ddrp", "project"]]
     assert "--plot" in cmds[0] and "--top" in cmds[3]
@@ -121,6 +125,9 @@ def test_readme_tour_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyP
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "cli")])}
     printed: dict[str, str] = {}
     for cmd in tour_commands():
+        if cmd[:2] == ["mkdir", "-p"]:
+            (tmp_path / cmd[2]).mkdir(parents=True)
+            continue
         # the threaded scheduler: the same bytes as a LocalCluster, without starting one
         args = [sys.executable, "-m", "ddrp_cli.main", *cmd[1:], "--scheduler", "threads"]
         res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -129,7 +136,8 @@ def test_readme_tour_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyP
         printed[cmd[1]] = res.stdout
     for name in ("plan.png", "sketches.zarr/model", "top10.zarr/indices",
                  "new-rows.zarr/sketch", "new-rows.zarr/ids"):
-        assert (tmp_path / name).exists(), name
+        assert (tmp_path / "tour" / name).exists(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-data", "tour"]
     for command, lines in shown_output().items():
         for line in lines:
             assert shows(line, printed[command].splitlines(), TOLERANCES[command]), \
@@ -141,5 +149,5 @@ def test_readme_tour_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyP
     import numpy as np
     import zarr
 
-    sketch = zarr.open_array(str(tmp_path / "sketches.zarr/x"), mode="r")[...]
+    sketch = zarr.open_array(str(tmp_path / "tour/sketches.zarr/x"), mode="r")[...]
     assert np.array_equal(scope["S"], sketch)  # the estimator gives run's bytes
