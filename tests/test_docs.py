@@ -202,9 +202,9 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _shims(folder: Path) -> dict[str, str]:
     """An environment whose ``ddrp`` and ``python`` are this checkout's, in this Python."""
     folder.mkdir()
-    (folder / "ddrp").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ddrp_cli.main "$@"\n')
-    (folder / "ddrp").chmod(0o755)
-    (folder / "python").symlink_to(sys.executable)
+    for name, run in (("ddrp", "-m ddrp_cli.main "), ("python", "")):
+        (folder / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" {run}"$@"\n')
+        (folder / name).chmod(0o755)
     return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}",
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "cli")])}
 
