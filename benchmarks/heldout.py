@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from baselines import fit_head_tail
 from threadpoolctl import threadpool_limits
 
-from ddrp_dask.maths import optimal as opt
 from ddrp_dask.maths.build import build
+from ddrp_dask.maths.crossfit import OptimalFit, fit_optimal
+from ddrp_dask.maths.folds import N_FOLDS, fold_moments
 from ddrp_dask.maths.model import SideMap
 from ddrp_dask.maths.stats import Moments, combine_all
 
@@ -86,8 +88,8 @@ def halves(a: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def folds(a: np.ndarray) -> list[Moments]:
     """Fold statistics in blocks of 256 rows, merged as pass 1 would."""
-    parts = [opt.fold_moments(a[i:i + 256].copy(), i) for i in range(0, len(a), 256)]
-    return [combine_all([p[f] for p in parts]) for f in range(opt.N_FOLDS)]
+    parts = [fold_moments(a[i:i + 256].copy(), i) for i in range(0, len(a), 256)]
+    return [combine_all([p[f] for p in parts]) for f in range(N_FOLDS)]
 
 
 def _mse(x_map: SideMap, w_map: SideMap, x: np.ndarray, w: np.ndarray,
@@ -101,16 +103,16 @@ def builders(fx: list[Moments], fw: list[Moments], k: int
              ) -> tuple[dict[str, Callable[[int], tuple[SideMap, SideMap]]], dict[str, float]]:
     """Per method, a function seed → (x map, w map); and the predicted out-of-sample MSEs."""
     mx, mw = combine_all(fx), combine_all(fw)
-    first = opt.fit_optimal(fx, fw, k, 0)
+    first = fit_optimal(fx, fw, k, 0)
     chosen = (first.info["shrinkage_x"], first.info["shrinkage_w"])
-    s4 = opt.fit_head_tail(mx, mw, k, 0, "lw", fx, fw)
+    s4 = fit_head_tail(mx, mw, k, 0, "lw", fx, fw)
 
     def auto7(s: int) -> tuple[SideMap, SideMap]:
-        f = opt.fit_optimal(fx, fw, k, s, chosen)
+        f = fit_optimal(fx, fw, k, s, chosen)
         return f.x, f.w
 
     def head_tail(s: int) -> tuple[SideMap, SideMap]:
-        f = opt.fit_head_tail(mx, mw, k, s, "lw")
+        f = fit_head_tail(mx, mw, k, s, "lw")
         return f.x, f.w
 
     def method(name: str) -> Callable[[int], tuple[SideMap, SideMap]]:
@@ -225,7 +227,7 @@ def timing() -> str:
         fx, fw = folds(x), folds(w)
         for k in (16, 64):
             t = time.perf_counter()
-            f = opt.fit_optimal(fx, fw, k, 0)
+            f = fit_optimal(fx, fw, k, 0)
             lines.append(f"| {d} | {k} | {4 * d} / {2 * d} | {time.perf_counter() - t:.1f} | "
                          f"{f.info['shrinkage_search']} |")
     return "\n".join(lines)
@@ -270,13 +272,13 @@ def search(ds: tuple[int, ...], ks: tuple[int, ...], splits: int, seeds: int) ->
                     held = {}
                     for kind in ("full", "refined"):
                         t = time.perf_counter()
-                        f = opt.fit_optimal(fx, fw, k, 0, search=kind)
+                        f = fit_optimal(fx, fw, k, 0, search=kind)
                         times[kind] += (time.perf_counter() - t) / splits
                         pairs[kind] = f.info["shrinkage_search"].rsplit(", ", 1)[1].split()[0]
                         chosen = (f.info["shrinkage_x"], f.info["shrinkage_w"])
                         shr.setdefault(kind, f"{chosen[0]['kind']}/{chosen[1]['kind']}")
                         held[kind] = float(np.mean([
-                            _mse(*_maps(opt.fit_optimal(fx, fw, k, s, chosen)), xh, wh, exact)
+                            _mse(*_maps(fit_optimal(fx, fw, k, s, chosen)), xh, wh, exact)
                             for s in range(seeds)]))
                     ratios.append(held["refined"] / held["full"])
                 r = np.array(ratios)
@@ -289,7 +291,7 @@ def search(ds: tuple[int, ...], ks: tuple[int, ...], splits: int, seeds: int) ->
     return "\n".join(lines)
 
 
-def _maps(f: opt.OptimalFit) -> tuple[SideMap, SideMap]:
+def _maps(f: OptimalFit) -> tuple[SideMap, SideMap]:
     return f.x, f.w
 
 

@@ -262,7 +262,7 @@ def job_passes(p: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     import ddrp_dask as dd
     from ddrp_dask.jobs.fit import compute_folds
-    from ddrp_dask.maths.optimal import folds_for
+    from ddrp_dask.maths.folds import folds_for
 
     out = Path(p["out"])
     shutil.rmtree(out, ignore_errors=True)

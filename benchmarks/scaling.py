@@ -89,7 +89,7 @@ def time_build(d: int, k: int, method: str) -> float:
     over ``folds_for(d)`` folds (five synthetic folds of 200,000 rows per source) where the
     job cross-fits, in-sample above; it fixes its BLAS threads itself."""
     import ddrp_dask as dd
-    from ddrp_dask.maths.optimal import folds_for
+    from ddrp_dask.maths.folds import folds_for
     from ddrp_dask.maths.stats import combine_all
 
     n_folds = folds_for(d) if method == "auto" else 1

@@ -26,8 +26,8 @@ from .io.common import working_dtype
 from .jobs.sketch import sketch_numpy
 from .maths.blas import one_blas_thread
 from .maths.build import build
+from .maths.folds import combine_folds, folds_for, moments_by_fold
 from .maths.model import SketchModel
-from .maths.optimal import combine_folds, folds_for, moments_by_fold
 from .maths.stats import Moments, block_moments, combine_all
 from .options import (
     check_block_rows,

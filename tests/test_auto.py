@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import ddrp_dask as dd
 from ddrp_cli.main import cli
 from ddrp_dask.jobs.fit import compute_folds
-from ddrp_dask.maths.optimal import fold_of
+from ddrp_dask.maths.folds import fold_of
 
 from .conftest import make_pair, write_npy
 

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 import ddrp_dask as dd
 from ddrp_dask import AsymmetricRandomProjection
 from ddrp_dask.errors import DdrpError, InputError, InvalidValueError, OptionError
-from ddrp_dask.maths.optimal import combine_folds, moments_by_fold
+from ddrp_dask.maths.folds import combine_folds, moments_by_fold
 from ddrp_dask.testing import reference_covariance, reference_mean, reference_sketch
 
 from .conftest import make_pair, write_npy

@@ -1,18 +1,36 @@
-"""DESIGN §7 (``ddrp_dask.optimal``): folds, unbiasedness, sampling design, predictions."""
+"""``auto`` (``docs/method.md §5``: ``maths.folds``, ``shrinkage``, ``basis``, ``allocation``,
+``crossfit``): folds, unbiasedness, sampling design, predictions; and the head-tail baseline
+of the benchmarks."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
 from ddrp_dask.errors import OptionError
-from ddrp_dask.maths import optimal as opt
+from ddrp_dask.maths import allocation, basis, crossfit, folds, shrinkage
 from ddrp_dask.maths.model import SideMap
 from ddrp_dask.maths.stats import Moments, block_moments, combine_all
 
 Z_MAX = 4.5
+
+
+def _baselines() -> ModuleType:
+    """``benchmarks/baselines.py`` (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines.py"
+    spec = importlib.util.spec_from_file_location("ddrp_benchmark_baselines", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BASELINES = _baselines()
 
 
 def sketch(side: SideMap, v: np.ndarray) -> np.ndarray:
@@ -22,11 +40,11 @@ def sketch(side: SideMap, v: np.ndarray) -> np.ndarray:
 def folds_of(a: np.ndarray, block: int | None = None) -> list[Moments]:
     """Fold statistics of ``a`` computed block by block and merged (as pass 1 does)."""
     block = block or len(a)
-    parts = [opt.fold_moments(a[i:i + block].copy(), i) for i in range(0, len(a), block)]
-    return [combine_all([p[f] for p in parts]) for f in range(opt.N_FOLDS)]
+    parts = [folds.fold_moments(a[i:i + block].copy(), i) for i in range(0, len(a), block)]
+    return [combine_all([p[f] for p in parts]) for f in range(folds.N_FOLDS)]
 
 
-def zscores(fit: Callable[[int], opt.OptimalFit], seeds: range, xs: np.ndarray,
+def zscores(fit: Callable[[int], crossfit.OptimalFit], seeds: range, xs: np.ndarray,
             ws: np.ndarray) -> np.ndarray:
     """(mean over seeds − x·w) / standard error, the error floored at float round-off."""
     ests = []
@@ -40,12 +58,12 @@ def zscores(fit: Callable[[int], opt.OptimalFit], seeds: range, xs: np.ndarray,
 
 
 def redraws(folds_x: list[Moments], folds_w: list[Moments], k: int
-            ) -> tuple[opt.OptimalFit, Callable[[int], opt.OptimalFit]]:
+            ) -> tuple[crossfit.OptimalFit, Callable[[int], crossfit.OptimalFit]]:
     """The auto fit for seed 0, and a function giving the same fit for any seed without the
     shrinkage search (the chosen shrinkage passed back in): much faster over many seeds."""
-    first = opt.fit_optimal(folds_x, folds_w, k, 0)
+    first = crossfit.fit_optimal(folds_x, folds_w, k, 0)
     chosen = (first.info["shrinkage_x"], first.info["shrinkage_w"])
-    return first, lambda s: opt.fit_optimal(folds_x, folds_w, k, s, chosen)
+    return first, lambda s: crossfit.fit_optimal(folds_x, folds_w, k, s, chosen)
 
 
 def gaussian_source(n: int, d: int, spectrum: np.ndarray, mean: float, seed: int
@@ -92,17 +110,17 @@ def probe_vectors(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def test_fold_of_is_a_hash_of_the_index() -> None:
     rows = np.arange(100_000)
-    f = opt.fold_of(rows)
-    assert f.dtype == np.int64 and f.min() == 0 and f.max() == opt.N_FOLDS - 1
+    f = folds.fold_of(rows)
+    assert f.dtype == np.int64 and f.min() == 0 and f.max() == folds.N_FOLDS - 1
     counts = np.bincount(f)
     assert np.all(np.abs(counts - 20_000) < 5 * np.sqrt(20_000 * 0.8 * 0.2))
     assert not np.array_equal(f, rows % 5)
     # a period-5 pattern in the data does not align with the folds
-    assert len(set(f[::5][:1000].tolist())) == opt.N_FOLDS
-    assert opt.fold_of(np.array(12345)).shape == ()
-    assert int(opt.fold_of(np.array(12345))) == int(f[12345])
+    assert len(set(f[::5][:1000].tolist())) == folds.N_FOLDS
+    assert folds.fold_of(np.array(12345)).shape == ()
+    assert int(folds.fold_of(np.array(12345))) == int(f[12345])
     with pytest.raises(OptionError, match="≥ 0"):
-        opt.fold_of(np.array([-1]))
+        folds.fold_of(np.array([-1]))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -111,13 +129,13 @@ def test_fold_moments_merge_to_whole_and_ignore_blocking(dtype: str) -> None:
     tol = 1e-12 if dtype == "float64" else 1e-6
     whole = block_moments(a.astype(np.float64))
     by_block = {b: folds_of(a, b) for b in (7, 64, None)}
-    for folds in by_block.values():
-        merged = combine_all(folds)
+    for stats in by_block.values():
+        merged = combine_all(stats)
         assert merged.n == whole.n
         np.testing.assert_allclose(merged.mean, whole.mean, rtol=tol)
         scale = np.abs(whole.scatter).max()
         assert np.abs(merged.scatter - whole.scatter).max() <= tol * scale
-        for f, ref in zip(folds, by_block[None], strict=True):
+        for f, ref in zip(stats, by_block[None], strict=True):
             assert f.n == ref.n
             assert np.abs(f.scatter - ref.scatter).max() <= tol * scale
 
@@ -131,14 +149,14 @@ def test_fold_moments_of_pieces_are_the_bytes_of_the_assembled_block(cuts: list[
     pieces = np.split(a.copy(), cuts)
     for p in pieces:
         p.flags.writeable = False
-    got = opt.pieces_fold_moments(pieces, 1000)
-    want = opt.fold_moments(a.copy(), 1000)
+    got = folds.pieces_fold_moments(pieces, 1000)
+    want = folds.fold_moments(a.copy(), 1000)
     for g, w in zip(got, want, strict=True):
         assert g.n == w.n and g.mean.tobytes() == w.mean.tobytes()
         assert g.scatter.tobytes() == w.scatter.tobytes()
     assert np.array_equal(np.concatenate(pieces), a)
     # control: the folds follow the global rows, so another first row gives other bytes
-    other = opt.pieces_fold_moments(pieces, 1001)
+    other = folds.pieces_fold_moments(pieces, 1001)
     assert any(o.scatter.tobytes() != w.scatter.tobytes() for o, w in zip(other, want,
                                                                          strict=True))
 
@@ -169,7 +187,7 @@ def test_unbiased_in_the_null_space_of_a_low_rank_w(
     assert np.abs(z).max() < Z_MAX, z
 
 
-def _biased(fit: opt.OptimalFit, what: str) -> opt.OptimalFit:
+def _biased(fit: crossfit.OptimalFit, what: str) -> crossfit.OptimalFit:
     """A deliberately wrong sketch: the tail dropped, or the sampled columns without their
     full 1/√π rescale."""
     a = fit.info["allocation"]
@@ -183,7 +201,7 @@ def _biased(fit: opt.OptimalFit, what: str) -> opt.OptimalFit:
         m[:, lo:hi] *= 0.7
         offset = fit.x.offset.copy()
         offset[lo:hi] *= 0.7
-    return opt.OptimalFit(SideMap(m, offset, fit.x.shift), fit.w, fit.info)
+    return crossfit.OptimalFit(SideMap(m, offset, fit.x.shift), fit.w, fit.info)
 
 
 @pytest.mark.parametrize("what", ["tail", "rescale"])
@@ -206,15 +224,15 @@ def test_inclusion_probabilities_and_fixed_sample_size() -> None:
     rng = np.random.default_rng(0)
     r = np.concatenate([[5.0, 3.0], np.sort(rng.uniform(0.5, 1.5, 28))[::-1]])
     m, width, d = 8, 3, 40
-    pi = opt._threshold(r, m)
+    pi = allocation.threshold(r, m)
     assert pi is not None
-    assert abs(pi.sum() - m) < 1e-12 and pi.min() >= opt.PI_FLOOR
-    alloc = opt._Alloc(30, m, width, pi)
+    assert abs(pi.sum() - m) < 1e-12 and pi.min() >= allocation.PI_FLOOR
+    alloc = allocation.Alloc(30, m, width, pi)
     assert 0 < alloc.head < m
     n_draws = 4000
     hits = np.zeros(30)
     for seed in range(n_draws):
-        mat = opt._sketch_matrix(alloc, d, m + width, np.random.default_rng(seed))
+        mat = allocation.sketch_matrix(alloc, d, m + width, np.random.default_rng(seed))
         chosen = np.flatnonzero(np.abs(mat[:m, :30]).sum(0))
         assert chosen.size == m  # exactly k − k_F coordinates, heads included
         assert np.all(mat[m:, :30] == 0) and np.all(mat[:m, 30:] == 0)
@@ -226,14 +244,14 @@ def test_inclusion_probabilities_and_fixed_sample_size() -> None:
 
 def test_joint_inclusion_matches_simulation() -> None:
     pi = np.array([0.3, 0.5, 0.45, 0.25, 0.5])  # sum 2
-    joint = opt._joint_inclusion(pi)
+    joint = allocation.joint_inclusion(pi)
     np.testing.assert_allclose(np.diag(joint), pi)
     np.testing.assert_allclose(joint.sum(1), 2 * pi)  # Σ_l π_il = n π_i (fixed size)
     us = (np.arange(20_000) + 0.5) / 20_000
     sim = np.zeros((5, 5))
     for u in us:
         sel = np.zeros(5)
-        sel[opt._systematic(pi, float(u))[0]] = 1
+        sel[allocation.systematic(pi, float(u))[0]] = 1
         sim += np.outer(sel, sel)
     np.testing.assert_allclose(sim / us.size, joint, atol=1e-3)
 
@@ -252,7 +270,7 @@ def test_predicted_mse_matches_empirical_on_gaussian_data() -> None:
     w_new = gaussian_source(400, d, spec_w[::-1] * spec_w, -0.5, 13)
     err_fit, err_new = [], []
     for seed in range(50):
-        f = opt.fit_optimal(fx, fw, k, seed, "oas")
+        f = crossfit.fit_optimal(fx, fw, k, seed, "oas")
         est = sketch(f.x, x[:400]) @ sketch(f.w, w[:400]).T
         err_fit.append(np.mean((est - x[:400] @ w[:400].T) ** 2))
         est = sketch(f.x, x_new) @ sketch(f.w, w_new).T
@@ -290,7 +308,7 @@ def _degenerate_cases() -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
 def test_degenerate_inputs_stay_unbiased(case: str) -> None:
     x, w, k = _degenerate_cases()[case]
     fx, fw = folds_of(x), folds_of(w)
-    f = opt.fit_optimal(fx, fw, k, 0)
+    f = crossfit.fit_optimal(fx, fw, k, 0)
     assert f.x.matrix.shape == (10, k) and np.isfinite(f.x.matrix).all()
     assert np.isfinite(f.info["predicted_mse"])
     if case == "3 rows in all":
@@ -306,7 +324,7 @@ def test_degenerate_inputs_stay_unbiased(case: str) -> None:
 def test_k_at_least_d_is_exact(pair: tuple[np.ndarray, np.ndarray], k: int) -> None:
     x, w = pair
     x, w = x[:, :10], w[:, :10]
-    f = opt.fit_optimal(folds_of(x), folds_of(w), k, 3)
+    f = crossfit.fit_optimal(folds_of(x), folds_of(w), k, 3)
     xs, ws = probe_vectors(x, w)
     est = sketch(f.x, xs) @ sketch(f.w, ws).T
     scale = np.outer(np.linalg.norm(xs, axis=1), np.linalg.norm(ws, axis=1))
@@ -316,8 +334,8 @@ def test_k_at_least_d_is_exact(pair: tuple[np.ndarray, np.ndarray], k: int) -> N
 
 def test_deterministic(pair: tuple[np.ndarray, np.ndarray]) -> None:
     x, w = pair
-    a = opt.fit_optimal(folds_of(x, 7), folds_of(w, 7), 6, 11)
-    b = opt.fit_optimal(folds_of(x, 7), folds_of(w, 7), 6, 11)
+    a = crossfit.fit_optimal(folds_of(x, 7), folds_of(w, 7), 6, 11)
+    b = crossfit.fit_optimal(folds_of(x, 7), folds_of(w, 7), 6, 11)
     for sa, sb in ((a.x, b.x), (a.w, b.w)):
         assert sa.matrix.tobytes() == sb.matrix.tobytes()
         assert sa.offset.tobytes() == sb.offset.tobytes()
@@ -328,7 +346,7 @@ def test_info_layout(pair: tuple[np.ndarray, np.ndarray]) -> None:
     import json
 
     x, w = pair
-    info = opt.fit_optimal(folds_of(x), folds_of(w), 6, 0).info
+    info = crossfit.fit_optimal(folds_of(x), folds_of(w), 6, 0).info
     json.dumps(info, allow_nan=False)
     assert set(info["allocation"]) == {"head", "sampled", "tail", "candidates"}
     a = info["allocation"]
@@ -345,25 +363,25 @@ def test_head_tail_baseline(pair: tuple[np.ndarray, np.ndarray]) -> None:
     fx, fw = folds_of(x), folds_of(w)
     mx, mw = combine_all(fx), combine_all(fw)
     xs, ws = probe_vectors(x, w)
-    z = zscores(lambda s: opt.fit_head_tail(mx, mw, 6, s), range(60), xs, ws)
+    z = zscores(lambda s: BASELINES.fit_head_tail(mx, mw, 6, s), range(60), xs, ws)
     assert np.abs(z).max() < Z_MAX, z
-    f = opt.fit_head_tail(mx, mw, 6, 0, folds_x=fx, folds_w=fw)
+    f = BASELINES.fit_head_tail(mx, mw, 6, 0, folds_x=fx, folds_w=fw)
     assert "cross-fitted" in f.info["predicted_mse_kind"]
     errs = [np.mean((sketch(g.x, x[:300]) @ sketch(g.w, w).T - x[:300] @ w.T) ** 2)
-            for g in (opt.fit_head_tail(mx, mw, 6, s) for s in range(60))]
+            for g in (BASELINES.fit_head_tail(mx, mw, 6, s) for s in range(60))]
     assert 0.8 < np.mean(errs) / f.info["predicted_mse_in_sample"] < 1.2
 
 
 def test_shrinkage_intensities() -> None:
     a = gaussian_source(40, 20, np.geomspace(3.0, 0.1, 20), 0.0, 4)
     m = block_moments(a)
-    for fn in (opt.ledoit_wolf, opt.oas):
+    for fn in (shrinkage.ledoit_wolf, shrinkage.oas):
         lam = fn(m.scatter, m.n)
         assert 0.0 < lam <= 1.0
         big = block_moments(gaussian_source(4000, 20, np.geomspace(3.0, 0.1, 20), 0.0, 4))
         assert fn(big.scatter, big.n) < lam
     with pytest.raises(OptionError, match="shrinkage"):
-        opt.fit_optimal([m], [m], 4, 0, shrinkage=1.5)
+        crossfit.fit_optimal([m], [m], 4, 0, shrinkage=1.5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,9 +398,9 @@ def test_factored_basis_is_the_formed_one(pair: tuple[np.ndarray, np.ndarray],
     to their signs (which the two factors' SVDs choose differently)."""
     x, w = pair
     fx, fw = (folds_of(x), folds_of(w)) if cross_fit else ([block_moments(x)], [block_moments(w)])
-    formed = opt.fit_optimal(fx, fw, 6, 0, (spec, spec))
-    monkeypatch.setattr(opt, "FACTORED_D", 0)
-    factored = opt.fit_optimal(fx, fw, 6, 0, (spec, spec))
+    formed = crossfit.fit_optimal(fx, fw, 6, 0, (spec, spec))
+    monkeypatch.setattr(basis, "FACTORED_D", 0)
+    factored = crossfit.fit_optimal(fx, fw, 6, 0, (spec, spec))
     a, b = formed.info, factored.info
     np.testing.assert_allclose(b["rho"], a["rho"], rtol=1e-9)
     np.testing.assert_allclose(b["pi"], a["pi"], rtol=1e-9)
@@ -401,7 +419,7 @@ def test_factored_basis_stays_unbiased(pair: tuple[np.ndarray, np.ndarray],
                                        low_rank: tuple[np.ndarray, np.ndarray],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Fitted and unseen vectors, W's null space, every degenerate case, and exact at k ≥ d."""
-    monkeypatch.setattr(opt, "FACTORED_D", 0)
+    monkeypatch.setattr(basis, "FACTORED_D", 0)
     cases = {"pair": (*pair, 6), "low rank": (*low_rank, 5)} | _degenerate_cases()
     for case, (x, w, k) in cases.items():
         fx, fw = folds_of(x), folds_of(w)
@@ -411,7 +429,7 @@ def test_factored_basis_stays_unbiased(pair: tuple[np.ndarray, np.ndarray],
         z = zscores(fit, range(60), xs, ws)
         assert np.abs(z).max() < Z_MAX, (case, z)
     x, w = pair
-    f = opt.fit_optimal(folds_of(x), folds_of(w), x.shape[1], 3)
+    f = crossfit.fit_optimal(folds_of(x), folds_of(w), x.shape[1], 3)
     xs, ws = probe_vectors(x, w)
     scale = np.outer(np.linalg.norm(xs, axis=1), np.linalg.norm(ws, axis=1))
     est = sketch(f.x, xs) @ sketch(f.w, ws).T
@@ -424,9 +442,9 @@ def test_in_sample_energies_are_the_full_ones() -> None:
     d = 600  # more than one band
     g, h = rng.standard_normal((d, d)), rng.standard_normal((d, d))
     ha, hb = g @ g.T / d, h @ h.T / d
-    full = opt._energies([(ha, hb)])
+    full = allocation.energies([(ha, hb)])
     for lead in (None, 50):
-        lean = opt._in_sample_energies(ha, hb, lead)
+        lean = allocation.in_sample_energies(ha, hb, lead)
         j = d if lead is None else lead
         np.testing.assert_allclose(lean.e, full.e[:j, :j], rtol=1e-14)
         for name in ("trtr", "tail_e", "rho_hat", "diag"):
@@ -439,18 +457,18 @@ def test_in_sample_energies_are_the_full_ones() -> None:
 
 
 def test_search_kind_follows_d() -> None:
-    assert [opt.search_kind(d) for d in (2, opt.TWO_SWEEPS_D, opt.TWO_SWEEPS_D + 1,
-                                         opt.COARSE_D, opt.COARSE_D + 1)] == \
+    sweeps, coarse = shrinkage.TWO_SWEEPS_D, shrinkage.COARSE_D
+    assert [shrinkage.search_kind(d) for d in (2, sweeps, sweeps + 1, coarse, coarse + 1)] == \
         ["full", "full", "refined", "refined", "coarse"]
     with pytest.raises(OptionError, match="search must be one of"):
-        opt.fit_optimal([block_moments(np.eye(3))] * 5, [block_moments(np.eye(3))] * 5, 2, 0,
+        crossfit.fit_optimal([block_moments(np.eye(3))] * 5, [block_moments(np.eye(3))] * 5, 2, 0,
                         search="fine")
 
 
 def _grid_neighbours(desc: dict[str, object]) -> list[tuple[str, float]]:
     """The full grid's neighbours of a chosen shrinkage, written out independently of
     ``optimal``: adjacent intensities of a blend; OAS, LW and the weakest iso blend."""
-    lams = list(opt.INTENSITIES)
+    lams = list(shrinkage.INTENSITIES)
     kind, lam = str(desc["kind"]), float(desc["intensity"])  # type: ignore[arg-type]
     if kind in ("oas", "lw"):
         return [("lw" if kind == "oas" else "oas", 0.0), ("iso", lams[0])]
@@ -463,7 +481,7 @@ def _selection(fx: list[Moments], fw: list[Moments], k: int, x: object, w: objec
     """The cross-fitted MSE the search minimises, for one fixed pair of descriptions."""
     desc = [v if isinstance(v, dict) else {"kind": v[0], "intensity": v[1]}  # type: ignore
             for v in (x, w)]
-    return float(opt.fit_optimal(fx, fw, k, 0, (desc[0], desc[1]))
+    return float(crossfit.fit_optimal(fx, fw, k, 0, (desc[0], desc[1]))
                  .info["predicted_mse_selection"])
 
 
@@ -482,17 +500,17 @@ def test_refined_search_ends_where_no_step_of_w_lowers_the_cross_fitted_mse(
     """The last side walked (W) stops at a local minimum along the full grid, and no point of
     the coarse grid beats it; with fewer pairs scored than the full search."""
     fx, fw = mid_d
-    fit = opt.fit_optimal(fx, fw, 16, 0)
+    fit = crossfit.fit_optimal(fx, fw, 16, 0)
     assert fit.info["shrinkage_search"].startswith("refined")
     best = fit.info["predicted_mse_selection"]
     sx, sw = fit.info["shrinkage_x"], fit.info["shrinkage_w"]
-    rivals = _grid_neighbours(sw) + list(opt.COARSE_GRID)
+    rivals = _grid_neighbours(sw) + list(shrinkage.COARSE_GRID)
     assert all(_selection(fx, fw, 16, sx, s) >= best for s in rivals)
-    full = opt.fit_optimal(fx, fw, 16, 0, search="full")
+    full = crossfit.fit_optimal(fx, fw, 16, 0, search="full")
     pairs = [int(f.info["shrinkage_search"].rsplit(", ", 1)[1].split()[0]) for f in (fit, full)]
     assert pairs[0] < pairs[1]
     # control: a point the walk would leave has a better neighbour, so the check can fail
-    start = ("diag", opt.INTENSITIES[-1])
+    start = ("diag", shrinkage.INTENSITIES[-1])
     there = _selection(fx, fw, 16, sx, start)
     assert min(_selection(fx, fw, 16, sx, s) for s in _grid_neighbours(
         {"kind": start[0], "intensity": start[1]})) < there

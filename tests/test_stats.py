@@ -87,7 +87,7 @@ def test_reduction_tasks_merge_in_place_to_the_same_bytes() -> None:
     import dask
 
     from ddrp_dask.graph.compute import tree_reduce
-    from ddrp_dask.maths.optimal import combine_folds, merge_folds
+    from ddrp_dask.maths.folds import combine_folds, merge_folds
 
     rng = np.random.default_rng(11)
     parts = [block_moments(rng.standard_normal((5 + i % 7, 6)) * (1 + i) + 50.0 * i)

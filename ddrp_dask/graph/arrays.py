@@ -11,8 +11,8 @@ import numpy as np
 from ..errors import InputError
 from ..io.common import working_dtype
 from ..maths.blas import one_blas_thread
+from ..maths.folds import merge_folds, moments_by_fold
 from ..maths.model import SideMap
-from ..maths.optimal import merge_folds, moments_by_fold
 from ..maths.project import check_finite, project_block
 from ..maths.stats import Moments, block_moments
 from .compute import compute, task, tree_reduce

@@ -23,8 +23,8 @@ import numpy as np
 from ..io import lifecycle, writer
 from ..io.source import Given, Source, invalid_mode, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
+from ..maths.folds import merge_folds, moments_by_fold, pieces_fold_moments
 from ..maths.model import SideMap
-from ..maths.optimal import merge_folds, moments_by_fold, pieces_fold_moments
 from ..maths.project import check_finite
 from ..maths.stats import Moments, block_moments, merge_moments
 from .compute import compute, delayed, row_order, task, tree_reduce

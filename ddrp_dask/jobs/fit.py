@@ -12,8 +12,8 @@ from ..io.model_store import load_model, save_model
 from ..io.registry import open_source
 from ..maths.build import build
 from ..maths.choose import min_k
+from ..maths.folds import folds_for
 from ..maths.model import SketchModel
-from ..maths.optimal import folds_for
 from ..maths.stats import Moments, combine_all
 from ..options import (
     check_block_rows,
@@ -116,7 +116,7 @@ class FitPlan(Plan):
 
     def fit(self, scheduler: Any = None, progress: bool = False) -> SketchModel:
         """Pass 1 and the build: the fitted model (nothing written). ``auto`` takes the
-        statistics per fold (``maths.optimal.folds_for(d)`` of them) in the same pass."""
+        statistics per fold (``maths.folds.folds_for(d)`` of them) in the same pass."""
         folds = None
         if self.method == "auto" and folds_for(self.d) > 1:
             by_fold = compute_folds(self, folds_for(self.d), scheduler, progress)
@@ -179,7 +179,7 @@ def compute_moments(plan: Plan, scheduler: Any = None,
 def compute_folds(plan: Plan, n_folds: int, scheduler: Any = None,
                   progress: bool = False) -> dict[str, list[Moments]]:
     """Pass 1 per fold: ``n_folds`` statistics of every source of the plan, in one compute
-    (a row's fold follows its global index, ``maths.optimal.fold_of``)."""
+    (a row's fold follows its global index, ``maths.folds.fold_of``)."""
     return moments(plan.stats_ranges(), plan.skip, scheduler, progress, n_folds)
 
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from ..io.registry import open_source
 from ..maths.choose import choose_k
-from ..maths.optimal import folds_for
+from ..maths.folds import folds_for
 from ..maths.stats import Moments, combine_all
 from ..options import (
     check_block_rows,

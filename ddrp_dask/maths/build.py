@@ -8,7 +8,7 @@ two k-vectors. Methods:
 ``sparse``      Li's very sparse signs: ±sqrt(s/k) with probability 1/(2s) each, s = √d.
 ``diagonal``    R A x, R B w with A = diag(a), B = A⁻¹, a_j = (Σw_jj/Σx_jj)^{1/4}.
 ``asymmetric``  The paper: R A x, R B w with the balanced pair of the shrunk second moments.
-``auto``        DESIGN §7 (``maths.optimal.fit_optimal``): means folded into the balanced
+``auto``        DESIGN §7 (``maths.crossfit.fit_optimal``): means folded into the balanced
                 basis, threshold-sampled columns with a floor on π, a Haar tail, shrinkage
                 and allocation chosen by cross-fitting over the fold statistics.
 ``head-tail``   DESIGN §4: shrinkage, two exact mean columns, exact head of r balanced
@@ -31,11 +31,11 @@ import numpy as np
 
 from ..options import METHODS, OBLIVIOUS, check_k, check_same_d
 from .blas import build_blas, build_threads
+from .crossfit import fit_optimal
 from .draws import DRAW, gaussian_matrix, orthogonal_matrix
 from .linalg import balanced_pair, shrink
 from .maps import head_tail_maps, linear_map, scale_of
 from .model import SideMap, SketchModel
-from .optimal import fit_optimal
 from .predict import (
     choose_head,
     predict_asymmetric,
@@ -82,7 +82,7 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
     provenance : dict, optional
         Recorded in the model as given.
     folds : (sequence of Moments, sequence of Moments), optional
-        Per-fold statistics of X and W (``maths.optimal.fold_moments``) whose merge is
+        Per-fold statistics of X and W (``maths.folds.fold_moments``) whose merge is
         ``mx``, ``mw``: ``auto`` cross-fits over them; without them its build is in-sample.
 
     Returns
@@ -129,7 +129,7 @@ def _reference(mx: Moments, mw: Moments, k: int, shrinkage: Any) -> dict[str, fl
 def _fit_auto(mx: Moments, mw: Moments, k: int, seed: int, shrinkage: Any,
               folds: tuple[Sequence[Moments], Sequence[Moments]] | None
               ) -> tuple[_Fit, dict[str, float]]:
-    """DESIGN §7 through ``maths.optimal``; without folds, in-sample."""
+    """``docs/method.md §5`` through ``maths.crossfit``; without folds, in-sample."""
     folds_x, folds_w = folds if folds is not None else ([mx], [mw])
     fit = fit_optimal(folds_x, folds_w, k, seed, shrinkage)
     predicted = _reference(mx, mw, k, "oas")

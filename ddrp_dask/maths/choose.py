@@ -27,9 +27,9 @@ from ..options import (
     k_range,
 )
 from .blas import build_blas
+from .crossfit import AutoPredictor
 from .draws import sparse_density
 from .linalg import balanced_pair, orthogonal_factor, shrink
-from .optimal import AutoPredictor
 from .predict import choose_head, head_tail_mse, pair_energy, pair_var, predict_asymmetric
 from .stats import Moments
 
@@ -56,7 +56,7 @@ class MsePredictor:
         As for ``ddrp_dask.build``.
     folds : (sequence of Moments, sequence of Moments), optional
         Per-fold statistics whose merge is ``mx``, ``mw``: ``auto``'s predictions are then
-        out of sample (``maths.optimal.AutoPredictor``), else in-sample.
+        out of sample (``maths.crossfit.AutoPredictor``), else in-sample.
 
     Attributes
     ----------

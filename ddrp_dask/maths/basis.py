@@ -1,0 +1,174 @@
+"""The folded, balanced basis of ``docs/method.md §5.1``. Pure numpy.
+
+With x' = (x − μx, 1), w' = (w − μw, 1) and ``G = [[I, μw], [μxᵀ, μx·μw]]``, x·w = x'ᵀ G w'
+exactly. For the shrunk second moments Σx' = diag(Cx, 1) = Lx Lxᵀ and likewise Σw', the SVD
+``Lxᵀ G Lw = U diag(ρ) Vᵀ`` gives P = ρ^{1/2} Uᵀ Lx⁻¹, Q = ρ^{1/2} Vᵀ Lw⁻¹ with PᵀQ = G, so
+a = P x', b = Q w' have Σ a_i b_i = x·w; the ρ = 0 direction is dropped. Any factor Lx gives
+the same P (up to the signs of its rows, which Q shares): the cross-fit uses
+Lx = Ex Λx^{1/2} from an eigh of Cx (shared by the shrinkage blends), the final build of all
+rows above ``FACTORED_D`` the Cholesky factor, cheaper, and P, Q only through their products
+with the k rows of the sketch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+
+from .allocation import Energies, energies, in_sample_energies
+from .maps import folded_map
+from .model import SideMap
+from .shrinkage import ShrunkCovariance, Spec
+from .stats import Moments
+
+__all__ = ["FACTORED_D", "Basis", "FactoredBasis", "FormedBasis", "balanced_basis",
+           "coord_moment", "final_basis"]
+
+#: Above this d the final basis of all rows comes from Cholesky factors and P, Q are never
+#: formed (``_factored_basis``: no eigh, d×d temporaries fewer); up to it, as before, from an
+#: eigh of each covariance, so models fitted at these d keep their bytes. The same P and Q.
+FACTORED_D = 1024
+
+
+@dataclass(frozen=True)
+class Basis:
+    """P, Q (d, d+1) acting on x' = (x − mean_x, 1), w' = (w − mean_w, 1); ρ descending."""
+
+    p: np.ndarray
+    q: np.ndarray
+    rho: np.ndarray
+    mean_x: np.ndarray
+    mean_w: np.ndarray
+
+
+def balanced_basis(eig_x: tuple[np.ndarray, np.ndarray], eig_w: tuple[np.ndarray, np.ndarray],
+                   mean_x: np.ndarray, mean_w: np.ndarray) -> Basis:
+    """SVD of Lxᵀ G Lw with Σx' = diag(Cx, 1) = Lx Lxᵀ; the last (ρ = 0) direction dropped."""
+    (vx, ex), (vw, ew) = eig_x, eig_w
+    lx, lw = ex * np.sqrt(vx), ew * np.sqrt(vw)
+    d = lx.shape[0]
+    k = np.empty((d + 1, d + 1))
+    k[:d, :d] = lx.T @ lw
+    k[:d, d] = lx.T @ mean_w
+    k[d, :d] = mean_x @ lw
+    k[d, d] = float(mean_x @ mean_w)
+    u, rho, vt = np.linalg.svd(k)
+    u, rho, vt = u[:, :d], rho[:d], vt[:d]
+    root = np.sqrt(rho)[:, None]
+    p = np.empty((d, d + 1))
+    p[:, :d] = ((root * u[:d].T) / np.sqrt(vx)) @ ex.T
+    p[:, d] = root[:, 0] * u[d]
+    q = np.empty((d, d + 1))
+    q[:, :d] = ((root * vt[:, :d]) / np.sqrt(vw)) @ ew.T
+    q[:, d] = root[:, 0] * vt[:, d]
+    return Basis(p, q, rho, mean_x, mean_w)
+
+
+def coord_moment(p: np.ndarray, m: Moments, mean: np.ndarray) -> np.ndarray:
+    """E[a aᵀ] over the rows of ``m`` for a = P (v − mean, 1): their uncentred second moment
+    about ``mean`` in the basis."""
+    d = p.shape[0]
+    pd = p[:, :d]
+    v = pd @ (m.mean - mean) + p[:, d]
+    out = (pd @ m.covariance) @ pd.T
+    out += np.outer(v, v)
+    sym: np.ndarray = (out + out.T) * 0.5
+    return sym
+
+
+@dataclass(frozen=True)
+class FactoredBasis:
+    """The basis of all rows, factored: P = [√ρ Nxᵀ, √ρ·ux], Q = [√ρ Nwᵀ, √ρ·uw] (Nx = Lx⁻ᵀ U
+    without its last row ux), and the in-sample coordinate energies."""
+
+    rho: np.ndarray
+    nx: np.ndarray
+    nw: np.ndarray
+    ux: np.ndarray
+    uw: np.ndarray
+    energies: Energies
+
+    def maps(self, m: np.ndarray, mx: Moments, mw: Moments) -> tuple[SideMap, SideMap]:
+        """``maps.folded_map`` of M P and M Q, at O(k d²): P and Q are never formed."""
+        scaled = m * np.sqrt(self.rho)
+        out = []
+        for n, u, mom in ((self.nx, self.ux, mx), (self.nw, self.uw, mw)):
+            matrix = np.ascontiguousarray((scaled @ n.T).T)
+            out.append(SideMap(matrix, scaled @ u - mom.mean @ matrix, mom.mean.copy()))
+        return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class FormedBasis:
+    """The basis of all rows with P and Q formed (``balanced_basis``), and its in-sample
+    energies."""
+
+    basis: Basis
+    energies: Energies
+
+    @property
+    def rho(self) -> np.ndarray:
+        return self.basis.rho
+
+    def maps(self, m: np.ndarray, mx: Moments, mw: Moments) -> tuple[SideMap, SideMap]:
+        return folded_map(m, self.basis.p, mx.mean), folded_map(m, self.basis.q, mw.mean)
+
+
+def final_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
+                scales: tuple[float, float], lead: int | None) -> FactoredBasis | FormedBasis:
+    """The basis of the whole data and the in-sample energies of its coordinates: up to
+    ``FACTORED_D`` as the cross-fit builds it (eigh, P and Q formed), above it factored."""
+    if mx.d > FACTORED_D:
+        return _factored_basis(mx, mw, specs, scales, lead)
+    b = balanced_basis(ShrunkCovariance.of(mx, specs[0], scales[0]).eig(),
+                       ShrunkCovariance.of(mw, specs[1], scales[1]).eig(), mx.mean, mw.mean)
+    return FormedBasis(b, energies([(coord_moment(b.p, mx, mx.mean),
+                                     coord_moment(b.q, mw, mw.mean))]))
+
+
+def _factored_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
+                    scales: tuple[float, float], lead: int | None) -> FactoredBasis:
+    """``balanced_basis`` of the whole data from Cholesky factors (no eigh), with the in-sample
+    ``energies`` of its coordinates (``lead``: as ``in_sample_energies``).
+
+    The moments about the fitted means in the basis are Ha = √ρ (Nxᵀ Cx Nx + ux uxᵀ) √ρ, so
+    P and Q are never formed. The factors are recomputed after the SVD rather than kept
+    through it: its workspace (about 4 d² floats) is the build's peak.
+    """
+    d = mx.d
+    sx, sw = (ShrunkCovariance.of(mx, specs[0], scales[0]),
+              ShrunkCovariance.of(mw, specs[1], scales[1]))
+    rx, rw = sx.root(), sw.root()
+    k = np.empty((d + 1, d + 1), order="F")
+    np.matmul(rx.low.T, rw.low, out=k[:d, :d])
+    k[:d, d] = rx.low.T @ mw.mean
+    k[d, :d] = mx.mean @ rw.low
+    k[d, d] = float(mx.mean @ mw.mean)
+    del rx, rw
+    u, rho, vt = sla.svd(k, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
+    del k
+    rho = rho[:d]
+    ux, uw = u[d, :d].copy(), vt[:d, d].copy()
+    nx = sx.root().solve_t(u[:d, :d])
+    del u
+    nw = sw.root().solve_t(vt[:d, :d].T)
+    del vt
+    root = np.sqrt(rho)
+    ha = _final_moment(nx, mx, root * ux, root)
+    hb = _final_moment(nw, mw, root * uw, root)
+    return FactoredBasis(rho, nx, nw, ux, uw, in_sample_energies(ha, hb, lead))
+
+
+def _final_moment(n: np.ndarray, m: Moments, v: np.ndarray, root: np.ndarray) -> np.ndarray:
+    """``coord_moment`` of the fitted rows in the factored basis: √ρ Nᵀ C N √ρ + v vᵀ."""
+    t = m.scatter @ n
+    h = n.T @ t
+    del t
+    h *= root[:, None]
+    h *= (root / max(m.n, 1))[None, :]
+    h += np.outer(v, v)
+    h += h.T
+    h *= 0.5
+    return h
