@@ -11,8 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from ddrp_dask.maths import optimal as opt
 from ddrp_dask.maths import quantize as q
+from ddrp_dask.maths.crossfit import OptimalFit, fit_optimal
+from ddrp_dask.maths.folds import N_FOLDS, fold_moments
 from ddrp_dask.maths.stats import Moments, combine_all
 
 QUANTIZED = ["float16", "int8", "mixed"]
@@ -137,11 +138,11 @@ def source(n: int, d: int, spectrum: np.ndarray, mean: float, seed: int) -> np.n
 
 
 def folds_of(a: np.ndarray) -> list[Moments]:
-    parts = [opt.fold_moments(a[i:i + 100].copy(), i) for i in range(0, len(a), 100)]
-    return [combine_all([p[f] for p in parts]) for f in range(opt.N_FOLDS)]
+    parts = [fold_moments(a[i:i + 100].copy(), i) for i in range(0, len(a), 100)]
+    return [combine_all([p[f] for p in parts]) for f in range(N_FOLDS)]
 
 
-Case = tuple[Callable[[int], opt.OptimalFit], np.ndarray, np.ndarray, int]
+Case = tuple[Callable[[int], OptimalFit], np.ndarray, np.ndarray, int]
 
 
 def make_case(k: int) -> Case:
@@ -151,13 +152,13 @@ def make_case(k: int) -> Case:
     sx, sw = np.geomspace(4.0, 0.05, d), np.geomspace(0.05, 4.0, d)
     fx = folds_of(source(600, d, sx, 2.0, 2))
     fw = folds_of(source(300, d, sw, -0.5, 3))
-    first = opt.fit_optimal(fx, fw, k, 0)
+    first = fit_optimal(fx, fw, k, 0)
     chosen = (first.info["shrinkage_x"], first.info["shrinkage_w"])
     rng = np.random.default_rng(7)
     xs = np.vstack([source(8, d, sx, 2.0, 20), 10 * rng.standard_normal((2, d))])
     ws = np.vstack([source(6, d, sw, -0.5, 30), 10 * rng.standard_normal((2, d))])
     head = int(first.info["allocation"]["head"])
-    return (lambda s: opt.fit_optimal(fx, fw, k, s, chosen)), xs, ws, min(head, k - 2)
+    return (lambda s: fit_optimal(fx, fw, k, s, chosen)), xs, ws, min(head, k - 2)
 
 
 @pytest.fixture(scope="module")
