@@ -186,6 +186,13 @@ def examples(page: Path) -> list[tuple[str, str, int]]:
 PAGES = sorted(p for p in DOCS.glob("*.md") if p.name not in TESTED_ELSEWHERE)
 
 
+def _page(page: Path) -> object:
+    """A page as a test parameter, marked ``cluster`` when its examples start one."""
+    code = "".join(block for _, block, _ in examples(page))
+    starts = re.search(r"LocalCluster\(|--scheduler local", code)
+    return pytest.param(page, id=page.stem, marks=[pytest.mark.cluster] if starts else [])
+
+
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import importlib.util
@@ -210,7 +217,7 @@ def _shims(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+@pytest.mark.parametrize("page", [_page(p) for p in PAGES])
 def test_the_examples_of_a_page_run(page: Path, demo_data: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = examples(page)
