@@ -9,15 +9,23 @@ BIN := $(VENV)/bin
 
 .PHONY: venv demo test docs wheel-smoke lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+# One venv: the demo installs what it (and the README's tour) needs, .[sklearn,plot];
+# make test adds the test, benchmark and docs tools on top.
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,bench,docs]"
+
+$(BIN)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[sklearn,plot]"
+	touch $@
+
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[sklearn,plot,test,bench,docs]"
 	touch $@
 
 venv: $(BIN)/.installed
 
-demo: venv
+demo: $(BIN)/.demo-installed
 	$(BIN)/python scripts/demo_data.py demo-data
 	mkdir -p demo-out
 	$(BIN)/ddrp run --x demo-data/digits.parquet --w demo-data/weights.npy -k 16 \

@@ -3,14 +3,23 @@ names the bad value and says what to change."""
 
 from __future__ import annotations
 
+import importlib.util
+
 __all__ = [
+    "EXTRAS",
     "DdrpError",
     "InputError",
     "InvalidValueError",
     "ModelError",
     "OptionError",
     "OutputError",
+    "extra_missing",
+    "require_extra",
 ]
+
+#: The optional dependencies, by the pip extra that installs each (``pip install
+#: 'ddrp-dask[sklearn]'``): module imported → extra.
+EXTRAS = {"sklearn": "sklearn", "matplotlib": "plot", "s3fs": "s3"}
 
 
 class DdrpError(ValueError):
@@ -35,3 +44,25 @@ class OutputError(DdrpError):
 
 class ModelError(DdrpError):
     """A saved model is missing, from an incompatible version, or fails its checksums."""
+
+
+def extra_missing(module: str, needed_by: str) -> str | None:
+    """None when ``module`` (an optional dependency, a key of ``EXTRAS``) is installed;
+    else the message saying what needs it and the pip extra that installs it. Looks the
+    module up without importing it."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return None
+    return (f"{needed_by} needs {module}, which is not installed: "
+            f"pip install 'ddrp-dask[{EXTRAS[module]}]'")
+
+
+def require_extra(module: str, needed_by: str) -> None:
+    """Refuse (``OptionError``, before any work) an option whose optional dependency is
+    missing, naming the extra that installs it (``extra_missing``)."""
+    message = extra_missing(module, needed_by)
+    if message is not None:
+        raise OptionError(message)

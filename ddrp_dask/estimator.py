@@ -5,8 +5,9 @@ It runs exactly what the CLI runs — ``block_moments`` on canonical row blocks 
 arrays in memory or lazily on Dask arrays. For the same data, K, method, seed and block rows
 the estimator, the Dask path and ``ddrp run`` give the same bytes.
 
-scikit-learn is an optional dependency of ddrp: this module needs it, the rest of the
-package does not (``ddrp_dask.AsymmetricRandomProjection`` imports it on first use).
+scikit-learn is an optional dependency of ddrp (the ``sklearn`` extra): this module needs it,
+the rest of the package does not (``ddrp_dask.AsymmetricRandomProjection`` imports it on first
+use); without it, importing it raises an ImportError naming the extra.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import warnings
 from typing import Any
 
 import numpy as np
+
+from .errors import extra_missing
+
+if extra_missing("sklearn", "AsymmetricRandomProjection") is not None:
+    raise ImportError(extra_missing("sklearn", "AsymmetricRandomProjection"), name="sklearn")
+
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ddrp_dask.errors import require_extra
 from ddrp_dask.jobs.evaluate import evaluate_model, plan_evaluate
 from ddrp_dask.jobs.matmul import plan_matmul
 from ddrp_dask.jobs.plan import plan_choose
@@ -116,6 +117,8 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
                  overwrite: bool, dry_run: bool, quiet: bool, scheduler: str | None,
                  workers: int | None, threads_per_worker: int, memory_limit: str) -> None:
     """Choose K from the statistics alone: predicted MSE against K, smallest K per method."""
+    if plot:  # before pass 1, not after it
+        require_extra("matplotlib", "--plot")
     written = [f"{p} ({what})" for p, what in ((plot, "PNG plot"), (json_path, "JSON"))
                if p]
     plan = plan_choose(x, w, target_rel_mse, methods, shrinkage, x_columns, w_columns,

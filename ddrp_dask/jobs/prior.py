@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import OptionError, OutputError
+from ..errors import OptionError, OutputError, require_extra
 from ..io.registry import open_source
 from ..io.source import Source
 from ..maths.prior import MODELS, bootstrap_weights
@@ -88,6 +88,7 @@ def plan_prior(source: str, label_column: str, out: str, columns: str | list[str
         Rows per block read; default from d.
     overwrite : bool, default=False
     """
+    require_extra("sklearn", "--w-from-labels (W from bootstrap fits)")
     src = open_source(source, columns)
     if src.kind != "parquet":
         raise OptionError(f"{source}: labels (--w-from-labels) need a Parquet source with a "

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, OptionError
+from ..errors import InputError, OptionError, extra_missing
 from .blas import one_blas_thread
 from .project import check_finite
 
@@ -79,11 +79,11 @@ def bootstrap_weights(X: Any, y: Any, n_boot: int = 20, model: str = "ridge",
     (3, 5)
     """
     _check_options(n_boot, model, seed)
-    try:
-        from sklearn.linear_model import LogisticRegression, Ridge
-    except ImportError as e:  # pragma: no cover - scikit-learn is installed with [test]
-        raise ImportError("bootstrap_weights needs scikit-learn: pip install scikit-learn") \
-            from e
+    missing = extra_missing("sklearn", "bootstrap_weights")
+    if missing is not None:
+        raise ImportError(missing, name="sklearn")
+    from sklearn.linear_model import LogisticRegression, Ridge
+
     rng = np.random.default_rng(seed)
     xs, ys = _labelled_sample(X, y, sample, rng)
     targets, groups = _targets(ys, model)
