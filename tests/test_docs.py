@@ -41,9 +41,12 @@ pytest.importorskip("sphinx_click", reason="the docs extra: pip install -e '.[do
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The site, built once for this module as ``make docs`` builds it."""
     tmp = tmp_path_factory.mktemp("site")
-    # autosummary writes its stubs into the source folder: build from a copy of it
+    # autosummary writes its stubs into the source folder: build from a copy of it, beside
+    # the code that docs/conf.py puts on the path
     src = tmp / "docs"
     shutil.copytree(DOCS, src, ignore=shutil.ignore_patterns("_build", "generated"))
+    for code in ("ddrp_dask", "cli"):
+        (tmp / code).symlink_to(ROOT / code)
     out = tmp / "html"
     res = subprocess.run([*SPHINX, str(src), str(out)], capture_output=True, text=True,
                          timeout=600, cwd=tmp)
