@@ -35,9 +35,11 @@ from .maths.blas import one_blas_thread
 from .maths.build import build
 from .maths.folds import combine_folds, folds_for, moments_by_fold
 from .maths.model import SketchModel
+from .maths.quantize import model_layout, quantized_model
 from .maths.stats import Moments, block_moments, combine_all
 from .options import (
     check_block_rows,
+    check_dtype,
     check_k,
     check_method,
     check_same_d,
@@ -80,6 +82,12 @@ class AsymmetricRandomProjection(
         Rows of one canonical block (one statistics leaf, one projection GEMM); None uses
         ``ddrp_dask.io.default_block_rows(d)``, the CLI's default, so the estimator and
         ``ddrp run`` agree byte for byte. Dask inputs are rechunked to these rows.
+    dtype : {"float32", "float16", "int8", "mixed"}, default="float32"
+        The storage layout of the sketches (``docs/quantized.md``): float16 or int8 codes
+        with per-row scales, or ``mixed`` (exact head float16, the rest int8), stochastically
+        rounded so every estimate stays unbiased. ``transform`` and ``transform_w`` return
+        the *decoded* float32 values the codes stand for (exactly what ``ddrp`` stores, as
+        numbers), so ``transform(X) @ transform_w(W).T`` is the quantized estimate.
 
     Attributes
     ----------
@@ -141,12 +149,14 @@ class AsymmetricRandomProjection(
 
     def __init__(self, n_components: int = 16, method: str = "auto",
                  random_state: int | np.random.RandomState | None = None,
-                 shrinkage: float | str = "auto", block_rows: int | None = None) -> None:
+                 shrinkage: float | str = "auto", block_rows: int | None = None,
+                 dtype: str = "float32") -> None:
         self.n_components = n_components
         self.method = method
         self.random_state = random_state
         self.shrinkage = shrinkage
         self.block_rows = block_rows
+        self.dtype = dtype
 
     # -----------------------------------------------------------------------------------
     # scikit-learn API
@@ -190,9 +200,9 @@ class AsymmetricRandomProjection(
         mx, mw = (combine_all(fx), combine_all(fw)) if n_folds else (fx[0], fw[0])
         provenance = {"command": "estimator", "block_rows": rows,
                       "shrinkage": self.shrinkage, "symmetric": W is None}
-        self.model_ = build(mx, mw, int(self.n_components), self.method, self._seed(),
-                            self.shrinkage, provenance=provenance,
-                            folds=(fx, fw) if n_folds else None)
+        model = build(mx, mw, int(self.n_components), self.method, self._seed(),
+                      self.shrinkage, provenance=provenance, folds=(fx, fw) if n_folds else None)
+        self.model_ = quantized_model(model, check_dtype(self.dtype))
         self._set_fitted_attributes(self.model_)
         return self
 
@@ -258,6 +268,7 @@ class AsymmetricRandomProjection(
             raise OptionError(f"n_components must be a positive integer, got {k!r}")
         check_method(self.method)
         check_shrinkage(self.shrinkage)
+        check_dtype(self.dtype)
         b = self.block_rows
         if b is not None and (not isinstance(b, numbers.Integral) or isinstance(b, bool)
                               or b < 1):
@@ -316,8 +327,10 @@ class AsymmetricRandomProjection(
 
     def _sketch_dask(self, arr: Any, side: str) -> Any:
         """Lazy sketch of a dask array: ``project_block`` mapped over canonical blocks."""
+        layout = model_layout(self.model_)
+        storage = None if layout.name == "float32" else (layout, self.model_.seed, side)
         return sketch_array(arr, self.model_.side(side),
-                            self._block_rows(self.n_features_in_), f"{side} input")
+                            self._block_rows(self.n_features_in_), f"{side} input", storage)
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,12 +15,14 @@ from .errors import OptionError
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
+    "DTYPES",
     "FORMATS",
     "METHODS",
     "ON_INVALID",
     "SHRINKAGE_NAMES",
     "SIDES",
     "check_block_rows",
+    "check_dtype",
     "check_format",
     "check_fraction",
     "check_k",
@@ -52,6 +54,9 @@ SHRINKAGE_NAMES = ("auto", "oas")
 SIDES = ("x", "w")
 FORMATS = ("zarr", "parquet")
 ON_INVALID = ("error", "skip")
+#: Storage layouts of sketches (``docs/quantized.md``): float32 (the default), float16 and
+#: int8 codes with per-row scales, and mixed (float16 exact head, int8 rest).
+DTYPES = ("float32", "float16", "int8", "mixed")
 #: Target size of one canonical row block in float32: the unit of every task.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 
@@ -256,3 +261,10 @@ def check_same_d(d_x: int, d_w: int, x: str = "--x", w: str = "--w") -> int:
         raise OptionError(f"got d={d_w} for {w} but d={d_x} for {x}; both sources must have "
                           "the same dimension")
     return d_x
+
+
+def check_dtype(dtype: Any) -> str:
+    """A storage layout of sketches: one of ``DTYPES``."""
+    if dtype not in DTYPES:
+        raise OptionError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return str(dtype)

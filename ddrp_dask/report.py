@@ -57,6 +57,7 @@ def report_dict(model: SketchModel) -> dict[str, Any]:
         "sigma": [float(v) for v in np.asarray(info.get("rho" if auto else "sigma", []),
                                                dtype=float)],
         "note": info.get("note"),
+        **({"layout": info["layout"]} if "layout" in info else {}),
     }
 
 
@@ -75,6 +76,18 @@ def _columns_text(rep: dict[str, Any]) -> str | None:
         return (f"  columns: {a['head']} exact head + {a['sampled']} sampled (of the next "
                 f"{a['candidates'] - a['head']}) + {a['tail']} orthogonal tail")
     return f"  columns: {a['head']} exact head + {a['tail']} orthogonal tail + 2 exact mean"
+
+
+def _layout_text(layout: dict[str, Any], k: int) -> str:
+    """The storage line of a quantized model's report (``docs/quantized.md``)."""
+    name = layout["name"]
+    parts = {"float16": "float16 codes", "int8": "int8 codes",
+             "mixed": f"{layout['head']} float16 head + {k - layout['head']} int8 codes"}[name]
+    text = (f"  storage: {name} ({parts} + per-row scales): {layout['bytes_per_row']} bytes "
+            f"per row (float32: {4 * k}); unbiased stochastic rounding")
+    if "predicted_rounding_mse" in layout:
+        text += f", adds predicted MSE {layout['predicted_rounding_mse']:.4g} (included above)"
+    return text
 
 
 def format_report(model: SketchModel, top: int = 8) -> str:
@@ -106,6 +119,9 @@ def format_report(model: SketchModel, top: int = 8) -> str:
         lines.append(f"    {name:<12} {predicted[name]:.4g}")
     if model.method == "auto" and rep["predicted_mse_in_sample"] != rep["predicted_mse"]:
         lines.append(f"    (in-sample, on the fitted rows: {rep['predicted_mse_in_sample']:.4g})")
+    layout = rep.get("layout")
+    if layout:
+        lines.append(_layout_text(layout, model.k))
     if model.method == "truncated":
         lines.append("  note: truncated is BIASED (no tail); its MSE is squared bias on rows like "
                      "the fitted ones, with no guarantee for others")

@@ -11,6 +11,7 @@ from ddrp_dask.jobs.fit import plan_fit
 from ddrp_dask.jobs.prior import PriorPlan, plan_prior
 from ddrp_dask.jobs.project import plan_project
 from ddrp_dask.jobs.run import plan_run
+from ddrp_dask.options import DTYPES
 
 from .common import execution_options, guard, run_plan, source_options
 
@@ -47,6 +48,13 @@ def _prior(x: str, x_columns: str | None, w: str | None, labels: str | None, out
                       overwrite=overwrite or resume)
 
 
+dtype_option = click.option(
+    "--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+    help="Storage of the sketches: float32, float16 or int8 codes with a per-row scale, or "
+         "mixed (exact head float16, the rest int8); stochastically rounded, so every "
+         "estimate stays unbiased (docs/quantized.md).")
+
+
 def _sched(scheduler: str | None, workers: int | None, threads_per_worker: int,
            memory_limit: str) -> dict[str, Any]:
     return {"scheduler": scheduler, "workers": workers,
@@ -59,14 +67,16 @@ def _sched(scheduler: str | None, workers: int | None, threads_per_worker: int,
 @click.option("--out", required=True, help="Directory the model is written to.")
 @click.option("--report", "report_path", default=None,
               help="Also write the build report as JSON to this file.")
+@dtype_option
 @execution_options
 @guard
 def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
         stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
-        prior_sample: int, out: str, report_path: str | None, on_invalid: str, resume: bool,
-        strict_chunks: bool, block_rows: int | None, overwrite: bool, dry_run: bool,
-        quiet: bool, scheduler: str | None, workers: int | None, threads_per_worker: int,
+        prior_sample: int, out: str, report_path: str | None, dtype: str, on_invalid: str,
+        resume: bool, strict_chunks: bool, block_rows: int | None, overwrite: bool,
+        dry_run: bool, quiet: bool, scheduler: str | None, workers: int | None,
+        threads_per_worker: int,
         memory_limit: str) -> None:
     """Fit the projection pair from both sources and save it to OUT (prints the report)."""
     prior = _prior(x, x_columns, w, labels, out, prior_model, prior_fits, prior_sample, seed,
@@ -75,7 +85,7 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     w_columns=w_columns, block_rows=block_rows, shrinkage=shrinkage,
                     overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
                     on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior,
-                    strict_chunks=strict_chunks)
+                    strict_chunks=strict_chunks, dtype=dtype)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
                                           memory_limit), show_report=True,
              report_path=report_path)
@@ -91,13 +101,14 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
               show_default=True, help="Zarr arrays, or Parquet datasets mirroring the inputs.")
 @click.option("--report", "report_path", default=None,
               help="Also write the build report as JSON to this file.")
+@dtype_option
 @execution_options
 @guard
 def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
         stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
         prior_sample: int, out: str, x_id_column: str | None, w_id_column: str | None,
-        fmt: str, report_path: str | None, on_invalid: str, resume: bool,
+        fmt: str, report_path: str | None, dtype: str, on_invalid: str, resume: bool,
         strict_chunks: bool, block_rows: int | None, overwrite: bool,
         dry_run: bool, quiet: bool, scheduler: str | None, workers: int | None,
         threads_per_worker: int, memory_limit: str) -> None:
@@ -109,7 +120,7 @@ def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
                     x_id_column=x_id_column, w_id_column=w_id_column, format=fmt,
                     on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior,
-                    strict_chunks=strict_chunks)
+                    strict_chunks=strict_chunks, dtype=dtype)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
                                           memory_limit), show_report=True,
              report_path=report_path)

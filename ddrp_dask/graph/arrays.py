@@ -14,6 +14,7 @@ from ..maths.blas import one_blas_thread
 from ..maths.folds import merge_folds, moments_by_fold
 from ..maths.model import SideMap
 from ..maths.project import check_finite, project_block
+from ..maths.quantize import Layout, decode, encode
 from ..maths.stats import Moments, block_moments
 from .compute import compute, task, tree_reduce
 
@@ -88,18 +89,27 @@ def moments_of_arrays(arrays: Mapping[str, Any], rows: int,
 
 
 def _sketch_task(block: np.ndarray, side_map: SideMap, where: str,
-                 block_info: dict[Any, Any] | None = None) -> np.ndarray:
-    """One projection task on a dask block: the pipeline's ``project_block``."""
+                 block_info: dict[Any, Any] | None = None,
+                 storage: tuple[Layout, int, str] | None = None) -> np.ndarray:
+    """One projection task on a dask block: the pipeline's ``project_block``; with
+    ``storage`` (layout, seed, side) the decoded values of a quantized sketch's codes."""
     row0 = int(block_info[0]["array-location"][0][0]) if block_info else 0
     with one_blas_thread():
         check_finite(block, where, row0)
-        return project_block(block, side_map, where, row0)
+        out = project_block(block, side_map, where, row0)
+    if storage is None:
+        return out
+    layout, seed, side = storage
+    return decode(encode(out, layout, seed, side, row0), layout)
 
 
-def sketch_array(a: Any, side_map: SideMap, rows: int, where: str) -> Any:
-    """Lazy sketch of a dask array: ``project_block`` mapped over canonical blocks."""
+def sketch_array(a: Any, side_map: SideMap, rows: int, where: str,
+                 storage: tuple[Layout, int, str] | None = None) -> Any:
+    """Lazy sketch of a dask array: ``project_block`` mapped over canonical blocks (and,
+    with ``storage``, a quantized layout's decoded codes)."""
     blocks = _canonical(a, rows)
     k = side_map.matrix.shape[1]
     return blocks.map_blocks(_sketch_task, side_map=side_map, where=where, dtype=np.float32,
+                             storage=storage,
                              chunks=(blocks.chunks[0], (k,)),
                              meta=np.empty((0, 0), dtype=np.float32))

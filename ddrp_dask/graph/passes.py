@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from ..io import lifecycle, writer
+from ..io.codes import block_arrays
 from ..io.source import Given, Source, invalid_mode, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
 from ..maths.folds import merge_folds, moments_by_fold, pieces_fold_moments
 from ..maths.model import SideMap
 from ..maths.project import check_finite
+from ..maths.quantize import Layout
 from ..maths.stats import Moments, block_moments, merge_moments
 from .compute import compute, delayed, row_order, task, tree_reduce
 from .reads import shared_reads
@@ -33,6 +35,8 @@ from .reads import shared_reads
 __all__ = ["moments", "project_parquet", "project_zarr"]
 
 Ranges = Sequence[tuple[int, int]]
+#: A quantized sketch's layout and the model's seed (the dither's key).
+Storage = tuple[Layout, int]
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,13 +78,16 @@ def _fold_stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
 
 def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideMap,
                   out: str, array: str, block: int, ids_array: str | None, skip: bool,
-                  given: Given) -> int:
+                  given: Given, storage: Storage | None = None) -> int:
     """Sketch one block, write its chunk (and its ids), then its done flag (2 when it skipped
-    rows); a retry rewrites the same bytes."""
+    rows); a retry rewrites the same bytes. ``storage``: the (layout, seed) of a quantized
+    sketch (``io.codes``), whose codes and scales are written instead."""
     with one_blas_thread():
         sketch, bad = sketch_rows(src, start, stop, side_map, f"{side} input {src.path}", skip,
                                   given)
-    writer.write_rows(f"{out}/{array}", slice(start, stop), sketch)
+    layout, seed = storage or (Layout.of("float32", sketch.shape[1]), 0)
+    for name, values in block_arrays(array, sketch, layout, seed, side, start).items():
+        writer.write_rows(f"{out}/{name}", slice(start, stop), values)
     if ids_array is not None:
         writer.write_rows(f"{out}/{ids_array}", slice(start, stop), src.read_ids(start, stop))
     lifecycle.mark_done(out, array, block, 2 if bad.size else 1)
@@ -129,25 +136,28 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
 
 def project_zarr(jobs: Sequence[tuple[str, Source, SideMap, str, str | None,
                                       Sequence[tuple[int, int, int]]]],
-                 out: str, skip: bool, scheduler: Any, progress: bool) -> None:
+                 out: str, skip: bool, scheduler: Any, progress: bool,
+                 storage: Storage | None = None) -> None:
     """Pass 2 into a Zarr group: for every ``(side, source, map, array, ids array,
-    [(block, start, stop), ...])``, one task per pending block writing its chunk."""
+    [(block, start, stop), ...])``, one task per pending block writing its chunk (and a
+    quantized layout's codes, with ``storage``)."""
     leaves = []
     for side, src, side_map, array, ids_array, pending in jobs:
         lazy_map = delayed(side_map)
         shared = _shared(src, [(start, stop) for _, start, stop in pending], side, skip,
                          scheduler, "pass 2")
         leaves += [task(_project_task, src, start, stop, side, lazy_map, out, array, block,
-                        ids_array, skip, given, order=_row_order(side, start))
+                        ids_array, skip, given, storage, order=_row_order(side, start))
                    for (block, start, stop), given in zip(pending, shared, strict=True)]
     compute(leaves, scheduler, progress, "pass 2: projection")
 
 
 def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
                                          Sequence[tuple[str, list[tuple[int, int]]]]]],
-                    skip: bool, scheduler: Any, progress: bool) -> None:
+                    skip: bool, scheduler: Any, progress: bool,
+                    storage: Storage | None = None) -> None:
     """Pass 2 into Parquet: for every ``(side, source, map, K, [(file, ranges), ...])``, one
-    task per output file (``io.writer.write_file``)."""
+    task per output file (``io.writer.write_file``; a quantized layout with ``storage``)."""
     leaves = []
     for side, src, side_map, k, files in jobs:
         lazy_map = delayed(side_map)
@@ -155,6 +165,6 @@ def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
         shared = _shared(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip, scheduler,
                          "pass 2")
         leaves += [task(writer.write_file, src, ranges, side, lazy_map, target, k, skip,
-                        given, order=_row_order(side, ranges[0][0]))
+                        given, storage, order=_row_order(side, ranges[0][0]))
                    for (target, ranges), given in zip(files, shared, strict=True)]
     compute(leaves, scheduler, progress, "pass 2: projection", unit="files")

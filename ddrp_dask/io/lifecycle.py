@@ -372,7 +372,8 @@ def record_skipped(group: Any, block_rows: int,
         rows = []
         for b in np.flatnonzero(flags == 2):
             start = int(b) * block_rows
-            chunk = group[name][start:start + block_rows]
+            probe = f"{name}_scale" if f"{name}_scale" in group else name  # quantized
+            chunk = group[probe][start:start + block_rows]
             rows.append(start + np.flatnonzero(np.isnan(chunk).any(axis=1)))
         skipped = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         dims = (f"{side}_skipped",)

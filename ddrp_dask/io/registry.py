@@ -6,10 +6,15 @@ dispatch (xarray's ``backends/plugins.py`` pattern), so imports run one way.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import InputError
-from .common import filesystem
+from ..maths.quantize import Layout, layout_of
+from .codes import LAYOUT_KEY, CodesSource, parts
+from .common import filesystem, qualify
 from .npy_reader import open_npy_source
 from .parquet_reader import is_parquet_file, open_parquet_source
 from .source import Source
@@ -57,9 +62,11 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
         if fs.isfile(inner) and inner.endswith(".npy"):
             src: Source = open_npy_source(spath, fs, inner)
         elif fs.isdir(inner) and zarr_format_at(fs, inner) is not None:
-            src = open_zarr_source(spath, fs, inner, strict_chunks)
+            layout = _zarr_layout(fs, inner)
+            src = open_zarr_source(spath, fs, inner, strict_chunks) if layout is None else \
+                _zarr_codes(spath, layout)
         elif fs.isdir(inner) or is_parquet_file(fs, inner):
-            src = open_parquet_source(spath, columns, id_column)
+            src = _open_parquet(spath, columns, id_column)
         else:
             raise InputError(
                 f"{spath}: not a .npy file, a Zarr array (zarr.json, .zarray, .zgroup) or a "
@@ -67,7 +74,7 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
             )
     except PermissionError as e:
         raise InputError(f"{spath}: cannot be read ({e.strerror})") from e
-    if (columns or id_column) and src.kind != "parquet":
+    if (columns or id_column) and src.kind not in ("parquet", "codes"):
         raise InputError(f"{spath}: columns were given but this is a {src.kind} source; "
                          "columns and id columns are for Parquet sources")
     if src.n_rows == 0:
@@ -75,3 +82,70 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
     if src.d == 0:
         raise InputError(f"{spath}: the vectors have dimension 0")
     return src
+
+
+# ---------------------------------------------------------------------------------------
+# quantized sketches (``io.codes``): decoded from their codes and scales
+
+
+def _codes_source(path: str, layout: Layout, pieces: Sequence[tuple[Source, Source]],
+                  id_column: str | None = None) -> CodesSource:
+    first = pieces[0][0]
+    return CodesSource(path, first.n_rows, layout.k, "float32", first.sizes, id_column,
+                       layout_json=json.dumps({"name": layout.name, "k": layout.k,
+                                               "head": layout.head}),
+                       pieces=tuple(pieces))
+
+
+def _zarr_layout(fs: Any, inner: str) -> Layout | None:
+    """The ``ddrp_layout`` attribute of a Zarr array's metadata, if any."""
+    try:
+        meta = json.loads(fs.cat_file(f"{inner.rstrip('/')}/zarr.json"))
+    except (OSError, ValueError):
+        return None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return layout_of(attrs.get(LAYOUT_KEY)) if isinstance(attrs, dict) else None
+
+
+def _zarr_codes(path: str, layout: Layout) -> CodesSource:
+    base = path.rstrip("/")
+    pieces = []
+    for part in parts(layout):
+        found = []
+        for name in (base + part.suffix, f"{base}{part.suffix}_scale"):
+            pfs, pinner = filesystem(name)
+            found.append(open_zarr_source(name, pfs, pinner))
+        pieces.append((found[0], found[1]))
+    return _codes_source(path, layout, pieces)
+
+
+def _parquet_layout(path: str) -> Layout | None:
+    """The ``ddrp_layout`` key-value metadata of a Parquet dataset's first file (in the
+    reader's order: sorted, hidden names skipped), if any."""
+    from .parquet_reader import open_parquet_file
+
+    fs, inner = filesystem(path)
+    root = inner.rstrip("/")
+    if fs.isfile(inner):
+        first = path
+    else:
+        names = [f for f in sorted(fs.find(root)) if not any(
+            part.startswith((".", "_")) for part in f[len(root):].lstrip("/").split("/"))]
+        if not names:
+            return None
+        first = qualify(fs, names[0], path)
+    raw = (open_parquet_file(first).schema_arrow.metadata or {}).get(LAYOUT_KEY.encode())
+    return layout_of(json.loads(raw)) if raw else None
+
+
+def _open_parquet(path: str, columns: list[str] | None, id_column: str | None) -> Source:
+    """A Parquet source; a dataset of quantized ddrp sketches (no columns given) decodes."""
+    if columns:
+        return open_parquet_source(path, columns, id_column)
+    layout = _parquet_layout(path)
+    if layout is None or layout.name == "float32":
+        return open_parquet_source(path, columns, id_column)
+    pieces = [(open_parquet_source(path, [f"sketch{part.suffix}"], id_column),
+               open_parquet_source(path, [f"scale{part.suffix}"], id_column))
+              for part in parts(layout)]
+    return _codes_source(path, layout, pieces, id_column)

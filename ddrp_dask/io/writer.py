@@ -26,6 +26,8 @@ import numpy as np
 
 from ..maths.blas import one_blas_thread
 from ..maths.model import SideMap
+from ..maths.quantize import Layout, layout_facts
+from .codes import LAYOUT_KEY, parquet_columns
 from .common import filesystem
 from .source import Given, Source, sketch_rows
 
@@ -43,11 +45,13 @@ def file_jobs(src: Source, out_dir: str, block_rows: int) -> Jobs:
 
 
 def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: SideMap,
-               target: str, k: int, skip: bool = False, given: Given = ()) -> list[int]:
+               target: str, k: int, skip: bool = False, given: Given = (),
+               storage: tuple[Layout, int] | None = None) -> list[int]:
     """Sketch ``ranges`` of ``src`` into the Parquet file ``target`` (written under a
     temporary name, then renamed); with ``skip``, invalid rows are left out. ``given``: rows
-    of the ranges decoded elsewhere (``Source.read_rows``). Returns the skipped rows (also
-    kept in the file's metadata, for a resumed job)."""
+    of the ranges decoded elsewhere (``Source.read_rows``). ``storage``: a quantized
+    layout and the model's seed (``io.codes.parquet_columns``). Returns the skipped rows
+    (also kept in the file's metadata, for a resumed job)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -59,22 +63,25 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
     skipped: list[int] = []
     where = f"{side} input {src.path}"
     writer = None
+    layout, seed = storage or (Layout.of("float32", k), 0)
     with one_blas_thread(), fs.open(tmp, "wb") as fh:
         for start, stop in ranges:  # one row group at a time: memory bounded by one
             mine = [g for g in given if start <= g[0] < stop]
             sketch, bad = sketch_rows(src, start, stop, side_map, where, skip, mine)
             keep = np.setdiff1d(np.arange(stop - start), bad)
-            sketch = sketch[keep]
             keys = src.read_ids(start, stop) if key == src.id_column else np.arange(start, stop)
-            table = pa.table({key: keys[keep], "sketch": pa.FixedSizeListArray.from_arrays(
-                pa.array(sketch.ravel()), k)})
+            table = pa.table({key: keys[keep], **parquet_columns(
+                sketch[keep], layout, seed, side, start + keep)})
             if writer is None:
                 writer = pq.ParquetWriter(fh, table.schema, use_dictionary=False,
                                           write_page_checksum=True)
             writer.write_table(table)
             skipped += (start + bad).tolist()
         assert writer is not None
-        writer.add_key_value_metadata({"ddrp_skipped_rows": json.dumps(skipped)})
+        meta = {"ddrp_skipped_rows": json.dumps(skipped)}
+        if layout.name != "float32":
+            meta[LAYOUT_KEY] = json.dumps(layout_facts(layout))
+        writer.add_key_value_metadata(meta)
         writer.close()
     fs.mv(tmp, inner)
     return skipped

@@ -14,9 +14,11 @@ from ..maths.build import build
 from ..maths.choose import min_k
 from ..maths.folds import folds_for
 from ..maths.model import SketchModel
+from ..maths.quantize import quantized_model
 from ..maths.stats import Moments, combine_all
 from ..options import (
     check_block_rows,
+    check_dtype,
     check_format,
     check_fraction,
     check_k,
@@ -53,9 +55,16 @@ class FitPlan(Plan):
     target_rel_mse: float | None = None
     prior: PriorPlan | None = field(default=None, repr=False)
     format: str = "zarr"
+    dtype: str = "float32"
 
     def width(self) -> int:
         return self.k
+
+    @property
+    def storage_text(self) -> str:
+        """How the sketches are stored, in words."""
+        return "float32" if self.dtype == "float32" else \
+            f"{self.dtype} codes + float32 per-row scales, docs/quantized.md"
 
     @property
     def sides(self) -> list[str]:
@@ -76,7 +85,8 @@ class FitPlan(Plan):
         steps = [f"pass 1: statistics of {sides} (map per block, tree reduce in "
                  f"float64{frac})",
                  f"build: method={self.method}, {self._k_text()}, seed={self.seed} (driver, "
-                 "O(d^3))"]
+                 "O(d^3))" + ("" if self.dtype == "float32" else
+                              f"; sketches stored as {self.dtype} codes")]
         if self.prior is not None:
             steps.insert(0, f"first: {self.prior}")
         return steps
@@ -108,6 +118,7 @@ class FitPlan(Plan):
             "on_invalid": self.on_invalid,
             "inputs": {side: src.fingerprint() for side, src in self.sources.items()},
             "versions": versions(),
+            **({} if self.dtype == "float32" else {"dtype": self.dtype}),
         }
 
     def model_path(self, root: str | None = None) -> str:
@@ -128,8 +139,9 @@ class FitPlan(Plan):
         if self.target_rel_mse is not None:  # K from the statistics: the smallest meeting it
             k = min_k(stats["x"], stats["w"], self.target_rel_mse, self.method, self.shrinkage,
                       folds)
-        return build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
-                     provenance=self.facts(), folds=folds)
+        model = build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
+                      provenance=self.facts(), folds=folds)
+        return quantized_model(model, self.dtype)
 
     def _saved_model(self) -> SketchModel | None:
         """When resuming: the model saved earlier by the same plan, if complete (in the
@@ -206,7 +218,8 @@ def open_pair(x: str, w: str | None, x_columns: Any = None, w_columns: Any = Non
 
 def fit_options(k: int | None, method: str, seed: int, block_rows: int | None, d: int,
                 shrinkage: Any, stats_fraction: float, on_invalid: str,
-                target_rel_mse: float | None, fmt: str = "zarr") -> dict[str, Any]:
+                target_rel_mse: float | None, fmt: str = "zarr",
+                dtype: str = "float32") -> dict[str, Any]:
     """The validated options shared by ``plan_fit`` and ``plan_run``."""
     method = check_method(method)
     k, target = check_k_or_target(k, target_rel_mse)
@@ -215,7 +228,7 @@ def fit_options(k: int | None, method: str, seed: int, block_rows: int | None, d
             "shrinkage": check_shrinkage(shrinkage),
             "stats_fraction": check_fraction(stats_fraction),
             "on_invalid": check_on_invalid(on_invalid), "target_rel_mse": target,
-            "format": check_format(fmt)}
+            "format": check_format(fmt), "dtype": check_dtype(dtype)}
 
 
 def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto",
@@ -224,7 +237,7 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
              shrinkage: float | str = "auto", overwrite: bool = False, resume: bool = False,
              stats_fraction: float = 1.0, on_invalid: str = "error",
              target_rel_mse: float | None = None, prior: PriorPlan | None = None,
-             strict_chunks: bool = False) -> FitPlan:
+             strict_chunks: bool = False, dtype: str = "float32") -> FitPlan:
     """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
 
     Parameters
@@ -262,10 +275,13 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
     strict_chunks : bool, default=False
         Refuse a Zarr array with absent chunks instead of reading them as its fill value
         (the Zarr specification's reading; the plan counts them).
+    dtype : {"float32", "float16", "int8", "mixed"}, default="float32"
+        The storage layout the model records for its sketches (``docs/quantized.md``):
+        ``run`` and ``project`` store float16 / int8 codes with per-row scales, unbiased.
     """
     sources = open_pair(x, w, x_columns, w_columns, prior=prior, strict_chunks=strict_chunks)
     opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
-                       on_invalid, target_rel_mse)
+                       on_invalid, target_rel_mse, dtype=dtype)
     plan = FitPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
                    **opts)
     lifecycle.check_out(plan.out, [x, *([w] if w else [])], overwrite, resume)

@@ -34,13 +34,13 @@ class RunPlan(FitPlan):
                                                  "float32)"]
         if self.format == "parquet":
             lines = [f"{self.out}/{side}/... (Parquet mirroring {src.path}: "
-                     f"{src.output_key()}, sketch[{self.k}] float32)"
+                     f"{src.output_key()}, sketch[{self.k}] {self.storage_text})"
                      for side, src in self.sources.items()]
             return [*lines, *prior, f"{self.out}/_ddrp.json (completion marker)",
                     f"{self.out}/model (model)"]
         return [*(line for side, src in self.sources.items()
                   for line in zarr_side_outputs(self.out, side, src, self.k, side, f"{side}_",
-                                                self.skip)),
+                                                self.skip, self.storage_text)),
                 *prior, f"{self.out}/model (model)"]
 
     def output_bytes(self) -> int:
@@ -84,17 +84,20 @@ def plan_run(x: str, w: str | None, k: int | None, out: str, method: str = "auto
              stats_fraction: float = 1.0, x_id_column: str | None = None,
              w_id_column: str | None = None, format: str = "zarr",
              on_invalid: str = "error", target_rel_mse: float | None = None,
-             prior: PriorPlan | None = None, strict_chunks: bool = False) -> RunPlan:
+             prior: PriorPlan | None = None, strict_chunks: bool = False,
+             dtype: str = "float32") -> RunPlan:
     """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
     ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``, and
     ``x_id_column``/``w_id_column``: Parquet id columns copied to ``out/x_ids``/``out/w_ids``;
     ``format="parquet"``: Parquet datasets ``out/x``, ``out/w`` mirroring the inputs' files
-    (see ``ddrp_dask.io.writer``); ``strict_chunks`` as for ``plan_fit``.
+    (see ``ddrp_dask.io.writer``); ``strict_chunks`` as for ``plan_fit``; ``dtype``: the
+    sketches' storage layout, quantized codes and scales for all but float32
+    (``ddrp_dask.io.codes``).
     """
     sources = open_pair(x, w, x_columns, w_columns, x_id_column, w_id_column, prior,
                         strict_chunks)
     opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
-                       on_invalid, target_rel_mse, format)
+                       on_invalid, target_rel_mse, format, dtype)
     plan = RunPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
                    **opts)
     lifecycle.check_out(plan.out, [x, *([w] if w else [])], overwrite, resume)

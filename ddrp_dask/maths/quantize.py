@@ -23,12 +23,16 @@ product of the codes of each kind and a fixed rescaling per row pair (``estimate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-__all__ = ["INT8_MAX", "LAYOUTS", "Codes", "Layout", "decode", "dither",
-           "dither_key", "encode", "estimate", "expected_max_square", "round_nearest",
+from .model import SketchModel
+
+__all__ = ["INT8_MAX", "LAYOUTS", "Codes", "Layout", "column_energy", "decode", "dither",
+           "dither_key", "encode", "estimate", "expected_max_square", "head_columns",
+           "layout_facts", "layout_of", "model_layout", "quantized_model", "round_nearest",
            "rounding_mse", "rounding_variance", "stochastic_round_f16",
            "stochastic_round_int"]
 
@@ -215,8 +219,9 @@ def _encode(v: np.ndarray, layout: Layout, u: np.ndarray | None) -> Codes:
     return Codes(wide, s16, narrow, s8)
 
 
-def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str, row0: int) -> Codes:
-    """The codes of a block of sketch rows whose first global row index is ``row0``.
+def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str,
+           row0: int | np.ndarray) -> Codes:
+    """The codes of a block of sketch rows.
 
     Parameters
     ----------
@@ -228,9 +233,9 @@ def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str, row0: int) 
     seed : int
         The model's seed; with ``side`` it keys the dither (``dither_key``).
     side : {"x", "w"}
-    row0 : int
-        Global index of the block's first row: a row's codes depend on its index, never on
-        the block.
+    row0 : int or ndarray of int
+        Global index of the block's first row, or of every row: a row's codes depend on its
+        index, never on the block.
 
     Returns
     -------
@@ -242,8 +247,18 @@ def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str, row0: int) 
     v = np.asarray(sketch, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != layout.k:
         raise ValueError(f"sketch must have shape (rows, {layout.k}), got {v.shape}")
-    rows = np.arange(row0, row0 + v.shape[0], dtype=np.int64)
+    rows = np.asarray(row0, dtype=np.int64)
+    if rows.ndim == 0:
+        rows = np.arange(int(rows), int(rows) + v.shape[0], dtype=np.int64)
     return _encode(v, layout, dither(dither_key(seed, side), rows, layout.k))
+
+
+def column_energy(matrix: np.ndarray, offset: np.ndarray, second_moment: np.ndarray,
+                  mean: np.ndarray) -> np.ndarray:
+    """E s_j² of the sketch columns s = v @ matrix + offset for rows v with uncentred second
+    moment ``second_moment`` (d, d) and mean ``mean``: mᵀΣm + 2 o (μ·m) + o² per column."""
+    quad = np.einsum("ij,ij->j", matrix, second_moment @ matrix)
+    return np.asarray(quad + 2.0 * offset * (mean @ matrix) + offset ** 2)
 
 
 def decode(codes: Codes, layout: Layout) -> np.ndarray:
@@ -330,3 +345,57 @@ def rounding_mse(energy_x: np.ndarray, energy_w: np.ndarray, layout: Layout) -> 
     ew = np.asarray(energy_w, dtype=np.float64)
     vx, vw = rounding_variance(ex, layout), rounding_variance(ew, layout)
     return float(np.sum(ew * vx + ex * vw + vx * vw))
+
+
+# ---------------------------------------------------------------------------------------
+# the layout a model records
+
+
+def layout_facts(layout: Layout) -> dict[str, Any]:
+    """The JSON form of a layout (a model's ``info["layout"]``, a stored sketch's
+    ``ddrp_layout``)."""
+    return {"name": layout.name, "k": layout.k, "head": layout.head,
+            "bytes_per_row": layout.bytes_per_row}
+
+
+def layout_of(facts: Any) -> Layout | None:
+    """The layout of a ``layout_facts`` dict (None when absent)."""
+    if not isinstance(facts, dict) or "name" not in facts:
+        return None
+    return Layout.of(str(facts["name"]), int(facts["k"]), int(facts.get("head", 0)))
+
+
+def model_layout(model: SketchModel) -> Layout:
+    """The layout a model's sketches are stored in (float32 unless the fit chose another)."""
+    return layout_of(model.info.get("layout")) or Layout.of("float32", model.k)
+
+
+def head_columns(model: SketchModel) -> int:
+    """The model's exact head columns (``auto``: coordinates kept with probability 1), the
+    float16 part of a ``mixed`` layout; 0 for methods without one."""
+    alloc = model.info.get("allocation") if model.method == "auto" else None
+    return min(int(alloc["head"]), model.k) if isinstance(alloc, dict) else 0
+
+
+def quantized_model(model: SketchModel, name: str) -> SketchModel:
+    """``model`` recording the layout ``name`` for its sketches: ``info["layout"]`` (with
+    the predicted MSE the rounding adds, from the columns' energies under the model's
+    statistics) and the predicted MSE of its method raised by that much. float32: the
+    model unchanged."""
+    layout = Layout.of(name, model.k, head_columns(model))
+    if layout.name == "float32":
+        return model
+    facts = layout_facts(layout)
+    info = dict(model.info)
+    if model.stats_x is not None and model.stats_w is not None:
+        ex, ew = (column_energy(side.matrix, side.offset, m.second_moment, m.mean)
+                  for side, m in ((model.x, model.stats_x), (model.w, model.stats_w)))
+        rounding = rounding_mse(ex, ew, layout)
+        facts["predicted_rounding_mse"] = rounding
+        predicted = dict(info.get("predicted", {}))
+        if model.method in predicted:
+            facts["predicted_mse_float32"] = float(predicted[model.method])
+            predicted[model.method] = float(predicted[model.method]) + rounding
+            info["predicted"] = predicted
+    info["layout"] = facts
+    return replace(model, info=info)
