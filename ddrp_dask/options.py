@@ -26,6 +26,7 @@ __all__ = [
     "check_format",
     "check_fraction",
     "check_k",
+    "check_matmul_layout",
     "check_method",
     "check_methods",
     "check_on_invalid",
@@ -222,6 +223,22 @@ def check_strict_chunks(value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(f"strict_chunks must be True or False, got {value!r}")
     return bool(value)
+
+
+def check_matmul_layout(per: str, fmt: str, top: int | None) -> tuple[str, str]:
+    """``matmul``'s ``per`` (the side whose rows get their top N: ``"x"`` or ``"w"``) and
+    output format; both but the defaults need ``top`` (the full product is one Zarr array
+    of x rows by w rows)."""
+    if per not in ("x", "w"):
+        raise OptionError(f"--per must be 'x' or 'w', got {per!r}")
+    fmt = check_format(fmt)
+    if top is None and per != "x":
+        raise OptionError("--per w needs --top N (the N best x rows of every w row); the full "
+                          "product is always x rows by w rows")
+    if top is None and fmt == "parquet":
+        raise OptionError("--format parquet writes top-N rows and needs --top N; the full "
+                          "product is a Zarr array")
+    return per, fmt
 
 
 def check_top(top: int | None, n_rows: int, what: str = "--w") -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ddrp_dask.errors import require_extra
+from ddrp_dask.io.lifecycle import output_state
 from ddrp_dask.jobs.evaluate import evaluate_model, plan_evaluate
 from ddrp_dask.jobs.matmul import plan_matmul
 from ddrp_dask.jobs.plan import plan_choose
@@ -30,29 +31,42 @@ from .common import (
 @click.option("--w-sketch", required=True,
               help="Sketches of W rows from the same model, e.g. RUN/w.")
 @click.option("--out", required=True,
-              help="Zarr group written: array product (n x m), or indices and scores (--top), "
-                   "and ids (the W rows' ids) when the w sketch's output has them.")
+              help="Output: a Zarr group with array product (n x m), or with --top indices, "
+                   "scores, ids (the found rows' ids) and row_ids (the searched rows' ids) when "
+                   "the sketches' outputs have ids; or a Parquet dataset (--format parquet).")
 @click.option("--top", type=int, default=None,
-              help="Keep only the N largest estimates of every x row (best first).")
+              help="Keep only the N largest estimates of every row searched from (best first).")
+@click.option("--per", type=click.Choice(["x", "w"]), default="x", show_default=True,
+              help="With --top: the N best w rows of every x row, or the N best x rows of "
+                   "every w row (e.g. documents per query).")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "parquet"]), default="zarr",
+              show_default=True,
+              help="With --top, parquet: rows of (from row and id, rank, to row and id, score) "
+                   "to join on the ids.")
 @click.option("--block-cols", type=int, default=None,
-              help="W rows per task; default 4096 (product) or 65536 (--top).")
+              help="Rows of the other side per task; default 4096 (product) or 65536 (--top).")
+@click.option("--resume", is_flag=True,
+              help="Finish an interrupted output: keep its finished tasks.")
 @run_options
 @guard
-def matmul(x_sketch: str, w_sketch: str, out: str, top: int | None, block_cols: int | None,
-           block_rows: int | None, overwrite: bool, dry_run: bool, quiet: bool,
-           scheduler: str | None, workers: int | None, threads_per_worker: int,
-           memory_limit: str) -> None:
-    """Estimate X @ W.T from two sketches, block by block; or its top N per x row."""
+def matmul(x_sketch: str, w_sketch: str, out: str, top: int | None, per: str, fmt: str,
+           block_cols: int | None, resume: bool, block_rows: int | None, overwrite: bool,
+           dry_run: bool, quiet: bool, scheduler: str | None, workers: int | None,
+           threads_per_worker: int, memory_limit: str) -> None:
+    """Estimate X @ W.T from two sketches, block by block; or its top N per x (or w) row."""
     plan = plan_matmul(x_sketch, w_sketch, out, top=top, block_rows=block_rows,
-                       block_cols=block_cols, overwrite=overwrite)
+                       block_cols=block_cols, overwrite=overwrite, per=per, format=fmt,
+                       resume=resume)
     if dry_run:
         click.echo(str(plan))
         return
+    done_before = resume and output_state(plan.out) == "complete"
     with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
                            quiet, job_bytes=plan.input_bytes()) as client:
         plan.execute(client, show_progress(quiet))
     if not quiet:
-        say(f"wrote {plan.out}")
+        say(f"{plan.out} was already complete (--resume): nothing written to it"
+            if done_before else f"wrote {plan.out}")
 
 
 @click.command()

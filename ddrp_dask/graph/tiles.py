@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import writer
+from ..io import lifecycle, writer
 from ..io.source import Given, Source
 from ..maths.blas import one_blas_thread
 from ..maths.metrics import row_runs
@@ -36,56 +36,57 @@ def _read(src: Source, start: int, stop: int) -> np.ndarray:
 
 
 def _product_task(x: Source, w: Source, rows: tuple[int, int], cols: tuple[int, int],
-                  out: str) -> int:
-    """Write one chunk of the product: S[rows] @ T[cols].T."""
+                  out: str, tile: int) -> int:
+    """Write one chunk of the product, S[rows] @ T[cols].T, then its flag."""
     with one_blas_thread():
         a = _read(x, *rows)
         b = _read(w, *cols)
-        tile = (a @ b.T).astype(np.float32, copy=False)
-    writer.write_rows(f"{out}/product", (slice(*rows), slice(*cols)), tile)
-    return int(tile.size)
+        product = (a @ b.T).astype(np.float32, copy=False)
+    writer.write_rows(f"{out}/product", (slice(*rows), slice(*cols)), product)
+    lifecycle.mark_done(out, "product", tile)
+    return int(product.size)
 
 
-def _top_task(x: Source, w: Source, rows: tuple[int, int], cols: tuple[int, int],
+def _top_task(a_src: Source, b_src: Source, rows: tuple[int, int], cols: tuple[int, int],
               n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The top n of S[rows] @ T[cols].T, with global W indices."""
+    """The top n of A[rows] @ B[cols].T, with global B indices."""
     with one_blas_thread():
-        a = _read(x, *rows)
-        b = _read(w, *cols)
+        a = _read(a_src, *rows)
+        b = _read(b_src, *cols)
         return top_n_products(a, b, n, offset=cols[0])
 
 
-def _write_top_task(part: tuple[np.ndarray, np.ndarray], out: str,
-                    rows: tuple[int, int], w_ids: str | None = None) -> int:
+def _write_top_task(part: tuple[np.ndarray, np.ndarray], layout: writer.TopLayout,
+                    block: int, rows: tuple[int, int]) -> int:
     idx, val = part
     invalid = np.isnan(val) | np.isneginf(val)  # from NaN sketch rows: no valid estimate
     if invalid.any():
         idx, val = np.where(invalid, -1, idx), np.where(invalid, np.nan, val)
-    writer.write_rows(f"{out}/indices", slice(*rows), idx)
-    writer.write_rows(f"{out}/scores", slice(*rows), val.astype(np.float32))
-    if w_ids is not None:
-        writer.write_ids_at(f"{out}/ids", slice(*rows), w_ids, idx)
+    layout.write(block, rows, idx, val)
+    if layout.fmt == "zarr":
+        lifecycle.mark_done(layout.out, "indices", block)
     return int(idx.shape[0])
 
 
-def matmul_product(x: Source, w: Source, rows: Sequence[Range], cols: Sequence[Range],
+def matmul_product(x: Source, w: Source, tiles: Sequence[tuple[int, Range, Range]],
                    out: str, scheduler: Any, progress: bool) -> None:
-    """Write every tile ``S[r] @ T[c].T`` into ``out/product``: one task per tile."""
-    tiles = [task(_product_task, x, w, r, c, out) for r in rows for c in cols]
-    compute(tiles, scheduler, progress, "matmul")
+    """Write the tiles ``(flag, rows, cols)``, ``S[rows] @ T[cols].T``, into ``out/product``:
+    one task per tile, which then sets its flag (``lifecycle.mark_done``)."""
+    tasks = [task(_product_task, x, w, r, c, out, flag) for flag, r, c in tiles]
+    compute(tasks, scheduler, progress, "matmul")
 
 
-def matmul_top(x: Source, w: Source, rows: Sequence[Range], cols: Sequence[Range], n: int,
-               out: str, scheduler: Any, progress: bool, w_ids: str | None = None) -> None:
-    """Write the exact top ``n`` W rows of every x row: tiles' top-N merged per row block in
-    the fixed tree, then one write task per row block (with ``w_ids``, the path of the W
-    rows' ids, also their ids to ``out/ids``)."""
+def matmul_top(a: Source, b: Source, rows: Sequence[tuple[int, Range]], cols: Sequence[Range],
+               layout: writer.TopLayout, scheduler: Any, progress: bool) -> None:
+    """Write the exact top N rows of ``b`` for every row of ``a`` (the side searched from),
+    for the row blocks ``rows`` (``(block, range)``): tiles' top-N merged per row block in
+    the fixed tree, then one write task per row block (``layout.write``)."""
     writes, leaves = [], []
-    for r in rows:
-        tiles = [task(_top_task, x, w, r, c, n) for c in cols]
+    for block, r in rows:
+        tiles = [task(_top_task, a, b, r, c, layout.top) for c in cols]
         leaves += tiles
-        writes.append(task(_write_top_task, tree_reduce(tiles, merge_top_n, n), out, r,
-                           w_ids))
+        writes.append(task(_write_top_task, tree_reduce(tiles, merge_top_n, layout.top),
+                           layout, block, r))
     compute(writes, scheduler, progress, "matmul", leaves)
 
 

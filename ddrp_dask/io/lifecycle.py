@@ -63,7 +63,7 @@ __all__ = [
 
 #: Facts of a plan that must match for an incomplete output to be resumed.
 RESUME_KEYS = ("command", "method", "k", "target_rel_mse", "seed", "block_rows", "shrinkage",
-               "stats_fraction", "model", "inputs")
+               "stats_fraction", "model", "inputs", "top", "per", "format", "block_cols")
 
 
 def read_node(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]]:
@@ -307,7 +307,8 @@ def check_resumable(out: str, facts: dict[str, Any], resume: bool) -> None:
 _NAMES = {"command": "the command", "method": "method", "k": "K", "seed": "seed",
           "block_rows": "block rows", "shrinkage": "shrinkage",
           "stats_fraction": "stats fraction", "target_rel_mse": "target relative MSE",
-          "model": "the model"}
+          "model": "the model", "top": "top", "per": "per", "format": "format",
+          "block_cols": "block cols"}
 
 
 def check_same_plan(out: str, recorded: dict[str, Any], facts: dict[str, Any]) -> None:

@@ -31,8 +31,9 @@ from .codes import LAYOUT_KEY, parquet_columns
 from .common import filesystem
 from .source import Given, Source, sketch_rows
 
-__all__ = ["ArraySpec", "consolidate", "create_array", "file_jobs", "float_compressors",
-           "ids_kind", "skipped_of", "write_file", "write_ids_at", "write_rows"]
+__all__ = ["ArraySpec", "TopLayout", "consolidate", "create_array", "file_jobs",
+           "float_compressors", "ids_at", "ids_kind", "skipped_of", "write_file",
+           "write_ids_at", "write_rows", "write_table"]
 
 
 Jobs = list[tuple[str, list[tuple[int, int]]]]
@@ -185,10 +186,10 @@ def ids_kind(path: str) -> tuple[int, str]:
     return int(arr.shape[0]), "int64" if np.dtype(arr.dtype).kind in "iu" else "str"
 
 
-def write_ids_at(path: str, rows: slice, ids_path: str, idx: np.ndarray) -> None:
-    """Write the ids of the rows ``idx`` (any shape; −1: no row) of the ids array at
-    ``ids_path`` to the region ``rows`` of ``path``: −1 (integer ids) or "" (string ids)
-    where ``idx`` is −1. Only the chunks of ``ids_path`` holding wanted rows are read."""
+def ids_at(ids_path: str, idx: np.ndarray) -> np.ndarray:
+    """The ids of the rows ``idx`` (any shape; −1: no row) of the ids array at ``ids_path``:
+    −1 (integer ids) or "" (string ids) where ``idx`` is −1. Only the chunks of ``ids_path``
+    holding wanted rows are read."""
     import zarr
 
     src = zarr.open_array(ids_path, mode="r")
@@ -199,4 +200,97 @@ def write_ids_at(path: str, rows: slice, ids_path: str, idx: np.ndarray) -> None
     out = np.full(idx.shape, -1, dtype=np.int64) if integer else np.full(idx.shape, "",
                                                                           dtype=object)
     out[idx >= 0] = found[inverse.ravel()] if len(wanted) else found
-    write_rows(path, rows, out if integer else out.astype(str))
+    return out if integer else out.astype(str)
+
+
+def write_ids_at(path: str, rows: slice, ids_path: str, idx: np.ndarray) -> None:
+    """Write ``ids_at(ids_path, idx)`` to the region ``rows`` of the Zarr array ``path``."""
+    write_rows(path, rows, ids_at(ids_path, idx))
+
+
+@dataclass(frozen=True)
+class TopLayout:
+    """How ``matmul --top`` writes its result: for every row of the side searched from
+    (``per``, ``"x"`` or ``"w"``), the N best rows of the other side.
+
+    Zarr (``fmt="zarr"``): arrays ``indices`` (rows of the other side, −1: none) and
+    ``scores``, both (rows × N) along ``{per}_row`` and ``rank``; ``ids`` (the other side's
+    ids of ``indices``) when ``to_ids`` is known; ``row_ids`` (the ids of the rows searched
+    from, along ``{per}_row``) when ``from_ids`` is known. Parquet (``fmt="parquet"``): one
+    file per block of rows searched from, ``part-00000.parquet``, ..., whose rows are
+    (``{per}_row``, [``{per}_id``], ``rank`` from 1, ``{other}_row``, [``{other}_id``],
+    ``score``), best first; entries without a valid estimate are left out.
+    """
+
+    out: str
+    per: str
+    fmt: str
+    n_rows: int
+    top: int
+    block_rows: int
+    from_ids: str | None = None
+    to_ids: str | None = None
+
+    @property
+    def other(self) -> str:
+        """The side whose rows are found."""
+        return "w" if self.per == "x" else "x"
+
+    def arrays(self) -> list[ArraySpec]:
+        """The Zarr arrays (empty) of the result."""
+        rows, n, dims = self.n_rows, self.top, (f"{self.per}_row", "rank")
+        chunks = (min(self.block_rows, rows), n)
+        specs = [ArraySpec("indices", (rows, n), "int64", chunks, dims),
+                 ArraySpec("scores", (rows, n), "float32", chunks, dims, "float")]
+        if self.to_ids is not None:
+            specs.append(ArraySpec("ids", (rows, n), ids_kind(self.to_ids)[1], chunks, dims))
+        if self.from_ids is not None:
+            specs.append(ArraySpec("row_ids", (rows,), ids_kind(self.from_ids)[1],
+                                   chunks[:1], dims[:1]))
+        return specs
+
+    def file(self, block: int) -> str:
+        """The Parquet file of one block of rows."""
+        return f"{self.out.rstrip('/')}/part-{block:05d}.parquet"
+
+    def write(self, block: int, rows: tuple[int, int], idx: np.ndarray,
+              val: np.ndarray) -> None:
+        """Write one block of rows' result: ``idx``/``val`` (rows × N, best first)."""
+        start, stop = rows
+        if self.fmt == "zarr":
+            write_rows(f"{self.out}/indices", slice(start, stop), idx)
+            write_rows(f"{self.out}/scores", slice(start, stop), val.astype(np.float32))
+            if self.to_ids is not None:
+                write_ids_at(f"{self.out}/ids", slice(start, stop), self.to_ids, idx)
+            if self.from_ids is not None:
+                write_ids_at(f"{self.out}/row_ids", slice(start, stop), self.from_ids,
+                             np.arange(start, stop))
+            return
+        keep = (idx >= 0).ravel()
+        from_row = np.repeat(np.arange(start, stop, dtype=np.int64), idx.shape[1])[keep]
+        to_row = idx.ravel()[keep]
+        cols: dict[str, np.ndarray] = {f"{self.per}_row": from_row}
+        if self.from_ids is not None:
+            cols[f"{self.per}_id"] = ids_at(self.from_ids, from_row)
+        cols["rank"] = np.tile(np.arange(1, idx.shape[1] + 1, dtype=np.int32),
+                               stop - start)[keep]
+        cols[f"{self.other}_row"] = to_row
+        if self.to_ids is not None:
+            cols[f"{self.other}_id"] = ids_at(self.to_ids, to_row)
+        cols["score"] = val.astype(np.float32).ravel()[keep]
+        write_table(self.file(block), cols)
+
+
+def write_table(target: str, columns: dict[str, np.ndarray]) -> None:
+    """Write ``columns`` as the Parquet file ``target``: under a hidden temporary name, then
+    renamed, so a file that exists is complete (as ``write_file``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, inner = filesystem(target)
+    parent, name = inner.rsplit("/", 1)
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{name}.partial"
+    with fs.open(tmp, "wb") as fh:
+        pq.write_table(pa.table(columns), fh, use_dictionary=False, write_page_checksum=True)
+    fs.mv(tmp, inner)
