@@ -35,7 +35,18 @@ class InputError(DdrpError):
 
 
 class InvalidValueError(InputError):
-    """An input holds a value ddrp refuses: NaN, infinity, a null vector, a wrong length."""
+    """An input holds a value ddrp refuses: NaN, infinity, a null vector, a wrong length.
+
+    ``row``: the global row holding it, when known, so that a reader can say where that row
+    lies in its files and its id (``io.source.Source.located``); ``placed`` when the message
+    says where already; ``located`` once the reader has added what it knows.
+    """
+
+    def __init__(self, message: str, row: int | None = None, placed: bool = False) -> None:
+        super().__init__(message)
+        self.row = row
+        self.placed = placed
+        self.located = False
 
 
 class OutputError(DdrpError):

@@ -140,3 +140,75 @@ def test_the_plan_says_how_each_source_is_read(tmp_path: Path, pair: Any) -> Non
                                        "4", "--out", str(tmp_path / "m"), "--dry-run"])
         assert res.exit_code == 0, res.stderr
         assert says in res.stdout, res.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# invalid values, named where they are
+
+
+def _dirty_dataset(path: Path, kind: str) -> str:
+    """Two files of 600 rows in row groups of 200; row 1 + 600 + 250 = 851 (row 251 of the
+    second file, row 50 of its row group 1) holds the invalid value in column 2."""
+    rng = np.random.default_rng(3)
+    for lang in ["en", "fr"]:
+        x = rng.standard_normal((600, 4)).astype(np.float32)
+        ids = [f"{lang}-{j}" for j in range(600)]
+        if kind == "nan" and lang == "fr":
+            x[251, 2] = np.nan
+        if kind == "inf" and lang == "fr":
+            x[251, 2] = -np.inf
+        frame = pl.DataFrame({"doc": ids, "vec": x})
+        if kind == "null-vector" and lang == "fr":
+            frame = frame.with_columns(pl.when(pl.int_range(600) == 251).then(None)
+                                       .otherwise(pl.col("vec")).alias("vec"))
+        if kind == "null-scalar":
+            frame = pl.DataFrame({"doc": ids, **{f"f{j}": x[:, j] for j in range(4)}})
+            if lang == "fr":
+                frame = frame.with_columns(pl.when(pl.int_range(600) == 251).then(None)
+                                           .otherwise(pl.col("f2")).alias("f2"))
+        (path / f"lang={lang}").mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(str(path / f"lang={lang}" / "part-0.parquet"), row_group_size=200)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "null-vector", "null-scalar"])
+def test_an_invalid_value_in_a_dataset_names_file_group_rows_and_id(tmp_path: Path,
+                                                                   kind: str) -> None:
+    """One ``ddrp: error:`` line naming the file, its row group, the row within the file,
+    the global row, the column and the id (before: a NaN gave the global row only)."""
+    xs = _dirty_dataset(tmp_path / "x", kind)
+    ws = write_npy(tmp_path / "w.npy", make_pair(n=10, m=40, d=4, seed=1)[1])
+    res = CliRunner().invoke(cli, ["run", "--x", xs, "--w", ws, "-k", "2", "--x-id-column", "doc",
+                                   "--out", str(tmp_path / "o"), "--scheduler", "sync",
+                                   "--quiet", "--block-rows", "512"])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ddrp: error: "), res.stderr
+    line = lines[0]
+    for piece in ["lang=fr/part-0.parquet row group 1", "row 251 of the file", "row 851",
+                  "id doc='fr-251'"]:
+        assert piece in line, (piece, line)
+    assert ("column 2" in line) if kind in ("nan", "inf") else \
+        ("column 'f2'" in line if kind == "null-scalar" else "column 'vec'" in line)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "zarr3", "zarr2"])
+def test_an_invalid_value_in_an_array_names_row_column_and_chunk(tmp_path: Path,
+                                                                 fmt: str) -> None:
+    x, w = make_pair(n=1000, m=40, d=4, seed=2)
+    x[717, 1] = np.inf
+    if fmt == "npy":
+        xs = write_npy(tmp_path / "x.npy", x)
+    else:
+        arr = zarr.create_array(str(tmp_path / "x.zarr"), shape=x.shape, dtype=x.dtype,
+                                chunks=(300, 4), zarr_format=3 if fmt == "zarr3" else 2)
+        arr[...] = x
+        xs = str(tmp_path / "x.zarr")
+    res = CliRunner().invoke(cli, ["run", "--x", xs, "--w", write_npy(tmp_path / "w.npy", w),
+                                   "-k", "2", "--out", str(tmp_path / "o"), "--scheduler",
+                                   "sync", "--quiet", "--block-rows", "512"])
+    assert res.exit_code == 2
+    line, = res.stderr.strip().splitlines()
+    assert f"{xs}: row 717 column 1 is inf" in line, line
+    if fmt != "npy":
+        assert f"at chunk {'c/2/0' if fmt == 'zarr3' else '2.0'} row 117" in line, line

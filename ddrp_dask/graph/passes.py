@@ -22,7 +22,7 @@ import numpy as np
 
 from ..io import lifecycle, writer
 from ..io.codes import block_arrays
-from ..io.source import Given, Source, invalid_mode, read_valid, sketch_rows
+from ..io.source import Given, Source, invalid_mode, locating, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
 from ..maths.folds import merge_folds, moments_by_fold, pieces_fold_moments
 from ..maths.model import SideMap
@@ -65,9 +65,11 @@ def _fold_stats_task(src: Source, start: int, stop: int, side: str, skip: bool,
     with one_blas_thread():
         if not skip:
             pieces = src.read_pieces(start, stop, given)
-            parts = pieces_fold_moments(pieces, start, n_folds)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf: named just below
+                parts = pieces_fold_moments(pieces, start, n_folds)
             if not all(np.isfinite(m.mean).all() for m in parts):
-                check_finite(np.concatenate(pieces), where, start)
+                with locating(src):
+                    check_finite(np.concatenate(pieces), where, start)
             return parts
         block, bad, _ = read_valid(src, start, stop, where, skip, given=given)
         rows = np.arange(start, stop)

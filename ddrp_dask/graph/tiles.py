@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..io import lifecycle, writer
-from ..io.source import Given, Source
+from ..io.source import Given, Source, locating
 from ..maths.blas import one_blas_thread
 from ..maths.metrics import row_runs
 from ..maths.model import SideMap
@@ -101,7 +101,8 @@ def _gather_task(src: Source, idx: np.ndarray, flag: str) -> np.ndarray:
         parts = []
         for start, stop in row_runs(idx, NPY_GAP if src.kind == "npy" else None):
             block = src.read_rows(start, stop)
-            check_finite(block, f"{flag} {src.path}", start)
+            with locating(src):
+                check_finite(block, f"{flag} {src.path}", start)
             mine = idx[(idx >= start) & (idx < stop)]
             parts.append(block[mine - start])
         return np.concatenate(parts)
@@ -121,11 +122,12 @@ def _scores_task(src: Source, start: int, stop: int, given: Given, queries: Any,
     (``given``: its rows of the chunks it shares, ``graph.reads``)."""
     with one_blas_thread():
         block = src.read_rows(start, stop, given=given)
-        check_finite(block, f"--w {src.path}", start)
-        out = {"exact": top_n_products(queries, block, n, offset=start)}
-        for name, side_map in maps.items():
-            t = project_block(block, side_map, f"--w {src.path}", start)
-            out[name] = top_n_products(sketches[name], t, n, offset=start)
+        with locating(src):
+            check_finite(block, f"--w {src.path}", start)
+            out = {"exact": top_n_products(queries, block, n, offset=start)}
+            for name, side_map in maps.items():
+                t = project_block(block, side_map, f"--w {src.path}", start)
+                out[name] = top_n_products(sketches[name], t, n, offset=start)
         return out
 
 

@@ -70,6 +70,25 @@ class ParquetSource(Source):
     def _group_starts(self) -> list[int]:
         return [rg_start for _, _, rg_start, _ in self.row_groups]
 
+    @functools.cached_property
+    def _file_starts(self) -> dict[int, int]:
+        """Each file's first global row (of its first non-empty row group)."""
+        starts: dict[int, int] = {}
+        for fi, _, rg_start, _ in self.row_groups:
+            starts.setdefault(fi, rg_start)
+        return starts
+
+    def locate(self, row: int) -> str:
+        """The file (unless it is the source's one file), the row group, and the row within
+        the file of global row ``row``."""
+        groups = self.groups_in(row, row + 1)
+        if not groups:
+            return ""
+        fi, gi, _, _ = groups[-1]
+        f = self.path if self.files == (self.path,) else \
+            f"{self.path.rstrip('/')}/{self.relative_files[fi]}"
+        return f"{f} row group {gi}, row {row - self._file_starts[fi]} of the file"
+
     def chunk_spans(self, block_rows: int) -> list[tuple[int, int]]:
         """The row groups of up to two blocks: a larger one is streamed, part by part, by
         each block that reads it (``read_parquet_rows``), so that memory stays bounded by
@@ -400,8 +419,7 @@ def read_parquet_rows(src: ParquetSource, start: int, stop: int,
         if nr > STREAM_BLOCKS * (stop - start):  # much larger than the block: stream it
             table, first = _read_group(src, fi, gi, _row_group_slice, gi, rg_start, lo, hi,
                                        list(src.columns))
-            block = _table_to_matrix(table, src, f"{src.files[fi]} row group {gi}", first,
-                                     as_nan)
+            block = _table_to_matrix(table, src, (fi, gi), first, as_nan)
             pieces.append(block[lo - first:hi - first])
         elif lo == rg_start and hi == rg_start + nr:  # all ours
             pieces.append(_group_matrix(src, fi, gi, rg_start, as_nan))
@@ -431,7 +449,7 @@ def _group_matrix(src: ParquetSource, fi: int, gi: int, rg_start: int,
                   as_nan: bool) -> np.ndarray:
     """Row group ``gi`` of file ``fi`` (first global row ``rg_start``) as a matrix."""
     table = _read_group(src, fi, gi, _whole_group, gi, list(src.columns))
-    return _table_to_matrix(table, src, f"{src.files[fi]} row group {gi}", rg_start, as_nan)
+    return _table_to_matrix(table, src, (fi, gi), rg_start, as_nan)
 
 
 def _whole_group(f: str, gi: int, columns: list[str]) -> Any:
@@ -461,12 +479,13 @@ def _row_group_slice(f: str, gi: int, rg_start: int, lo: int, hi: int,
     return pa.Table.from_batches(kept), int(first if first is not None else lo)
 
 
-def _table_to_matrix(table: Any, src: ParquetSource, where: str, row0: int,
+def _table_to_matrix(table: Any, src: ParquetSource, group: tuple[int, int], row0: int,
                      as_nan: bool = False) -> np.ndarray:
-    """A pyarrow table of the vector columns as an ``(n, d)`` array. Nulls and wrong lengths
-    raise naming the row (``row0`` is the table's first global row), or become NaN rows."""
+    """A pyarrow table of the vector columns (of row group ``group``: file and row group
+    index) as an ``(n, d)`` array. Nulls and wrong lengths raise naming the row (``row0`` is
+    the table's first global row), or become NaN rows."""
     if src.layout == "scalars":
-        return _scalars_to_matrix(table, src, where, row0, as_nan)
+        return _scalars_to_matrix(table, src, group, row0, as_nan)
     import pyarrow as pa
 
     n = table.num_rows
@@ -489,8 +508,8 @@ def _table_to_matrix(table: Any, src: ParquetSource, where: str, row0: int,
         what = ("has a null vector" if null[row] else
                 f"has {lengths[row]} values, expected d={src.d} like the first row of the "
                 "dataset" if lengths[row] != src.d else "holds a null value")
-        raise InvalidValueError(f"{where}: column {src.columns[0]!r} row {row0 + row} {what} "
-                                f"(row {row} of the group)")
+        raise _invalid(src, group, f"column {src.columns[0]!r} row {row0 + row} {what}",
+                       row0 + row)
     flat = np.asarray(values.to_numpy(zero_copy_only=False))
     if not bad.any() and len(flat) == n * src.d and (n == 0 or starts[0] == 0):
         return flat.reshape(n, src.d)
@@ -500,7 +519,7 @@ def _table_to_matrix(table: Any, src: ParquetSource, where: str, row0: int,
     return out
 
 
-def _scalars_to_matrix(table: Any, src: ParquetSource, where: str, row0: int,
+def _scalars_to_matrix(table: Any, src: ParquetSource, group: tuple[int, int], row0: int,
                        as_nan: bool) -> np.ndarray:
     """One numeric column per dimension; a null raises naming column and row, or is NaN."""
     arrays = []
@@ -509,8 +528,8 @@ def _scalars_to_matrix(table: Any, src: ParquetSource, where: str, row0: int,
         if col.null_count:
             if not as_nan:
                 row = first_null(col.combine_chunks())
-                raise InvalidValueError(f"{where}: column {c!r} is null at row {row0 + row} "
-                                        f"(row {row} of the group)")
+                raise _invalid(src, group, f"column {c!r} is null at row {row0 + row}",
+                               row0 + row)
             import pyarrow.compute as pc
 
             col = pc.fill_null(col.cast("float64"), float("nan"))
@@ -518,6 +537,18 @@ def _scalars_to_matrix(table: Any, src: ParquetSource, where: str, row0: int,
     if not arrays or len(arrays[0]) == 0:
         return np.empty((table.num_rows, src.d), dtype=src.working_dtype)
     return np.column_stack(arrays).astype(src.working_dtype, copy=False)
+
+
+def _invalid(src: ParquetSource, group: tuple[int, int], what: str,
+             row: int) -> InvalidValueError:
+    """An invalid value the reader found: named by file, row group, global row, row of the
+    file and of the group (the id is added by ``Source.located``)."""
+    fi, gi = group
+    first = src._file_starts[fi]
+    group_first = next(s for f, g, s, _ in src.groups_in(row, row + 1) if (f, g) == group)
+    return InvalidValueError(f"{src.files[fi]} row group {gi}: {what} (row {row - first} of "
+                             f"the file, row {row - group_first} of the group)", row=row,
+                             placed=True)
 
 
 def first_null(arr: Any) -> int:

@@ -12,21 +12,23 @@ for float64 and wide integers (which float32 cannot hold exactly).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DdrpError, InputError, InvalidValueError
 from ..maths.model import SideMap
 from ..maths.project import check_finite, project_pieces, sketch_valid
 from .common import working_dtype
 
-__all__ = ["Given", "Source", "invalid_mode", "read_valid", "sketch_rows", "split_given"]
+__all__ = ["Given", "Source", "invalid_mode", "locating", "read_valid", "sketch_rows",
+           "split_given"]
 
 #: Rows decoded elsewhere, handed to a read: ``(first row, rows)`` pieces in row order. On a
 #: cluster a pass decodes a chunk shared by two blocks once and gives each block its part
@@ -83,9 +85,10 @@ class Source:
         the row, or with ``invalid="nan"`` come back as rows of NaN (to be skipped). Rows in
         ``given`` (read with the same ``invalid``) are taken from it, not decoded."""
         self._check_range(start, stop)
-        parts = [np.asarray(self._read(a, b, invalid == "nan") if piece is None else piece,
-                            dtype=self.working_dtype)
-                 for a, b, piece in split_given(start, stop, given)]
+        with locating(self):
+            parts = [np.asarray(self._read(a, b, invalid == "nan") if piece is None else piece,
+                                dtype=self.working_dtype)
+                     for a, b, piece in split_given(start, stop, given)]
         block = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return np.ascontiguousarray(block, dtype=self.working_dtype)
 
@@ -101,8 +104,9 @@ class Source:
         Nulls raise as in ``read_rows``."""
         self._check_range(start, stop)
         out: list[np.ndarray] = []
-        for a, b, piece in split_given(start, stop, given):
-            out += self._read_pieces(a, b) if piece is None else [piece]
+        with locating(self):
+            for a, b, piece in split_given(start, stop, given):
+                out += self._read_pieces(a, b) if piece is None else [piece]
         return out
 
     def _read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
@@ -167,6 +171,37 @@ class Source:
     def _fingerprint_extra(self) -> dict[str, Any]:
         return {}
 
+    def locate(self, row: int) -> str:
+        """Where global row ``row`` lies in the source's files, beyond its path and row
+        (the file, row group and row of a Parquet dataset; a Zarr array's chunk): what an
+        error about the row says. Nothing for a single file read by row (.npy)."""
+        return ""
+
+    def located(self, err: InvalidValueError) -> InvalidValueError:
+        """``err`` (about one global row) saying where that row lies (``locate``, unless the
+        message says it) and, with an id column, its id: one message naming file, row
+        group, row and id, before the advice (after the first ``; ``) if there is one."""
+        if err.row is None or err.located:
+            return err
+        place = [p for p in ("" if err.placed else self.locate(err.row),
+                             self._id_of(err.row)) if p]
+        msg = str(err)
+        if place:
+            head, sep, advice = msg.partition("; ")
+            msg = f"{head} at {', '.join(place)}{sep}{advice}"
+        new = InvalidValueError(msg, row=err.row, placed=True)
+        new.located = True
+        return new
+
+    def _id_of(self, row: int) -> str:
+        if self.id_column is None:
+            return ""
+        try:
+            value = self.read_ids(row, row + 1)[0].item()
+        except DdrpError:  # an id that cannot be read is not this error's subject
+            return ""
+        return f"id {self.id_column}={value!r}"
+
     def notes(self) -> list[str]:
         """Lines the user should read before trusting the rows (e.g. absent Zarr chunks read
         as the fill value), said by the plan and after the job; none by default."""
@@ -220,7 +255,8 @@ def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
     block = src.read_rows(start, stop, invalid_mode(skip), given)
     none = np.zeros(0, dtype=np.int64)
     if not skip:
-        return block, none, check_finite(block, where, start) if check else None
+        with locating(src):
+            return block, none, check_finite(block, where, start) if check else None
     colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
     if np.isfinite(colsum).all():
         return block, none, colsum
@@ -237,9 +273,23 @@ def sketch_rows(src: Source, start: int, stop: int, side_map: SideMap, where: st
     """Pass 2's sketches of rows ``start:stop`` (float32, NaN rows for skipped ones) and the
     in-block indices of the skipped rows. Without ``skip`` the rows are read as pieces
     (``Source.read_pieces``) and NaN or inf is found through the sketches it makes."""
-    if skip:
-        rows, bad, _ = read_valid(src, start, stop, where, skip, check=False, given=given)
-        return sketch_valid(rows, bad, side_map, where, start,
-                            overwrite_input=rows.flags.writeable), bad
-    return (project_pieces(src.read_pieces(start, stop, given), side_map, where, start),
-            np.zeros(0, dtype=np.int64))
+    with locating(src):
+        if skip:
+            rows, bad, _ = read_valid(src, start, stop, where, skip, check=False, given=given)
+            return sketch_valid(rows, bad, side_map, where, start,
+                                overwrite_input=rows.flags.writeable), bad
+        return (project_pieces(src.read_pieces(start, stop, given), side_map, where, start),
+                np.zeros(0, dtype=np.int64))
+
+
+@contextlib.contextmanager
+def locating(src: Source) -> Iterator[None]:
+    """An ``InvalidValueError`` about a row of ``src`` raised inside, saying where the row
+    lies in the source's files and its id (``Source.located``)."""
+    try:
+        yield
+    except InvalidValueError as e:
+        new = src.located(e)
+        if new is e:
+            raise
+        raise new from e

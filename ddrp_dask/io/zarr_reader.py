@@ -127,12 +127,19 @@ class ZarrSource(Source):
             raise InvalidValueError(
                 f"{self.path}: row {start + row} column {col} holds the missing value "
                 f"{raw[row, col]} (_FillValue/missing_value); remove or impute it, or skip "
-                "such rows with --on-invalid skip")
+                "such rows with --on-invalid skip", row=start + row)
         return values
 
     def _read_pieces(self, start: int, stop: int) -> list[np.ndarray]:
         pieces = None if self.packing is not None else read_zarr_pieces(self, start, stop)
         return pieces or [self.read_rows(start, stop)]
+
+    def locate(self, row: int) -> str:
+        """The chunk (or shard) holding global row ``row``, and the row within it."""
+        arr = open_zarr_array(self.path)
+        rows = object_rows(arr)
+        what = "shard" if getattr(arr, "shards", None) is not None else "chunk"
+        return f"{what} {object_key(arr, (row // rows, 0))} row {row % rows}"
 
     def notes(self) -> list[str]:
         """What the user should know before trusting the rows: absent chunks."""

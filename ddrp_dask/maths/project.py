@@ -38,7 +38,7 @@ def check_finite(block: np.ndarray, where: str, row0: int) -> np.ndarray:
     raise InvalidValueError(
         f"{where}: row {row0 + row} column {col} is {float(block[row, col])} "
         f"({bad_rows.size} rows in rows {row0}..{row0 + len(block) - 1} are not finite); "
-        "remove or impute them before sketching"
+        "remove or impute them before sketching", row=row0 + row
     )
 
 
@@ -77,7 +77,7 @@ def project_pieces(pieces: Sequence[np.ndarray], side: SideMap, where: str = "in
         magnitude = float(np.max(np.abs(block[bad].astype(np.float64))))
         raise InvalidValueError(
             f"{where}: the sketch of row {row0 + bad} overflows float32 (inputs of magnitude "
-            f"{magnitude:.3g}); rescale the data"
+            f"{magnitude:.3g}); rescale the data", row=row0 + bad
         )
     return result
 
