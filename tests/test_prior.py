@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -177,3 +178,61 @@ def test_w_from_labels_in_the_cli(tmp_path: Path) -> None:
     bad = CliRunner().invoke(cli, ["fit", "--x", str(tmp_path / "d.parquet"), "--w-from-labels",
                                    "nope", "-k", "5", "--out", str(tmp_path / "m")])
     assert bad.exit_code == 2 and "no label column 'nope'" in bad.stderr
+
+
+def _labelled(tmp_path: Path) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 6)).astype(np.float32)
+    y = (x @ np.arange(6.0) > 0).astype(np.int64)
+    pq.write_table(pa.table({"label": y, "vec": pa.FixedSizeListArray.from_arrays(
+        pa.array(x.ravel()), 6)}), tmp_path / "l.parquet", row_group_size=100)
+    return str(tmp_path / "l.parquet")
+
+
+def test_the_prior_is_written_whole_or_not_at_all(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through io.writer: a write that dies half-way leaves no file under the prior's name
+    (it was written to it directly before), and an existing file is refused unless
+    overwritten."""
+    from ddrp_dask.errors import OutputError
+    from ddrp_dask.jobs.prior import plan_prior
+
+    src = _labelled(tmp_path)
+    out = str(tmp_path / "p.npy")
+    real_save = np.save
+
+    def dies(file: Any, arr: Any, *args: Any, **kwargs: Any) -> None:
+        real_save(file, arr[:1], *args, **kwargs)  # some bytes, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        plan_prior(src, "label", out, n_boot=2, sample=300).execute()
+    monkeypatch.undo()
+    assert not Path(out).exists()
+    plan_prior(src, "label", out, n_boot=2, sample=300).execute()
+    expected = dd.prior_from_labels(src, "label", n_boot=2, sample=300)
+    assert np.array_equal(np.load(out), expected)
+    with pytest.raises(OutputError, match=r"p\.npy exists; pass --overwrite"):
+        plan_prior(src, "label", out, n_boot=2, sample=300)
+    with pytest.raises(OutputError, match="is the input"):
+        plan_prior(src, "label", src, n_boot=2, sample=300, overwrite=True)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # renamed
+
+
+def test_the_prior_goes_to_a_url(tmp_path: Path) -> None:
+    import fsspec
+
+    from ddrp_dask.jobs.prior import plan_prior
+
+    src = _labelled(tmp_path)
+    out = "memory://ddrp-prior/p.npy"
+    plan_prior(src, "label", out, n_boot=2, sample=300).execute()
+    fs, inner = fsspec.core.url_to_fs(out)
+    with fs.open(inner, "rb") as fh:
+        got = np.load(fh)
+    assert np.array_equal(got, dd.prior_from_labels(src, "label", n_boot=2, sample=300))
+    fs.rm("/ddrp-prior", recursive=True)

@@ -39,6 +39,7 @@ __all__ = [
     "MARKER",
     "RESUME_KEYS",
     "begin",
+    "check_file_out",
     "check_out",
     "check_resumable",
     "check_room",
@@ -160,6 +161,20 @@ def check_out(out: str, inputs: list[str], overwrite: bool, resume: bool = False
             raise OutputError(f"output {out}: directory {out_p.parent} is not writable")
         return
     _check_existing(out, overwrite, resume)
+
+
+def check_file_out(out: str, inputs: list[str], overwrite: bool) -> None:
+    """Refuse a one-file output (a path or URL) that is an input, whose directory does not
+    exist, or that exists, unless ``overwrite``."""
+    fs, inner = filesystem(out)
+    for src in inputs:
+        if filesystem(src)[1].rstrip("/") == inner.rstrip("/"):
+            raise OutputError(f"output {out} is the input {src}; choose another output")
+    if not is_url(out) and not Path(out).resolve().parent.is_dir():
+        raise OutputError(f"output {out}: directory {Path(out).resolve().parent} does not "
+                          "exist")
+    if fs.exists(inner) and not overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it")
 
 
 def _check_out_url(out: str, inputs: list[str], overwrite: bool, resume: bool) -> None:

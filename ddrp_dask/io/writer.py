@@ -17,8 +17,10 @@ and appears as ``OUT`` only when complete (``io.lifecycle.begin``/``commit``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +35,7 @@ from .source import Given, Source, sketch_rows
 
 __all__ = ["ArraySpec", "TopLayout", "consolidate", "create_array", "file_jobs",
            "float_compressors", "ids_at", "ids_kind", "skipped_of", "write_file",
-           "write_ids_at", "write_rows", "write_table"]
+           "write_ids_at", "write_npy", "write_rows", "write_table"]
 
 
 Jobs = list[tuple[str, list[tuple[int, int]]]]
@@ -56,16 +58,12 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fs, inner = filesystem(target)
-    parent, name = inner.rsplit("/", 1)
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.{name}.partial"
     key = src.output_key()
     skipped: list[int] = []
     where = f"{side} input {src.path}"
     writer = None
     layout, seed = storage or (Layout.of("float32", k), 0)
-    with one_blas_thread(), fs.open(tmp, "wb") as fh:
+    with one_blas_thread(), _whole_file(target) as fh:
         for start, stop in ranges:  # one row group at a time: memory bounded by one
             mine = [g for g in given if start <= g[0] < stop]
             sketch, bad = sketch_rows(src, start, stop, side_map, where, skip, mine)
@@ -84,7 +82,6 @@ def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: 
             meta[LAYOUT_KEY] = json.dumps(layout_facts(layout))
         writer.add_key_value_metadata(meta)
         writer.close()
-    fs.mv(tmp, inner)
     return skipped
 
 
@@ -281,16 +278,30 @@ class TopLayout:
         write_table(self.file(block), cols)
 
 
-def write_table(target: str, columns: dict[str, np.ndarray]) -> None:
-    """Write ``columns`` as the Parquet file ``target``: under a hidden temporary name, then
-    renamed, so a file that exists is complete (as ``write_file``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+@contextlib.contextmanager
+def _whole_file(target: str) -> Iterator[Any]:
+    """An open binary file that appears as ``target`` (a path or URL) only once written:
+    it is written under the hidden name ``.NAME.partial`` beside it, then renamed, so a file
+    that exists under its name is complete (readers and ``--resume`` rely on it)."""
     fs, inner = filesystem(target)
-    parent, name = inner.rsplit("/", 1)
+    parent, name = inner.rsplit("/", 1) if "/" in inner else (".", inner)
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{name}.partial"
     with fs.open(tmp, "wb") as fh:
-        pq.write_table(pa.table(columns), fh, use_dictionary=False, write_page_checksum=True)
+        yield fh
     fs.mv(tmp, inner)
+
+
+def write_table(target: str, columns: dict[str, np.ndarray]) -> None:
+    """Write ``columns`` as the Parquet file ``target`` (whole or not at all)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with _whole_file(target) as fh:
+        pq.write_table(pa.table(columns), fh, use_dictionary=False, write_page_checksum=True)
+
+
+def write_npy(target: str, array: np.ndarray) -> None:
+    """Write ``array`` as the .npy file ``target`` (whole or not at all; no pickles)."""
+    with _whole_file(target) as fh:
+        np.save(fh, array, allow_pickle=False)

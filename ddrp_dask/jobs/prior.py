@@ -1,7 +1,9 @@
 """W from labels (``--w-from-labels``): bootstrap fits on a seeded sample of labelled rows.
 
 The plan reads only the source's metadata; ``execute`` reads the sampled blocks, fits, and
-writes the weight vectors as a .npy file that ``fit``/``run`` then use as their W source.
+writes the weight vectors as a .npy file (a path or URL, written whole or not at all by
+``io.writer.write_npy``) that ``fit``/``run`` then use as their W source. A resumed job fits
+again: the fits are seeded, so the file is rewritten with the same bytes.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import OptionError, OutputError, require_extra
+from ..errors import OptionError, require_extra
+from ..io import lifecycle
 from ..io.registry import open_source
 from ..io.source import Source
+from ..io.writer import write_npy
 from ..maths.prior import MODELS, bootstrap_weights
 from ..options import check_block_rows, check_positive, check_seed
 
@@ -61,7 +65,7 @@ class PriorPlan:
 
     def execute(self) -> str:
         """Fit and write the prior; returns its path."""
-        np.save(self.out, self.weights())
+        write_npy(self.out, self.weights())
         return self.out
 
 
@@ -97,8 +101,8 @@ def plan_prior(source: str, label_column: str, out: str, columns: str | list[str
         raise OptionError(f"{source}: the label column {label_column!r} is also a vector column")
     if model not in MODELS:
         raise OptionError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    if os.path.exists(out) and not overwrite:
-        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+    if out != os.devnull:
+        lifecycle.check_file_out(str(out), [source], overwrite)
     return PriorPlan(src, label_column, str(out), check_positive(n_boot, "prior fits"), model,
                      check_positive(sample, "prior sample"), check_seed(seed),
                      check_block_rows(block_rows, src.d))
