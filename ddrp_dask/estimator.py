@@ -32,6 +32,7 @@ from .graph.arrays import as_dask_array, is_dask_array, moments_of_arrays, sketc
 from .io.common import working_dtype
 from .jobs.sketch import sketch_numpy
 from .maths.blas import one_blas_thread
+from .maths.budget import budgeted_model, choose_budget
 from .maths.build import build
 from .maths.folds import combine_folds, folds_for, moments_by_fold
 from .maths.model import SketchModel
@@ -39,6 +40,7 @@ from .maths.quantize import model_layout, quantized_model
 from .maths.stats import Moments, block_moments, combine_all
 from .options import (
     check_block_rows,
+    check_bytes_per_row,
     check_dtype,
     check_k,
     check_method,
@@ -82,12 +84,17 @@ class AsymmetricRandomProjection(
         Rows of one canonical block (one statistics leaf, one projection GEMM); None uses
         ``ddrp_dask.io.default_block_rows(d)``, the CLI's default, so the estimator and
         ``ddrp run`` agree byte for byte. Dask inputs are rechunked to these rows.
-    dtype : {"float32", "float16", "int8", "mixed"}, default="float32"
+    dtype : {"float32", "float16", "int8", "mixed"} or None, default=None
         The storage layout of the sketches (``docs/quantized.md``): float16 or int8 codes
         with per-row scales, or ``mixed`` (exact head float16, the rest int8), stochastically
         rounded so every estimate stays unbiased. ``transform`` and ``transform_w`` return
         the *decoded* float32 values the codes stand for (exactly what ``ddrp`` stores, as
-        numbers), so ``transform(X) @ transform_w(W).T`` is the quantized estimate.
+        numbers), so ``transform(X) @ transform_w(W).T`` is the quantized estimate. None:
+        float32, or with ``bytes_per_row`` the layout the budget chooses.
+    bytes_per_row : int or None, default=None
+        A storage budget per sketch row (``auto`` only): K and the layout with the smallest
+        predicted MSE within it are chosen at ``fit`` and ``n_components`` is not used
+        (``n_components_`` and ``model_.info["budget"]`` say what was chosen).
 
     Attributes
     ----------
@@ -150,13 +157,14 @@ class AsymmetricRandomProjection(
     def __init__(self, n_components: int = 16, method: str = "auto",
                  random_state: int | np.random.RandomState | None = None,
                  shrinkage: float | str = "auto", block_rows: int | None = None,
-                 dtype: str = "float32") -> None:
+                 dtype: str | None = None, bytes_per_row: int | None = None) -> None:
         self.n_components = n_components
         self.method = method
         self.random_state = random_state
         self.shrinkage = shrinkage
         self.block_rows = block_rows
         self.dtype = dtype
+        self.bytes_per_row = bytes_per_row
 
     # -----------------------------------------------------------------------------------
     # scikit-learn API
@@ -193,16 +201,24 @@ class AsymmetricRandomProjection(
         else:
             wa = as_dask_array(W, "W") if is_dask_array(W) else _check_numpy(W, "W")
             check_same_d(d, wa.shape[1], "X", "W")
-        check_k(int(self.n_components), d, self.method)
+        budget = check_bytes_per_row(self.bytes_per_row, None, None, self.method)
+        k = int(self.n_components)
+        if budget is None:
+            check_k(k, d, self.method)
         rows = self._block_rows(d)
         n_folds = folds_for(d) if self.method == "auto" and folds_for(d) > 1 else 0
         fx, fw = _moments(xa, wa, rows, n_folds)
         mx, mw = (combine_all(fx), combine_all(fw)) if n_folds else (fx[0], fw[0])
         provenance = {"command": "estimator", "block_rows": rows,
                       "shrinkage": self.shrinkage, "symmetric": W is None}
-        model = build(mx, mw, int(self.n_components), self.method, self._seed(),
-                      self.shrinkage, provenance=provenance, folds=(fx, fw) if n_folds else None)
-        self.model_ = quantized_model(model, check_dtype(self.dtype))
+        choice = None if budget is None else \
+            choose_budget(fx, fw, budget, self.shrinkage, self.dtype)
+        if choice is not None:
+            k = choice[0].layout.k
+        model = build(mx, mw, k, self.method, self._seed(), self.shrinkage,
+                      provenance=provenance, folds=(fx, fw) if n_folds else None)
+        self.model_ = quantized_model(model, self.dtype or "float32") if choice is None \
+            else budgeted_model(model, budget or 0, *choice)
         self._set_fitted_attributes(self.model_)
         return self
 
@@ -268,7 +284,8 @@ class AsymmetricRandomProjection(
             raise OptionError(f"n_components must be a positive integer, got {k!r}")
         check_method(self.method)
         check_shrinkage(self.shrinkage)
-        check_dtype(self.dtype)
+        if self.dtype is not None:
+            check_dtype(self.dtype)
         b = self.block_rows
         if b is not None and (not isinstance(b, numbers.Integral) or isinstance(b, bool)
                               or b < 1):

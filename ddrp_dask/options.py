@@ -22,6 +22,7 @@ __all__ = [
     "SHRINKAGE_NAMES",
     "SIDES",
     "check_block_rows",
+    "check_bytes_per_row",
     "check_dtype",
     "check_format",
     "check_fraction",
@@ -285,3 +286,23 @@ def check_dtype(dtype: Any) -> str:
     if dtype not in DTYPES:
         raise OptionError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return str(dtype)
+
+
+def check_bytes_per_row(bytes_per_row: Any, k: int | None, target: float | None,
+                        method: str) -> int | None:
+    """A byte budget per row (``--bytes-per-row``), instead of -k and --target-rel-mse: an
+    integer ≥ 4 (one float32 column), for ``auto`` (whose predicted MSE at every K and
+    layout it compares); None when not given."""
+    if bytes_per_row is None:
+        return None
+    if k is not None or target is not None:
+        raise OptionError("--bytes-per-row replaces -k and --target-rel-mse: give one of the "
+                          "three")
+    if method != "auto":
+        raise OptionError(f"--bytes-per-row chooses K and the layout for --method auto, got "
+                          f"--method {method}; give -k for other methods")
+    if isinstance(bytes_per_row, bool) or not isinstance(bytes_per_row, numbers.Integral) \
+            or int(bytes_per_row) < 4:
+        raise OptionError(f"--bytes-per-row must be an integer of at least 4 (one float32 "
+                          f"column), got {bytes_per_row!r}")
+    return int(bytes_per_row)

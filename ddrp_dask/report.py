@@ -12,7 +12,8 @@ from .maths.model import SketchModel
 from .maths.predict import pair_energy
 from .options import not_smaller_than_raw
 
-__all__ = ["BIAS_NOTE", "format_evaluation", "format_k_table", "format_report", "report_dict"]
+__all__ = ["BIAS_NOTE", "format_bytes_table", "format_evaluation", "format_k_table",
+           "format_report", "report_dict"]
 
 BIAS_NOTE = ("bias z = mean error / its standard error over the sampled pairs, for this one "
              "model (one draw of its random matrix): it tests whether this model's errors "
@@ -90,6 +91,20 @@ def _layout_text(layout: dict[str, Any], k: int) -> str:
     return text
 
 
+def _budget_lines(budget: dict[str, Any]) -> list[str]:
+    """What ``--bytes-per-row`` chose, against every layout at the same bytes."""
+    c = budget["chosen"]
+    lines = [f"  byte budget {budget['bytes_per_row']} per row: chose {c['name']} with K={c['k']}"
+             f" ({c['bytes_per_row']} bytes), predicted relative MSE "
+             f"{c['predicted_rel_mse']:.3g}; the layouts at these bytes:"]
+    for o in budget["options"]:
+        k = f"K={o['k']}" + (f" ({o['head']} float16)" if o["name"] == "mixed" else "")
+        lines.append(f"    {o['name']:<8} {k:<20} predicted relative MSE "
+                     f"{o['predicted_rel_mse']:.3g} (rounding: "
+                     f"{o['predicted_rounding_rel_mse']:.3g})")
+    return lines
+
+
 def format_report(model: SketchModel, top: int = 8) -> str:
     """Human-readable build report: how the K columns are spent, the predicted error of x·w
     in relative terms (MSE / E(x·w)²) and the gain over a Gaussian sketch of the same K."""
@@ -122,6 +137,8 @@ def format_report(model: SketchModel, top: int = 8) -> str:
     layout = rep.get("layout")
     if layout:
         lines.append(_layout_text(layout, model.k))
+    if "budget" in model.info:
+        lines += _budget_lines(model.info["budget"])
     if model.method == "truncated":
         lines.append("  note: truncated is BIASED (no tail); its MSE is squared bias on rows like "
                      "the fitted ones, with no guarantee for others")
@@ -147,6 +164,24 @@ def format_k_table(report: dict[str, Any]) -> str:
             notes.append(f"K ≥ d={report['d']}: storing the raw vectors is as small")
         note = f"  ({'; '.join(notes)})" if notes else ""
         lines.append(f"  {m:<11} K = {k}{note}")
+    return "\n".join(lines)
+
+
+def format_bytes_table(curve: dict[str, Any]) -> str:
+    """``ddrp plan --bytes-per-row``: auto's predicted relative MSE per storage layout (and
+    its K) at byte budgets per row, and the choice at the budget asked."""
+    names = list(curve["rel_mse"])
+    lines = ["auto: predicted relative MSE per storage layout at B bytes per row (K in "
+             "brackets; docs/quantized.md)",
+             f"{'B':>6} " + " ".join(f"{n:>18}" for n in names)]
+    for i, b in enumerate(curve["budgets"]):
+        cells = ["-" if curve["rel_mse"][n][i] is None else
+                 f"{curve['rel_mse'][n][i]:.3g} [{curve['k'][n][i]}]" for n in names]
+        lines.append(f"{b:>6} " + " ".join(f"{c:>18}" for c in cells))
+    c = curve["chosen"]
+    lines.append(f"at {curve['bytes_per_row']} bytes per row: {c['name']} with K={c['k']} "
+                 f"(predicted relative MSE {c['predicted_rel_mse']:.3g}); "
+                 f"--bytes-per-row {curve['bytes_per_row']} on fit/run chooses it")
     return "\n".join(lines)
 
 

@@ -48,11 +48,25 @@ def _prior(x: str, x_columns: str | None, w: str | None, labels: str | None, out
                       overwrite=overwrite or resume)
 
 
-dtype_option = click.option(
-    "--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
-    help="Storage of the sketches: float32, float16 or int8 codes with a per-row scale, or "
-         "mixed (exact head float16, the rest int8); stochastically rounded, so every "
-         "estimate stays unbiased (docs/quantized.md).")
+_dtype_options = (
+    click.option(
+        "--dtype", type=click.Choice(DTYPES), default=None,
+        help="Storage of the sketches: float32 (default), float16 or int8 codes with a per-row "
+             "scale, or mixed (exact head float16, the rest int8); stochastically rounded, so "
+             "every estimate stays unbiased (docs/quantized.md). With --bytes-per-row: force "
+             "this layout (default: the best predicted)."),
+    click.option(
+        "--bytes-per-row", type=int, default=None,
+        help="Instead of -k: a storage budget per sketch row; K and the layout with the "
+             "smallest predicted relative MSE within it are chosen after pass 1 (auto)."),
+)
+
+
+def dtype_option(f: Any) -> Any:
+    """--dtype and --bytes-per-row of fit and run."""
+    for option in reversed(_dtype_options):
+        f = option(f)
+    return f
 
 
 def _sched(scheduler: str | None, workers: int | None, threads_per_worker: int,
@@ -73,7 +87,8 @@ def _sched(scheduler: str | None, workers: int | None, threads_per_worker: int,
 def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
         stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
-        prior_sample: int, out: str, report_path: str | None, dtype: str, on_invalid: str,
+        prior_sample: int, out: str, report_path: str | None, dtype: str | None,
+        bytes_per_row: int | None, on_invalid: str,
         resume: bool, strict_chunks: bool, block_rows: int | None, overwrite: bool,
         dry_run: bool, quiet: bool, scheduler: str | None, workers: int | None,
         threads_per_worker: int,
@@ -85,7 +100,7 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     w_columns=w_columns, block_rows=block_rows, shrinkage=shrinkage,
                     overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
                     on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior,
-                    strict_chunks=strict_chunks, dtype=dtype)
+                    strict_chunks=strict_chunks, dtype=dtype, bytes_per_row=bytes_per_row)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
                                           memory_limit), show_report=True,
              report_path=report_path)
@@ -108,7 +123,8 @@ def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
         stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
         prior_sample: int, out: str, x_id_column: str | None, w_id_column: str | None,
-        fmt: str, report_path: str | None, dtype: str, on_invalid: str, resume: bool,
+        fmt: str, report_path: str | None, dtype: str | None,
+        bytes_per_row: int | None, on_invalid: str, resume: bool,
         strict_chunks: bool, block_rows: int | None, overwrite: bool,
         dry_run: bool, quiet: bool, scheduler: str | None, workers: int | None,
         threads_per_worker: int, memory_limit: str) -> None:
@@ -120,7 +136,7 @@ def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
                     x_id_column=x_id_column, w_id_column=w_id_column, format=fmt,
                     on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior,
-                    strict_chunks=strict_chunks, dtype=dtype)
+                    strict_chunks=strict_chunks, dtype=dtype, bytes_per_row=bytes_per_row)
     run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
                                           memory_limit), show_report=True,
              report_path=report_path)

@@ -11,7 +11,7 @@ from ddrp_dask.jobs.matmul import plan_matmul
 from ddrp_dask.jobs.plan import plan_choose
 from ddrp_dask.options import METHODS
 from ddrp_dask.plot import plot_mse_curve
-from ddrp_dask.report import format_evaluation, format_k_table
+from ddrp_dask.report import format_bytes_table, format_evaluation, format_k_table
 
 from .common import (
     check_report_file,
@@ -121,13 +121,17 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
               help="Statistics from this fraction of the row blocks (seeded choice).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the choice of blocks for --stats-fraction.")
+@click.option("--bytes-per-row", type=int, default=None,
+              help="Also print auto's predicted relative MSE per storage layout (float32, "
+                   "float16, int8, mixed) at byte budgets around this one.")
 @click.option("--plot", default=None, help="Write the curves as a PNG here.")
 @click.option("--json", "json_path", default=None, help="Write the numbers as JSON here.")
 @run_options
 @guard
 def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
                  target_rel_mse: float, methods: str, shrinkage: str, stats_fraction: float,
-                 seed: int, plot: str | None, json_path: str | None, block_rows: int | None,
+                 seed: int, bytes_per_row: int | None, plot: str | None,
+                 json_path: str | None, block_rows: int | None,
                  overwrite: bool, dry_run: bool, quiet: bool, scheduler: str | None,
                  workers: int | None, threads_per_worker: int, memory_limit: str) -> None:
     """Choose K from the statistics alone: predicted MSE against K, smallest K per method."""
@@ -136,7 +140,7 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
     written = [f"{p} ({what})" for p, what in ((plot, "PNG plot"), (json_path, "JSON"))
                if p]
     plan = plan_choose(x, w, target_rel_mse, methods, shrinkage, x_columns, w_columns,
-                       block_rows, stats_fraction, seed, written)
+                       block_rows, stats_fraction, seed, written, bytes_per_row)
     for path in (plot, json_path):
         check_report_file(path, [x, w], overwrite)
     if dry_run:
@@ -146,6 +150,8 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
                            quiet, job_bytes=plan.input_bytes()) as client:
         report = plan.choose(client, show_progress(quiet))
     click.echo(format_k_table(report))
+    if "bytes" in report:
+        click.echo(format_bytes_table(report["bytes"]))
     if plot:
         plot_mse_curve(report, plot)
         say(f"wrote {plot}")

@@ -10,6 +10,7 @@ from ..graph.passes import moments
 from ..io import lifecycle
 from ..io.model_store import load_model, save_model
 from ..io.registry import open_source
+from ..maths.budget import budgeted_model, choose_budget
 from ..maths.build import build
 from ..maths.choose import min_k
 from ..maths.folds import folds_for
@@ -18,6 +19,7 @@ from ..maths.quantize import quantized_model
 from ..maths.stats import Moments, combine_all
 from ..options import (
     check_block_rows,
+    check_bytes_per_row,
     check_dtype,
     check_format,
     check_fraction,
@@ -55,7 +57,8 @@ class FitPlan(Plan):
     target_rel_mse: float | None = None
     prior: PriorPlan | None = field(default=None, repr=False)
     format: str = "zarr"
-    dtype: str = "float32"
+    dtype: str | None = "float32"
+    bytes_per_row: int | None = None
 
     def width(self) -> int:
         return self.k
@@ -63,6 +66,8 @@ class FitPlan(Plan):
     @property
     def storage_text(self) -> str:
         """How the sketches are stored, in words."""
+        if self.dtype is None:
+            return "layout chosen for the byte budget, docs/quantized.md"
         return "float32" if self.dtype == "float32" else \
             f"{self.dtype} codes + float32 per-row scales, docs/quantized.md"
 
@@ -73,6 +78,9 @@ class FitPlan(Plan):
         return [*self.sources, *(["w"] if self.prior is not None else [])]
 
     def _k_text(self) -> str:
+        if self.bytes_per_row is not None:
+            return (f"K and layout with the smallest predicted MSE at {self.bytes_per_row} "
+                    f"bytes per row{'' if self.dtype is None else f' ({self.dtype})'}")
         return f"K={self.k}" if self.target_rel_mse is None else \
             f"K = smallest with predicted relative MSE <= {self.target_rel_mse:g}"
 
@@ -85,7 +93,7 @@ class FitPlan(Plan):
         steps = [f"pass 1: statistics of {sides} (map per block, tree reduce in "
                  f"float64{frac})",
                  f"build: method={self.method}, {self._k_text()}, seed={self.seed} (driver, "
-                 "O(d^3))" + ("" if self.dtype == "float32" else
+                 "O(d^3))" + ("" if self.dtype in ("float32", None) else
                               f"; sketches stored as {self.dtype} codes")]
         if self.prior is not None:
             steps.insert(0, f"first: {self.prior}")
@@ -119,6 +127,7 @@ class FitPlan(Plan):
             "inputs": {side: src.fingerprint() for side, src in self.sources.items()},
             "versions": versions(),
             **({} if self.dtype == "float32" else {"dtype": self.dtype}),
+            **({} if self.bytes_per_row is None else {"bytes_per_row": self.bytes_per_row}),
         }
 
     def model_path(self, root: str | None = None) -> str:
@@ -139,9 +148,16 @@ class FitPlan(Plan):
         if self.target_rel_mse is not None:  # K from the statistics: the smallest meeting it
             k = min_k(stats["x"], stats["w"], self.target_rel_mse, self.method, self.shrinkage,
                       folds)
+        budget = None
+        if self.bytes_per_row is not None:  # K and layout from the statistics
+            fx, fw = folds or ([stats["x"]], [stats["w"]])
+            budget = choose_budget(fx, fw, self.bytes_per_row, self.shrinkage, self.dtype)
+            k = budget[0].layout.k
         model = build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
                       provenance=self.facts(), folds=folds)
-        return quantized_model(model, self.dtype)
+        if budget is None:
+            return quantized_model(model, self.dtype or "float32")
+        return budgeted_model(model, self.bytes_per_row or 0, *budget)
 
     def _saved_model(self) -> SketchModel | None:
         """When resuming: the model saved earlier by the same plan, if complete (in the
@@ -219,16 +235,19 @@ def open_pair(x: str, w: str | None, x_columns: Any = None, w_columns: Any = Non
 def fit_options(k: int | None, method: str, seed: int, block_rows: int | None, d: int,
                 shrinkage: Any, stats_fraction: float, on_invalid: str,
                 target_rel_mse: float | None, fmt: str = "zarr",
-                dtype: str = "float32") -> dict[str, Any]:
+                dtype: str | None = None, bytes_per_row: int | None = None) -> dict[str, Any]:
     """The validated options shared by ``plan_fit`` and ``plan_run``."""
     method = check_method(method)
-    k, target = check_k_or_target(k, target_rel_mse)
+    budget = check_bytes_per_row(bytes_per_row, k, target_rel_mse, method)
+    k, target = (None, None) if budget else check_k_or_target(k, target_rel_mse)
+    if dtype is not None or budget is None:
+        dtype = check_dtype(dtype or "float32")
     return {"k": 0 if k is None else check_k(k, d, method), "method": method,
             "seed": check_seed(seed), "block_rows": check_block_rows(block_rows, d),
             "shrinkage": check_shrinkage(shrinkage),
             "stats_fraction": check_fraction(stats_fraction),
             "on_invalid": check_on_invalid(on_invalid), "target_rel_mse": target,
-            "format": check_format(fmt), "dtype": check_dtype(dtype)}
+            "format": check_format(fmt), "dtype": dtype, "bytes_per_row": budget}
 
 
 def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto",
@@ -237,7 +256,8 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
              shrinkage: float | str = "auto", overwrite: bool = False, resume: bool = False,
              stats_fraction: float = 1.0, on_invalid: str = "error",
              target_rel_mse: float | None = None, prior: PriorPlan | None = None,
-             strict_chunks: bool = False, dtype: str = "float32") -> FitPlan:
+             strict_chunks: bool = False, dtype: str | None = None,
+             bytes_per_row: int | None = None) -> FitPlan:
     """Plan ``fit``: statistics of both sources, then the build; the model goes to ``out``.
 
     Parameters
@@ -275,13 +295,17 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
     strict_chunks : bool, default=False
         Refuse a Zarr array with absent chunks instead of reading them as its fill value
         (the Zarr specification's reading; the plan counts them).
-    dtype : {"float32", "float16", "int8", "mixed"}, default="float32"
+    dtype : {"float32", "float16", "int8", "mixed"}, optional
         The storage layout the model records for its sketches (``docs/quantized.md``):
         ``run`` and ``project`` store float16 / int8 codes with per-row scales, unbiased.
+        Default float32, or with ``bytes_per_row`` the layout the budget chooses.
+    bytes_per_row : int, optional
+        Instead of K: a storage budget per row; K and the layout with the smallest
+        predicted MSE within it are chosen after pass 1 (``auto`` only).
     """
     sources = open_pair(x, w, x_columns, w_columns, prior=prior, strict_chunks=strict_chunks)
     opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
-                       on_invalid, target_rel_mse, dtype=dtype)
+                       on_invalid, target_rel_mse, dtype=dtype, bytes_per_row=bytes_per_row)
     plan = FitPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
                    **opts)
     lifecycle.check_out(plan.out, [x, *([w] if w else [])], overwrite, resume)

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..io.registry import open_source
+from ..maths.budget import budget_curve
 from ..maths.choose import choose_k
 from ..maths.folds import folds_for
 from ..maths.stats import Moments, combine_all
 from ..options import (
     check_block_rows,
+    check_bytes_per_row,
     check_fraction,
     check_methods,
     check_same_d,
@@ -54,6 +56,7 @@ class ChoosePlan(StatsPlan):
     methods: tuple[str, ...] = ()
     shrinkage: float | str = "auto"
     extra: list[str] = field(default_factory=list)
+    bytes_per_row: int | None = None
 
     @property
     def passes(self) -> list[str]:
@@ -67,14 +70,21 @@ class ChoosePlan(StatsPlan):
     def choose(self, scheduler: Any = None, progress: bool = False) -> dict[str, Any]:
         """Pass 1 (per fold when ``auto`` is compared, so its predictions are cross-fitted)
         and the choice: ``choose_k``'s report."""
-        if "auto" not in self.methods or folds_for(self.d) == 1:
+        if ("auto" not in self.methods and self.bytes_per_row is None) or \
+                folds_for(self.d) == 1:
             stats = compute_moments(self, scheduler, progress)
-            return choose_k(stats["x"], stats["w"], self.target_rel_mse, list(self.methods),
-                            self.shrinkage)
-        by_fold = compute_folds(self, folds_for(self.d), scheduler, progress)
-        folds = (by_fold["x"], by_fold["w"])
-        return choose_k(combine_all(folds[0]), combine_all(folds[1]), self.target_rel_mse,
-                        list(self.methods), self.shrinkage, folds)
+            report = choose_k(stats["x"], stats["w"], self.target_rel_mse,
+                              list(self.methods), self.shrinkage)
+            folds = ([stats["x"]], [stats["w"]])
+        else:
+            by_fold = compute_folds(self, folds_for(self.d), scheduler, progress)
+            folds = (by_fold["x"], by_fold["w"])
+            report = choose_k(combine_all(folds[0]), combine_all(folds[1]),
+                              self.target_rel_mse, list(self.methods), self.shrinkage, folds)
+        if self.bytes_per_row is not None:  # auto's curve per storage layout
+            report["bytes"] = budget_curve(folds[0], folds[1], self.bytes_per_row,
+                                           self.shrinkage)
+        return report
 
 
 def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
@@ -94,9 +104,11 @@ def plan_choose(x: str, w: str, target_rel_mse: float = 0.01,
                 x_columns: str | list[str] | None = None,
                 w_columns: str | list[str] | None = None, block_rows: int | None = None,
                 stats_fraction: float = 1.0, seed: int = 0,
-                outputs: list[str] | None = None) -> ChoosePlan:
+                outputs: list[str] | None = None,
+                bytes_per_row: int | None = None) -> ChoosePlan:
     """Plan ``ddrp plan``: every option checked before pass 1 (``outputs``: the report
-    files the caller writes, for the plan's text)."""
+    files the caller writes, for the plan's text; ``bytes_per_row``: also ``auto``'s
+    predicted relative MSE per storage layout at byte budgets around it)."""
     from ..options import METHODS
 
     stats = plan_stats(x, w, x_columns, w_columns, block_rows, stats_fraction, seed)
@@ -104,4 +116,5 @@ def plan_choose(x: str, w: str, target_rel_mse: float = 0.01,
                       target_rel_mse=check_target(target_rel_mse),
                       methods=tuple(check_methods(methods if methods is not None
                                                   else list(METHODS))),
-                      shrinkage=check_shrinkage(shrinkage), extra=list(outputs or []))
+                      shrinkage=check_shrinkage(shrinkage), extra=list(outputs or []),
+                      bytes_per_row=check_bytes_per_row(bytes_per_row, None, None, "auto"))

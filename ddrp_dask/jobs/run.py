@@ -45,8 +45,11 @@ class RunPlan(FitPlan):
 
     def output_bytes(self) -> int:
         """Uncompressed bytes pass 2 writes: float32 sketches (plus 8-byte ids); with a
-        target instead of K, for the largest K it could choose."""
+        target instead of K, for the largest K it could choose; with a byte budget, the
+        budget (quantized layouts store fewer bytes than float32 of the same K)."""
         per_row = 4 * (self.k if self.target_rel_mse is None else max(self.d + 2, 3))
+        if self.bytes_per_row is not None:
+            per_row = self.bytes_per_row
         return sum(src.n_rows * (per_row + (8 if src.id_column else 0))
                    for src in self.sources.values())
 
@@ -85,19 +88,19 @@ def plan_run(x: str, w: str | None, k: int | None, out: str, method: str = "auto
              w_id_column: str | None = None, format: str = "zarr",
              on_invalid: str = "error", target_rel_mse: float | None = None,
              prior: PriorPlan | None = None, strict_chunks: bool = False,
-             dtype: str = "float32") -> RunPlan:
+             dtype: str | None = None, bytes_per_row: int | None = None) -> RunPlan:
     """Plan ``run``: fit, then project both sources into the Zarr group ``out`` (arrays ``x``,
     ``w`` and the model at ``out/model``). Parameters as for ``plan_fit``, and
     ``x_id_column``/``w_id_column``: Parquet id columns copied to ``out/x_ids``/``out/w_ids``;
     ``format="parquet"``: Parquet datasets ``out/x``, ``out/w`` mirroring the inputs' files
     (see ``ddrp_dask.io.writer``); ``strict_chunks`` as for ``plan_fit``; ``dtype``: the
     sketches' storage layout, quantized codes and scales for all but float32
-    (``ddrp_dask.io.codes``).
+    (``ddrp_dask.io.codes``); ``bytes_per_row``: a budget instead of K.
     """
     sources = open_pair(x, w, x_columns, w_columns, x_id_column, w_id_column, prior,
                         strict_chunks)
     opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
-                       on_invalid, target_rel_mse, format, dtype)
+                       on_invalid, target_rel_mse, format, dtype, bytes_per_row)
     plan = RunPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
                    **opts)
     lifecycle.check_out(plan.out, [x, *([w] if w else [])], overwrite, resume)

@@ -352,6 +352,17 @@ class AutoPredictor:
                 self._pairs = []
                 self._energies = final_basis(mx, mw, (choice.spec_x, choice.spec_w),
                                               (scale_x, scale_w), None).energies
+        if self._pairs:
+            self.coordinate_energies = (
+                np.mean([np.diagonal(ha) for ha, _ in self._pairs], axis=0),
+                np.mean([np.diagonal(hb) for _, hb in self._pairs], axis=0))
+        else:  # in sample: balanced, ρ on both sides
+            self.coordinate_energies = (self._energies.rho_hat, self._energies.rho_hat)
+
+    def allocation(self, k: int) -> Alloc:
+        """The allocation ``mse(k)`` scores (how K columns are spent)."""
+        with build_blas(self.d):
+            return choose_alloc(self._energies, int(k))[0]
 
     def mse(self, k: int) -> float:
         """Predicted MSE of ``auto`` with K = ``k`` (0 from K = d: exact)."""

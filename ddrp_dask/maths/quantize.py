@@ -377,12 +377,12 @@ def head_columns(model: SketchModel) -> int:
     return min(int(alloc["head"]), model.k) if isinstance(alloc, dict) else 0
 
 
-def quantized_model(model: SketchModel, name: str) -> SketchModel:
+def quantized_model(model: SketchModel, name: str, head: int | None = None) -> SketchModel:
     """``model`` recording the layout ``name`` for its sketches: ``info["layout"]`` (with
     the predicted MSE the rounding adds, from the columns' energies under the model's
     statistics) and the predicted MSE of its method raised by that much. float32: the
-    model unchanged."""
-    layout = Layout.of(name, model.k, head_columns(model))
+    model unchanged. ``head``: ``mixed``'s float16 columns (default: the exact head)."""
+    layout = Layout.of(name, model.k, head_columns(model) if head is None else head)
     if layout.name == "float32":
         return model
     facts = layout_facts(layout)
