@@ -32,7 +32,7 @@ DOCS = ROOT / "docs"
 #: The command ``make docs`` runs, less its output folder (the Makefile's SPHINXOPTS).
 SPHINX = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q"]
 #: Pages whose examples another test runs, with that test.
-TESTED_ELSEWHERE: dict[str, str] = {}
+TESTED_ELSEWHERE: dict[str, str] = {"outputs.md": "tests/test_outputs_doc.py"}
 
 pytest.importorskip("sphinx_click", reason="the docs extra: pip install -e '.[docs]'")
 
