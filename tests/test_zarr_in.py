@@ -40,7 +40,11 @@ def data() -> np.ndarray:
     {"compressors": None},
     {"compressors": ZstdCodec(level=5, checksum=True)},
     {"chunk_key_encoding": {"name": "v2"}},
-], ids=["zstd", "uncompressed", "zstd-checksum", "v2-keys"])
+    {"zarr_format": 2},
+    {"zarr_format": 2, "compressors": None},
+    {"zarr_format": 2, "chunk_key_encoding": {"name": "v2", "separator": "/"}},
+], ids=["zstd", "uncompressed", "zstd-checksum", "v2-keys", "format2", "format2-uncompressed",
+        "format2-nested"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_direct_reads_equal_zarr(tmp_path: Path, data: np.ndarray, kw: dict[str, Any],
                                  dtype: str) -> None:
@@ -115,7 +119,10 @@ def test_given_rows_are_handed_on_and_the_rest_read_around_them(
     ({"serializer": BytesCodec(endian="big")}, "float32"),
     ({}, "int16"),
     ({}, "float16"),
-], ids=["column-chunks", "sharded", "crc32c", "big-endian", "int16", "float16"])
+    ({"zarr_format": 2, "compressors": numcodecs.Blosc()}, "float32"),
+    ({"zarr_format": 2, "filters": [numcodecs.Shuffle(elementsize=4)]}, "float32"),
+], ids=["column-chunks", "sharded", "crc32c", "big-endian", "int16", "float16",
+        "format2-blosc", "format2-filter"])
 def test_other_layouts_are_left_to_zarr(tmp_path: Path, data: np.ndarray,
                                         kw: dict[str, Any], dtype: str) -> None:
     values = (data * 100).astype(dtype)

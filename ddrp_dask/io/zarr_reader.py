@@ -18,9 +18,10 @@ into the rows of the result (a numpy array, which asks for huge pages): 72 ms in
 160 ms per chunk here (``benchmarks/perf.py``, section limits). A chunk file must not be
 truncated while a job reads it (a map of a shrunk file faults, as for any memory map).
 
-It is used only where it is exactly equivalent (``direct_layout``): a format 3 array in a
-local store, a regular grid of row chunks spanning every column, codecs ``bytes``
-(little-endian, the block's own dtype) and at most one ``zstd``, no packing; every chunk file
+It is used only where it is exactly equivalent (``direct_layout``): an array in a local
+store, a regular grid of row chunks spanning every column, the block's own dtype
+(little-endian), no packing, and either format 3 with codecs ``bytes`` and at most one
+``zstd``, or format 2 in C order without filters, uncompressed or ``zstd``; every chunk file
 present or found absent at opening (then the fill value), and each zstd frame declaring
 exactly one chunk's bytes. Anything else (sharding, transposes, checksummed or
 other codecs, remote stores, dtype casts, a frame that does not match) takes the zarr-python
@@ -176,12 +177,11 @@ def open_zarr_source(path: str, fs: Any, inner: str, strict_chunks: bool = False
         raise InputError(_missing_chunk(path, absent, arr))
     packing = packing_of(arr)
     size = int(fs.du(inner)) if hasattr(fs, "du") else 0
-    fill = arr.fill_value
     return ZarrSource(path, int(arr.shape[0]), int(arr.shape[1]), str(arr.dtype),
                       sizes=(size,), chunk_rows=int(arr.chunks[0]),
                       zarr_format=int(arr.metadata.zarr_format),
                       layout=_layout(arr, packing), absent=absent,
-                      fill_value=float(fill) if fill is not None else float("nan"),
+                      fill_value=_fill(arr),
                       packing=packing)
 
 
@@ -239,12 +239,14 @@ def direct_layout(arr: Any, want: np.dtype[Any]) -> DirectLayout | None:
     from zarr.storage import LocalStore
 
     meta = arr.metadata
-    if not (isinstance(meta, ArrayV3Metadata) and isinstance(arr.store, LocalStore)
-            and isinstance(meta.chunk_grid, RegularChunkGrid) and arr.ndim == 2
-            and not meta.storage_transformers):
-        return None
     dtype = np.dtype(arr.dtype)
-    if dtype != want or dtype.byteorder == ">" or arr.chunks[1] != arr.shape[1]:
+    if not (isinstance(arr.store, LocalStore) and arr.ndim == 2 and dtype == want
+            and dtype.byteorder != ">" and arr.chunks[1] == arr.shape[1]):
+        return None
+    if meta.zarr_format == 2:
+        return _direct_layout_v2(arr, dtype)
+    if not (isinstance(meta, ArrayV3Metadata) and isinstance(meta.chunk_grid, RegularChunkGrid)
+            and not meta.storage_transformers):
         return None
     codecs = meta.codecs
     if not (isinstance(codecs[0], BytesCodec) and
@@ -255,7 +257,31 @@ def direct_layout(arr: Any, want: np.dtype[Any]) -> DirectLayout | None:
         return None
     return DirectLayout(os.path.join(str(arr.store.root), arr.path), int(arr.chunks[0]),
                         int(arr.shape[0]), int(arr.shape[1]), dtype, bool(rest),
-                        meta.chunk_key_encoding.encode_chunk_key, float(arr.fill_value))
+                        meta.chunk_key_encoding.encode_chunk_key, _fill(arr))
+
+
+def _direct_layout_v2(arr: Any, dtype: np.dtype[Any]) -> DirectLayout | None:
+    """A format 2 array's direct layout: C order, no filters, no compressor or zstd (a
+    chunk file is then the chunk's bytes, or one zstd frame of them)."""
+    meta = arr.metadata
+    compressor = meta.compressor
+    if meta.order != "C" or meta.filters or not (
+            compressor is None or getattr(compressor, "codec_id", None) == "zstd"):
+        return None
+    return DirectLayout(os.path.join(str(arr.store.root), arr.path), int(arr.chunks[0]),
+                        int(arr.shape[0]), int(arr.shape[1]), dtype, compressor is not None,
+                        functools.partial(_v2_key, meta.dimension_separator or "."),
+                        _fill(arr))
+
+
+def _v2_key(separator: str, coords: tuple[int, ...]) -> str:
+    """A format 2 chunk key (``1.0``, or ``1/0``)."""
+    return separator.join(map(str, coords))
+
+
+def _fill(arr: Any) -> float:
+    """The fill value an absent chunk reads as (zarr-python reads none as 0)."""
+    return 0.0 if arr.fill_value is None else float(arr.fill_value)
 
 
 def zstd_content_size(header: bytes) -> int | None:
