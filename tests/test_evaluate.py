@@ -16,7 +16,7 @@ import ddrp_dask as dd
 from ddrp_cli.main import cli
 from ddrp_dask.errors import ModelError, OptionError
 from ddrp_dask.io.source import Source
-from ddrp_dask.maths.metrics import error_summary, recall_at_n, sample_queries
+from ddrp_dask.maths.metrics import error_summary, recall_at_n, sample_queries, seed_test
 from ddrp_dask.testing import reference_sketch
 
 from .conftest import make_pair, write_npy, write_parquet_list
@@ -44,11 +44,11 @@ def test_error_summary_against_direct_formulas() -> None:
     s = error_summary(exact, est, scale=np.array([2.0, 2.0, 8.0, 1.0]))
     assert s["mse"] == pytest.approx(np.mean(err**2))
     assert s["rel_mse"] == pytest.approx(np.mean(err**2) / np.mean(exact**2))
-    assert s["bias_z"] == pytest.approx(err.mean() / (err.std(ddof=1) / 2))
+    assert s["mean_error"] == pytest.approx(err.mean())
+    assert "bias_z" not in s  # one model's errors share its draws: no bias test from them
     assert s["rel_error_quantiles"]["50"] == pytest.approx(0.5)  # of 0.5, 0, 0.25, 1: higher
     assert s["rel_error_quantiles"]["99"] == pytest.approx(1.0)
     assert s["norm_error_quantiles"]["90"] == pytest.approx(0.5)
-    assert error_summary(np.ones(3), np.ones(3))["bias_z"] == 0.0
 
 
 def test_recall_and_sampling() -> None:
@@ -87,7 +87,7 @@ def test_numbers_match_numpy_on_the_same_pairs(data: dict[str, Any]) -> None:
     exact = np.sum(data["xa"][ix].astype(np.float64) * data["wa"][iw], axis=1)
     assert res["exact_mean_square"] == pytest.approx(np.mean(exact**2))
     assert set(res["rel_error_quantiles"]) == {"50", "90", "99"}
-    assert "not whether the method is unbiased" in res["bias_test"]
+    assert "tests nothing about bias" in res["bias_test"] and "over_seeds" not in res
     # this data is the case the method is for: a large measured gain, as predicted
     assert res["gain"] > 5 and res["mse"] < 3 * model.info["predicted"]["auto"]
 
@@ -131,11 +131,41 @@ def test_recall_matches_numpy(data: dict[str, Any]) -> None:
 def test_unbiasedness_over_seeds(data: dict[str, Any]) -> None:
     auto = dd.evaluate_model(dd.plan_evaluate(data["auto"], data["x"], data["w"], pairs=400,
                                               seeds=30), scheduler="sync")
-    assert abs(auto["over_seeds"]["z"]) < 4
-    assert auto["over_seeds"]["pair_reject_rate"] < 0.05
+    seeds = auto["over_seeds"]
+    assert abs(seeds["t_mean"]) < 4 and abs(seeds["t_signed"]) < 4 and seeds["p_value"] > 1e-3
+    assert seeds["pair_reject_rate"] < 0.05
+    # the per-seed contrasts against a numpy recomputation of the first seeds' errors
     truncated = dd.evaluate_model(dd.plan_evaluate(data["truncated"], data["x"], data["w"],
                                                    pairs=400, seeds=3), scheduler="sync")
     assert truncated["over_seeds"]["pair_reject_rate"] > 0.5  # the same bias for every seed
+    assert truncated["over_seeds"]["p_value"] < 1e-3
+
+
+def test_seed_test_contrasts_against_numpy() -> None:
+    """One contrast per seed, t-tested across seeds; a 3 % bias is caught, none is not."""
+    rng = np.random.default_rng(0)
+    exact = rng.standard_normal(300)
+    scale = np.abs(exact) + 1.0
+    shared = rng.standard_normal((40, 1))  # each seed's draw moves all its pairs together
+    noise = 0.3 * (shared + rng.standard_normal((40, 300)))
+    fair = seed_test(noise, exact, scale)
+    c = (noise / scale).mean(axis=1)
+    assert fair["t_mean"] == pytest.approx(c.mean() / (c.std(ddof=1) / np.sqrt(40)))
+    assert fair["p_value"] > 0.01
+    biased = seed_test(noise + 0.03 * exact * scale, exact, scale)
+    assert biased["p_value"] < 1e-4 and biased["t_signed"] > 4
+
+
+def test_a_quantized_model_is_measured_on_its_codes(data: dict[str, Any],
+                                                    tmp_path: Path) -> None:
+    dd.execute(dd.plan_fit(data["x"], data["w"], K, str(tmp_path / "q"), seed=4,
+                           block_rows=300, dtype="int8"), scheduler="sync")
+    res = dd.evaluate_model(dd.plan_evaluate(str(tmp_path / "q"), data["x"], data["w"],
+                                             pairs=400, seeds=30), scheduler="sync")
+    plain = dd.evaluate_model(dd.plan_evaluate(data["auto"], data["x"], data["w"],
+                                               pairs=400), scheduler="sync")
+    assert res["mse"] > plain["mse"]  # the rounding adds its variance
+    assert res["over_seeds"]["p_value"] > 1e-3  # and no bias
 
 
 def test_errors(data: dict[str, Any], tmp_path: Path) -> None:
@@ -170,10 +200,11 @@ def test_evaluate_command(data: dict[str, Any], tmp_path: Path) -> None:
     code, stdout, stderr = _invoke(*args)
     assert code == 0, stderr
     for piece in ("auto", "gaussian", "asymmetric", "gain over gaussian", "recall@5",
-                  "bias z"):
+                  "--seeds N"):
         assert piece in stdout, piece
+    assert "bias z" not in stdout
     res = json.loads(js.read_text())
-    for key in ("mse", "gaussian_mse", "asymmetric_mse", "gain", "predicted_gain", "bias_z",
+    for key in ("mse", "gaussian_mse", "asymmetric_mse", "gain", "predicted_gain",
                 "rel_error_quantiles", "recall_at_n", "predicted", "methods"):
         assert key in res, key
     ix, iw = dd.sample_pairs(N, M, 500, seed=3)

@@ -7,12 +7,16 @@ from the statistics stored in the model, beside the MSEs the build predicted. Wi
 also measures recall@N of top-N search for a sample of x rows, in a second pass that scores
 them against every W row block by block.
 
-About the bias test: a model is one draw of its random matrix, so its errors on the sampled
-pairs are correlated through that draw; ``bias_z`` (mean error over pairs / its standard
-error) says whether *this* model's errors average out over pairs like the sampled ones. The
-unbiasedness of a *method* (the mean over seeds is x·w for every pair) is tested with
-``seeds``: the method is rebuilt from the stored statistics with seeds 0..S−1 and the mean
-error over seeds is tested, overall and pair by pair.
+About bias: a model is one draw of its random matrix, so its errors on the sampled pairs are
+correlated through that draw, and their mean over pairs tests nothing about bias; none is
+reported from one model. The unbiasedness of a *method* (the mean over seeds is x·w for every
+pair) is tested with ``seeds``: the method is rebuilt from the stored statistics with seeds
+0..S−1 (and stored in the model's layout, its rounding dithered by each seed) and one
+contrast of each seed's errors is t-tested across seeds (``maths.metrics.seed_test``).
+
+A model with a quantized layout (``docs/quantized.md``) is measured on the values its codes
+stand for: the sampled rows' sketches are encoded as ``run`` would store them (dither keyed by
+each row's global index) and decoded; the baselines are float32 at the same K.
 
 The numpy parts (``sample_pairs``, ``error_summary``, ``recall_at_n``) need no cluster.
 """
@@ -41,6 +45,7 @@ from ..maths.metrics import (
 )
 from ..maths.model import SketchModel
 from ..maths.project import project_block
+from ..maths.quantize import Layout, decode, encode, model_layout
 from ..options import check_block_rows, check_positive, check_same_d, check_seed, check_top
 from ..report import BIAS_NOTE
 
@@ -175,19 +180,31 @@ def _shrinkage_of(model: SketchModel) -> Any:
     return model.provenance.get("shrinkage", "auto")
 
 
-def _over_seeds(plan: EvaluatePlan, xs: np.ndarray, ws: np.ndarray,
-                exact: np.ndarray) -> dict[str, Any]:
-    """Rebuild the model's method with seeds 0..S−1: the mean error over seeds, tested."""
+def _stored(sketch: np.ndarray, layout: Layout, seed: int, side: str,
+            rows: np.ndarray) -> np.ndarray:
+    """The values a stored sketch holds: ``sketch`` itself for float32, else its codes
+    (global rows ``rows``, dither keyed by ``seed``) decoded."""
+    if layout.name == "float32":
+        return sketch
+    return decode(encode(sketch, layout, seed, side, rows), layout)
+
+
+def _over_seeds(plan: EvaluatePlan, xs: np.ndarray, ws: np.ndarray, exact: np.ndarray,
+                rows: tuple[np.ndarray, np.ndarray], scale: np.ndarray) -> dict[str, Any]:
+    """Rebuild the model's method (in its layout) with seeds 0..S−1: the errors over seeds,
+    tested (``seed_test``)."""
     m = plan.model
     assert m.stats_x is not None and m.stats_w is not None
     shrinkage = _shrinkage_of(m)
+    layout = model_layout(m)
     errors = np.empty((plan.seeds, len(exact)))
     for s in range(plan.seeds):
         rebuilt = build(m.stats_x, m.stats_w, m.k, m.method, s, shrinkage)
-        est = np.einsum("ij,ij->i", project_block(xs, rebuilt.x).astype(np.float64),
-                        project_block(ws, rebuilt.w).astype(np.float64))
+        sx = _stored(project_block(xs, rebuilt.x), layout, s, "x", rows[0])
+        sw = _stored(project_block(ws, rebuilt.w), layout, s, "w", rows[1])
+        est = np.einsum("ij,ij->i", sx.astype(np.float64), sw.astype(np.float64))
         errors[s] = est - exact
-    return seed_test(errors)
+    return seed_test(errors, exact, scale)
 
 
 def evaluate_model(plan: EvaluatePlan, scheduler: Any = None,
@@ -204,7 +221,7 @@ def evaluate_model(plan: EvaluatePlan, scheduler: Any = None,
     Returns
     -------
     dict
-        ``mse``, ``rel_mse``, ``mean_error``, ``bias_z``, ``rel_error_quantiles``, ... of the
+        ``mse``, ``rel_mse``, ``mean_error``, ``rel_error_quantiles``, ... of the
         model; ``gaussian_mse``, ``asymmetric_mse``; ``gain`` (gaussian_mse / mse) and
         ``predicted_gain``; ``predicted``: the build's MSE of each method; ``methods``: the
         full summary of each method; with ``top``, ``recall_at_n`` (also per method in
@@ -225,9 +242,13 @@ def evaluate_model(plan: EvaluatePlan, scheduler: Any = None,
         models = _models(m)
     predicted = dict(m.info.get("predicted", {}))
     methods: dict[str, dict[str, Any]] = {}
+    layout = model_layout(m)
     for name, model in models.items():
         sx = project_block(rows["x"], model.x, "--x")
         sw = project_block(rows["w"], model.w, "--w")
+        if name == m.method:  # what the model's outputs store
+            sx = _stored(sx, layout, m.seed, "x", ux)
+            sw = _stored(sw, layout, m.seed, "w", uw)
         methods[name] = error_summary(exact, pair_dots(sx, px, sw, pw), scale)
         methods[name]["predicted_mse"] = predicted.get(name, model.info["predicted"][name])
     result: dict[str, Any] = {"model": plan.model_path, "method": m.method, "k": m.k, "d": m.d,
@@ -251,7 +272,7 @@ def evaluate_model(plan: EvaluatePlan, scheduler: Any = None,
             methods[name]["recall_at_n"] = recall[name]
     if plan.seeds:
         with one_blas_thread():
-            result["over_seeds"] = _over_seeds(plan, xs, ws, exact)
+            result["over_seeds"] = _over_seeds(plan, xs, ws, exact, (ix, iw), scale)
     return result
 
 
