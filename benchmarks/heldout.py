@@ -1,10 +1,11 @@
-"""Held-out accuracy of DESIGN §7 (``optimal.fit_optimal``) against §4 and the build methods.
+"""Held-out accuracy of ``auto`` (``crossfit.fit_optimal``, ``docs/method.md §5``) against
+head-tail (``docs/method.md §4``) and the build methods.
 
 Real data that scikit-learn ships (no download). Each case splits X's rows and W's rows
 into fit and held-out halves (``--splits`` fixed split seeds); fold statistics come from the
 fit rows only; every method is built for ``--seeds`` seeds and its MSE of s·t against x·w
 is measured over all held-out pairs. Methods: ``auto7`` (``fit_optimal``), ``s4``
-(``fit_head_tail``, the §4 construction with Ledoit–Wolf), and ``asymmetric``,
+(``baselines.fit_head_tail``, the head-tail construction with Ledoit–Wolf), and ``asymmetric``,
 ``truncated``, ``gaussian`` via ``ddrp_dask.build.build``. Gains are over gaussian at the
 same k (ratio of split-mean MSEs); ``held/pred`` is the measured held-out MSE over the
 out-of-sample predicted one (geometric mean over splits, with its range).
@@ -164,8 +165,8 @@ def summary(r: dict[str, object]) -> dict[str, object]:
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    head = ("| case | d | n/m fit | k | gauss MSE | gain auto7 | gain §4 | gain asym | "
-            "gain trunc (biased) | auto7/§4 | held/pred auto7 [range] | held/pred §4 | "
+    head = ("| case | d | n/m fit | k | gauss MSE | gain auto7 | gain s4 | gain asym | "
+            "gain trunc (biased) | auto7/s4 | held/pred auto7 [range] | held/pred s4 | "
             "alloc h/s/t/j | shrink x/w |")
     lines = [head, "|" + "---|" * 14]
     for r in rows:
@@ -192,7 +193,7 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
 
     names = list(dict.fromkeys(str(r["case"]) for r in rows))
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), squeeze=False)
-    styles = {"auto7": ("C0", "o", "auto (§7, new)"), "s4": ("C1", "s", "§4 head+tail, LW"),
+    styles = {"auto7": ("C0", "o", "auto"), "s4": ("C1", "s", "s4: head-tail, LW"),
               "asymmetric": ("C2", "^", "asymmetric (paper)"),
               "truncated": ("C3", "x", "truncated (biased)"),
               "gaussian": ("0.4", "", "gaussian (=1)")}

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     datasets = load_datasets()
-    # small problems: one BLAS thread is much faster on 2 cores (FIELD-NOTES, prior.py)
+    # small problems: one BLAS thread is much faster on 2 cores (as in maths/prior.py)
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("error")  # a non-converged fit would make the table lie
         cells = run(datasets, seeds, args.labelled)

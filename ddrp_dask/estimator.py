@@ -34,7 +34,8 @@ from .jobs.sketch import sketch_numpy
 from .maths.blas import one_blas_thread
 from .maths.budget import budgeted_model, choose_budget
 from .maths.build import build
-from .maths.folds import combine_folds, folds_for, moments_by_fold
+from .maths.folds import combine_folds, moments_by_fold
+from .maths.methods import fold_count
 from .maths.model import SketchModel
 from .maths.quantize import model_layout, quantized_model
 from .maths.stats import Moments, block_moments, combine_all
@@ -64,16 +65,18 @@ class AsymmetricRandomProjection(
     ``fit`` computes the statistics of X and W (one pass each, float64) and builds the
     projection pair (``ddrp_dask.build``); ``transform`` sketches rows of the x side and
     ``transform_w`` rows of the w side. Every one of the ``n_components`` columns is
-    stored; the estimate is the plain dot product of two sketches (see DESIGN.md).
+    stored; the estimate is the plain dot product of two sketches (``docs/method.md §1``).
 
     Parameters
     ----------
     n_components : int, default=16
-        K, the stored columns per sketch. ``auto`` needs 3 ≤ K ≤ d + 2, ``truncated``
-        2 ≤ K ≤ d + 2 and ``orthogonal`` K ≤ d.
+        K, the stored columns per sketch, in the method's range
+        (``ddrp_dask.options.k_range``): ``auto`` 1 ≤ K ≤ d + 2 (exact from d),
+        ``head-tail`` 3 ≤ K ≤ d + 2, ``truncated`` 2 ≤ K ≤ d + 2, ``orthogonal`` K ≤ d, the
+        others any K ≥ 1.
     method : str, default="auto"
         One of ``ddrp_dask.METHODS``: ``auto``, ``asymmetric``, ``diagonal``, ``gaussian``,
-        ``orthogonal``, ``sparse``, ``truncated`` (biased, opt-in).
+        ``head-tail``, ``orthogonal``, ``sparse``, ``truncated`` (biased, opt-in).
     random_state : int, RandomState instance or None, default=None
         Seed of the random draws (a non-negative int). None or a ``RandomState`` draws an
         int seed from it at each ``fit`` (from numpy's global generator for None, as in
@@ -206,7 +209,8 @@ class AsymmetricRandomProjection(
         if budget is None:
             check_k(k, d, self.method)
         rows = self._block_rows(d)
-        n_folds = folds_for(d) if self.method == "auto" and folds_for(d) > 1 else 0
+        n_folds = fold_count(self.method, d)
+        n_folds = n_folds if n_folds > 1 else 0
         fx, fw = _moments(xa, wa, rows, n_folds)
         mx, mw = (combine_all(fx), combine_all(fw)) if n_folds else (fx[0], fw[0])
         provenance = {"command": "estimator", "block_rows": rows,

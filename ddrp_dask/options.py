@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import OptionError
+from .maths.methods import NAMES, get
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
@@ -45,11 +46,8 @@ __all__ = [
     "storage_ratio",
 ]
 
-#: Every method; ``auto`` is the default (DESIGN §7), ``head-tail`` the previous one (§4).
-METHODS = ("auto", "asymmetric", "diagonal", "gaussian", "head-tail", "orthogonal", "sparse",
-           "truncated")
-#: Methods that ignore the data (random matrices only).
-OBLIVIOUS = ("gaussian", "orthogonal", "sparse")
+#: Every method (``maths.methods``, its registry): ``auto``, the default, first.
+METHODS = NAMES
 #: Named shrinkage rules: ``auto`` (the default) is the cross-fitted choice per source for
 #: ``auto`` and OAS for the other methods; a number in [0, 1] is a fixed intensity.
 SHRINKAGE_NAMES = ("auto", "oas")
@@ -82,7 +80,8 @@ def check_methods(methods: Sequence[str] | str) -> list[str]:
 
 
 def k_range(method: str, d: int) -> tuple[int, int | None]:
-    """Smallest and largest valid K of ``method`` at dimension ``d`` (None: no upper bound).
+    """Smallest and largest valid K of ``method`` at dimension ``d`` (None: no upper bound),
+    as the method gives them.
 
     ``auto`` is exact from K = d (its columns beyond d are zero), ``head-tail`` and
     ``truncated`` from K = d + 2.
@@ -90,10 +89,7 @@ def k_range(method: str, d: int) -> tuple[int, int | None]:
     >>> k_range("auto", 10), k_range("head-tail", 10), k_range("orthogonal", 10)
     ((1, 12), (3, 12), (1, 10))
     """
-    low = {"head-tail": 3, "truncated": 2}.get(method, 1)
-    high = {"auto": d + 2, "head-tail": d + 2, "truncated": d + 2,
-            "orthogonal": d}.get(method)
-    return low, high
+    return get(check_method(method)).k_range(d)
 
 
 def check_k(k: int, d: int, method: str) -> int:
@@ -104,19 +100,9 @@ def check_k(k: int, d: int, method: str) -> int:
     k = int(k)
     if k < 1:
         raise OptionError(f"K must be at least 1, got K={k}")
-    low, high = k_range(method, d)
-    if method == "orthogonal" and high is not None and k > high:
-        raise OptionError(f"K={k} is too large for orthogonal rows at d={d}: K must be ≤ d")
-    if k < low:
-        raise OptionError(
-            f"K={k} is too small for method {method!r}: it stores 2 exact mean columns"
-            f"{' and at least 1 tail column' if method == 'head-tail' else ''}, so K ≥ {low}; "
-            "use --method auto, asymmetric or gaussian for smaller K"
-        )
-    if high is not None and k > high:
-        raise OptionError(f"K={k} is too large for method {method!r} at d={d}: K = "
-                          f"{'d' if method == 'auto' else 'd + 2'} is already exact, so K must "
-                          "be ≤ d + 2")
+    refusal = get(method).k_refusal(k, d)
+    if refusal is not None:
+        raise OptionError(refusal)
     return k
 
 
@@ -141,7 +127,8 @@ def not_smaller_than_raw(k: int, d: int) -> bool:
 
 def check_shrinkage(shrinkage: Any) -> float | str:
     """``"auto"``, ``"oas"`` or a float in [0, 1] (CLI strings such as ``"0.1"`` are
-    parsed)."""
+    parsed): the one shrinkage rule, for the CLI, the estimator, the plans and the build.
+    Ledoit–Wolf (``"lw"``) is a point of ``auto``'s search grid, not an option."""
     if shrinkage in SHRINKAGE_NAMES:
         return str(shrinkage)
     try:

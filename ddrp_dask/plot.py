@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .maths.methods import get
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -93,7 +95,7 @@ def legend_labels(report: dict[str, Any], rtol: float = RTOL) -> list[str]:
     labels = []
     for m in report["curve"]["mse"]:
         name = f"{m} (same as {same[m]})" if m in same else m
-        if m == "truncated":
+        if not get(m).unbiased:
             name += " (biased)"
         k = int(report["min_k"][m])
         exact = k <= len(curves[m]) and curves[m][k - 1] == 0

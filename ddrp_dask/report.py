@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .maths.methods import BASELINE, REFERENCES, get
 from .maths.metrics import QUANTILES
 from .maths.model import SketchModel
 from .maths.predict import pair_energy
@@ -36,10 +37,7 @@ def report_dict(model: SketchModel) -> dict[str, Any]:
     energy = info.get("expected_square")
     if energy is None and model.stats_x is not None and model.stats_w is not None:
         energy = pair_energy(model.stats_x, model.stats_w)
-    auto = model.method == "auto"
-    allocation = info.get("allocation") if auto else {
-        "head": info.get("r") or 0, "sampled": 0, "tail": info.get("k_tail") or 0,
-        "mean_columns": 2} if info.get("r") is not None else None
+    method = get(model.method)
     return {
         "method": model.method, "k": model.k, "d": model.d, "seed": model.seed,
         "model": model.digest, "n_x": info.get("n_x"), "n_w": info.get("n_w"),
@@ -49,13 +47,12 @@ def report_dict(model: SketchModel) -> dict[str, Any]:
         "predicted_mse_in_sample": info.get("predicted_mse_in_sample", mse),
         "predicted_rel_mse": mse / energy if energy else None,
         "expected_square": energy,
-        "predicted_mse_gaussian": predicted.get("gaussian"),
+        "predicted_mse_gaussian": predicted.get(BASELINE),
         "predicted_gain": info.get("gain"),
         "predicted_mse_by_method": predicted,
-        "allocation": allocation,
+        "allocation": method.allocation(info),
         "shrinkage_x": info.get("shrinkage_x"), "shrinkage_w": info.get("shrinkage_w"),
-        "sigma": [float(v) for v in np.asarray(info.get("rho" if auto else "sigma", []),
-                                               dtype=float)],
+        "sigma": [float(v) for v in np.asarray(info.get(method.spectrum, []), dtype=float)],
         "note": info.get("note"),
         **({"layout": info["layout"]} if "layout" in info else {}),
     }
@@ -70,12 +67,7 @@ def _shrinkage_text(value: Any) -> str:
 
 def _columns_text(rep: dict[str, Any]) -> str | None:
     a = rep["allocation"]
-    if not a:
-        return None
-    if rep["method"] == "auto":
-        return (f"  columns: {a['head']} exact head + {a['sampled']} sampled (of the next "
-                f"{a['candidates'] - a['head']}) + {a['tail']} orthogonal tail")
-    return f"  columns: {a['head']} exact head + {a['tail']} orthogonal tail + 2 exact mean"
+    return f"  columns: {get(rep['method']).columns_text(a)}" if a else None
 
 
 def _layout_text(layout: dict[str, Any], k: int) -> str:
@@ -120,7 +112,7 @@ def format_report(model: SketchModel, top: int = 8) -> str:
     if sigma:
         shown = ", ".join(f"{v:.3g}" for v in sigma[:top])
         more = f", ... ({len(sigma)} in all)" if len(sigma) > top else ""
-        lines.append(f"  {'rho' if model.method == 'auto' else 'sigma'}: {shown}{more}")
+        lines.append(f"  {get(model.method).spectrum}: {shown}{more}")
     rel = rep["predicted_rel_mse"]
     if rel is not None:
         lines.append(f"  predicted relative MSE of x.w (MSE / E(x.w)^2): {rel:.3g}"
@@ -129,18 +121,19 @@ def format_report(model: SketchModel, top: int = 8) -> str:
     lines.append(f"  predicted gain over gaussian at K={model.k}: {rep['predicted_gain']:.3g}x")
     lines.append("  predicted MSE of x.w by method (absolute):")
     predicted = rep["predicted_mse_by_method"]
-    for name in dict.fromkeys([model.method, "asymmetric", "gaussian"]):
+    for name in dict.fromkeys([model.method, *REFERENCES]):
         lines.append(f"    {name:<12} {predicted[name]:.4g}")
-    if model.method == "auto" and rep["predicted_mse_in_sample"] != rep["predicted_mse"]:
+    if "predicted_mse_in_sample" in model.info and \
+            rep["predicted_mse_in_sample"] != rep["predicted_mse"]:  # out of sample (auto)
         lines.append(f"    (in-sample, on the fitted rows: {rep['predicted_mse_in_sample']:.4g})")
     layout = rep.get("layout")
     if layout:
         lines.append(_layout_text(layout, model.k))
     if "budget" in model.info:
         lines += _budget_lines(model.info["budget"])
-    if model.method == "truncated":
-        lines.append("  note: truncated is BIASED (no tail); its MSE is squared bias on rows like "
-                     "the fitted ones, with no guarantee for others")
+    note = get(model.method).report_note()
+    if note:
+        lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 
@@ -158,7 +151,7 @@ def format_k_table(report: dict[str, Any]) -> str:
         lines.append(f"{k:>8} " + " ".join(f"{c:>11}" for c in cells))
     lines.append(f"smallest K with predicted relative MSE <= {report['target_rel_mse']:g}:")
     for m, k in report["min_k"].items():
-        notes = ["biased: its error is squared bias, not variance"] if m == "truncated" else []
+        notes = [] if get(m).unbiased else ["biased: its error is squared bias, not variance"]
         if not_smaller_than_raw(k, report["d"]):
             notes.append(f"K ≥ d={report['d']}: storing the raw vectors is as small")
         note = f"  ({'; '.join(notes)})" if notes else ""

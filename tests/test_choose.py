@@ -16,8 +16,8 @@ from click.testing import CliRunner
 import ddrp_dask as dd
 from ddrp_cli.main import cli
 from ddrp_dask.errors import InputError, OptionError
-from ddrp_dask.maths import choose
 from ddrp_dask.maths.choose import MsePredictor, choose_k, min_k
+from ddrp_dask.maths.methods import asymmetric, get, head_tail
 from ddrp_dask.maths.predict import pair_energy
 from ddrp_dask.options import k_range
 from ddrp_dask.plot import plot_mse_curve
@@ -42,7 +42,7 @@ def moments(pair: tuple[np.ndarray, np.ndarray]) -> tuple[dd.Moments, dd.Moments
 def _k_values(method: str) -> list[int]:
     low, top = k_range(method, D)
     high = top if top is not None else D + 2
-    return [*range(low, high + 1), 3 * D, 40 * D] if method in choose.INVERSE_K else \
+    return [*range(low, high + 1), 3 * D, 40 * D] if get(method).k_search == "inverse" else \
         list(range(low, high + 1))
 
 
@@ -107,21 +107,21 @@ def test_auto_needs_far_fewer_columns_than_gaussian(
 def test_balanced_pairs_are_computed_once_for_all_k(
         moments: tuple[dd.Moments, dd.Moments], monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = choose.balanced_pair
+    real = head_tail.balanced_pair
 
     def counting(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         calls.append(1)
         return real(*args)
 
     traces = []
-    real_traces = choose.predict_asymmetric
+    real_traces = asymmetric.predict_asymmetric
 
     def counting_traces(*args: Any) -> float:
         traces.append(1)
         return real_traces(*args)
 
-    monkeypatch.setattr(choose, "balanced_pair", counting)
-    monkeypatch.setattr(choose, "predict_asymmetric", counting_traces)
+    monkeypatch.setattr(head_tail, "balanced_pair", counting)
+    monkeypatch.setattr(asymmetric, "predict_asymmetric", counting_traces)
     p = MsePredictor(*moments)
     p.curve(range(1, D + 3))
     for method in dd.METHODS:

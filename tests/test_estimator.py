@@ -258,3 +258,23 @@ def test_errors_name_the_bad_value(digits: Any) -> None:
     with pytest.raises(InputError, match="expected a 2-D dask array"):
         est.transform(da.ones(5))
     assert issubclass(DdrpError, ValueError)
+
+
+def test_the_documented_k_ranges_are_the_rules(digits: Any) -> None:
+    """The docstring's K ranges are ``options.k_range``'s (``auto`` takes K = 1, exact from
+    d), and the estimator refuses what the rule refuses, with the method's reason."""
+    from ddrp_dask.options import k_range
+
+    doc = " ".join((AsymmetricRandomProjection.__doc__ or "").split())
+    stated = {"auto": ("``auto`` 1 ≤ K ≤ d + 2", (1, 66)),
+              "head-tail": ("``head-tail`` 3 ≤ K ≤ d + 2", (3, 66)),
+              "truncated": ("``truncated`` 2 ≤ K ≤ d + 2", (2, 66)),
+              "orthogonal": ("``orthogonal`` K ≤ d", (1, 64)),
+              "gaussian": ("the others any K ≥ 1", (1, None))}
+    for method, (text, bounds) in stated.items():
+        assert text in doc and k_range(method, 64) == bounds, method
+    x, _, w = digits
+    assert AsymmetricRandomProjection(1, random_state=0).fit(x, W=w).transform(x).shape == \
+        (len(x), 1)
+    with pytest.raises(OptionError, match="at least 1 tail column, so K ≥ 3"):
+        AsymmetricRandomProjection(2, method="head-tail").fit(x, W=w)

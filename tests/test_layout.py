@@ -172,3 +172,111 @@ def test_the_pickle_rule_can_fail(tmp_path: Path, source: str) -> None:
             if (isinstance(n, ast.Import) and n.names[0].name == "pickle")
             or (isinstance(n, ast.keyword) and n.arg == "allow_pickle")]
     assert hits
+
+
+# ---------------------------------------------------------------------------------------
+# one home per method, small modules, no citations of absent documents
+
+#: The only places that may branch on a method's name: the registry and the option rules.
+METHOD_HOMES = (LIB / "maths" / "methods", LIB / "options.py")
+#: The longest module of ``ddrp_dask/``, in lines.
+MAX_LINES = 600
+#: Documents the repository does not contain (developers' notes): the code cites
+#: ``docs/method.md §N`` instead.
+ABSENT_DOCUMENTS = r"\bDESIGN(?:\.md)?\b|FIELD[-_ ]NOTES|\bwork[- ]log\b"
+
+
+def _method_branches(source: str, names: set[str]) -> list[str]:
+    """Comparisons with a method's name (``method == "auto"``, ``m in ("gaussian", …)``),
+    dicts keyed by method names and ``case "auto":`` in ``source``, as ``line: code``."""
+
+    def named(node: ast.AST | None) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in names
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            return any(named(e) for e in node.elts)
+        return False
+
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        compare = isinstance(node, ast.Compare) and any(named(o) for o in [node.left,
+                                                                           *node.comparators])
+        keyed = isinstance(node, ast.Dict) and any(named(k) for k in node.keys)
+        case = isinstance(node, ast.MatchValue) and named(node.value)
+        if compare or keyed or case:
+            hits.append(f"{getattr(node, 'lineno', 0)}: {ast.unparse(node)[:60]}")
+    return hits
+
+
+def test_only_the_registry_and_the_options_branch_on_method_names() -> None:
+    """Adding a method is one new module of ``maths/methods``: nobody else asks its name."""
+    from ddrp_dask.options import METHODS
+
+    bad = [f"{f.relative_to(ROOT)}:{hit}" for f in [*_files(LIB), *_files(CLI)]
+           if not any(f == home or f.is_relative_to(home) for home in METHOD_HOMES)
+           for hit in _method_branches(f.read_text(), set(METHODS))]
+    assert bad == []
+
+
+@pytest.mark.parametrize("source", [
+    'if method == "auto":\n    pass\n',
+    'x = 1 if m in ("gaussian", "orthogonal") else 2\n',
+    'low = {"head-tail": 3, "truncated": 2}.get(method, 1)\n',
+    'match method:\n    case "truncated":\n        pass\n',
+])
+def test_the_method_name_rule_can_fail(source: str) -> None:
+    """A control: today's kinds of branch on a name (before the registry) are found."""
+    assert _method_branches(source, {"auto", "gaussian", "head-tail", "truncated"})
+
+
+def _too_long(files: list[Path]) -> list[str]:
+    return [f"{f.name}: {n} lines" for f in files
+            if (n := len(f.read_text().splitlines())) > MAX_LINES]
+
+
+def test_no_module_of_the_library_is_over_600_lines() -> None:
+    assert _too_long(_files(LIB)) == []
+
+
+def test_the_size_rule_can_fail(tmp_path: Path) -> None:
+    """A control: a module of 1,263 lines (``maths/optimal.py`` before its split)."""
+    long = tmp_path / "optimal.py"
+    long.write_text("x = 1\n" * 1263)
+    assert _too_long([long]) == ["optimal.py: 1263 lines"]
+
+
+def _absent_citations(files: list[Path]) -> list[str]:
+    import re
+
+    pattern = re.compile(ABSENT_DOCUMENTS)
+    return [f"{f.name}:{i}: {line.strip()[:70]}" for f in files
+            for i, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+
+
+def test_the_code_cites_only_documents_of_the_repository() -> None:
+    """``ddrp_dask/``, the CLI, the benchmarks, scripts and deployment files cite
+    ``docs/method.md §N``, never the developers' notes the repository does not hold."""
+    files = [f for d in ("ddrp_dask", "cli", "benchmarks", "scripts", "deploy")
+             for f in sorted((ROOT / d).rglob("*")) if f.suffix in (".py", ".md", ".yaml")]
+    assert files and _absent_citations(files) == []
+    assert "DESIGN" not in (ROOT / ".gitignore").read_text()
+
+
+def test_the_citation_rule_can_fail(tmp_path: Path) -> None:
+    """A control: the kinds of citation the code held before (``DESIGN §7``, ``see
+    DESIGN.md``, ``(FIELD-NOTES)``)."""
+    old = tmp_path / "old.py"
+    old.write_text('"""The construction of DESIGN §7 (see DESIGN.md).\n\n'
+                   'Faster (FIELD-NOTES)."""\n')
+    assert len(_absent_citations([old])) == 2
+
+
+def test_every_cited_section_of_the_method_page_exists() -> None:
+    """``docs/method.md §N`` in the code names a heading of that page (``## §N …``)."""
+    import re
+
+    page = (ROOT / "docs" / "method.md").read_text()
+    sections = set(re.findall(r"^#+ §(\d+(?:\.\d+)?) ", page, flags=re.M))
+    cited = {m for d in ("ddrp_dask", "cli", "benchmarks") for f in (ROOT / d).rglob("*.py")
+             for m in re.findall(r"docs/method\.md §(\d+(?:\.\d+)?)", f.read_text())}
+    assert cited and sections and cited <= sections, sorted(cited - sections)

@@ -14,6 +14,7 @@ import pytest
 
 from ddrp_dask.errors import OptionError
 from ddrp_dask.maths import allocation, basis, crossfit, folds, shrinkage
+from ddrp_dask.maths.build import build
 from ddrp_dask.maths.model import SideMap
 from ddrp_dask.maths.stats import Moments, block_moments, combine_all
 
@@ -380,8 +381,10 @@ def test_shrinkage_intensities() -> None:
         assert 0.0 < lam <= 1.0
         big = block_moments(gaussian_source(4000, 20, np.geomspace(3.0, 0.1, 20), 0.0, 4))
         assert fn(big.scatter, big.n) < lam
-    with pytest.raises(OptionError, match="shrinkage"):
-        crossfit.fit_optimal([m], [m], 4, 0, shrinkage=1.5)
+    with pytest.raises(OptionError, match="shrinkage"):  # the option's rule, before the maths
+        build(m, m, 4, "auto", 0, shrinkage=1.5)
+    with pytest.raises(OptionError, match="shrinkage"):  # "lw" is a point of the search only
+        build(m, m, 4, "auto", 0, shrinkage="lw")
 
 
 # ---------------------------------------------------------------------------------------

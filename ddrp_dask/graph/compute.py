@@ -33,9 +33,9 @@ FAN_IN = 2
 
 
 #: Inputs below this go to the threaded scheduler by default: on one machine it beat a
-#: 2-worker LocalCluster at every size measured, 0.15 to 7.6 GB (benchmarks/RESULTS.md: e.g.
-#: 6.4 s against 8.0 s at 2 GB, 21.7 s against 23.9 s at 7.6 GB; small jobs also skip the
-#: cluster's 2-4 s start-up). Above it, unmeasured: a LocalCluster (memory limits, spilling).
+#: 2-worker LocalCluster at every size measured, 0.15 to 7.6 GB (``benchmarks/RESULTS.md``;
+#: small jobs also skip the cluster's start-up). Above it, unmeasured: a LocalCluster
+#: (memory limits, spilling).
 THREADS_BELOW_BYTES = 8 << 30
 #: Names of Dask's local schedulers (no cluster); ``synchronous`` is Dask's alias of ``sync``.
 LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")

@@ -18,11 +18,10 @@ blocks see the same rows either way, so their statistics and sketches keep their
 
 Why not decode tasks in one process too: Dask's local schedulers run tasks in the static
 order of ``dask.order``, which for this graph decodes chunks long before their second block
-runs (measured: 15 chunks held at once at 40 blocks, 28 at 80), and every way tried of
-holding decodes back (waiting for earlier blocks) made it postpone pass 1's merges instead,
-holding every block's statistics to the end (``benchmarks/RESULTS.md``, session 7). That was
-measured while the passes still ran backwards and pass 1's groups out of order (before
-``compute.row_order``); in row order it has not been tried again.
+runs, and every way tried of holding decodes back (waiting for earlier blocks) made it
+postpone pass 1's merges instead, holding every block's statistics to the end
+(``benchmarks/RESULTS.md``). That was tried before the passes ran in row order
+(``compute.row_order``), not since.
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ def _parquet_files(path: str) -> tuple[list[str], list[str]]:
 
 def open_parquet_file(path: str) -> Any:
     """A ``pyarrow.parquet.ParquetFile`` for a local path or URL (no pre-buffering: it would
-    buffer the whole file, FIELD-NOTES); page checksums, where the writer stored them, are
+    buffer the whole file); page checksums, where the writer stored them, are
     verified."""
     import pyarrow.parquet as pq
 

@@ -97,9 +97,8 @@ def skipped_of(target: str) -> list[int]:
 
 def float_compressors() -> Any:
     """The codec of float32 outputs (sketches, products, scores): zstd level 1. Their values
-    are noise-like, so every level saves about the same (~9 % measured on sketches) and
-    level 1 encodes 3× faster than zarr's default level 3 (22 ms against 64 ms for a
-    65,536 × 32 block), which was a fifth of pass 2's CPU."""
+    are noise-like, so every level saves about the same and level 1 encodes several times
+    faster than zarr's default level 3 (``benchmarks/RESULTS.md``)."""
     from zarr.codecs import ZstdCodec
 
     return ZstdCodec(level=1)

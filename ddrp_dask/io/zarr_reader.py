@@ -11,12 +11,12 @@ decodes them, their missing values being invalid values (``--on-invalid``).
 
 Why a direct reader: zarr-python reads a chunk file into a fresh ``bytes``, decodes it into
 another fresh buffer and copies that into the result, so a 64 MB chunk costs three fresh
-allocations. glibc serves each from ``mmap`` and the page faults of ~190 MB per chunk cost
-more than the zstd decoding itself (measured: read 160 ms per 65,536 × 256 chunk, of
-which ~65 ms is decoding). The direct reader maps each chunk file and decodes it straight
-into the rows of the result (a numpy array, which asks for huge pages): 72 ms instead of
-160 ms per chunk here (``benchmarks/perf.py``, section limits). A chunk file must not be
-truncated while a job reads it (a map of a shrunk file faults, as for any memory map).
+allocations. glibc serves each from ``mmap`` and the page faults of the three cost more
+than the zstd decoding itself. The direct reader maps each chunk file and decodes it
+straight into the rows of the result (a numpy array, which asks for huge pages), in about
+half the time (``benchmarks/RESULTS.md``, ``benchmarks/perf.py`` section limits). A chunk
+file must not be truncated while a job reads it (a map of a shrunk file faults, as for any
+memory map).
 
 It is used only where it is exactly equivalent (``direct_layout``): an array in a local
 store, a regular grid of row chunks spanning every column, the block's own dtype

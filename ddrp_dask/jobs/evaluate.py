@@ -35,6 +35,7 @@ from ..io.registry import open_source
 from ..io.source import Source
 from ..maths.blas import one_blas_thread
 from ..maths.build import build
+from ..maths.methods import BASELINE, REFERENCES, get
 from ..maths.metrics import (
     error_summary,
     pair_dots,
@@ -52,7 +53,7 @@ from ..report import BIAS_NOTE
 __all__ = ["EvaluatePlan", "evaluate_model", "plan_evaluate"]
 
 #: The comparison sketches, built from the model's statistics at the model's K and seed.
-BASELINES = ("asymmetric", "gaussian")
+BASELINES = REFERENCES
 
 
 @dataclass(frozen=True)
@@ -173,11 +174,10 @@ def _recall(plan: EvaluatePlan, models: dict[str, SketchModel], queries: np.ndar
 
 
 def _shrinkage_of(model: SketchModel) -> Any:
-    """The shrinkage to rebuild ``model``'s method with: auto's chosen pair, else the one
-    the model was fitted with."""
-    if model.method == "auto" and isinstance(model.info.get("shrinkage_x"), dict):
-        return (model.info["shrinkage_x"], model.info["shrinkage_w"])
-    return model.provenance.get("shrinkage", "auto")
+    """The shrinkage to rebuild ``model``'s method with (``Method.rebuild_shrinkage``: auto's
+    chosen pair, else the one the model was fitted with)."""
+    return get(model.method).rebuild_shrinkage(model.info,
+                                               model.provenance.get("shrinkage", "auto"))
 
 
 def _stored(sketch: np.ndarray, layout: Layout, seed: int, side: str,
@@ -258,7 +258,7 @@ def evaluate_model(plan: EvaluatePlan, scheduler: Any = None,
     for name in BASELINES:
         result[f"{name}_mse"] = methods[name]["mse"]
     mse = methods[m.method]["mse"]
-    result["gain"] = methods["gaussian"]["mse"] / mse if mse > 0 else float("inf")
+    result["gain"] = methods[BASELINE]["mse"] / mse if mse > 0 else float("inf")
     result["predicted_gain"] = m.info.get("gain")
     result["predicted"] = {name: methods[name]["predicted_mse"] for name in methods}
     result["methods"] = methods

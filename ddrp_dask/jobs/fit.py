@@ -13,7 +13,7 @@ from ..io.registry import open_source
 from ..maths.budget import budgeted_model, choose_budget
 from ..maths.build import build
 from ..maths.choose import min_k
-from ..maths.folds import folds_for
+from ..maths.methods import fold_count
 from ..maths.model import SketchModel
 from ..maths.quantize import quantized_model
 from ..maths.stats import Moments, combine_all
@@ -135,11 +135,13 @@ class FitPlan(Plan):
         return root or self.out
 
     def fit(self, scheduler: Any = None, progress: bool = False) -> SketchModel:
-        """Pass 1 and the build: the fitted model (nothing written). ``auto`` takes the
-        statistics per fold (``maths.folds.folds_for(d)`` of them) in the same pass."""
+        """Pass 1 and the build: the fitted model (nothing written). A method that
+        cross-fits (``auto``) takes the statistics per fold (``maths.methods.fold_count``)
+        in the same pass."""
         folds = None
-        if self.method == "auto" and folds_for(self.d) > 1:
-            by_fold = compute_folds(self, folds_for(self.d), scheduler, progress)
+        n_folds = fold_count(self.method, self.d)
+        if n_folds > 1:
+            by_fold = compute_folds(self, n_folds, scheduler, progress)
             folds = (by_fold["x"], by_fold["w"])
             stats = {"x": combine_all(folds[0]), "w": combine_all(folds[1])}
         else:

@@ -10,6 +10,7 @@ from ..io.registry import open_source
 from ..maths.budget import budget_curve
 from ..maths.choose import choose_k
 from ..maths.folds import folds_for
+from ..maths.methods import fold_count
 from ..maths.stats import Moments, combine_all
 from ..options import (
     check_block_rows,
@@ -70,14 +71,16 @@ class ChoosePlan(StatsPlan):
     def choose(self, scheduler: Any = None, progress: bool = False) -> dict[str, Any]:
         """Pass 1 (per fold when ``auto`` is compared, so its predictions are cross-fitted)
         and the choice: ``choose_k``'s report."""
-        if ("auto" not in self.methods and self.bytes_per_row is None) or \
-                folds_for(self.d) == 1:
+        n_folds = max(fold_count(m, self.d) for m in self.methods)
+        if self.bytes_per_row is not None:  # the budget's curve is cross-fitted too
+            n_folds = folds_for(self.d)
+        if n_folds == 1:
             stats = compute_moments(self, scheduler, progress)
             report = choose_k(stats["x"], stats["w"], self.target_rel_mse,
                               list(self.methods), self.shrinkage)
             folds = ([stats["x"]], [stats["w"]])
         else:
-            by_fold = compute_folds(self, folds_for(self.d), scheduler, progress)
+            by_fold = compute_folds(self, n_folds, scheduler, progress)
             folds = (by_fold["x"], by_fold["w"])
             report = choose_k(combine_all(folds[0]), combine_all(folds[1]),
                               self.target_rel_mse, list(self.methods), self.shrinkage, folds)

@@ -1,5 +1,5 @@
 """Coordinate energies, the predicted MSE of a sketch, and the allocation of its K columns
-(``docs/method.md §5.2–§5.3``). Pure numpy.
+(``docs/method.md §5.2``, ``docs/method.md §5.3``). Pure numpy.
 
 **Sketch.** The first j coordinates are candidates; m = k − k_F of them are drawn by
 systematic sampling with π_i = min(1, ρ̂_i/τ), Σπ = m, π ≥ ``PI_FLOOR`` (π = 1: the exact

@@ -1,11 +1,11 @@
 """Fixed BLAS thread counts for every product and factorisation whose bytes matter.
 
-Dask threads × BLAS threads ≤ cores (FIELD-NOTES), and the same bytes on any scheduler:
-float32 products and LAPACK both change in their last bits with the BLAS thread count. The
-per-block tasks run on one thread (``one_blas_thread``); the build, which runs alone on the
-driver between the passes, runs its d³ factorisations on ``build_threads(d)`` threads
-(``build_blas``), a number fixed by d alone, so its bytes do not depend on the machine's
-cores either.
+Dask threads × BLAS threads ≤ cores (oversubscription is ruinous), and the same bytes on
+any scheduler: float32 products and LAPACK both change in their last bits with the BLAS
+thread count. The per-block tasks run on one thread (``one_blas_thread``); the build, which
+runs alone on the driver between the passes, runs its d³ factorisations on
+``build_threads(d)`` threads (``build_blas``), a number fixed by d alone, so its bytes do
+not depend on the machine's cores either.
 
 The limit is process-wide (threadpoolctl sets OpenBLAS's global count), so on the threaded
 scheduler a task leaving its block must not restore two threads while another task is still
@@ -43,7 +43,7 @@ __all__ = ["BUILD_BLAS_THREADS", "WIDE_BUILD_D", "build_blas", "build_threads",
 BUILD_BLAS_THREADS = 2
 #: At or below this d the build is many small factorisations (cross-fitted over folds):
 #: one thread, since two barely help on a quiet machine and spin-wait for each other on a
-#: busy one (RESULTS.md: d = 256, 11 s on one thread against 136 s on two at load 8).
+#: busy one (``benchmarks/RESULTS.md``, wide vectors).
 WIDE_BUILD_D = 1024
 
 _lock = threading.Lock()
@@ -58,7 +58,7 @@ def fixed_blas_threads(n: int) -> Iterator[None]:
     (counted, as described above).
 
     The controller is built once per process: ``threadpool_limits`` rediscovers the
-    libraries on every call (~7 ms).
+    libraries on every call.
     """
     global _controller
     n = max(1, int(n))

@@ -2,11 +2,11 @@
 smallest K meeting a target — the data-dependent counterpart of scikit-learn's
 ``johnson_lindenstrauss_min_dim``. Pure numpy; no random matrix is drawn.
 
-The predictions are exactly ``build(mx, mw, k, method).info["predicted"][method]`` (pair-averaged
-MSE of x·w over pairs of the fitted rows, DESIGN §2–4), but the expensive parts — shrinkage,
-the balanced pairs (one eigh and one SVD each), the balanced covariances — are computed once
-for all K. The *relative* MSE divides by the mean squared inner product over pairs,
-E(x·w)² = tr(Σx Σw) with Σ the uncentred second moments.
+The predictions are exactly ``build(mx, mw, k, method).info["predicted"][method]``
+(pair-averaged MSE of x·w over pairs of the fitted rows, ``docs/method.md §2–§4``), but
+the expensive parts (shrinkage, the balanced pairs, the balanced covariances) are computed
+once for all K, by each method (``maths.methods``). The *relative* MSE divides by the mean
+squared inner product over pairs, E(x·w)² = tr(Σx Σw) with Σ the uncentred second moments.
 """
 
 from __future__ import annotations
@@ -27,26 +27,24 @@ from ..options import (
     k_range,
 )
 from .blas import build_blas
-from .crossfit import AutoPredictor
-from .draws import sparse_density
-from .linalg import balanced_pair, orthogonal_factor, shrink
-from .predict import choose_head, head_tail_mse, pair_energy, pair_var, predict_asymmetric
+from .methods import Predictor, Statistics, get
+from .predict import pair_energy
 from .stats import Moments
 
 __all__ = ["MsePredictor", "check_options", "choose_k", "k_grid", "min_k",
            "predicted_mse_curve"]
 
-#: Methods whose predicted MSE is c / K: their smallest K has a closed form.
-#: K values at which ``choose_k`` evaluates ``auto``'s curve (log-spaced).
-AUTO_CURVE_POINTS = 32
-INVERSE_K = ("gaussian", "sparse", "asymmetric", "diagonal")
+#: K values at which ``choose_k`` evaluates a costly curve (``auto``'s: log-spaced).
+COSTLY_CURVE_POINTS = 32
 
 
 class MsePredictor:
     """Predicted pair-averaged MSE of every method at any K, from two sources' statistics.
 
-    Shrinkage and balanced pairs are computed once, on construction (one BLAS thread, like
-    ``build``, so the numbers match it to the last bit); each ``mse(method, k)`` is then cheap.
+    Each method's parts that do not depend on K (shrinkage, balanced pairs, the cross-fit)
+    are computed once, when it is first asked for, by the method itself (the same code as
+    its build, with one BLAS thread like ``build``, so the numbers match it to the last bit);
+    each ``mse(method, k)`` is then cheap.
 
     Parameters
     ----------
@@ -55,8 +53,8 @@ class MsePredictor:
     shrinkage : "auto", "oas" or float in [0, 1], default="auto"
         As for ``ddrp_dask.build``.
     folds : (sequence of Moments, sequence of Moments), optional
-        Per-fold statistics whose merge is ``mx``, ``mw``: ``auto``'s predictions are then
-        out of sample (``maths.crossfit.AutoPredictor``), else in-sample.
+        Per-fold statistics whose merge is ``mx``, ``mw``: the predictions of a method that
+        cross-fits (``auto``) are then out of sample, else in-sample.
 
     Attributes
     ----------
@@ -69,35 +67,16 @@ class MsePredictor:
                  folds: tuple[Sequence[Moments], Sequence[Moments]] | None = None) -> None:
         self.d = check_same_d(mx.d, mw.d, "X", "W")
         self.energy = pair_energy(mx, mw)
-        self._folds = folds if folds is not None else ([mx], [mw])
-        self._shrinkage = shrinkage
-        self._auto: AutoPredictor | None = None
+        self._stats = Statistics(mx, mw, check_shrinkage(shrinkage), folds)
+        self._plain = self._stats.without_folds()
+        self._predictors: dict[str, Predictor] = {}
         self._cache: dict[tuple[str, int], float] = {}
-        sx, sw = mx.second_moment, mw.second_moment
-        with build_blas(self.d):
-            self._numerators = self._prepare(mx, mw, sx, sw, shrinkage)
-        self._sparse = (sparse_density(self.d) - 3, float(np.sum(np.diag(sx) * np.diag(sw))))
-
-    def _prepare(self, mx: Moments, mw: Moments, sx: np.ndarray, sw: np.ndarray,
-                 shrinkage: float | str) -> dict[str, Any]:
-        """Per-method quantities that do not depend on K (as ``build._fit`` computes them)."""
-        out: dict[str, Any] = {"gaussian": pair_var(sx, sw, 1)}
-        out["asymmetric"] = predict_asymmetric(mx, mw, 1, shrinkage)
-        dx, _ = shrink(np.diag(np.diag(sx)), mx.n, shrinkage)
-        dw, _ = shrink(np.diag(np.diag(sw)), mw.n, shrinkage)
-        scale = np.diag((np.diag(dw) / np.diag(dx)) ** 0.25)
-        inverse = np.diag(1 / np.diag(scale))
-        out["diagonal"] = pair_var(scale @ sx @ scale.T, inverse @ sw @ inverse.T, 1)
-        cx, cw = mx.covariance, mw.covariance
-        a, b, sigma = balanced_pair(shrink(cx, mx.n, shrinkage)[0],
-                                    shrink(cw, mw.n, shrinkage)[0])
-        out["head_tail"] = (a @ cx @ a.T, b @ cw @ b.T, sigma)
-        return out
 
     @property
     def auto_out_of_sample(self) -> bool:
-        """Whether ``auto``'s predictions are cross-fitted (False until it is asked for)."""
-        return self._auto is not None and self._auto.out_of_sample
+        """Whether the predictions of the cross-fitting method (``auto``) are out of sample
+        (False until it is asked for)."""
+        return any(p.out_of_sample for p in self._predictors.values())
 
     def k_range(self, method: str) -> tuple[int, int | None]:
         """Smallest and largest valid K of ``method`` at this d (None: no upper bound)."""
@@ -117,36 +96,27 @@ class MsePredictor:
             if method not in METHODS:
                 raise
             return float("nan")
-        if method in ("gaussian", "orthogonal", "sparse"):
-            base = float(self._numerators["gaussian"] / k)
-            if method == "orthogonal":
-                return base * orthogonal_factor(self.d, k)
-            if method == "sparse":
-                return base + self._sparse[0] / k * self._sparse[1]
-            return base
-        if method in ("asymmetric", "diagonal"):
-            return float(self._numerators[method] / k)
-        if method == "auto":
-            if self._auto is None:  # the shrinkage search runs only when auto is asked for
-                self._auto = AutoPredictor(*self._folds, self._shrinkage)
-            return self._auto.mse(k)
-        pa, pb, sigma = self._numerators["head_tail"]
-        r = k - 2 if method == "truncated" else choose_head(sigma, k)[0]
-        return head_tail_mse(pa, pb, r, k - 2 - r)
+        with build_blas(self.d):
+            if method not in self._predictors:  # each method's K-free parts, once
+                chosen = get(method)
+                stats = self._stats if chosen.cross_fits else self._plain
+                self._predictors[method] = chosen.predictor(stats)
+            return self._predictors[method].mse(k)
 
     def curve(self, ks: Iterable[int], methods: Sequence[str] = METHODS,
               auto_points: int | None = None,
               auto_extra: Iterable[int] = ()) -> dict[str, np.ndarray]:
         """``{method: predicted MSE for each K in ks}`` (NaN where K is invalid). With
-        ``auto_points``, ``auto`` (an allocation search per K) is evaluated at about that
-        many log-spaced K (and at ``auto_extra``) only, NaN between them."""
+        ``auto_points``, a method whose every K is a search (``auto``: an allocation search
+        per K) is evaluated at about that many log-spaced K (and at ``auto_extra``) only,
+        NaN between them."""
         ks = [int(k) for k in ks]
         keep = set(ks)
         if auto_points and ks:
             grid = np.geomspace(1, max(min(max(ks), self.d), 1), auto_points)
             keep = {int(k) for k in grid.round()} | {min(max(ks), self.d)} | set(auto_extra)
-        return {m: np.array([self.mse(m, k) if m != "auto" or k in keep else float("nan")
-                             for k in ks], dtype=np.float64) for m in methods}
+        return {m: np.array([self.mse(m, k) if not get(m).costly_mse or k in keep else
+                             float("nan") for k in ks], dtype=np.float64) for m in methods}
 
     def min_k(self, method: str, target: float) -> int:
         """Smallest K whose predicted relative MSE (MSE / ``energy``) is ≤ ``target``."""
@@ -159,7 +129,8 @@ class MsePredictor:
         def ok(k: int) -> bool:
             return self.mse(method, k) / self.energy <= target
 
-        if method in INVERSE_K:  # MSE = c / K: start from the closed form, fix rounding
+        search = get(method).k_search
+        if search == "inverse":  # MSE = c / K: start from the closed form, fix rounding
             c = self.mse(method, 1)
             k = max(low, int(np.ceil(c / (target * self.energy))) if c > 0 else low)
             while not ok(k):
@@ -168,7 +139,7 @@ class MsePredictor:
                 k -= 1
             return k
         assert high is not None
-        if method == "auto":  # its MSE falls with K: bisect (each K is an allocation search)
+        if search == "bisect":  # its MSE falls with K, each K a search: bisect
             lo, hi = low, min(high, self.d)  # exact from K = d
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -276,5 +247,5 @@ def choose_k(mx: Moments, mw: Moments, target: float = 0.01, methods: Sequence[s
             "in-sample",
             "table": {"k": table_ks,
                       "rel_mse": {m: (v / p.energy).tolist() for m, v in table.items()}},
-            "curve": {"k": curve_ks, "mse": p.curve(curve_ks, methods, AUTO_CURVE_POINTS,
+            "curve": {"k": curve_ks, "mse": p.curve(curve_ks, methods, COSTLY_CURVE_POINTS,
                                                       best.values())}}

@@ -1,5 +1,6 @@
-"""Cross-fitting and the shrinkage search of ``auto``, and its fit (``docs/method.md
-§5.4–§5.5``). Pure numpy: functions of per-fold ``Moments`` only (no Dask, no I/O).
+"""Cross-fitting and the shrinkage search of ``auto``, and its fit
+(``docs/method.md §5.4``, ``docs/method.md §5.5``). Pure numpy: functions of per-fold
+``Moments`` only (no Dask, no I/O).
 
 For each fold f the basis (``maths.basis``) is built from the other folds and the held-out
 moments Ha_f = P Σx'_f Pᵀ are measured in training coordinates (the held-out rows' uncentred
@@ -214,17 +215,14 @@ def _best(cv: CrossFit, options: list[tuple[Spec, Spec]], k: int) -> tuple[Spec,
     return best
 
 
-def check_folds(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int) -> None:
+def check_folds(folds_x: Sequence[Moments], folds_w: Sequence[Moments]) -> None:
+    """Both sources' fold statistics: as many for X as for W, rows on both sides. (K, the
+    dimensions and the shrinkage are the options' rules, checked before: ``build``.)"""
     if len(folds_x) != len(folds_w) or not folds_x:
         raise OptionError(f"got {len(folds_x)} folds for X and {len(folds_w)} for W; pass the "
                           "same number (≥ 1) of fold statistics for both sources")
-    if folds_x[0].d != folds_w[0].d:
-        raise OptionError(f"got d={folds_x[0].d} for X but d={folds_w[0].d} for W; both "
-                          "sources must have the same dimension")
     if sum(m.n for m in folds_x) == 0 or sum(m.n for m in folds_w) == 0:
         raise OptionError("a source has no rows; both X and W need at least one row")
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise OptionError(f"K must be an integer ≥ 1, got K={k!r}")
 
 
 @dataclass(frozen=True)
@@ -273,12 +271,14 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
         Statistics of each fold (``fold_moments`` merged over blocks), same length. A single
         fold (or fewer than two folds with rows on both sides) gives an in-sample build.
     k : int
-        Stored columns per sketch, every one counted. k ≥ d is exact.
+        Stored columns per sketch, every one counted, at least 1 (``options.check_k``:
+        ``build`` checks it). k ≥ d is exact.
     seed : int
         Seed of the random draws (systematic offset, Haar tail), via ``default_rng``.
-    shrinkage : "auto", "oas", "lw", float in [0, 1] or (dict, dict), default="auto"
-        "auto" searches the shrinkage per source by the cross-fitted MSE (``search``); a
-        float is a fixed blend towards (tr C/d)·I; a pair of ``info["shrinkage_x"]``,
+    shrinkage : "auto", "oas", float in [0, 1] or (dict, dict), default="auto"
+        As ``options.check_shrinkage`` returns it: "auto" searches the shrinkage per source
+        by the cross-fitted MSE (``search``), "oas" is OAS, a float a fixed blend towards
+        (tr C/d)·I; or a pair of ``info["shrinkage_x"]``,
         ``info["shrinkage_w"]`` descriptions fixes both (the same fit again, without the
         search: e.g. a redraw with another seed).
     search : {"full", "refined", "coarse"} or None, default=None
@@ -297,7 +297,7 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
         ({``kind``, ``intensity``}), ``n_folds``, ``folds_used``, ``shrinkage_search``,
         ``rho`` (descending), ``pi`` (per candidate coordinate), ``note``.
     """
-    check_folds(folds_x, folds_w, k)
+    check_folds(folds_x, folds_w)
     mx, mw = combine_all(folds_x), combine_all(folds_w)
     d = mx.d
     scale_x = scale_of(mx.second_moment, mw.second_moment)
@@ -335,7 +335,7 @@ class AutoPredictor:
 
     def __init__(self, folds_x: Sequence[Moments], folds_w: Sequence[Moments],
                  shrinkage: Shrinkage = "auto", k_ref: int | None = None) -> None:
-        check_folds(folds_x, folds_w, 1)
+        check_folds(folds_x, folds_w)
         mx, mw = combine_all(folds_x), combine_all(folds_w)
         self.d = mx.d
         scale_x = scale_of(mx.second_moment, mw.second_moment)

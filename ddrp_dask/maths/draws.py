@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-__all__ = ["DRAW", "gaussian_matrix", "orthogonal_matrix", "sparse_density", "sparse_matrix"]
+__all__ = ["gaussian_matrix", "orthogonal_matrix", "sparse_density", "sparse_matrix"]
 
 
 def gaussian_matrix(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
@@ -33,7 +31,3 @@ def sparse_matrix(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
     u = rng.random((k, d))
     signs = np.where(u < 0.5 / s, 1.0, np.where(u > 1.0 - 0.5 / s, -1.0, 0.0))
     return signs * np.sqrt(s / k)
-
-
-DRAW: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
-    "gaussian": gaussian_matrix, "orthogonal": orthogonal_matrix, "sparse": sparse_matrix}

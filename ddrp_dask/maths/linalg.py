@@ -1,12 +1,10 @@
-"""Linear algebra of the constructions (DESIGN §3–4): shrinkage, PSD roots, balanced pairs,
-and the variance factor of an orthogonal projection. Pure numpy."""
+"""Linear algebra of the constructions (``docs/method.md §3–§4``): shrinkage, PSD roots,
+balanced pairs, and the variance factor of an orthogonal projection. Pure numpy."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-
-from ..options import check_shrinkage
 
 __all__ = ["MIN_SHRINKAGE", "balanced_pair", "balanced_traces", "oas_intensity",
            "orthogonal_factor", "psd_sqrt", "shrink", "shrink_terms"]
@@ -36,12 +34,11 @@ def shrink(s: np.ndarray, n: int, shrinkage: float | str = "oas",
 def shrink_terms(s: np.ndarray, n: int, shrinkage: float | str = "oas",
                  fallback: float = 1.0) -> tuple[float, float]:
     """ρ and μ with ``shrink(s, …)[0] = (1 − ρ)·S + ρ·μ·I`` (ρ = 1, μ = ``fallback`` for an
-    all-zero S)."""
-    shrinkage = check_shrinkage(shrinkage)
+    all-zero S). ``shrinkage`` as ``options.check_shrinkage`` returns it ("auto" is OAS)."""
     mu = float(np.trace(s)) / s.shape[0]
     if not mu > 0:
         return 1.0, float(fallback)
-    if shrinkage in ("oas", "auto"):  # "auto" is the cross-fitted choice for auto only
+    if isinstance(shrinkage, str):  # "oas", or "auto" (a cross-fitted search for auto only)
         rho = oas_intensity(s, n)
     else:
         rho = float(shrinkage)
@@ -65,7 +62,8 @@ def psd_sqrt(s: np.ndarray) -> np.ndarray:
 
 
 def balanced_pair(sx: np.ndarray, sw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A, B, σ with AᵀB = I and A Sx Aᵀ = B Sw Bᵀ = diag(σ), σ descending (DESIGN §3).
+    """A, B, σ with AᵀB = I and A Sx Aᵀ = B Sw Bᵀ = diag(σ), σ descending
+    (``docs/method.md §3``).
 
     Mx = Sx^{1/2}, Mw = Sw^{1/2}, Mw Mx = U diag(σ) Vᵀ, A = σ^{-1/2} Uᵀ Mw, B = σ^{-1/2} Vᵀ Mx.
     Both matrices must be positive definite (shrink them first).

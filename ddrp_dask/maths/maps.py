@@ -34,9 +34,9 @@ def balance_scale(energy: float, mean: np.ndarray) -> float:
 
 def head_tail_maps(mx: Moments, mw: Moments, a: np.ndarray, b: np.ndarray, r: int,
                    tail: np.ndarray) -> tuple[SideMap, SideMap]:
-    """DESIGN §4's columns from the centred balanced pair (a, b): r exact head coordinates,
-    the tail (``tail`` applied to coordinates r..), then the two exact mean columns
-    [x·μw, 1] / [1, w̃·μx]."""
+    """head-tail's columns (``docs/method.md §4``) from the centred balanced pair (a, b): r
+    exact head coordinates, the tail (``tail`` applied to coordinates r..), then the two
+    exact mean columns [x·μw, 1] / [1, w̃·μx]."""
     d = mx.d
     main_x = np.vstack([a[:r], tail @ a[r:]]).T  # (d, k-2), applied to x − μx
     main_w = np.vstack([b[:r], tail @ b[r:]]).T
@@ -54,7 +54,8 @@ def head_tail_maps(mx: Moments, mw: Moments, a: np.ndarray, b: np.ndarray, r: in
 
 
 def folded_map(m: np.ndarray, p: np.ndarray, mean: np.ndarray) -> SideMap:
-    """The affine map v ↦ M P (v − mean, 1) of DESIGN §7 (means folded into the basis), as a
+    """The affine map v ↦ M P (v − mean, 1) of ``docs/method.md §5.1`` (means folded into the
+    basis), as a
     SideMap shifted by the mean."""
     d = p.shape[1] - 1
     f = m @ p

@@ -95,8 +95,3 @@ class SketchModel:
         parts += [array_digest(getattr(self.side(s), name)) for s in ("x", "w")
                   for name in MAP_ARRAYS]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-    @property
-    def unbiased(self) -> bool:
-        """False only for ``truncated``, whose estimate drops the tail."""
-        return self.method != "truncated"

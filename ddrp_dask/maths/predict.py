@@ -1,16 +1,14 @@
-"""Every predicted-MSE formula (DESIGN §2–4): the pair-averaged MSE of x·w of each method,
-from second-moment matrices. Pure numpy."""
+"""The predicted-MSE formulas the methods share (``docs/method.md §2–§4``): the
+pair-averaged MSE of x·w from second-moment matrices. Pure numpy."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .draws import sparse_density
 from .linalg import balanced_traces, orthogonal_factor, shrink_terms
 from .stats import Moments
 
-__all__ = ["choose_head", "head_tail_mse", "pair_energy", "pair_var", "predict_asymmetric",
-           "predict_head_tail", "predict_oblivious", "predict_paired"]
+__all__ = ["choose_head", "head_tail_mse", "pair_energy", "pair_var", "predict_asymmetric"]
 
 
 def pair_energy(mx: Moments, mw: Moments) -> float:
@@ -30,26 +28,10 @@ def pair_var(px: np.ndarray, pw: np.ndarray, k: int) -> float:
     return float((np.trace(px) * np.trace(pw) + np.sum(px * pw)) / k)
 
 
-def predict_oblivious(method: str, sx: np.ndarray, sw: np.ndarray, k: int) -> float:
-    """gaussian, orthogonal or sparse, from the uncentred second moments."""
-    base = pair_var(sx, sw, k)
-    d = sx.shape[0]
-    if method == "orthogonal":
-        return base * orthogonal_factor(d, k) if k <= d else float("nan")
-    if method == "sparse":
-        return base + (sparse_density(d) - 3) / k * float(np.sum(np.diag(sx) * np.diag(sw)))
-    return base
-
-
-def predict_paired(a: np.ndarray, b: np.ndarray, sx: np.ndarray, sw: np.ndarray,
-                   k: int) -> float:
-    """A Gaussian projection of the pair (A x, B w): asymmetric and diagonal."""
-    return pair_var(a @ sx @ a.T, b @ sw @ b.T, k)
-
-
 def predict_asymmetric(mx: Moments, mw: Moments, k: int, shrinkage: float | str = "oas",
                        fallbacks: tuple[float, float] = (1.0, 1.0)) -> float:
-    """``predict_paired`` of the paper's pair, the balanced pair of the second moments shrunk
+    """The pair-averaged MSE of a Gaussian projection of the paper's pair (A x, B w),
+    (tr(A Σx Aᵀ) tr(B Σw Bᵀ) + tr ΣxΣw)/k, the balanced pair of the second moments shrunk
     as ``linalg.shrink(…, shrinkage, fallback)`` does, without forming it
     (``balanced_traces``)."""
     if k <= 0:
@@ -61,21 +43,14 @@ def predict_asymmetric(mx: Moments, mw: Moments, k: int, shrinkage: float | str 
     return float((tr_a * tr_b + cross) / k)
 
 
-def predict_head_tail(a: np.ndarray, b: np.ndarray, cx: np.ndarray, cw: np.ndarray, r: int,
-                       width: int) -> float:
-    """auto/truncated: the tail's variance (orthogonal factor included), or with no tail the
-    squared bias E(a_t·b_t)² = tr(Pa Pb)."""
-    return head_tail_mse(a @ cx @ a.T, b @ cw @ b.T, r, width)
-
-
 def head_tail_mse(pa: np.ndarray, pb: np.ndarray, r: int, width: int) -> float:
-    """``predict_head_tail`` from Pa = A Cx Aᵀ and Pb = B Cw Bᵀ, reusable across (r, width)."""
+    """head-tail and truncated from Pa = A Cx Aᵀ and Pb = B Cw Bᵀ (reusable across
+    (r, width)): the tail's variance (orthogonal factor included), or with no tail the
+    squared bias E(a_t·b_t)² = tr(Pa Pb)."""
     pa, pb = pa[r:, r:], pb[r:, r:]
     if width == 0:
         return float(np.sum(pa * pb))
     return pair_var(pa, pb, width) * orthogonal_factor(pa.shape[0], width)
-
-
 
 
 def choose_head(sigma: np.ndarray, k: int, min_tail: int = 1) -> tuple[int, np.ndarray]:

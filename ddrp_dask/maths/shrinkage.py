@@ -1,6 +1,6 @@
 """Shrinkage of the centred covariances: the intensities (OAS, Ledoit–Wolf), the blends
-the cross-fit searches, and the one shrunk covariance every build uses (``docs/method.md
-§5.5``). Pure numpy.
+the cross-fit searches, and the one shrunk covariance every build uses
+(``docs/method.md §4.1``, ``docs/method.md §5.5``). Pure numpy.
 
 A shrinkage *spec* is ``(kind, intensity)``: ``("oas", 0)`` and ``("lw", 0)`` take their
 intensity from the data, ``("iso", λ)`` blends towards (tr C/d)·I and ``("diag", λ)``
@@ -21,11 +21,13 @@ from ..errors import OptionError
 from .linalg import MIN_SHRINKAGE, oas_intensity
 from .stats import Moments
 
-__all__ = ["COARSE_D", "COARSE_GRID", "INTENSITIES", "SEARCHES", "TWO_SWEEPS_D", "EigCache",
-           "Root", "Shrinkage", "ShrunkCovariance", "Spec", "describe", "ledoit_wolf",
-           "neighbours", "oas", "parse_pair", "parse_shrinkage", "search_grid", "search_kind",
-           "shrinkage_grid", "spec_of"]
+__all__ = ["COARSE_D", "COARSE_GRID", "INTENSITIES", "SEARCH", "SEARCHES", "TWO_SWEEPS_D",
+           "EigCache", "Root", "Shrinkage", "ShrunkCovariance", "Spec", "describe",
+           "ledoit_wolf", "neighbours", "oas", "parse_pair", "parse_shrinkage", "search_grid",
+           "search_kind", "shrinkage_grid", "shrunk_eig", "spec_of"]
 
+#: The shrinkage that asks the cross-fit to search the grid (one of ``options.SHRINKAGE_NAMES``).
+SEARCH = "auto"
 #: Floor of the diagonal target, relative to tr C/d (a constant column stays invertible).
 DIAG_TARGET_FLOOR = 1e-3
 #: A covariance with tr C/d below this fraction of tr Σ/d (uncentred) is a constant source.
@@ -148,7 +150,7 @@ def spec_of(desc: dict[str, Any]) -> Spec:
 
 
 def parse_pair(shrinkage: Shrinkage) -> tuple[list[Spec], list[Spec]] | None:
-    """Fixed (x, w) spec lists for ``shrinkage``, or None for the search ("auto")."""
+    """Fixed (x, w) spec lists for ``shrinkage``, or None for the search (``SEARCH``)."""
     if isinstance(shrinkage, tuple):
         return [spec_of(shrinkage[0])], [spec_of(shrinkage[1])]
     one = parse_shrinkage(shrinkage)
@@ -156,19 +158,14 @@ def parse_pair(shrinkage: Shrinkage) -> tuple[list[Spec], list[Spec]] | None:
 
 
 def parse_shrinkage(shrinkage: str | float) -> list[Spec] | None:
-    """A fixed spec list for ``shrinkage``, or None for the search ("auto")."""
+    """A fixed spec list for ``shrinkage`` as ``options.check_shrinkage`` returns it (the one
+    rule: a name of ``options.SHRINKAGE_NAMES`` or an intensity in [0, 1]), or None for the
+    search (``SEARCH``). A name other than ``SEARCH`` is OAS, a number an iso blend."""
+    if shrinkage == SEARCH:
+        return None
     if isinstance(shrinkage, str):
-        if shrinkage == "auto":
-            return None
-        if shrinkage in ("oas", "lw"):
-            return [(shrinkage, 0.0)]
-        raise OptionError(f"shrinkage must be 'auto', 'oas', 'lw' or a number in [0, 1], got "
-                          f"{shrinkage!r}")
-    lam = float(shrinkage)
-    if not 0.0 <= lam <= 1.0:
-        raise OptionError(f"shrinkage must be 'auto', 'oas', 'lw' or a number in [0, 1], got "
-                          f"{shrinkage}")
-    return [("iso", lam)]
+        return [("oas", 0.0)]
+    return [("iso", float(shrinkage))]
 
 
 def describe(spec: Spec, m: Moments) -> dict[str, Any]:

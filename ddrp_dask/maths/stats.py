@@ -11,9 +11,9 @@ Gram product, for the same reason.
 
 Float32 blocks: the shift and the subtraction run in float32 (exact for values within a
 factor two of the shift), and the Gram product of the shifted block runs in float32 with the
-result accumulated in float64. Measured error against a float64 computation is ~1e-7
-relative (Frobenius), below the 1e-6 budget, at about twice the speed (FIELD-NOTES). When the
-block's magnitudes overflow or underflow float32 squares, the product is redone in float64.
+result accumulated in float64, within the 1e-6 relative budget (Frobenius) of a float64
+computation and faster (``benchmarks/RESULTS.md``). When the block's magnitudes overflow or
+underflow float32 squares, the product is redone in float64.
 """
 
 from __future__ import annotations
