@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .methods import get
 from .model import SketchModel
 
 __all__ = ["INT8_MAX", "LAYOUTS", "Codes", "Layout", "column_energy", "decode", "dither",
@@ -373,8 +374,7 @@ def model_layout(model: SketchModel) -> Layout:
 def head_columns(model: SketchModel) -> int:
     """The model's exact head columns (``auto``: coordinates kept with probability 1), the
     float16 part of a ``mixed`` layout; 0 for methods without one."""
-    alloc = model.info.get("allocation") if model.method == "auto" else None
-    return min(int(alloc["head"]), model.k) if isinstance(alloc, dict) else 0
+    return min(get(model.method).exact_head(model.info), model.k)
 
 
 def quantized_model(model: SketchModel, name: str, head: int | None = None) -> SketchModel:

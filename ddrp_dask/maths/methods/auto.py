@@ -65,6 +65,11 @@ class Auto(Method):
         out: dict[str, int] | None = info.get("allocation")
         return out
 
+    def exact_head(self, info: dict[str, Any]) -> int:
+        """The coordinates kept with probability 1."""
+        alloc = info.get("allocation")
+        return int(alloc["head"]) if isinstance(alloc, dict) else 0
+
     def columns_text(self, allocation: dict[str, int]) -> str:
         return (f"{allocation['head']} exact head + {allocation['sampled']} sampled (of the "
                 f"next {allocation['candidates'] - allocation['head']}) + "

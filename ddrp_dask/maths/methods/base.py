@@ -141,6 +141,11 @@ class Method(ABC):
         """The report's line on how the K columns are spent."""
         return ", ".join(f"{v} {name}" for name, v in allocation.items())
 
+    def exact_head(self, info: dict[str, Any]) -> int:
+        """The leading columns of its sketches that hold exact coordinates, which a
+        ``mixed`` layout stores in float16 (0: none are set apart)."""
+        return 0
+
     def report_note(self) -> str | None:
         """A warning the build report ends with, or None."""
         return None
