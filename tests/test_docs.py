@@ -249,3 +249,47 @@ def test_a_block_without_a_reason_is_refused(tmp_path: Path) -> None:
     page.write_text("<!-- not run -->\n```sh\nddrp x\n```\n")
     with pytest.raises(AssertionError, match="a reason"):
         examples(page)
+
+
+# --------------------------------------------------------------------------- citations
+# tests/test_layout.py forbids the developers' notes (DESIGN, FIELD-NOTES) and checks the
+# sections of docs/method.md the code cites; these check every other document it names.
+
+#: A document named in the code (a path or a file name ending in .md, .rst or .txt), and the
+#: section that follows it, if any (``docs/quantized.md §6``, ````docs/quantized.md`` §1``).
+DOCUMENT = re.compile(r"(?<![\w/.-])([\w./-]*\w\.(?:md|rst|txt))\b(?:`*\s*§\s*(\d+(?:\.\d+)*))?")
+
+
+def _sections(doc: Path) -> set[str]:
+    """The numbers of a page's numbered headings (``## §5 …``, ``### §5.2 …``, ``## 6. …``)."""
+    return set(re.findall(r"^#+\s+§?(\d+(?:\.\d+)*)\.?\s", doc.read_text(), re.M))
+
+
+def absent_citations(text: str, where: str) -> list[str]:
+    """The documents ``text`` names that the repository does not hold, and the sections the
+    named pages lack."""
+    bad = []
+    for m in DOCUMENT.finditer(text):
+        name, section = m.group(1), m.group(2)
+        found = [ROOT / name] if (ROOT / name).exists() else sorted(ROOT.glob(f"*/{name}"))
+        if not found:
+            bad.append(f"{where}: {name} is not in the repository")
+        elif section and section not in _sections(found[0]):
+            bad.append(f"{where}: {name} has no §{section}")
+    return bad
+
+
+def test_the_code_names_only_documents_the_repository_has() -> None:
+    code = sorted([*(ROOT / "ddrp_dask").rglob("*.py"), *(ROOT / "cli").rglob("*.py")])
+    assert code
+    bad = [b for path in code for b in absent_citations(path.read_text(),
+                                                         str(path.relative_to(ROOT)))]
+    assert not bad, "\n".join(bad)
+
+
+def test_control_absent_documents_and_sections_are_found() -> None:
+    assert absent_citations("docs/method.md §5, ``docs/quantized.md`` §1 and RESULTS.md",
+                            "ok") == []
+    assert absent_citations("see DESIGN.md and docs/nothing.md", "x") == [
+        "x: DESIGN.md is not in the repository", "x: docs/nothing.md is not in the repository"]
+    assert absent_citations("docs/method.md §99", "x") == ["x: docs/method.md has no §99"]
