@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .errors import DdrpError, InputError, InvalidValueError, OptionError
 from .graph.arrays import as_dask_array, is_dask_array, moments_of_arrays, sketch_array
+from .graph.progress import step_line
 from .io.common import working_dtype
 from .jobs.sketch import sketch_numpy
 from .maths.blas import one_blas_thread
@@ -98,6 +99,11 @@ class AsymmetricRandomProjection(
         A storage budget per sketch row (``auto`` only): K and the layout with the smallest
         predicted MSE within it are chosen at ``fit`` and ``n_components`` is not used
         (``n_components_`` and ``model_.info["budget"]`` say what was chosen).
+    verbose : int, default=0
+        Above 0, ``fit`` draws progress lines on stderr, as the CLI does on a terminal:
+        the statistics pass of Dask inputs (blocks done of all) and the build (its steps and
+        the elapsed time, redrawn every second, so that a long build at a large d is never
+        silent). The fitted model does not depend on it.
 
     Attributes
     ----------
@@ -160,7 +166,8 @@ class AsymmetricRandomProjection(
     def __init__(self, n_components: int = 16, method: str = "auto",
                  random_state: int | np.random.RandomState | None = None,
                  shrinkage: float | str = "auto", block_rows: int | None = None,
-                 dtype: str | None = None, bytes_per_row: int | None = None) -> None:
+                 dtype: str | None = None, bytes_per_row: int | None = None,
+                 verbose: int = 0) -> None:
         self.n_components = n_components
         self.method = method
         self.random_state = random_state
@@ -168,6 +175,7 @@ class AsymmetricRandomProjection(
         self.block_rows = block_rows
         self.dtype = dtype
         self.bytes_per_row = bytes_per_row
+        self.verbose = verbose
 
     # -----------------------------------------------------------------------------------
     # scikit-learn API
@@ -211,7 +219,8 @@ class AsymmetricRandomProjection(
         rows = self._block_rows(d)
         n_folds = fold_count(self.method, d)
         n_folds = n_folds if n_folds > 1 else 0
-        fx, fw = _moments(xa, wa, rows, n_folds)
+        show = self.verbose > 0
+        fx, fw = _moments(xa, wa, rows, n_folds, show)
         mx, mw = (combine_all(fx), combine_all(fw)) if n_folds else (fx[0], fw[0])
         provenance = {"command": "estimator", "block_rows": rows,
                       "shrinkage": self.shrinkage, "symmetric": W is None}
@@ -219,8 +228,11 @@ class AsymmetricRandomProjection(
             choose_budget(fx, fw, budget, self.shrinkage, self.dtype)
         if choice is not None:
             k = choice[0].layout.k
-        model = build(mx, mw, k, self.method, self._seed(), self.shrinkage,
-                      provenance=provenance, folds=(fx, fw) if n_folds else None)
+        with step_line(show, f"build ({self.method}, d={d})") as line:
+            if line is not None:
+                line(f"K={k}")
+            model = build(mx, mw, k, self.method, self._seed(), self.shrinkage,
+                          provenance=provenance, folds=(fx, fw) if n_folds else None)
         self.model_ = quantized_model(model, self.dtype or "float32") if choice is None \
             else budgeted_model(model, budget or 0, *choice)
         self._set_fitted_attributes(self.model_)
@@ -294,6 +306,9 @@ class AsymmetricRandomProjection(
         if b is not None and (not isinstance(b, numbers.Integral) or isinstance(b, bool)
                               or b < 1):
             raise OptionError(f"block_rows must be None or a positive integer, got {b!r}")
+        v = self.verbose
+        if not isinstance(v, numbers.Integral | bool) or v < 0:
+            raise OptionError(f"verbose must be an integer ≥ 0, got {v!r}")
         r = self.random_state
         if isinstance(r, numbers.Integral) and not isinstance(r, bool):
             try:
@@ -407,13 +422,15 @@ def _numpy_moments(arr: np.ndarray, rows: int, n_folds: int) -> list[Moments]:
                               for i in starts])
 
 
-def _moments(xa: Any, wa: Any, rows: int, n_folds: int) -> tuple[list[Moments], list[Moments]]:
-    """Statistics of X and W (W None: X's), with one compute for the dask sides: lists of
-    one ``Moments`` (``n_folds`` 0) or of one per fold."""
+def _moments(xa: Any, wa: Any, rows: int, n_folds: int,
+             progress: bool = False) -> tuple[list[Moments], list[Moments]]:
+    """Statistics of X and W (W None: X's), with one compute for the dask sides (its
+    progress line drawn with ``progress``): lists of one ``Moments`` (``n_folds`` 0) or of
+    one per fold."""
     sides = {"x": xa} if wa is None else {"x": xa, "w": wa}
     result = {side: _numpy_moments(a, rows, n_folds) for side, a in sides.items()
               if not is_dask_array(a)}
     lazy = {side: a for side, a in sides.items() if is_dask_array(a)}
     if lazy:
-        result.update(moments_of_arrays(lazy, rows, n_folds))
+        result.update(moments_of_arrays(lazy, rows, n_folds, progress))
     return result["x"], result.get("w", result["x"])

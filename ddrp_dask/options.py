@@ -22,6 +22,7 @@ __all__ = [
     "ON_INVALID",
     "SHRINKAGE_NAMES",
     "SIDES",
+    "by_rule",
     "check_block_rows",
     "check_bytes_per_row",
     "check_dtype",
@@ -43,6 +44,8 @@ __all__ = [
     "default_block_rows",
     "k_range",
     "not_smaller_than_raw",
+    "stats_blocks_needed",
+    "stats_rows",
     "storage_ratio",
 ]
 
@@ -149,12 +152,58 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def check_fraction(fraction: Any) -> float:
-    """The stats fraction: a float in (0, 1]."""
-    value = float(fraction)
+def check_fraction(fraction: Any) -> float | str:
+    """The stats fraction: ``"auto"`` (``stats_rows``' rule) or a float in (0, 1]."""
+    if isinstance(fraction, str) and fraction.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        value = float("nan")
     if not 0.0 < value <= 1.0:
-        raise OptionError(f"stats fraction must be in (0, 1], got {fraction}")
+        raise OptionError(f"stats fraction must be in (0, 1] or 'auto', got {fraction!r}")
     return value
+
+
+#: Rows of each source the statistics need per dimension under ``--stats-fraction auto``:
+#: from there on, more rows did not improve the held-out accuracy of ``auto`` by more than
+#: a few % (benchmarks/RESULTS.md, "Session 9: widths").
+STATS_ROWS_PER_D = 100
+#: ... and at least this many rows (where pass 1 is cheap anyway).
+MIN_STATS_ROWS = 200_000
+#: A source is sampled only when it has this many times the rows needed: below it, the
+#: saving would not be worth a statistic estimated from fewer rows.
+SAMPLE_ABOVE = 2
+
+
+def by_rule(fraction: float | str) -> bool:
+    """Whether a checked stats fraction is ``"auto"``: pass 1's blocks follow
+    ``stats_blocks_needed`` rather than a share of all."""
+    return fraction == "auto"
+
+
+def stats_rows(d: int) -> int:
+    """Rows of one source that ``--stats-fraction auto`` reads, at least: ``STATS_ROWS_PER_D``
+    per dimension, ``MIN_STATS_ROWS`` at the least.
+
+    >>> stats_rows(256), stats_rows(4096)
+    (200000, 409600)
+    """
+    return max(STATS_ROWS_PER_D * d, MIN_STATS_ROWS)
+
+
+def stats_blocks_needed(n_rows: int, block_rows: int, d: int) -> int | None:
+    """Blocks of a source of ``n_rows`` that ``--stats-fraction auto`` reads: enough blocks
+    for ``stats_rows(d)`` rows when the source has ``SAMPLE_ABOVE`` times that, else None
+    (all of them).
+
+    >>> stats_blocks_needed(1_000_000, 65_536, 256), stats_blocks_needed(300_000, 65_536, 256)
+    (4, None)
+    """
+    need = stats_rows(d)
+    if n_rows < SAMPLE_ABOVE * need:
+        return None
+    return -(-need // max(1, block_rows))
 
 
 def default_block_rows(d: int) -> int:

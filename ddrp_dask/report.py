@@ -41,6 +41,7 @@ def report_dict(model: SketchModel) -> dict[str, Any]:
     return {
         "method": model.method, "k": model.k, "d": model.d, "seed": model.seed,
         "model": model.digest, "n_x": info.get("n_x"), "n_w": info.get("n_w"),
+        "stats_blocks": model.provenance.get("stats_blocks"),
         "predicted_mse": mse,
         "predicted_mse_kind": info.get("predicted_mse_kind", "in-sample: pairs of the fitted "
                                        "rows"),
@@ -63,6 +64,15 @@ def _shrinkage_text(value: Any) -> str:
         kind, lam = value.get("kind"), value.get("intensity", 0.0)
         return str(kind) if kind in ("oas", "lw") else f"{kind} {lam:.3g}"
     return f"{value:.3g}" if isinstance(value, int | float) else str(value)
+
+
+def _sample_text(rep: dict[str, Any]) -> str:
+    """Which sources' statistics came from a sample of their blocks ("" when none did)."""
+    sampled = [f"{used} of {n} blocks of {side}"
+               for side, (used, n) in (rep.get("stats_blocks") or {}).items() if used < n]
+    if not sampled:
+        return ""
+    return f" (statistics from a seeded sample: {', '.join(sampled)})"
 
 
 def _columns_text(rep: dict[str, Any]) -> str | None:
@@ -104,7 +114,7 @@ def format_report(model: SketchModel, top: int = 8) -> str:
     columns = _columns_text(rep)
     if columns:
         lines.append(columns)
-    lines.append(f"  rows fitted: x {rep['n_x']}, w {rep['n_w']}")
+    lines.append(f"  rows fitted: x {rep['n_x']}, w {rep['n_w']}{_sample_text(rep)}")
     if rep["shrinkage_x"] is not None:
         lines.append(f"  shrinkage: x {_shrinkage_text(rep['shrinkage_x'])}, "
                      f"w {_shrinkage_text(rep['shrinkage_w'])}")

@@ -52,9 +52,11 @@ source_options = _options(
     click.option("--shrinkage", default="auto", show_default=True,
                  help="'auto' (for auto: chosen per source by cross-fitting; else OAS), "
                       "'oas' or a fixed number in [0, 1]."),
-    click.option("--stats-fraction", type=float, default=1.0, show_default=True,
+    click.option("--stats-fraction", default="auto", show_default=True,
                  help="Statistics from this seeded fraction of the row blocks (pass 1 reads "
-                      "only those); every row is still sketched."),
+                      "only those); every row is still sketched. 'auto': a seeded sample of "
+                      "blocks spread over a source with many more rows than the statistics "
+                      "need (see --dry-run), all blocks of others; 1 reads all."),
 )
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:

@@ -86,7 +86,7 @@ def _sched(scheduler: str | None, workers: int | None, threads_per_worker: int,
 @guard
 def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
-        stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
+        stats_fraction: float | str, labels: str | None, prior_model: str, prior_fits: int,
         prior_sample: int, out: str, report_path: str | None, dtype: str | None,
         bytes_per_row: int | None, on_invalid: str,
         resume: bool, strict_chunks: bool, block_rows: int | None, overwrite: bool,
@@ -121,7 +121,7 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
 @guard
 def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: int | None,
         target_rel_mse: float | None, method: str, seed: int, shrinkage: str,
-        stats_fraction: float, labels: str | None, prior_model: str, prior_fits: int,
+        stats_fraction: float | str, labels: str | None, prior_model: str, prior_fits: int,
         prior_sample: int, out: str, x_id_column: str | None, w_id_column: str | None,
         fmt: str, report_path: str | None, dtype: str | None,
         bytes_per_row: int | None, on_invalid: str, resume: bool,

@@ -117,8 +117,9 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
 @click.option("--shrinkage", default="auto", show_default=True,
               help="'auto' (for auto: chosen per source by cross-fitting; else OAS), "
                       "'oas' or a fixed number in [0, 1].")
-@click.option("--stats-fraction", type=float, default=1.0, show_default=True,
-              help="Statistics from this fraction of the row blocks (seeded choice).")
+@click.option("--stats-fraction", default="auto", show_default=True,
+              help="Statistics from this fraction of the row blocks (seeded choice); 'auto': "
+                   "a sample spread over a source with many more rows than needed.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the choice of blocks for --stats-fraction.")
 @click.option("--bytes-per-row", type=int, default=None,
@@ -129,7 +130,8 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
 @run_options
 @guard
 def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
-                 target_rel_mse: float, methods: str, shrinkage: str, stats_fraction: float,
+                 target_rel_mse: float, methods: str, shrinkage: str,
+                 stats_fraction: float | str,
                  seed: int, bytes_per_row: int | None, plot: str | None,
                  json_path: str | None, block_rows: int | None,
                  overwrite: bool, dry_run: bool, quiet: bool, scheduler: str | None,

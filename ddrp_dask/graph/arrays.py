@@ -66,12 +66,12 @@ def _fold_stats_task(block: np.ndarray, where: str, row0: int, n_folds: int) -> 
         return moments_by_fold(block, rows, n_folds)  # each fold is a fresh copy
 
 
-def moments_of_arrays(arrays: Mapping[str, Any], rows: int,
-                      n_folds: int = 0) -> dict[str, list[Moments]]:
-    """The statistics of each named dask array, in one compute: one leaf per canonical
-    block, merged in the pipeline's fixed tree; a list of one ``Moments`` (``n_folds`` 0) or
-    of one per fold."""
-    lazy = {}
+def moments_of_arrays(arrays: Mapping[str, Any], rows: int, n_folds: int = 0,
+                      progress: bool = False) -> dict[str, list[Moments]]:
+    """The statistics of each named dask array, in one compute (with ``progress``, its line
+    on stderr): one leaf per canonical block, merged in the pipeline's fixed tree; a list of
+    one ``Moments`` (``n_folds`` 0) or of one per fold."""
+    lazy, units = {}, []
     for name, a in arrays.items():
         blocks = _canonical(a, rows)
         starts = np.concatenate([[0], np.cumsum(blocks.chunks[0])[:-1]])
@@ -79,12 +79,12 @@ def moments_of_arrays(arrays: Mapping[str, Any], rows: int,
         if n_folds:
             leaves = [task(_fold_stats_task, blk, where, int(s), n_folds)
                       for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-            lazy[name] = tree_reduce(leaves, merge_folds)
         else:
             leaves = [task(_one_stats_task, blk, where, int(s))
                       for blk, s in zip(blocks.to_delayed().ravel(), starts, strict=True)]
-            lazy[name] = tree_reduce(leaves, merge_folds)
-    computed = compute(list(lazy.values()), None, False, "pass 1: statistics")
+        lazy[name] = tree_reduce(leaves, merge_folds)
+        units += leaves
+    computed = compute(list(lazy.values()), None, progress, "pass 1: statistics", units)
     return dict(zip(lazy, computed, strict=True))
 
 

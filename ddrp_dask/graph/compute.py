@@ -21,6 +21,7 @@ import dask.base
 
 from ..errors import DdrpError, OptionError
 from ..maths.blas import one_blas_thread
+from .progress import Ticker
 
 __all__ = ["FAN_IN", "ROW_KEY_TOP", "check_memory", "check_visible", "client_of", "compute",
            "default_scheduler", "local_scheduler", "row_order", "tree_reduce"]
@@ -234,15 +235,18 @@ def _follow(futures: list[Any], label: str, unit: str, released: set[int],
     a source of one block, whose leaf is its tree's root)."""
     from distributed import as_completed
 
-    start, total, done = time.monotonic(), len(futures), 0
+    start, total, done = time.monotonic(), len(futures), [0]
+    ticker = Ticker(lambda: _draw(label, unit, done[0], total, time.monotonic() - start))
     _draw(label, unit, 0, total, 0.0)
     try:
-        for f in as_completed(futures):
-            done += 1
-            if f.key not in gathered:
-                f.release()
-                released.add(id(f))
-            _draw(label, unit, done, total, time.monotonic() - start)
+        with ticker:  # redrawn every second: a slow block does not leave the line silent
+            for f in as_completed(futures):
+                if f.key not in gathered:
+                    f.release()
+                    released.add(id(f))
+                with ticker.lock:
+                    done[0] += 1
+                    _draw(label, unit, done[0], total, time.monotonic() - start)
     finally:  # also when interrupted: the error or interrupt line then starts a line
         sys.stderr.write("\n")
 
@@ -261,18 +265,24 @@ class _LocalProgress:
         self.label, self.unit, self.keys = label, unit, keys
         self.done, self.start = 0, time.monotonic()
         self._callback = Callback(posttask=self._posttask)
+        self._ticker = Ticker(self._redraw)  # a slow block does not leave the line silent
+
+    def _redraw(self) -> None:
+        _draw(self.label, self.unit, self.done, len(self.keys), time.monotonic() - self.start)
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         if key in self.keys:
-            self.done += 1
-            _draw(self.label, self.unit, self.done, len(self.keys),
-                  time.monotonic() - self.start)
+            with self._ticker.lock:
+                self.done += 1
+                self._redraw()
 
     def __enter__(self) -> None:
         _draw(self.label, self.unit, 0, len(self.keys), 0.0)
         self._callback.__enter__()
+        self._ticker.__enter__()
 
     def __exit__(self, *exc: object) -> None:
+        self._ticker.__exit__(*exc)
         self._callback.__exit__(*exc)
         sys.stderr.write("\n")  # also when interrupted: the next line starts a line
 

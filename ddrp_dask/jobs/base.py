@@ -7,6 +7,7 @@ output and ``plan.execute()`` runs it (rechunker's plan-then-execute).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..graph import compute as graph
 from ..io.source import Source
+from ..options import by_rule, stats_blocks_needed, stats_rows
 
 __all__ = ["Plan", "block_ranges", "versions"]
 
@@ -31,8 +33,10 @@ class Plan:
         Rows of one canonical block: one task, one output chunk, one leaf of the reduction.
     seed : int
         Seed of every random draw (the model's, and the blocks of ``stats_fraction``).
-    stats_fraction : float
-        Share of the blocks pass 1 reads.
+    stats_fraction : float or "auto"
+        Share of the blocks pass 1 reads; ``"auto"``: per source, a seeded sample of blocks
+        spread over it when it has many more rows than the statistics need
+        (``options.stats_blocks_needed``), else all.
     on_invalid : {"error", "skip"}
         What a row with NaN, inf, a null or a wrong length does: fail the job, or be skipped.
     """
@@ -43,7 +47,7 @@ class Plan:
     sources: dict[str, Source]
     block_rows: int
     seed: int = 0
-    stats_fraction: float = 1.0
+    stats_fraction: float | str = 1.0
     on_invalid: str = "error"
 
     @property
@@ -56,17 +60,40 @@ class Plan:
         return -(-self.sources[side].n_rows // self.block_rows)
 
     def stats_blocks(self, side: str) -> list[int]:
-        """The blocks pass 1 reads: all of them, or a seeded fraction (at least one).
+        """The blocks pass 1 reads: all of them, a seeded fraction (at least one), or under
+        ``"auto"`` the sample ``options.stats_blocks_needed`` asks for: one block drawn in
+        each of as many equal runs of the source, so that the sample covers all of it
+        (sorted or partitioned data included).
 
-        The choice depends only on the seed, the side and the block count, so it is the
+        The choice depends only on the seed, the side, the block count and d, so it is the
         same on every machine and for every format of the same data.
         """
         n = self.n_blocks(side)
-        if self.stats_fraction >= 1.0:
-            return list(range(n))
-        m = max(1, math.ceil(self.stats_fraction * n))
         rng = np.random.default_rng([self.seed, 0x5747, 0 if side == "x" else 1])
+        if by_rule(self.stats_fraction):
+            m = stats_blocks_needed(self.sources[side].n_rows, self.block_rows, self.d)
+            if m is None or m >= n:
+                return list(range(n))
+            edges = np.linspace(0, n, m + 1).astype(np.int64)  # m runs of ≥ 1 block
+            return [int(rng.integers(lo, hi)) for lo, hi in itertools.pairwise(edges)]
+        if float(self.stats_fraction) >= 1.0:
+            return list(range(n))
+        m = max(1, math.ceil(float(self.stats_fraction) * n))
         return sorted(int(i) for i in rng.choice(n, size=m, replace=False))
+
+    def stats_text(self) -> str:
+        """How pass 1 chooses its blocks, for the plan's text ("" when it reads all)."""
+        if by_rule(self.stats_fraction):
+            parts = [f"{len(self.stats_blocks(side))} of {self.n_blocks(side)} blocks of "
+                     f"{side}" for side in self.sources
+                     if len(self.stats_blocks(side)) < self.n_blocks(side)]
+            if not parts:
+                return ""
+            return (f", on a seeded sample spread over the input: {', '.join(parts)} (at "
+                    f"least {stats_rows(self.d):,} rows: --stats-fraction auto; 1 reads all)")
+        if float(self.stats_fraction) >= 1:
+            return ""
+        return f", on a seeded {float(self.stats_fraction):g} of the blocks"
 
     def block_ranges(self, side: str) -> list[tuple[int, int]]:
         """``(start, stop)`` of every canonical block of one source, in row order."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ..graph.passes import moments
+from ..graph.progress import step_line
 from ..io import lifecycle
 from ..io.model_store import load_model, save_model
 from ..io.registry import open_source
@@ -88,10 +89,8 @@ class FitPlan(Plan):
     def passes(self) -> list[str]:
         """The passes over the data, in order."""
         sides = " and ".join(self.sides)
-        frac = "" if self.stats_fraction >= 1 else \
-            f", on a seeded {self.stats_fraction:g} of the blocks"
         steps = [f"pass 1: statistics of {sides} (map per block, tree reduce in "
-                 f"float64{frac})",
+                 f"float64{self.stats_text()})",
                  f"build: method={self.method}, {self._k_text()}, seed={self.seed} (driver, "
                  "O(d^3))" + ("" if self.dtype in ("float32", None) else
                               f"; sketches stored as {self.dtype} codes")]
@@ -122,6 +121,8 @@ class FitPlan(Plan):
             "block_rows": self.block_rows,
             "shrinkage": self.shrinkage,
             "stats_fraction": self.stats_fraction,
+            "stats_blocks": {side: [len(self.stats_blocks(side)), self.n_blocks(side)]
+                             for side in self.sources},
             "format": self.format,
             "on_invalid": self.on_invalid,
             "inputs": {side: src.fingerprint() for side, src in self.sources.items()},
@@ -147,16 +148,23 @@ class FitPlan(Plan):
         else:
             stats = compute_moments(self, scheduler, progress)
         k = self.k
-        if self.target_rel_mse is not None:  # K from the statistics: the smallest meeting it
-            k = min_k(stats["x"], stats["w"], self.target_rel_mse, self.method, self.shrinkage,
-                      folds)
-        budget = None
-        if self.bytes_per_row is not None:  # K and layout from the statistics
-            fx, fw = folds or ([stats["x"]], [stats["w"]])
-            budget = choose_budget(fx, fw, self.bytes_per_row, self.shrinkage, self.dtype)
-            k = budget[0].layout.k
-        model = build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
-                      provenance=self.facts(), folds=folds)
+        with step_line(progress, f"build ({self.method}, d={self.d})") as line:
+            if self.target_rel_mse is not None:  # K from the statistics: the smallest
+                if line is not None:              # meeting it
+                    line("choosing K")
+                k = min_k(stats["x"], stats["w"], self.target_rel_mse, self.method,
+                          self.shrinkage, folds)
+            budget = None
+            if self.bytes_per_row is not None:  # K and layout from the statistics
+                if line is not None:
+                    line("choosing K and the layout for the budget")
+                fx, fw = folds or ([stats["x"]], [stats["w"]])
+                budget = choose_budget(fx, fw, self.bytes_per_row, self.shrinkage, self.dtype)
+                k = budget[0].layout.k
+            if line is not None:
+                line(f"K={k}, on the driver")
+            model = build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
+                          provenance=self.facts(), folds=folds)
         if budget is None:
             return quantized_model(model, self.dtype or "float32")
         return budgeted_model(model, self.bytes_per_row or 0, *budget)
@@ -235,7 +243,7 @@ def open_pair(x: str, w: str | None, x_columns: Any = None, w_columns: Any = Non
 
 
 def fit_options(k: int | None, method: str, seed: int, block_rows: int | None, d: int,
-                shrinkage: Any, stats_fraction: float, on_invalid: str,
+                shrinkage: Any, stats_fraction: float | str, on_invalid: str,
                 target_rel_mse: float | None, fmt: str = "zarr",
                 dtype: str | None = None, bytes_per_row: int | None = None) -> dict[str, Any]:
     """The validated options shared by ``plan_fit`` and ``plan_run``."""
@@ -256,7 +264,7 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
              seed: int = 0, x_columns: str | list[str] | None = None,
              w_columns: str | list[str] | None = None, block_rows: int | None = None,
              shrinkage: float | str = "auto", overwrite: bool = False, resume: bool = False,
-             stats_fraction: float = 1.0, on_invalid: str = "error",
+             stats_fraction: float | str = "auto", on_invalid: str = "error",
              target_rel_mse: float | None = None, prior: PriorPlan | None = None,
              strict_chunks: bool = False, dtype: str | None = None,
              bytes_per_row: int | None = None) -> FitPlan:
@@ -282,9 +290,12 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
     resume : bool, default=False
         Finish an interrupted output at ``out`` made with the same options: finished blocks
         are kept, the rest written (a complete one is left as it is).
-    stats_fraction : float in (0, 1], default=1.0
+    stats_fraction : "auto" or float in (0, 1], default="auto"
         Compute the statistics on this seeded fraction of the row blocks only (pass 1 reads
-        just those); pass 2 still sketches every row.
+        just those); pass 2 still sketches every row. "auto": a source with many more rows
+        than the statistics need (``options.stats_blocks_needed``: about
+        ``options.stats_rows(d)``) gives a seeded sample of blocks spread over all of it,
+        others all their rows; 1 reads every block.
     on_invalid : {"error", "skip"}, default="error"
         A row with NaN, inf, a null or a wrong length fails the job naming file and row; with
         ``"skip"`` it is left out of the statistics, its sketch row is NaN (Zarr) or absent

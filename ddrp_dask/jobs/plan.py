@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..graph.progress import step_line
 from ..io.registry import open_source
 from ..maths.budget import budget_curve
 from ..maths.choose import choose_k
@@ -36,7 +37,7 @@ class StatsPlan(Plan):
 
     @property
     def passes(self) -> list[str]:
-        return [f"pass 1: statistics of {' and '.join(self.sources)}"]
+        return [f"pass 1: statistics of {' and '.join(self.sources)}{self.stats_text()}"]
 
     @property
     def outputs(self) -> list[str]:
@@ -70,29 +71,37 @@ class ChoosePlan(StatsPlan):
 
     def choose(self, scheduler: Any = None, progress: bool = False) -> dict[str, Any]:
         """Pass 1 (per fold when ``auto`` is compared, so its predictions are cross-fitted)
-        and the choice: ``choose_k``'s report."""
+        and the choice: ``choose_k``'s report (its progress line drawn with ``progress``)."""
         n_folds = max(fold_count(m, self.d) for m in self.methods)
         if self.bytes_per_row is not None:  # the budget's curve is cross-fitted too
             n_folds = folds_for(self.d)
         if n_folds == 1:
             stats = compute_moments(self, scheduler, progress)
-            report = choose_k(stats["x"], stats["w"], self.target_rel_mse,
-                              list(self.methods), self.shrinkage)
             folds = ([stats["x"]], [stats["w"]])
         else:
             by_fold = compute_folds(self, n_folds, scheduler, progress)
             folds = (by_fold["x"], by_fold["w"])
-            report = choose_k(combine_all(folds[0]), combine_all(folds[1]),
-                              self.target_rel_mse, list(self.methods), self.shrinkage, folds)
-        if self.bytes_per_row is not None:  # auto's curve per storage layout
-            report["bytes"] = budget_curve(folds[0], folds[1], self.bytes_per_row,
-                                           self.shrinkage)
+        with step_line(progress, f"predicted MSE against K (d={self.d})") as line:
+            if line is not None:
+                line(", ".join(self.methods))
+            if n_folds == 1:
+                report = choose_k(folds[0][0], folds[1][0], self.target_rel_mse,
+                                  list(self.methods), self.shrinkage)
+            else:
+                report = choose_k(combine_all(folds[0]), combine_all(folds[1]),
+                                  self.target_rel_mse, list(self.methods), self.shrinkage,
+                                  folds)
+            if self.bytes_per_row is not None:  # auto's curve per storage layout
+                if line is not None:
+                    line("the budget's layouts")
+                report["bytes"] = budget_curve(folds[0], folds[1], self.bytes_per_row,
+                                               self.shrinkage)
         return report
 
 
 def plan_stats(x: str, w: str, x_columns: str | list[str] | None = None,
                w_columns: str | list[str] | None = None, block_rows: int | None = None,
-               stats_fraction: float = 1.0, seed: int = 0) -> StatsPlan:
+               stats_fraction: float | str = "auto", seed: int = 0) -> StatsPlan:
     """Plan pass 1 alone (``compute_moments(plan)``): the statistics of both sources, for
     choosing K or method before fitting. Writes nothing. ``stats_fraction`` and ``seed``
     choose the blocks read, as for ``plan_fit``."""
@@ -106,7 +115,7 @@ def plan_choose(x: str, w: str, target_rel_mse: float = 0.01,
                 methods: str | list[str] | None = None, shrinkage: Any = "auto",
                 x_columns: str | list[str] | None = None,
                 w_columns: str | list[str] | None = None, block_rows: int | None = None,
-                stats_fraction: float = 1.0, seed: int = 0,
+                stats_fraction: float | str = "auto", seed: int = 0,
                 outputs: list[str] | None = None,
                 bytes_per_row: int | None = None) -> ChoosePlan:
     """Plan ``ddrp plan``: every option checked before pass 1 (``outputs``: the report

@@ -84,7 +84,7 @@ def plan_run(x: str, w: str | None, k: int | None, out: str, method: str = "auto
              seed: int = 0, x_columns: str | list[str] | None = None,
              w_columns: str | list[str] | None = None, block_rows: int | None = None,
              shrinkage: float | str = "auto", overwrite: bool = False, resume: bool = False,
-             stats_fraction: float = 1.0, x_id_column: str | None = None,
+             stats_fraction: float | str = "auto", x_id_column: str | None = None,
              w_id_column: str | None = None, format: str = "zarr",
              on_invalid: str = "error", target_rel_mse: float | None = None,
              prior: PriorPlan | None = None, strict_chunks: bool = False,
