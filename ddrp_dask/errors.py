@@ -13,6 +13,7 @@ __all__ = [
     "ModelError",
     "OptionError",
     "OutputError",
+    "RunError",
     "extra_missing",
     "require_extra",
 ]
@@ -23,7 +24,13 @@ EXTRAS = {"sklearn": "sklearn", "matplotlib": "plot", "s3fs": "s3"}
 
 
 class DdrpError(ValueError):
-    """Base class of the errors ddrp raises for bad input, options or outputs."""
+    """Base class of the errors ddrp raises for bad input, options or outputs.
+
+    ``exit_status`` is the command line's exit status for it: 2 (the input, an option or
+    the output must change) unless a subclass says otherwise.
+    """
+
+    exit_status: int = 2
 
 
 class OptionError(DdrpError):
@@ -77,3 +84,10 @@ def require_extra(module: str, needed_by: str) -> None:
     message = extra_missing(module, needed_by)
     if message is not None:
         raise OptionError(message)
+class RunError(DdrpError):
+    """A job failed while running, not for its input or options: the cluster gave up (workers
+    kept dying, the scheduler was lost or did not answer) or a task raised an unexpected
+    exception. The message names the pass and block; what was finished is kept for
+    ``--resume``. Exit status 1."""
+
+    exit_status = 1

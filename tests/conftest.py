@@ -69,6 +69,15 @@ class Interrupted(Exception):
     """Stands for a kill: not a DdrpError, so nothing is cleaned up."""
 
 
+def interrupted_in_a_task() -> Any:
+    """``pytest.raises`` for an ``Interrupted`` raised inside a task: it reaches the caller
+    as the one-line ``RunError`` a task's own exception becomes (``graph.rounds``), which
+    keeps the finished work as a kill would."""
+    from ddrp_dask.errors import RunError
+
+    return pytest.raises(RunError, match=r": Interrupted; what was finished is kept")
+
+
 def interrupt_after(monkeypatch: pytest.MonkeyPatch, fmt: str, n: int) -> None:
     """Make pass 2 stop (raise) once ``n`` blocks (Zarr) or files (Parquet) are finished."""
     done = {"n": 0}

@@ -19,7 +19,12 @@ import ddrp_dask as dd
 from ddrp_dask.io import chunk_cache, lifecycle
 from ddrp_dask.io.lifecycle import staging_path
 
-from .conftest import Interrupted, interrupt_after, make_pair, write_zarr
+from .conftest import (
+    interrupt_after,
+    interrupted_in_a_task,
+    make_pair,
+    write_zarr,
+)
 
 BLOCK = 256
 CHUNK = 300  # straddles blocks: chunk i is shared by the blocks of rows i*300 and i*300+299
@@ -106,7 +111,7 @@ def _interrupt_and_resume(inputs: dict[str, str], tmp_path: Path, fmt: str, sche
     out = tmp_path / "o.out"
     with monkeypatch.context() as m:
         interrupt_after(m, fmt, STOP_AFTER)  # sync: nothing runs on after the raise
-        with pytest.raises(Interrupted):
+        with interrupted_in_a_task():
             dd.execute(_plan(inputs, out, fmt), scheduler="sync")
     pending = _pending(out, fmt, n_rows)
     assert 0 < len(pending["x"]) < -(-n_rows["x"] // BLOCK), pending  # stopped mid-source

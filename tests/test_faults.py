@@ -5,19 +5,23 @@ undisturbed run."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import pty
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from ddrp_dask.graph.rounds import ROUNDS
 
 from .conftest import make_pair, write_npy
 from .test_cluster import (
@@ -27,6 +31,7 @@ from .test_cluster import (
     _wait_for_workers,
     stop_processes,
 )
+from .test_failures import NannyCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -307,4 +312,82 @@ def test_interrupted_as_the_output_is_created_then_resumed(data: dict[str, str],
     assert _ctrl_c(proc) == (130, INTERRUPTED)
     done = _run(cmd)
     assert done.returncode == 0, done.stderr
+    assert _sketch_bytes(out) == reference
+
+
+# -- chaos at the scheduler's default allowed-failures: ddrp resubmits -------------------------
+
+class Killer:
+    """A thread SIGKILLing a random one of ``pids()`` every 0.5-1.1 s (seeded), at most
+    ``most`` times, until stopped; ``kills`` counts them."""
+
+    def __init__(self, pids: Callable[[], list[int]], most: int = 25, seed: int = 26) -> None:
+        self.pids, self.most, self.kills = pids, most, 0
+        self.rng = random.Random(seed)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.kills < self.most and not self.done.wait(self.rng.uniform(0.5, 1.1)):
+            pids = self.pids()
+            if pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.rng.choice(pids), signal.SIGKILL)
+                    self.kills += 1
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join(timeout=10)
+        return self.kills
+
+
+def _spawned_workers(pid: int) -> list[int]:
+    """The worker processes of the LocalCluster that the process ``pid`` runs."""
+    import psutil
+
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    return [c.pid for c in kids if "spawn_main" in " ".join(c.cmdline())
+            and "resource_tracker" not in " ".join(c.cmdline())]
+
+
+@pytest.mark.slow
+def test_chaos_at_default_allowed_failures_finishes_identical(
+        data: dict[str, str], reference: bytes, tmp_path: Path) -> None:
+    """A separate scheduler with Dask's default allowed-failures (3) and two nanny workers,
+    a random worker SIGKILLed every 0.5-1.1 s: the scheduler gives up on tasks, ddrp
+    resubmits what is not finished, and the run ends with exit 0 and the undisturbed
+    run's bytes."""
+    env = {k: v for k, v in ENV.items() if "ALLOWED_FAILURES" not in k}
+    cluster = NannyCluster(tmp_path, env)
+    out = tmp_path / "o.zarr"
+    try:
+        proc = _start(_args(data, out, "--scheduler", cluster.address))
+        killer = Killer(cluster.worker_pids)
+        _, err = proc.communicate(timeout=300)
+        kills = killer.stop()
+    finally:
+        cluster.stop()
+    assert proc.returncode == 0, err
+    assert kills >= 3, (kills, err)
+    assert _sketch_bytes(out) == reference
+    for line in err.splitlines():  # only resubmissions are said (--quiet)
+        assert re.fullmatch(r"worker lost during pass [12]; resubmitting \d+ (blocks|files), "
+                            rf"round \d+ of {ROUNDS}", line), err
+
+
+@pytest.mark.slow
+def test_chaos_on_the_local_cluster_ddrp_started_finishes_identical(
+        data: dict[str, str], reference: bytes, tmp_path: Path) -> None:
+    """The same on ``--scheduler local``: its nannies restart the killed workers."""
+    out = tmp_path / "o.zarr"
+    proc = _start(_args(data, out, "--scheduler", "local", "--workers", "2"))
+    killer = Killer(lambda: _spawned_workers(proc.pid))
+    _, err = proc.communicate(timeout=300)
+    kills = killer.stop()
+    assert proc.returncode == 0, err
+    assert kills >= 3, (kills, err)
     assert _sketch_bytes(out) == reference

@@ -19,8 +19,8 @@ from ddrp_dask.io.registry import open_source
 from ddrp_dask.io.source import split_given
 
 from .conftest import (
-    Interrupted,
     interrupt_after,
+    interrupted_in_a_task,
     make_pair,
     no_shared_reads,
     sketch_bytes,
@@ -223,7 +223,7 @@ def test_a_run_resumed_on_a_cluster_decodes_each_chunk_once_with_the_same_bytes(
     dd.execute(plan("ref"), scheduler="sync")
     with monkeypatch.context() as m:
         interrupt_after(m, fmt, 3)
-        with pytest.raises(Interrupted):
+        with interrupted_in_a_task():
             dd.execute(plan("out"), scheduler="sync")
     cluster2.run(testing.count_decodes)
     before = cluster2.run(testing.decode_counts)

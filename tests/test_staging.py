@@ -20,7 +20,13 @@ from ddrp_dask.errors import OutputError
 from ddrp_dask.io import lifecycle
 from ddrp_dask.io.lifecycle import staging_path
 
-from .conftest import Interrupted, interrupt_after, make_pair, write_npy
+from .conftest import (
+    Interrupted,
+    interrupt_after,
+    interrupted_in_a_task,
+    make_pair,
+    write_npy,
+)
 
 ROWS = 200  # block rows: 10 blocks of X, 3 of W
 
@@ -89,7 +95,7 @@ def test_interrupted_output_is_not_data_and_resumes_identical(
     out = tmp_path / "o.out"
     with monkeypatch.context() as m:
         interrupt_after(m, fmt, 3)
-        with pytest.raises(Interrupted):
+        with interrupted_in_a_task():
             dd.execute(plan(str(out)), scheduler="sync")
     # nothing at OUT for plain zarr or pyarrow to take for data
     assert not out.exists()
@@ -127,7 +133,7 @@ def test_overwrite_that_fails_leaves_the_old_output_intact(
                       method="gaussian", overwrite=True)
     with monkeypatch.context() as m:
         interrupt_after(m, fmt, 2)
-        with pytest.raises(Interrupted):
+        with interrupted_in_a_task():
             dd.execute(new, scheduler="sync")
     # the old output is still there, complete and readable, model included
     assert _content(out, "run", fmt) == before
@@ -150,7 +156,7 @@ def test_output_of_an_older_version_interrupted_in_place_resumes(
     out = tmp_path / "o.zarr"
     with monkeypatch.context() as m:
         interrupt_after(m, "zarr", 3)
-        with pytest.raises(Interrupted):
+        with interrupted_in_a_task():
             dd.execute(dd.plan_run(inputs["x"], inputs["w"], 4, str(out), block_rows=ROWS),
                        scheduler="sync")
     shutil.move(str(staging_path(out)), str(out))  # what older versions left: OUT, incomplete
@@ -234,7 +240,7 @@ def test_memory_url_is_written_in_place_with_the_marker(
 
     with monkeypatch.context() as m:
         m.setattr(MemoryFileSystem, "mv", mv)
-        with pytest.raises(Interrupted):
+        with interrupted_in_a_task():
             dd.execute(dd.plan_run(f"{base}/x.npy", f"{base}/w.npy", 4, out, block_rows=ROWS,
                                    format="parquet"), scheduler="sync")
     marker = lifecycle.read_marker(out)  # what a reader of an object store must check

@@ -202,7 +202,8 @@ def _report_skipped(plan: Any) -> None:
 
 
 def guard(f: F) -> F:
-    """Turn ddrp's errors into one line on stderr and exit status 2; keep tracebacks for bugs."""
+    """Turn ddrp's errors into one line on stderr and their exit status (2: bad input or
+    options; 1: the run failed, ``ddrp_dask.errors.RunError``); keep tracebacks for bugs."""
     import functools
 
     @functools.wraps(f)
@@ -213,7 +214,7 @@ def guard(f: F) -> F:
             return f(*args, **kwargs)
         except DdrpError as e:
             click.echo(f"ddrp: error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(e.exit_status)
         except KeyboardInterrupt:
             click.echo("ddrp: interrupted; run the same command with --resume to finish it "
                        "(what was written is kept, hidden beside OUT, or marked incomplete at "

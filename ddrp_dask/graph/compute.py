@@ -7,6 +7,8 @@ This package is the only part of ddrp that imports dask or distributed.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import signal
@@ -19,12 +21,13 @@ from typing import Any
 import dask
 import dask.base
 
-from ..errors import DdrpError, OptionError
+from ..errors import DdrpError, OptionError, RunError
 from ..maths.blas import one_blas_thread
 from .progress import Ticker
 
-__all__ = ["FAN_IN", "ROW_KEY_TOP", "check_memory", "check_visible", "client_of", "compute",
-           "default_scheduler", "local_scheduler", "row_order", "tree_reduce"]
+__all__ = ["FAN_IN", "ROW_KEY_TOP", "TaskFailed", "check_memory", "check_visible", "client_of",
+           "compute", "default_scheduler", "describe_key", "key_round", "local_scheduler",
+           "row_order", "scheduler_lost", "silence_cluster_logs", "tree_reduce"]
 
 #: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's
 #: (for any power of two). Pairs: ``dask.order`` then walks pass 1 in row order (a wider
@@ -85,15 +88,67 @@ def delayed(obj: Any) -> Any:
     return dask.delayed(obj, pure=True)
 
 
-def task(func: Callable[..., Any], *args: Any, order: str = "") -> Any:
+class TaskFailed(Exception):
+    """A task's own unexpected exception (not a ``DdrpError``), raised on the worker with
+    what the task was doing (``task``'s ``what``); ``graph.rounds`` makes it one line."""
+
+
+def _guarded(func: Callable[..., Any], what: str, *args: Any) -> Any:
+    """Run a task's ``func``: a ``DdrpError`` passes as it is, any other exception becomes a
+    ``TaskFailed`` saying ``what`` failed (its traceback stays on the worker)."""
+    try:
+        return func(*args)
+    except DdrpError:
+        raise
+    except Exception as e:
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise TaskFailed(f"{what or getattr(func, '__name__', 'a task')}: {text}") from e
+
+
+#: The submission round of the graphs built now (``key_round``): salts the task keys.
+_ROUND: contextvars.ContextVar[int] = contextvars.ContextVar("ddrp_round", default=1)
+
+
+@contextlib.contextmanager
+def key_round(n: int) -> Iterator[None]:
+    """Tasks made in this block get keys of submission round ``n``: a resubmitted graph must
+    not share keys with the tasks the scheduler gave up on (it may still hold them erred).
+    Round 1 keeps the plain keys."""
+    token = _ROUND.set(n)
+    try:
+        yield
+    finally:
+        _ROUND.reset(token)
+
+
+def task(func: Callable[..., Any], *args: Any, order: str = "", what: str = "",
+         name: str = "") -> Any:
     """A delayed call of ``func(*args)``: one task of a graph. ``order`` prefixes its key
     (``ORDER-name-token``): where Dask's ordering heuristics tie, it breaks ties by key, so
-    ``row_order``'s prefixes make a pass walk its source in row order."""
-    if not order:
-        return dask.delayed(func, pure=True)(*args)
-    name = getattr(func, "__name__", "task").strip("_")
-    token = dask.base.tokenize(func, *args)
-    return dask.delayed(func, pure=True)(*args, dask_key_name=f"{order}-{name}-{token}")
+    ``row_order``'s prefixes make a pass walk its source in row order. ``what`` names the
+    task in the user's terms (e.g. a block's rows and source), for the one line an
+    unexpected exception of it becomes (``TaskFailed``); ``name``, the key's middle part,
+    defaults to ``func``'s name."""
+    name = (name or getattr(func, "__name__", "task")).strip("_")
+    salt = () if _ROUND.get() == 1 else (f"round-{_ROUND.get()}",)
+    token = dask.base.tokenize(func, *args, *salt)
+    key = f"{order}-{name}-{token}" if order else f"{name}-{token}"
+    call = functools.partial(_guarded, func, what)
+    return dask.delayed(call, pure=True)(*args, dask_key_name=key)
+
+
+def describe_key(key: Any) -> str:
+    """A task's key in the user's terms: the side and first row of a pass's block task
+    (``row_order``'s prefix), else the key itself.
+
+    >>> describe_key(f"{row_order('ddrp-x', 24000)}-stats_task-abc")
+    'the task of x rows from 24000 (stats_task)'
+    """
+    parts = str(key).split("-")
+    if len(parts) >= 5 and parts[0] == "ddrp" and parts[2].isdigit() and len(parts[2]) == 15:
+        name = next((p for p in parts[3:] if not p.isdigit()), "")
+        return f"the task of {parts[1]} rows from {ROW_KEY_TOP - int(parts[2])} ({name})"
+    return f"task {key}"
 
 
 def dask_version() -> str:
@@ -350,7 +405,8 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
                 client = stack.enter_context(Client(cluster))
             tell(f"local cluster: {n} worker(s) x {threads_per_worker} thread(s), dashboard "
                  f"{client.dashboard_link}")
-            yield client
+            with _lost_scheduler(client, "of the local cluster"):
+                yield client
         return
     if "://" not in name and ":" not in name:
         raise OptionError(f"--scheduler {name!r} is neither an address (tcp://HOST:PORT, "
@@ -358,12 +414,13 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
     try:
         client = Client(name, timeout="20s")
     except (OSError, TimeoutError, TypeError, ValueError) as e:
-        raise DdrpError(
+        silence_cluster_logs()
+        raise RunError(
             f"cannot connect to the scheduler at {name} ({type(e).__name__}: {e}); check the "
             "address, that the scheduler runs, and for tls:// the certificates "
             "(distributed.comm.tls.* in the Dask config or DASK_DISTRIBUTED__COMM__TLS__*)"
-        ) from e
-    with client, _quiet_interrupt():
+        ) from None
+    with client, _quiet_interrupt(), _lost_scheduler(client, name):
         tell(f"scheduler {name}, dashboard {client.dashboard_link}")
         yield client
 
@@ -401,6 +458,40 @@ def _quiet_recoveries() -> Iterator[None]:
         client_log.setLevel(level)
 
 
+def silence_cluster_logs() -> None:
+    """From now on, nothing from distributed's (and asyncio's, tornado's) loggers: after a
+    failure ddrp reports in one line, closing the client and cluster would print their
+    errors and tracebacks after it."""
+    names = ("asyncio", "distributed", "tornado")
+    for name in [*names, *(n for n in list(logging.root.manager.loggerDict)
+                           if n.startswith(tuple(f"{p}." for p in names)))]:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)  # children set their own
+
+
+def scheduler_lost(client: Any) -> bool:
+    """Whether ``client`` lost its scheduler (it is reconnecting, or closed)."""
+    return str(getattr(client, "status", "running")) not in ("running", "newly-created")
+
+
+@contextlib.contextmanager
+def _lost_scheduler(client: Any, name: str) -> Iterator[None]:
+    """An exception raised while ``client`` has lost its scheduler becomes one line saying
+    so (``RunError``): whatever step met it (a pass, the checks, a save), the scheduler is
+    gone. Exceptions with the scheduler there pass unchanged."""
+    try:
+        yield
+    except (DdrpError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if not scheduler_lost(client):
+            raise
+        silence_cluster_logs()
+        where = name if name.startswith("of ") else f"at {name}"
+        raise RunError(f"lost the scheduler {where} ({type(e).__name__}"
+                       f"{': ' + str(e) if str(e) else ''}); what was finished is kept: "
+                       "when the cluster is back, run the same command with --resume") from None
+
+
 @contextlib.contextmanager
 def _quiet_interrupt() -> Iterator[None]:
     """On KeyboardInterrupt, silence what closing the client and cluster would print: the
@@ -411,6 +502,5 @@ def _quiet_interrupt() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        for name in ("asyncio", "distributed", "tornado"):
-            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        silence_cluster_logs()
         raise

@@ -15,13 +15,14 @@ Every task opens its input itself: the client ships only small descriptions and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..io import lifecycle, writer
 from ..io.codes import block_arrays
+from ..io.partials import PartialSums
 from ..io.source import Given, Source, invalid_mode, locating, read_valid, sketch_rows
 from ..maths.blas import one_blas_thread
 from ..maths.folds import merge_folds, moments_by_fold, pieces_fold_moments
@@ -29,8 +30,9 @@ from ..maths.model import SideMap
 from ..maths.project import check_finite
 from ..maths.quantize import Layout
 from ..maths.stats import Moments, block_moments, merge_moments
-from .compute import compute, delayed, row_order, task, tree_reduce
+from .compute import delayed, row_order, task
 from .reads import shared_reads
+from .rounds import compute_rounds
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
 
@@ -96,6 +98,37 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
     return stop - start
 
 
+Node = tuple[str, int, int, int]
+"""A node of pass 1's tree: ``(side, level, index, level of the root)``."""
+
+
+def _saved(keep: PartialSums | None, node: Node, folds: bool, result: Any) -> Any:
+    """``result`` (a node's statistics), saved in ``keep`` when its level is kept."""
+    side, level, index, top = node
+    if keep is not None and keep.keeps(level, top):
+        keep.save(side, level, index, result if folds else [result])
+    return result
+
+
+def _leaf_task(func: Callable[..., Any], keep: PartialSums | None, node: Node, folds: bool,
+               *args: Any) -> Any:
+    """A block's statistics (``func(*args)``), saved as its leaf."""
+    return _saved(keep, node, folds, func(*args))
+
+
+def _merge_task(merge: Callable[..., Any], keep: PartialSums | None, node: Node, folds: bool,
+                parts: Sequence[Any]) -> Any:
+    """A merge of pass 1's tree, saved when its level is kept (deleting those below)."""
+    return _saved(keep, node, folds, merge(parts))
+
+
+def _load_task(keep: PartialSums, node: Node, folds: bool) -> Any:
+    """A node saved earlier, as a merge would have returned it."""
+    side, level, index, _ = node
+    parts = keep.load(side, level, index)
+    return parts if folds else parts[0]
+
+
 # ---------------------------------------------------------------------------------------
 # passes
 
@@ -118,55 +151,114 @@ def _shared(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Any,
 
 
 def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: Any,
-            progress: bool, n_folds: int = 0) -> dict[str, Any]:
+            progress: bool, n_folds: int = 0, keep: PartialSums | None = None
+            ) -> dict[str, Any]:
     """Pass 1: the statistics of every side's ``(source, block ranges)``, in one compute:
-    one ``Moments`` per side, or with ``n_folds`` a list of one per fold."""
-    graphs, leaves = [], []
-    for side, (src, ranges) in blocks.items():
-        func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
-                              (_stats_task, (), merge_moments))
-        shared = _shared(src, ranges, side, skip, scheduler, "pass 1")
-        orders = [_row_order(side, start) for start, _ in ranges]
-        side_leaves = [task(func, src, start, stop, side, skip, given, *extra, order=order)
-                       for (start, stop), given, order in zip(ranges, shared, orders,
-                                                              strict=True)]
-        graphs.append(tree_reduce(side_leaves, merge, orders=orders))
-        leaves += side_leaves
-    results = compute(graphs, scheduler, progress, "pass 1: statistics", leaves)
+    one ``Moments`` per side, or with ``n_folds`` a list of one per fold. With ``keep``,
+    its tasks save the tree's partial sums there (``io.partials``), and the blocks under a
+    saved node are not read again: neither after a resumed interruption nor in a round
+    resubmitted after workers died (``graph.rounds``)."""
+    def build() -> tuple[list[Any], list[Any]]:
+        graphs, leaves = [], []
+        for side, (src, ranges) in blocks.items():
+            root, side_leaves = _side_tree(side, src, ranges, skip, scheduler, n_folds, keep)
+            graphs.append(root)
+            leaves += side_leaves
+        return graphs, leaves
+
+    results = compute_rounds(build, scheduler, progress, "pass 1: statistics")
     return dict(zip(blocks, results, strict=True))
 
 
-def project_zarr(jobs: Sequence[tuple[str, Source, SideMap, str, str | None,
-                                      Sequence[tuple[int, int, int]]]],
-                 out: str, skip: bool, scheduler: Any, progress: bool,
-                 storage: Storage | None = None) -> None:
-    """Pass 2 into a Zarr group: for every ``(side, source, map, array, ids array,
-    [(block, start, stop), ...])``, one task per pending block writing its chunk (and a
-    quantized layout's codes, with ``storage``)."""
-    leaves = []
-    for side, src, side_map, array, ids_array, pending in jobs:
-        lazy_map = delayed(side_map)
-        shared = _shared(src, [(start, stop) for _, start, stop in pending], side, skip,
-                         scheduler, "pass 2")
-        leaves += [task(_project_task, src, start, stop, side, lazy_map, out, array, block,
-                        ids_array, skip, given, storage, order=_row_order(side, start))
-                   for (block, start, stop), given in zip(pending, shared, strict=True)]
-    compute(leaves, scheduler, progress, "pass 2: projection")
+def _side_tree(side: str, src: Source, ranges: Ranges, skip: bool, scheduler: Any,
+               n_folds: int, keep: PartialSums | None) -> tuple[Any, list[Any]]:
+    """One side's reduction tree of pass 1 (``compute.tree_reduce``'s, built from the top so
+    that a saved node stands for its subtree) and the block tasks it still runs."""
+    func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
+                          (_stats_task, (), merge_moments))
+    top = (len(ranges) - 1).bit_length()  # the root's level
+    saved = keep.saved(side) if keep is not None else set()
+    orders = [_row_order(side, start) for start, _ in ranges]
+    needed = _unsaved_leaves(saved, top, len(ranges))
+    shared = dict(zip(needed, _shared(src, [ranges[i] for i in needed], side, skip,
+                                      scheduler, "pass 1"), strict=True))
+    where = f"--{side} {src.path}"
+    leaves = {i: task(_leaf_task, func, keep, (side, 0, i, top), bool(n_folds), src,
+                      *ranges[i], side, skip, shared[i], *extra, order=orders[i],
+                      what=f"rows {ranges[i][0]}..{ranges[i][1]} of {where}",
+                      name=func.__name__)
+              for i in needed}
+
+    def node(level: int, i: int) -> Any:
+        order = f"{orders[i << level]}-{level}" if level else orders[i]
+        if (level, i) in saved:
+            return task(_load_task, keep, (side, level, i, top), bool(n_folds), order=order,
+                        what=f"reading the kept statistics of {where}")
+        if level == 0:
+            return leaves[i]
+        below = -(-len(ranges) // (1 << (level - 1)))  # nodes one level down
+        kids = [node(level - 1, j) for j in (2 * i, 2 * i + 1) if j < below]
+        return task(_merge_task, merge, keep, (side, level, i, top), bool(n_folds), kids,
+                    order=order, what=f"merging the statistics of {where}",
+                    name=merge.__name__)
+
+    return node(top, 0), list(leaves.values())
 
 
-def project_parquet(jobs: Sequence[tuple[str, Source, SideMap, int,
-                                         Sequence[tuple[str, list[tuple[int, int]]]]]],
-                    skip: bool, scheduler: Any, progress: bool,
-                    storage: Storage | None = None) -> None:
-    """Pass 2 into Parquet: for every ``(side, source, map, K, [(file, ranges), ...])``, one
-    task per output file (``io.writer.write_file``; a quantized layout with ``storage``)."""
-    leaves = []
-    for side, src, side_map, k, files in jobs:
-        lazy_map = delayed(side_map)
-        # a file's row ranges are contiguous: its span stands for them
-        shared = _shared(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip, scheduler,
-                         "pass 2")
-        leaves += [task(writer.write_file, src, ranges, side, lazy_map, target, k, skip,
-                        given, storage, order=_row_order(side, ranges[0][0]))
-                   for (target, ranges), given in zip(files, shared, strict=True)]
-    compute(leaves, scheduler, progress, "pass 2: projection", unit="files")
+def _unsaved_leaves(saved: set[tuple[int, int]], top: int, n: int) -> list[int]:
+    """The leaves of a tree of ``n`` leaves (root at level ``top``) under no saved node."""
+    if not saved:
+        return list(range(n))
+    return [i for i in range(n)
+            if not any((lv, i >> lv) in saved for lv in range(top + 1))]
+
+
+ZarrJobs = Sequence[tuple[str, Source, SideMap, str, str | None,
+                         Sequence[tuple[int, int, int]]]]
+ParquetJobs = Sequence[tuple[str, Source, SideMap, int,
+                            Sequence[tuple[str, list[tuple[int, int]]]]]]
+
+
+def project_zarr(jobs: Callable[[], ZarrJobs], out: str, skip: bool, scheduler: Any,
+                 progress: bool, storage: Storage | None = None) -> None:
+    """Pass 2 into a Zarr group: ``jobs()`` gives, for every side, ``(side, source, map,
+    array, ids array, [(block, start, stop), ...])`` of its pending blocks, one task each
+    writing its chunk (and a quantized layout's codes, with ``storage``); asked again when
+    a round is resubmitted (``graph.rounds``)."""
+    def build() -> tuple[list[Any], list[Any]]:
+        leaves = []
+        for side, src, side_map, array, ids_array, pending in jobs():
+            lazy_map = delayed(side_map)
+            shared = _shared(src, [(start, stop) for _, start, stop in pending], side, skip,
+                             scheduler, "pass 2")
+            leaves += [task(_project_task, src, start, stop, side, lazy_map, out, array, block,
+                            ids_array, skip, given, storage, order=_row_order(side, start),
+                            what=f"block {block} (rows {start}..{stop}) of {side} input "
+                                 f"{src.path}")
+                       for (block, start, stop), given in zip(pending, shared, strict=True)]
+        return leaves, []
+
+    compute_rounds(build, scheduler, progress, "pass 2: projection")
+
+
+def project_parquet(jobs: Callable[[], ParquetJobs], skip: bool, scheduler: Any,
+                    progress: bool, storage: Storage | None = None) -> None:
+    """Pass 2 into Parquet: ``jobs()`` gives, for every side, ``(side, source, map, K,
+    [(file, ranges), ...])`` of its files not written yet, one task each
+    (``io.writer.write_file``; a quantized layout with ``storage``); asked again when a
+    round is resubmitted."""
+    def build() -> tuple[list[Any], list[Any]]:
+        leaves = []
+        for side, src, side_map, k, files in jobs():
+            lazy_map = delayed(side_map)
+            # a file's row ranges are contiguous: its span stands for them
+            shared = _shared(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip,
+                             scheduler, "pass 2")
+            leaves += [task(writer.write_file, src, ranges, side, lazy_map, target, k, skip,
+                            given, storage, order=_row_order(side, ranges[0][0]),
+                            what=f"output file {target} ({side} rows {ranges[0][0]}.."
+                                 f"{ranges[-1][1]} of {src.path})")
+                       for (target, ranges), given in zip(files, shared, strict=True)]
+        return leaves, []
+
+    compute_rounds(build, scheduler, progress, "pass 2: projection", unit="files")

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import OptionError, OutputError
 from .common import filesystem, is_url
+from .partials import PartialSums
 from .source import Source
 from .writer import ArraySpec, consolidate, create_array, write_rows
 
@@ -39,6 +40,7 @@ __all__ = [
     "MARKER",
     "RESUME_KEYS",
     "begin",
+    "begin_pass1",
     "check_file_out",
     "check_out",
     "check_resumable",
@@ -46,6 +48,7 @@ __all__ = [
     "check_same_plan",
     "commit",
     "current_path",
+    "drop_staged",
     "finish",
     "mark_done",
     "open_output",
@@ -123,14 +126,40 @@ def current_path(out: str) -> str:
 
 def check_room(out: str, nbytes: int) -> None:
     """Refuse a local output whose filesystem has less free space than ``nbytes`` (the
-    uncompressed size: an upper bound; compression usually saves a little)."""
+    uncompressed size: an upper bound; compression usually saves a little). An earlier ddrp
+    output at ``out`` (``--overwrite``) stays intact until the new one is complete and
+    renamed over it (``commit``), so both must fit at once: the old one's bytes are already
+    taken from the filesystem, so the new one's must be free — and the refusal says that
+    the old output is not freed first."""
     if is_url(out):
         return
     parent = Path(out).resolve().parent
     free = shutil.disk_usage(parent).free
-    if free < nbytes:
-        raise OutputError(f"output {out} needs up to {nbytes / 2**20:.0f} MiB but {parent} has "
-                          f"{free / 2**20:.0f} MiB free; free space or choose another output")
+    if free >= nbytes:
+        return
+    old = _tree_bytes(out) if _state(out) is not None else 0
+    if not old:
+        raise OutputError(f"output {out} needs up to {_mib(nbytes)} MiB but {parent} has "
+                          f"{_mib(free)} MiB free; free space or choose another output")
+    raise OutputError(
+        f"output {out} needs up to {_mib(nbytes)} MiB beside the output it replaces "
+        f"({_mib(old)} MiB), which stays intact until the new one is complete: "
+        f"{_mib(old + nbytes)} MiB in all, but {parent} has {_mib(free)} MiB free besides "
+        "the old output's; free space, delete the old output first, or choose another output")
+
+
+def _mib(nbytes: int) -> str:
+    """A size in MiB for a message: one decimal below 10 MiB."""
+    mib = nbytes / 2**20
+    return f"{mib:.1f}" if mib < 10 else f"{mib:.0f}"
+
+
+def _tree_bytes(path: str) -> int:
+    """Bytes of the files under ``path`` (a file: its size)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+               for f in files)
 
 
 def output_facts(path: str) -> dict[str, Any]:
@@ -249,6 +278,31 @@ def begin(out: str, resume: bool) -> str:
             return stage
     _remove_tree(stage)
     return stage
+
+
+def begin_pass1(out: str, facts: dict[str, Any], resume: bool) -> PartialSums | None:
+    """Where pass 1 of a job writing the local output ``out`` keeps its finished partial
+    sums (``io.partials``): in the staging directory, created as an incomplete ddrp output
+    with the plan's ``facts`` (so that it is refused without ``--resume`` and vetted with
+    it, as any interrupted output), or, with ``resume``, the one already there. None for a
+    URL: there pass 1 keeps nothing."""
+    stage = staging_path(out)
+    if stage is None:
+        return None
+    if not (resume and _state(stage) is not None):
+        import zarr
+
+        _remove_tree(stage)
+        zarr.open_group(stage, mode="w-", attributes={"complete": False, "ddrp": facts})
+    return PartialSums(os.path.join(stage, "_pass1"))
+
+
+def drop_staged(out: str) -> None:
+    """Delete the staging directory of ``out`` (a run that failed on bad input leaves
+    nothing behind)."""
+    stage = staging_path(out)
+    if stage is not None:
+        _remove_tree(stage)
 
 
 def commit(out: str, work: str) -> None:

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from ..errors import DdrpError, RunError
 from ..graph.passes import moments
 from ..graph.progress import step_line
 from ..io import lifecycle
 from ..io.model_store import load_model, save_model
+from ..io.partials import PartialSums
 from ..io.registry import open_source
 from ..maths.budget import budgeted_model, choose_budget
 from ..maths.build import build
@@ -135,18 +137,20 @@ class FitPlan(Plan):
         """Where the model is saved (in the output ``root``, by default ``out``)."""
         return root or self.out
 
-    def fit(self, scheduler: Any = None, progress: bool = False) -> SketchModel:
-        """Pass 1 and the build: the fitted model (nothing written). A method that
-        cross-fits (``auto``) takes the statistics per fold (``maths.methods.fold_count``)
-        in the same pass."""
+    def fit(self, scheduler: Any = None, progress: bool = False,
+            keep: PartialSums | None = None) -> SketchModel:
+        """Pass 1 and the build: the fitted model (nothing written, but for pass 1's partial
+        sums in ``keep``, ``io.partials``). A method that cross-fits (``auto``) takes the
+        statistics per fold (``maths.methods.fold_count``) in the same pass."""
         folds = None
         n_folds = fold_count(self.method, self.d)
         if n_folds > 1:
-            by_fold = compute_folds(self, n_folds, scheduler, progress)
+            by_fold = moments(self.stats_ranges(), self.skip, scheduler, progress, n_folds,
+                              keep)
             folds = (by_fold["x"], by_fold["w"])
             stats = {"x": combine_all(folds[0]), "w": combine_all(folds[1])}
         else:
-            stats = compute_moments(self, scheduler, progress)
+            stats = moments(self.stats_ranges(), self.skip, scheduler, progress, keep=keep)
         k = self.k
         with step_line(progress, f"build ({self.method}, d={self.d})") as line:
             if self.target_rel_mse is not None:  # K from the statistics: the smallest
@@ -186,12 +190,24 @@ class FitPlan(Plan):
         check_same_d(self.sources["x"].d, w.d, "--x", f"the W prior {path}")
         return replace(self, sources={"x": self.sources["x"], "w": w}, prior=None)
 
+    def _fit_kept(self, scheduler: Any, progress: bool) -> SketchModel:
+        """``fit``, pass 1 keeping its finished partial sums in the staged output (resumed
+        with ``resume``); bad input found in pass 1 leaves nothing behind (unless resuming),
+        while a failed run keeps them for ``--resume``."""
+        keep = lifecycle.begin_pass1(self.out, self.facts(), self.resume)
+        try:
+            return self.fit(scheduler, progress, keep)
+        except DdrpError as e:
+            if not (self.resume or isinstance(e, RunError)):
+                lifecycle.drop_staged(self.out)
+            raise
+
     def model_for(self, scheduler: Any, progress: bool,
                   on_model: OnModel | None) -> SketchModel:
         """The checks against the cluster, then the model (saved, when resuming; else pass
         1 and the build), shown to ``on_model``."""
         self.check_cluster(scheduler)
-        model = self._saved_model() or self.fit(scheduler, progress)
+        model = self._saved_model() or self._fit_kept(scheduler, progress)
         if on_model is not None:
             on_model(model)
         return model

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DdrpError
+from ..errors import DdrpError, RunError
 from ..graph.passes import project_parquet, project_zarr
 from ..io import lifecycle, writer
 from ..io.codes import LAYOUT_KEY, zarr_codes
@@ -76,11 +76,13 @@ def _code_specs(array: str, side: str, rows: int, block_rows: int,
 @contextlib.contextmanager
 def _removed_on_data_error(out: str, resume: bool) -> Iterator[None]:
     """A bad input met in pass 2 (a block pass 1 did not read) leaves no output behind,
-    unless resuming (then the finished blocks are kept for a rerun after the fix)."""
+    unless resuming (then the finished blocks are kept for a rerun after the fix); a run
+    that failed (``RunError``: the cluster, a task's own exception) keeps them for
+    ``--resume``."""
     try:
         yield
-    except DdrpError:
-        if not resume:
+    except DdrpError as e:
+        if not (resume or isinstance(e, RunError)):  # a failed run keeps its finished work
             lifecycle.remove_output(out)
         raise
 
@@ -111,11 +113,14 @@ def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_
             group[t.array].attrs.update({LAYOUT_KEY: layout_facts(layout)})
     if created is not None:
         created(out)
-    jobs = []
-    for t in targets:
-        ranges = block_ranges(t.source.n_rows, block_rows)
-        pending = [(int(b), *ranges[b]) for b in lifecycle.pending_blocks(group, t.array)]
-        jobs.append((t.side, t.source, model.side(t.side), t.array, t.ids, pending))
+    def jobs() -> list[Any]:  # the blocks not flagged done (again after a lost worker)
+        todo = []
+        for t in targets:
+            ranges = block_ranges(t.source.n_rows, block_rows)
+            pending = [(int(b), *ranges[b]) for b in lifecycle.pending_blocks(group, t.array)]
+            todo.append((t.side, t.source, model.side(t.side), t.array, t.ids, pending))
+        return todo
+
     with _removed_on_data_error(out, resume):
         project_zarr(jobs, out, skip, scheduler, progress, _storage(model))
     if skip:
@@ -136,10 +141,16 @@ def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, blo
     files = {t.side: writer.file_jobs(t.source, f"{out.rstrip('/')}/{t.parquet_dir}"
                                       if t.parquet_dir else out, block_rows)
              for t in targets}
-    jobs = [(t.side, t.source, model.side(t.side), model.k,
-             [(target, ranges) for target, ranges in files[t.side]
-              if not (resume and lifecycle.exists(target))])
-            for t in targets]
+    first = [not resume]
+
+    def jobs() -> list[Any]:  # the files not written yet (again after a lost worker)
+        todo = [(t.side, t.source, model.side(t.side), model.k,
+                 [(target, ranges) for target, ranges in files[t.side]
+                  if first[0] or not lifecycle.exists(target)])
+                for t in targets]
+        first[0] = False
+        return todo
+
     with _removed_on_data_error(out, resume):
         project_parquet(jobs, skip, scheduler, progress, _storage(model))
     if skip:  # read back from the files, so files finished before a resume count too

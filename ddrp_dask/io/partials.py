@@ -1,0 +1,88 @@
+"""Pass 1's finished partial sums, kept in an output's staging directory, so that a pass 1
+that failed or was interrupted is resumed reading only the blocks whose statistics are
+missing.
+
+Pass 1 merges the blocks' statistics in a fixed tree of pairs: node ``(level, i)`` merges
+``(level - 1, 2i)`` and ``(level - 1, 2i + 1)`` (or is its one child at a ragged edge), the
+leaves ``(0, i)`` being the blocks pass 1 reads, in order. Its tasks save the nodes of every
+``KEEP_EVERY``-th level — each block, each merged group of 8, 64, … — and the root, each as
+one ``.npz`` of float64 arrays (``n`` int64, ``mean``, ``scatter``, one row per fold), read
+back without pickle. A node is written under a temporary name and renamed, so it is whole or
+absent; saving a node deletes the nodes saved below it, so the directory holds about what the
+reduction itself holds in memory, not one file per block. A resumed pass 1 takes the highest
+saved node of every subtree and reads only the blocks under none: the same values merged in
+the same tree, hence the same bytes as an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..maths.stats import Moments
+
+__all__ = ["KEEP_EVERY", "PartialSums"]
+
+#: Levels of the tree whose nodes are saved: every third (blocks, groups of 8, of 64, …).
+KEEP_EVERY = 3
+
+_NAME = re.compile(r"^(\d+)-(\d+)\.npz$")
+
+
+@dataclass(frozen=True)
+class PartialSums:
+    """The partial sums of pass 1 kept under the local directory ``root`` (one
+    subdirectory per side); shipped to the tasks, which save and delete nodes."""
+
+    root: str
+
+    @staticmethod
+    def keeps(level: int, top: int) -> bool:
+        """Whether a node at ``level`` of a tree whose root is at ``top`` is saved."""
+        return level % KEEP_EVERY == 0 or level == top
+
+    def path(self, side: str, level: int, index: int) -> str:
+        """The file of node ``(level, index)`` of ``side``'s tree."""
+        return os.path.join(self.root, side, f"{level}-{index}.npz")
+
+    def saved(self, side: str) -> set[tuple[int, int]]:
+        """The nodes of ``side``'s tree saved so far, as ``(level, index)``."""
+        try:
+            names = os.listdir(os.path.join(self.root, side))
+        except FileNotFoundError:
+            return set()
+        return {(int(m[1]), int(m[2])) for m in map(_NAME.match, names) if m}
+
+    def save(self, side: str, level: int, index: int, parts: Sequence[Moments]) -> None:
+        """Write node ``(level, index)``: its statistics per fold (one ``Moments`` without
+        folds), whole or not at all; then delete the nodes saved below it."""
+        path = self.path(side, level, index)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"  # a retried task may write the same node
+        with open(tmp, "wb") as fh:
+            np.savez(fh, n=np.array([m.n for m in parts], dtype=np.int64),
+                     mean=np.stack([m.mean for m in parts]).astype(np.float64, copy=False),
+                     scatter=np.stack([m.scatter for m in parts]).astype(np.float64,
+                                                                         copy=False))
+        os.replace(tmp, path)
+        self._drop_below(side, level, index)
+
+    def load(self, side: str, level: int, index: int) -> list[Moments]:
+        """Node ``(level, index)``'s statistics per fold, as saved."""
+        with np.load(self.path(side, level, index), allow_pickle=False) as f:
+            n, mean, scatter = f["n"], f["mean"], f["scatter"]
+        return [Moments(int(n[i]), mean[i], scatter[i]) for i in range(len(n))]
+
+    def _drop_below(self, side: str, level: int, index: int) -> None:
+        """Delete the saved nodes of the subtree under ``(level, index)``."""
+        for lv, i in self.saved(side):
+            if lv < level and i >> (level - lv) == index:
+                try:
+                    os.remove(self.path(side, lv, i))
+                except FileNotFoundError:  # another task's retry deleted it first
+                    pass
