@@ -126,14 +126,15 @@ def task(func: Callable[..., Any], *args: Any, order: str = "", what: str = "",
     """A delayed call of ``func(*args)``: one task of a graph. ``order`` prefixes its key
     (``ORDER-name-token``): where Dask's ordering heuristics tie, it breaks ties by key, so
     ``row_order``'s prefixes make a pass walk its source in row order. ``what`` names the
-    task in the user's terms (e.g. a block's rows and source), for the one line an
-    unexpected exception of it becomes (``TaskFailed``); ``name``, the key's middle part,
-    defaults to ``func``'s name."""
+    task in the user's terms (e.g. a block's rows and source): an unexpected exception of
+    it then becomes a ``TaskFailed`` saying so (for ``graph.rounds``'s one line; without
+    ``what`` the exception is raised as it is). ``name``, the key's middle part, defaults to
+    ``func``'s name."""
     name = (name or getattr(func, "__name__", "task")).strip("_")
     salt = () if _ROUND.get() == 1 else (f"round-{_ROUND.get()}",)
     token = dask.base.tokenize(func, *args, *salt)
     key = f"{order}-{name}-{token}" if order else f"{name}-{token}"
-    call = functools.partial(_guarded, func, what)
+    call = functools.partial(_guarded, func, what) if what else func
     return dask.delayed(call, pure=True)(*args, dask_key_name=key)
 
 
@@ -398,11 +399,17 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
             with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
                                   "distributed.worker.preload": preload}), \
                     _sigint_deferred():
-                cluster = stack.enter_context(LocalCluster(
-                    n_workers=n, threads_per_worker=threads_per_worker,
-                    memory_limit=memory_limit, silence_logs=logging.CRITICAL,
-                    dashboard_address=":0"))
-                client = stack.enter_context(Client(cluster))
+                try:
+                    cluster = stack.enter_context(LocalCluster(
+                        n_workers=n, threads_per_worker=threads_per_worker,
+                        memory_limit=memory_limit, silence_logs=logging.CRITICAL,
+                        dashboard_address=":0"))
+                    client = stack.enter_context(Client(cluster))
+                except (OSError, RuntimeError, TimeoutError) as e:  # e.g. a worker died
+                    silence_cluster_logs()
+                    raise RunError(f"the local cluster did not start ({type(e).__name__}: "
+                                   f"{e}); nothing was written: run the same command "
+                                   "again") from None
             tell(f"local cluster: {n} worker(s) x {threads_per_worker} thread(s), dashboard "
                  f"{client.dashboard_link}")
             with _lost_scheduler(client, "of the local cluster"):

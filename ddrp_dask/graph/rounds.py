@@ -112,7 +112,8 @@ def _failure(e: BaseException, label: str, n: int, client: Any, finish: str) -> 
                         "the cluster is back")
     if _killed(e):
         failures = getattr(e, "allowed_failures", None)
-        times = f"{failures + 1} workers" if isinstance(failures, int) else "workers"
+        times = "workers" if not isinstance(failures, int) else \
+            "1 worker" if failures == 0 else f"{failures + 1} workers"
         return RunError(f"{label}: the cluster gave up on {describe_key(getattr(e, 'task', ''))}"
                         f" after {times} died running it, in round {n} of {ROUNDS}; the "
                         f"workers keep dying (memory? see the workers' logs); {finish}")
