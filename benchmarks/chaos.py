@@ -122,7 +122,8 @@ def main() -> None:
         address, procs = start_cluster(scratch / f"chaos-{name}.log")
         try:
             args = ["run", "--x", str(x), "--w", str(w), "-k", "32", "--seed", "1",
-                    "--block-rows", str(a.block_rows), "--out", str(out), "--quiet",
+                    "--block-rows", str(a.block_rows), "--stats-fraction", "1", "--out",
+                    str(out), "--quiet",
                     "--scheduler", address]
             r = run(args, procs[1:] if name == "chaos" else None)
         finally:

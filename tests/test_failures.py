@@ -258,12 +258,12 @@ def test_pass_1_killed_then_resumed_reads_only_the_missing_blocks(
     paths = {"x": write_zarr(tmp_path / "x.zarr", x, block),
              "w": write_zarr(tmp_path / "w.zarr", w, block)}
     ref, out = tmp_path / "ref.model", tmp_path / "o.model"
-    dd.execute(dd.plan_fit(paths["x"], paths["w"], 8, str(ref), seed=3, block_rows=block),
-               scheduler="threads")
+    dd.execute(dd.plan_fit(paths["x"], paths["w"], 8, str(ref), seed=3, block_rows=block,
+                           stats_fraction=1.0), scheduler="threads")
     n_blocks = {"x": 200, "w": 10}
     proc = _start([sys.executable, "-m", "ddrp_cli.main", "fit", "--x", paths["x"], "--w",
                    paths["w"], "-k", "8", "--seed", "3", "--block-rows", str(block), "--out",
-                   str(out), "--quiet", "--scheduler", "threads"])
+                   str(out), "--quiet", "--scheduler", "threads", "--stats-fraction", "1"])
     _wait(lambda: len(_covered(_kept(out), "x", n_blocks["x"])) >= 40, proc)
     os.killpg(proc.pid, sig)
     proc.communicate(timeout=60)
@@ -275,7 +275,7 @@ def test_pass_1_killed_then_resumed_reads_only_the_missing_blocks(
     testing.count_decodes()
     before = testing.decode_counts()
     dd.execute(dd.plan_fit(paths["x"], paths["w"], 8, str(out), seed=3, block_rows=block,
-                           resume=True), scheduler="threads")
+                           stats_fraction=1.0, resume=True), scheduler="threads")
     after = testing.decode_counts()
     read = {key for key, n in after.items() if n > before.get(key, 0)}
     expected = {os.path.normpath(f"{paths[side]}/c/{b}/0") for side, n in n_blocks.items()
