@@ -232,7 +232,8 @@ class AsymmetricRandomProjection(
             if line is not None:
                 line(f"K={k}")
             model = build(mx, mw, k, self.method, self._seed(), self.shrinkage,
-                          provenance=provenance, folds=(fx, fw) if n_folds else None)
+                          provenance=provenance, folds=(fx, fw) if n_folds else None,
+                          progress=line)
         self.model_ = quantized_model(model, self.dtype or "float32") if choice is None \
             else budgeted_model(model, budget or 0, *choice)
         self._set_fitted_attributes(self.model_)

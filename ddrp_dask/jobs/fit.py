@@ -168,7 +168,7 @@ class FitPlan(Plan):
             if line is not None:
                 line(f"K={k}, on the driver")
             model = build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
-                          provenance=self.facts(), folds=folds)
+                          provenance=self.facts(), folds=folds, progress=line)
         if budget is None:
             return quantized_model(model, self.dtype or "float32")
         return budgeted_model(model, self.bytes_per_row or 0, *budget)

@@ -20,16 +20,16 @@ import scipy.linalg as sla
 from .allocation import Energies, energies, in_sample_energies
 from .maps import folded_map
 from .model import SideMap
-from .shrinkage import ShrunkCovariance, Spec
+from .shrinkage import Root, ShrunkCovariance, Spec
 from .stats import Moments
 
 __all__ = ["FACTORED_D", "Basis", "FactoredBasis", "FormedBasis", "balanced_basis",
-           "coord_moment", "final_basis"]
+           "coord_moment", "factored_held_out", "final_basis"]
 
 #: Above this d the final basis of all rows comes from Cholesky factors and P, Q are never
 #: formed (``_factored_basis``: no eigh, d×d temporaries fewer); up to it, as before, from an
 #: eigh of each covariance, so models fitted at these d keep their bytes. The same P and Q.
-FACTORED_D = 1024
+FACTORED_D = 128
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,39 @@ def final_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
                        ShrunkCovariance.of(mw, specs[1], scales[1]).eig(), mx.mean, mw.mean)
     return FormedBasis(b, energies([(coord_moment(b.p, mx, mx.mean),
                                      coord_moment(b.q, mw, mw.mean))]))
+
+
+def factored_held_out(train: tuple[Moments, Moments], held: tuple[Moments, Moments],
+                      specs: tuple[Spec, Spec], scales: tuple[float, float]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``coord_moment`` of the ``held`` rows of each side in the basis of the ``train``
+    rows, that basis built from Cholesky factors (``_factored_basis``'s, no eigh, P and Q
+    never formed): the held-out pair (Ha, Hb) of one fold, when no other shrinkage
+    candidate shares an eigendecomposition with it."""
+    tx, tw = train
+    rx = ShrunkCovariance.of(tx, specs[0], scales[0]).root()
+    rw = ShrunkCovariance.of(tw, specs[1], scales[1]).root()
+    u, rho, vt = _svd_of_g(rx, rw, tx.mean, tw.mean)
+    root = np.sqrt(rho)
+    out = []
+    for r, vecs, last, t, h in ((rx, u[:-1, :-1], u[-1, :-1], tx, held[0]),
+                                (rw, vt[:-1, :-1].T, vt[:-1, -1], tw, held[1])):
+        n = r.solve_t(vecs)
+        out.append(_final_moment(n, h, root * (n.T @ (h.mean - t.mean) + last), root))
+    return out[0], out[1]
+
+
+def _svd_of_g(rx: Root, rw: Root, mean_x: np.ndarray, mean_w: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """U, ρ (the d largest), Vᵀ of Lxᵀ G Lw (``docs/method.md §5.1``), from the factors."""
+    d = rx.low.shape[0]
+    k = np.empty((d + 1, d + 1), order="F")
+    np.matmul(rx.low.T, rw.low, out=k[:d, :d])
+    k[:d, d] = rx.low.T @ mean_w
+    k[d, :d] = mean_x @ rw.low
+    k[d, d] = float(mean_x @ mean_w)
+    u, rho, vt = sla.svd(k, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
+    return u, rho[:d], vt
 
 
 def _factored_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],

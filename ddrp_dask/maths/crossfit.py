@@ -34,13 +34,14 @@ from .allocation import (
     sketch_matrix,
     threshold,
 )
-from .basis import balanced_basis, coord_moment, final_basis
-from .blas import build_blas
+from .basis import balanced_basis, coord_moment, factored_held_out, final_basis
+from .blas import build_blas, build_threads
 from .maps import scale_of
 from .model import SideMap
 from .shrinkage import (
     COARSE_GRID,
     SEARCHES,
+    TWO_SWEEPS_D,
     EigCache,
     Shrinkage,
     Spec,
@@ -53,8 +54,22 @@ from .shrinkage import (
 )
 from .stats import Moments, combine_all
 
-__all__ = ["AutoPredictor", "CrossFit", "OptimalFit", "check_folds", "cross_fit",
-           "fit_optimal", "held_out_pairs", "honest_mse"]
+__all__ = ["PLENTIFUL_ROWS_PER_D", "AutoPredictor", "CrossFit", "OptimalFit", "Progress",
+           "check_folds", "cross_fit", "fit_optimal", "held_out_pairs", "honest_mse"]
+
+#: Above ``TWO_SWEEPS_D``, when every training set and held-out fold of both sources has at
+#: least this many rows per dimension, the shrinkage is not searched: OAS for both. With
+#: rows this plentiful every candidate of the grid scored within a few % of the best
+#: (benchmarks/RESULTS.md, "Session 9: widths"), and each candidate costs five SVDs of
+#: (d+1)².
+PLENTIFUL_ROWS_PER_D = 20
+
+#: A build's progress callback: told each step's text as the step starts.
+Progress = Callable[[str], None]
+
+
+def _silent(step: str) -> None:
+    """The progress callback that draws nothing."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,12 @@ class CrossFit:
     #: held-out pairs of the best specs so far only (5 × 2 d² floats per entry)
     pairs: dict[tuple[Spec, Spec], list[tuple[np.ndarray, np.ndarray]]] = field(
         default_factory=dict)
+    #: held-out pairs from Cholesky factors (``basis.factored_held_out``): set when no two
+    #: candidates share an eigendecomposition (one pair is scored)
+    factored: bool = False
+    #: the build's progress callback, and the number of pairs the search scores (0: unknown)
+    tell: Progress = _silent
+    planned: int = 0
 
 
 def cross_fit(folds_x: Sequence[Moments], folds_w: Sequence[Moments], scale_x: float,
@@ -112,6 +133,9 @@ def cross_fit(folds_x: Sequence[Moments], folds_w: Sequence[Moments], scale_x: f
 def _fold_pair(cv: CrossFit, sx: Spec, sw: Spec, f: int) -> tuple[np.ndarray, np.ndarray]:
     """The held-out coordinate moments (Ha_f, Hb_f) of fold f in the basis of the others."""
     tx, tw = cv.train_x[f], cv.train_w[f]
+    if cv.factored:
+        return factored_held_out((tx, tw), (cv.folds_x[f], cv.folds_w[f]), (sx, sw),
+                                 (cv.scale_x, cv.scale_w))
     b = balanced_basis(shrunk_eig(tx, sx, cv.scale_x, f, cv.cache_x),
                        shrunk_eig(tw, sw, cv.scale_w, f, cv.cache_w), tx.mean, tw.mean)
     return (coord_moment(b.p, cv.folds_x[f], tx.mean),
@@ -136,12 +160,40 @@ def held_out_pairs(cv: CrossFit, sx: Spec, sw: Spec) -> list[tuple[np.ndarray, n
 def _score(cv: CrossFit, sx: Spec, sw: Spec, k: int) -> tuple[Alloc, float, Energies]:
     """Best allocation and its out-of-sample MSE for one pair of shrinkage specs."""
     if (sx, sw) not in cv.memo:
+        of = f" of {cv.planned}" if cv.planned else ""
+        cv.tell(f"cross-fit over {len(cv.used)} folds, shrinkage pair {len(cv.memo) + 1}{of} "
+                f"(x {_spec_text(sx)}, w {_spec_text(sw)})")
         pairs = held_out_pairs(cv, sx, sw)
         en = energies(pairs)
         alloc, mse = choose_alloc(en, k)
         cv.memo[(sx, sw)] = (alloc, mse, en)
         cv.pairs[(sx, sw)] = pairs
     return cv.memo[(sx, sw)]
+
+
+def _spec_text(spec: Spec) -> str:
+    return spec[0] if spec[0] in ("oas", "lw") else f"{spec[0]} {spec[1]:g}"
+
+
+def _plentiful(cv: CrossFit, d: int) -> bool:
+    """Whether every training set and held-out fold of both sources has
+    ``PLENTIFUL_ROWS_PER_D`` rows per dimension (above ``TWO_SWEEPS_D``)."""
+    sets = [cv.train_x, cv.train_w, {f: cv.folds_x[f] for f in cv.used},
+            {f: cv.folds_w[f] for f in cv.used}]
+    return d > TWO_SWEEPS_D and min(m.n for s in sets for m in s.values()) >= \
+        PLENTIFUL_ROWS_PER_D * d
+
+
+def _known_pair(cv: CrossFit, d: int, shrinkage: Shrinkage, search: str | None
+                ) -> tuple[Spec, Spec] | None:
+    """The shrinkage pair ``_choose`` will return when it is known before any scoring: a
+    fixed one, or OAS when rows are plentiful (None: searched, or an in-sample fallback)."""
+    fixed = parse_pair(shrinkage)
+    if len(cv.used) < 2:
+        return None
+    if fixed:
+        return fixed[0][0], fixed[1][0]
+    return (("oas", 0.0), ("oas", 0.0)) if search is None and _plentiful(cv, d) else None
 
 
 def honest_mse(pairs: list[tuple[np.ndarray, np.ndarray]], alloc: Alloc) -> float:
@@ -247,9 +299,18 @@ def _choose(cv: CrossFit, d: int, k: int, shrinkage: Shrinkage,
     if len(cv.used) < 2:
         sx, sw = (fixed[0][0], fixed[1][0]) if fixed else (("oas", 0.0), ("oas", 0.0))
         return _Choice(sx, sw, None, float("nan"), float("nan"), "none (in-sample fallback)")
+    plentiful = not fixed and search is None and _plentiful(cv, d)
+    if plentiful:
+        fixed = ([("oas", 0.0)], [("oas", 0.0)])
     kind = "fixed" if fixed else (search or search_kind(d))
     grid_x, grid_w = fixed or (search_grid(kind, d), search_grid(kind, d))
-    if kind == "refined":
+    cv.factored = d > TWO_SWEEPS_D and len(grid_x) == len(grid_w) == 1
+    cv.planned = {"fixed": 1, "coarse": len(grid_x) + len(grid_w) - 1}.get(kind, 0)
+    if plentiful:
+        sx, sw = grid_x[0], grid_w[0]
+        text = (f"none: at least {PLENTIFUL_ROWS_PER_D}·d rows in every fold and training "
+                "set of both sources, OAS")
+    elif kind == "refined":
         sx, sw = _refined_search(cv, k)
         text = (f"refined: {len(COARSE_GRID)} coarse points per source, then steps along "
                 f"the grid of {len(grid_x)}")
@@ -262,7 +323,8 @@ def _choose(cv: CrossFit, d: int, k: int, shrinkage: Shrinkage,
 
 
 def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, seed: int,
-                shrinkage: Shrinkage = "auto", search: str | None = None) -> OptimalFit:
+                shrinkage: Shrinkage = "auto", search: str | None = None,
+                progress: Progress | None = None) -> OptimalFit:
     """The ``auto`` sketch pair (``docs/method.md §5``) from per-fold statistics of X and W.
 
     Parameters
@@ -284,7 +346,11 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     search : {"full", "refined", "coarse"} or None, default=None
         How "auto" searches: None is ``search_kind(d)``; the others are for comparisons
         (``benchmarks/heldout.py --search``). "full" at d > ``COARSE_D`` walks the grid of
-        ``COARSE_D``.
+        ``COARSE_D``. With "auto" above ``TWO_SWEEPS_D``, when rows are plentiful
+        (``PLENTIFUL_ROWS_PER_D``), nothing is searched: OAS for both sources.
+    progress : callable, optional
+        Told each step of the build as it starts (a pair of the search, the basis of all
+        rows, the allocation): the CLI's progress line.
 
     Returns
     -------
@@ -302,13 +368,23 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
     d = mx.d
     scale_x = scale_of(mx.second_moment, mw.second_moment)
     scale_w = scale_of(mw.second_moment, mx.second_moment)
-    with build_blas(d):
+    tell = progress or _silent
+    with build_blas(d), ThreadPoolExecutor(1) as pool:
         cv = cross_fit(folds_x, folds_w, scale_x, scale_w)
-        choice = _choose(cv, d, k, shrinkage, search)
+        cv.tell = tell
         # the allocations read e[:j, :j] with j ≤ m/PI_FLOOR, m ≤ k
-        fb = final_basis(mx, mw, (choice.spec_x, choice.spec_w), (scale_x, scale_w),
-                          int(k / PI_FLOOR) + 1)
+        lead = int(k / PI_FLOOR) + 1
+        known = _known_pair(cv, d, shrinkage, search) if build_threads(d) == 1 else None
+        # a shrinkage known before the cross-fit: the basis of all rows is built beside it
+        # (on one BLAS thread each; with two, after it: see maths.build)
+        early = None if known is None else pool.submit(final_basis, mx, mw, known,
+                                                       (scale_x, scale_w), lead)
+        choice = _choose(cv, d, k, shrinkage, search)
+        tell(f"basis of all rows (SVD of {d + 1}x{d + 1})")
+        fb = early.result() if early is not None else \
+            final_basis(mx, mw, (choice.spec_x, choice.spec_w), (scale_x, scale_w), lead)
         en_in = fb.energies
+        tell("allocation and random draws")
         alloc = choice.alloc or choose_alloc(en_in, k)[0]
         m = sketch_matrix(alloc, d, k, np.random.default_rng(seed))
         x, w = fb.maps(m, mx, mw)

@@ -42,7 +42,7 @@ class Auto(Method):
     def fit(self, stats: Statistics, k: int, seed: int) -> Fit:
         """Without folds, in-sample."""
         folds_x, folds_w = stats.folds or ([stats.mx], [stats.mw])
-        fit = fit_optimal(folds_x, folds_w, k, seed, stats.shrinkage)
+        fit = fit_optimal(folds_x, folds_w, k, seed, stats.shrinkage, progress=stats.progress)
         return Fit(fit.x, fit.w, dict(fit.info), float(fit.info["predicted_mse"]))
 
     def predictor(self, stats: Statistics) -> Predictor:

@@ -8,7 +8,7 @@ A method is a ``Method`` instance in a module of this package, listed in that mo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,12 +39,14 @@ class Statistics:
     shrinkage: Shrinkage = "auto"
     folds: tuple[Sequence[Moments], Sequence[Moments]] | None = None
     shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: told each step of a long fit as it starts (the CLI's progress line), or None
+    progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     def without_folds(self) -> Statistics:
         """The same statistics for a method that does not cross-fit (``shared`` kept)."""
         if self.folds is None:
             return self
-        return Statistics(self.mx, self.mw, self.shrinkage, None, self.shared)
+        return Statistics(self.mx, self.mw, self.shrinkage, None, self.shared, self.progress)
 
     @property
     def d(self) -> int:
