@@ -247,20 +247,21 @@ def test_a_block_whose_workers_always_die_is_resubmitted_then_one_line(
 
 # -- pass 1 interrupted: resumed reading only the missing blocks -------------------------------
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize(("sig", "block"), [(signal.SIGKILL, 2000), (signal.SIGINT, 2000),
+                                            (signal.SIGKILL, 250)])
 def test_pass_1_killed_then_resumed_reads_only_the_missing_blocks(
-        tmp_path: Path, sig: signal.Signals) -> None:
+        tmp_path: Path, sig: signal.Signals, block: int) -> None:
     """``ddrp fit`` killed in pass 1 (SIGKILL, or Ctrl-C to its process group); the resumed
     fit decodes exactly the chunks of the blocks under no kept partial sum — some, not all —
-    and saves the model of an undisturbed fit, byte for byte."""
+    and saves the model of an undisturbed fit, byte for byte. With 250-row blocks a block's
+    five fold statistics outweigh its rows: pairs of blocks are the smallest nodes kept."""
     x, w = make_pair(n=400_000, m=20_000, d=32, seed=7)
-    block = 2000
     paths = {"x": write_zarr(tmp_path / "x.zarr", x, block),
              "w": write_zarr(tmp_path / "w.zarr", w, block)}
     ref, out = tmp_path / "ref.model", tmp_path / "o.model"
     dd.execute(dd.plan_fit(paths["x"], paths["w"], 8, str(ref), seed=3, block_rows=block,
                            stats_fraction=1.0), scheduler="threads")
-    n_blocks = {"x": 200, "w": 10}
+    n_blocks = {"x": 400_000 // block, "w": 20_000 // block}
     proc = _start([sys.executable, "-m", "ddrp_cli.main", "fit", "--x", paths["x"], "--w",
                    paths["w"], "-k", "8", "--seed", "3", "--block-rows", str(block), "--out",
                    str(out), "--quiet", "--scheduler", "threads", "--stats-fraction", "1"])
@@ -271,6 +272,10 @@ def test_pass_1_killed_then_resumed_reads_only_the_missing_blocks(
     assert not out.exists()
     kept = {side: _covered(_kept(out), side, n) for side, n in n_blocks.items()}
     assert 40 <= len(kept["x"]) < n_blocks["x"], kept
+    lowest = 0 if block == 2000 else 1
+    top = (n_blocks["x"] - 1).bit_length()
+    assert all(level == top or (level >= lowest and (level - lowest) % 3 == 0)
+               for level, _ in _kept(out).saved("x")), _kept(out).saved("x")
 
     testing.count_decodes()
     before = testing.decode_counts()

@@ -280,12 +280,14 @@ def begin(out: str, resume: bool) -> str:
     return stage
 
 
-def begin_pass1(out: str, facts: dict[str, Any], resume: bool) -> PartialSums | None:
+def begin_pass1(out: str, facts: dict[str, Any], resume: bool,
+                lowest: int = 0) -> PartialSums | None:
     """Where pass 1 of a job writing the local output ``out`` keeps its finished partial
     sums (``io.partials``): in the staging directory, created as an incomplete ddrp output
     with the plan's ``facts`` (so that it is refused without ``--resume`` and vetted with
-    it, as any interrupted output), or, with ``resume``, the one already there. None for a
-    URL: there pass 1 keeps nothing."""
+    it, as any interrupted output), or, with ``resume``, the one already there; ``lowest``:
+    the lowest level of the tree saved (``PartialSums.lowest``). None for a URL: there pass
+    1 keeps nothing."""
     stage = staging_path(out)
     if stage is None:
         return None
@@ -294,7 +296,7 @@ def begin_pass1(out: str, facts: dict[str, Any], resume: bool) -> PartialSums | 
 
         _remove_tree(stage)
         zarr.open_group(stage, mode="w-", attributes={"complete": False, "ddrp": facts})
-    return PartialSums(os.path.join(stage, "_pass1"))
+    return PartialSums(os.path.join(stage, "_pass1"), lowest)
 
 
 def drop_staged(out: str) -> None:

@@ -5,7 +5,8 @@ missing.
 Pass 1 merges the blocks' statistics in a fixed tree of pairs: node ``(level, i)`` merges
 ``(level - 1, 2i)`` and ``(level - 1, 2i + 1)`` (or is its one child at a ragged edge), the
 leaves ``(0, i)`` being the blocks pass 1 reads, in order. Its tasks save the nodes of every
-``KEEP_EVERY``-th level — each block, each merged group of 8, 64, … — and the root, each as
+``KEEP_EVERY``-th level — each block, each merged group of 8, 64, … (from a higher level
+where a block's statistics outweigh its rows, at d in the thousands) — and the root, each as
 one ``.npz`` of float64 arrays (``n`` int64, ``mean``, ``scatter``, one row per fold), read
 back without pickle. A node is written under a temporary name and renamed, so it is whole or
 absent; saving a node deletes the nodes saved below it, so the directory holds about what the
@@ -40,11 +41,31 @@ class PartialSums:
     subdirectory per side); shipped to the tasks, which save and delete nodes."""
 
     root: str
+    #: The lowest level saved (then every ``KEEP_EVERY``-th above it): 0 saves each block,
+    #: higher saves only groups of ``2**lowest`` blocks, for statistics larger than the
+    #: rows they sum (``lowest_level``).
+    lowest: int = 0
+
+    def keeps(self, level: int, top: int) -> bool:
+        """Whether a node at ``level`` of a tree whose root is at ``top`` is saved."""
+        return level == top or (level >= self.lowest and
+                                (level - self.lowest) % KEEP_EVERY == 0)
 
     @staticmethod
-    def keeps(level: int, top: int) -> bool:
-        """Whether a node at ``level`` of a tree whose root is at ``top`` is saved."""
-        return level % KEEP_EVERY == 0 or level == top
+    def lowest_level(node_bytes: int, block_bytes: int) -> int:
+        """The lowest level worth saving: the first whose nodes' statistics
+        (``node_bytes``) are no larger than the rows they stand for (``block_bytes`` per
+        block), since reading those rows again costs no more than writing them.
+
+        >>> PartialSums.lowest_level(5 * 256 * 256 * 8, 16384 * 256 * 4)
+        0
+        >>> PartialSums.lowest_level(4096 * 4096 * 8, 1024 * 4096 * 4)
+        3
+        """
+        level = 0
+        while node_bytes > block_bytes << level:
+            level += 1
+        return level
 
     def path(self, side: str, level: int, index: int) -> str:
         """The file of node ``(level, index)`` of ``side``'s tree."""

@@ -194,7 +194,11 @@ class FitPlan(Plan):
         """``fit``, pass 1 keeping its finished partial sums in the staged output (resumed
         with ``resume``); bad input found in pass 1 leaves nothing behind (unless resuming),
         while a failed run keeps them for ``--resume``."""
-        keep = lifecycle.begin_pass1(self.out, self.facts(), self.resume)
+        folds = max(fold_count(self.method, self.d), 1)
+        itemsize = max(s.working_dtype.itemsize for s in self.sources.values())
+        lowest = PartialSums.lowest_level(folds * (self.d + 1) * self.d * 8,
+                                          self.block_rows * self.d * itemsize)
+        keep = lifecycle.begin_pass1(self.out, self.facts(), self.resume, lowest)
         try:
             return self.fit(scheduler, progress, keep)
         except DdrpError as e:
