@@ -188,7 +188,7 @@ class Source:
         msg = str(err)
         if place:
             head, sep, advice = msg.partition("; ")
-            msg = f"{head} at {', '.join(place)}{sep}{advice}"
+            msg = f"{head}{', ' if err.placed else ' at '}{', '.join(place)}{sep}{advice}"
         new = InvalidValueError(msg, row=err.row, placed=True)
         new.located = True
         return new
