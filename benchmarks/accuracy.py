@@ -41,13 +41,13 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+from benchlib import OUT, ROOT, pyplot
 from threadpoolctl import threadpool_limits
 
 import ddrp_dask
 from ddrp_dask.errors import OptionError
 from ddrp_dask.options import METHODS, check_k
 
-ROOT = Path(__file__).resolve().parents[1]
 FIT_FRACTION = 0.7
 SPLIT_SEED = 12345
 
@@ -261,10 +261,7 @@ def check_auto(results: list[Result]) -> bool:
 
 def plot(datasets: list[Dataset], results: list[Result], path: Path) -> None:
     """Empirical (solid) and predicted (dashed) gain over gaussian vs K, one panel per set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = 2
     rows = -(-len(datasets) // cols)
@@ -297,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 seeds instead of 100")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 100)")
-    parser.add_argument("--out", default=str(ROOT / "bench-out"), help="output directory")
+    parser.add_argument("--out", default=str(OUT), help="output directory")
     args = parser.parse_args(argv)
     seeds = args.seeds or (10 if args.quick else 100)
     out = Path(args.out)

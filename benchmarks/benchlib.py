@@ -1,9 +1,10 @@
-"""Shared helpers of the performance benchmarks (not a test module).
+"""The one helper module of the benchmarks (not a test module).
 
 * synthetic sources written block by block (Zarr v3 zstd, Parquet with one
   ``fixed_size_list<float32>[d]`` column, .npy), cached under a scratch directory;
 * running one job as a subprocess while sampling the summed RSS of its whole process tree;
-* the scheduler a job runs on (threads, or a LocalCluster like the CLI's default).
+* the scheduler a job runs on (threads, or a LocalCluster like the CLI's default);
+* where results go (``OUT``), the machine's load, the library's version, and pyplot.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Where benchmarks write their tables, JSON and figures by default.
+OUT = ROOT / "bench-out"
 PY = sys.executable
 DDRP = str(Path(sys.executable).with_name("ddrp"))
 RESULT_TAG = "BENCH-JSON "
@@ -33,6 +36,16 @@ ONE_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREAD
 def load() -> float:
     """1-minute load average."""
     return os.getloadavg()[0]
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def library_version() -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from baselines import fit_head_tail
+from benchlib import OUT, pyplot
 from threadpoolctl import threadpool_limits
 
 from ddrp_dask.maths.build import build
@@ -186,10 +187,7 @@ def table(rows: list[dict[str, object]]) -> str:
 
 
 def plot(rows: list[dict[str, object]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(dict.fromkeys(str(r["case"]) for r in rows))
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), squeeze=False)
@@ -302,7 +300,7 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=5,
                         help="random fit/held-out splits (one split's held-out MSE is noisy: "
                         "held/pred varied 0.7–2.5 across splits of one case)")
-    parser.add_argument("--out-dir", default="bench-out")
+    parser.add_argument("--out-dir", default=str(OUT))
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--search", action="store_true",
                         help="only the refined shrinkage search against the full one, on "

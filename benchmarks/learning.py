@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchlib import OUT, pyplot
 from threadpoolctl import threadpool_limits
 
 from ddrp_dask import AsymmetricRandomProjection, bootstrap_weights
 
-ROOT = Path(__file__).resolve().parents[1]
 TEST_FRACTION = 0.3
 N_BOOT = 20
 #: (label, method, W): W "prior" = bootstrap weights, "x" = the symmetric fit
@@ -160,10 +160,7 @@ def print_table(datasets: list[Dataset], cells: list[Cell], seeds: int, labelled
 
 def plot(datasets: list[Dataset], cells: list[Cell], path: Path) -> None:
     """Accuracy vs K, one panel per data set; ``full`` as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2),
                              squeeze=False)
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="splits per data set")
     parser.add_argument("--labelled", type=int, default=300,
                         help="labelled train rows the prior is estimated from (default 300)")
-    parser.add_argument("--out", default=str(ROOT / "bench-out"), help="output directory")
+    parser.add_argument("--out", default=str(OUT), help="output directory")
     args = parser.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 10)
     out = Path(args.out)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from benchlib import ROOT, vm_hwm
+from benchlib import ROOT, pyplot, vm_hwm
 
 D = 256
 CHUNK_ROWS = 65_536
@@ -252,10 +252,7 @@ def print_table(runs: list[Run], checks: dict[str, str]) -> None:
 
 def plot(runs: list[Run], path: Path) -> None:
     """Summed RSS of the process tree over time, one panel per scheduler."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     scheds = list(dict.fromkeys(r.scheduler for r in runs))
     fig, axes = plt.subplots(1, len(scheds), figsize=(6.5 * len(scheds), 4.2), squeeze=False,

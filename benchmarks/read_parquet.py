@@ -12,7 +12,6 @@ alternating runs, best of ``--repeat``; the target is ddrp ≥ 80 % of pyarrow.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from benchlib import OUT, load
 from threadpoolctl import threadpool_limits
 
 import ddrp_dask as dd
@@ -85,13 +85,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--d", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--scratch", default="bench-out/parquet")
+    ap.add_argument("--scratch", default=str(OUT / "parquet"))
     args = ap.parse_args()
     block = dd.io.default_block_rows(args.d)
     paths = write_layouts(Path(args.scratch), args.rows, args.d, block)
     mb = args.rows * args.d * 4 / 1e6
     print(f"{args.rows} x {args.d} float32 ({mb:.0f} MB), row groups of {block} rows, "
-          f"load {os.getloadavg()[0]:.1f}")
+          f"load {load():.1f}")
     print(f"{'layout':<10}{'pyarrow MB/s':>14}{'ddrp MB/s':>12}{'ddrp/pyarrow':>14}")
     with threadpool_limits(limits=1):
         for layout, path in paths.items():

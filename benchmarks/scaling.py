@@ -1,9 +1,9 @@
 """How ddrp scales: rows, d, K, workers, and where the O(d^3) build overtakes the passes.
 
-Each point is ddrp's Python API run in its own subprocess (``perf.py``'s ``passes`` job:
+Each point is ddrp's Python API run in its own subprocess (``vs_libraries.py``'s ``passes`` job:
 pass 1, the build and pass 2 timed inside the process; peak RSS of the process tree sampled),
 on synthetic Zarr sources (zstd, chunks of ``default_block_rows(d)`` rows; cached under
-``--scratch``, shared with perf.py):
+``--scratch``, shared with vs_libraries.py):
 
 * rows: 250k, 500k, 1M, 2M at d=256, K=32 (threads);
 * d: 64, 256, 1024 at 500k rows (threads; 2 GB at d=1024), 2048 at 125k rows (1 GB), 4096
@@ -46,17 +46,18 @@ from benchlib import (
     library_version,
     load,
     make_zarr,
+    pyplot,
     run_job,
     warm,
 )
 
-PERF = str(Path(__file__).resolve().with_name("perf.py"))
+PERF = str(Path(__file__).resolve().with_name("vs_libraries.py"))
 W_ROWS = 20_000
 
 
 def passes_job(label: str, sweep: str, x: Path, w: Path, d: int, k: int, sched: str,
                workers: int, out: Path, log_dir: Path) -> Job:
-    """One API run of pass 1 + build + pass 2 in a subprocess (perf.py's passes job)."""
+    """One API run of pass 1 + build + pass 2 in a subprocess (vs_libraries.py's passes job)."""
     from ddrp_dask.options import default_block_rows
 
     p = {"job": "passes", "x": str(x), "w": str(w), "d": d, "k": k, "scheduler": sched,
@@ -266,10 +267,7 @@ def report(jobs: list[Job], builds: list[dict[str, Any]], div: int) -> None:
 
 def plot(jobs: list[Job], builds: list[dict[str, Any]], fixed: float, path: Path) -> None:
     """Four panels: rows, d (with the build as a job runs it), K, workers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 4, figsize=(18, 4.2))
 

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import DdrpError
+from .graph.scheduler import SchedulerLike
 from .io.model_store import load_model, save_model
 from .io.registry import open_source
 from .io.source import Source
-from .jobs.base import Plan
+from .jobs.base import OnModel, Plan
 from .jobs.evaluate import EvaluatePlan, evaluate_model, plan_evaluate
 from .jobs.fit import compute_moments, fit_model, plan_fit
 from .jobs.matmul import MatmulPlan, execute_matmul, plan_matmul
@@ -84,14 +85,16 @@ __all__ = [
 ]
 
 
-def execute(plan: Any, scheduler: Any = None, progress: bool = False,
-            on_model: Any = None) -> Any:
-    """Run a ``fit``, ``run`` or ``project`` plan: ``plan.execute(scheduler, progress,
-    on_model)``; returns the model it fitted or used.
+def execute(plan: Plan[Any], scheduler: SchedulerLike = None, progress: bool = False,
+            on_model: OnModel | None = None) -> Any:
+    """Run any plan: ``plan.execute(scheduler, progress, on_model)``; returns its result
+    (the model a ``fit``, ``run`` or ``project`` plan fitted or used, the statistics of a
+    ``plan_stats`` plan, an ``evaluate`` report, ...).
 
     Parameters
     ----------
-    plan : FitPlan, RunPlan or ProjectPlan
+    plan : Plan
+        Any ``plan_*`` function's result.
     scheduler : str, distributed.Client or None, default=None
         A Dask scheduler name ("threads", "sync", "processes"), a Client, or None for the
         active client or Dask's default.
@@ -100,8 +103,6 @@ def execute(plan: Any, scheduler: Any = None, progress: bool = False,
     on_model : callable, optional
         Called with the model as soon as it is built (before pass 2), e.g. to print the report.
     """
-    if not hasattr(plan, "execute") or plan.command == "stats":
-        raise ValueError("a stats plan is run with compute_moments(plan)")
     return plan.execute(scheduler, progress, on_model)
 
 

@@ -41,10 +41,9 @@ from .maths.model import SketchModel
 from .maths.quantize import model_layout, quantized_model
 from .maths.stats import Moments, block_moments, combine_all
 from .options import (
+    FitOptions,
     check_block_rows,
-    check_bytes_per_row,
     check_dtype,
-    check_k,
     check_method,
     check_same_d,
     check_seed,
@@ -212,29 +211,31 @@ class AsymmetricRandomProjection(
         else:
             wa = as_dask_array(W, "W") if is_dask_array(W) else _check_numpy(W, "W")
             check_same_d(d, wa.shape[1], "X", "W")
-        budget = check_bytes_per_row(self.bytes_per_row, None, None, self.method)
-        k = int(self.n_components)
-        if budget is None:
-            check_k(k, d, self.method)
-        rows = self._block_rows(d)
-        n_folds = fold_count(self.method, d)
+        # every parameter validated once, here, into the options the maths receive
+        # (with a byte budget, n_components is not used)
+        opts = FitOptions.check(
+            d, self.block_rows, self._seed(), method=self.method,
+            k=None if self.bytes_per_row is not None else int(self.n_components),
+            shrinkage=self.shrinkage, dtype=self.dtype, bytes_per_row=self.bytes_per_row)
+        n_folds = fold_count(opts.method, d)
         n_folds = n_folds if n_folds > 1 else 0
         show = self.verbose > 0
-        fx, fw = _moments(xa, wa, rows, n_folds, show)
+        fx, fw = _moments(xa, wa, opts.block_rows, n_folds, show)
         mx, mw = (combine_all(fx), combine_all(fw)) if n_folds else (fx[0], fw[0])
-        provenance = {"command": "estimator", "block_rows": rows,
-                      "shrinkage": self.shrinkage, "symmetric": W is None}
+        provenance = {"command": "estimator", "block_rows": opts.block_rows,
+                      "shrinkage": opts.shrinkage, "symmetric": W is None}
+        budget = opts.bytes_per_row
         choice = None if budget is None else \
-            choose_budget(fx, fw, budget, self.shrinkage, self.dtype)
-        if choice is not None:
-            k = choice[0].layout.k
-        with step_line(show, f"build ({self.method}, d={d})") as line:
+            choose_budget(fx, fw, budget, opts.shrinkage, opts.dtype)
+        k = opts.k if choice is None else choice[0].layout.k
+        assert k is not None
+        with step_line(show, f"build ({opts.method}, d={d})") as line:
             if line is not None:
                 line(f"K={k}")
-            model = build(mx, mw, k, self.method, self._seed(), self.shrinkage,
+            model = build(mx, mw, k, opts.method, opts.seed, opts.shrinkage,
                           provenance=provenance, folds=(fx, fw) if n_folds else None,
                           progress=line)
-        self.model_ = quantized_model(model, self.dtype or "float32") if choice is None \
+        self.model_ = quantized_model(model, opts.dtype or "float32") if choice is None \
             else budgeted_model(model, budget or 0, *choice)
         self._set_fitted_attributes(self.model_)
         return self

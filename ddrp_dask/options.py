@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import OptionError
@@ -22,6 +23,9 @@ __all__ = [
     "ON_INVALID",
     "SHRINKAGE_NAMES",
     "SIDES",
+    "ChooseOptions",
+    "FitOptions",
+    "PassOptions",
     "by_rule",
     "check_block_rows",
     "check_bytes_per_row",
@@ -342,3 +346,148 @@ def check_bytes_per_row(bytes_per_row: Any, k: int | None, target: float | None,
         raise OptionError(f"--bytes-per-row must be an integer of at least 4 (one float32 "
                           f"column), got {bytes_per_row!r}")
     return int(bytes_per_row)
+
+
+# ---------------------------------------------------------------------------------------
+# the validated options a plan receives: checked once, here, by the functions above
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """The validated options of the passes over a job's sources (``PassOptions.check``).
+
+    Attributes
+    ----------
+    block_rows : int
+        Rows of one canonical block: one task, one output chunk, one leaf of the reduction.
+    seed : int
+        Seed of every random draw (the model's, and the blocks of ``stats_fraction``).
+    stats_fraction : float or "auto"
+        Share of the blocks pass 1 reads, in (0, 1]; ``"auto"``: a seeded sample of blocks
+        when a source has many more rows than the statistics need (``stats_blocks_needed``).
+    on_invalid : {"error", "skip"}
+        What a row with NaN, inf, a null or a wrong length does: fail the job, or be skipped.
+    """
+
+    block_rows: int
+    seed: int = 0
+    stats_fraction: float | str = 1.0
+    on_invalid: str = "error"
+
+    @classmethod
+    def check(cls, d: int, block_rows: int | None = None, seed: Any = 0,
+              stats_fraction: Any = 1.0, on_invalid: str = "error") -> PassOptions:
+        """The options as a user gave them, validated (``block_rows`` None: the default for
+        dimension ``d``)."""
+        return cls(check_block_rows(block_rows, d), check_seed(seed),
+                   check_fraction(stats_fraction), check_on_invalid(on_invalid))
+
+    @property
+    def skip(self) -> bool:
+        """Whether invalid rows are skipped (and listed) instead of failing the job."""
+        return self.on_invalid == "skip"
+
+
+@dataclass(frozen=True)
+class FitOptions(PassOptions):
+    """The validated options of ``fit`` and ``run`` (``FitOptions.check``): the passes', and
+    the build's. Exactly one of ``k``, ``target_rel_mse`` and ``bytes_per_row`` is set.
+
+    Attributes
+    ----------
+    method : str
+        One of ``METHODS``.
+    k : int or None
+        Stored columns per sketch, valid for ``method`` at the sources' d; None when K is
+        chosen after pass 1 for ``target_rel_mse``.
+    target_rel_mse : float or None
+        The target relative MSE K is chosen for after pass 1; else None.
+    bytes_per_row : int or None
+        The storage budget per row K and the layout are chosen for after pass 1; else None.
+    shrinkage : "auto", "oas" or float
+    format : {"zarr", "parquet"}
+        The format of ``run``'s sketches.
+    dtype : str or None
+        The sketches' storage layout, one of ``DTYPES``; None when the byte budget chooses it.
+    """
+
+    method: str = "auto"
+    k: int | None = None
+    target_rel_mse: float | None = None
+    shrinkage: float | str = "auto"
+    format: str = "zarr"
+    dtype: str | None = "float32"
+    bytes_per_row: int | None = None
+
+    def __post_init__(self) -> None:
+        if [self.k, self.target_rel_mse, self.bytes_per_row].count(None) != 2:
+            raise OptionError("give exactly one of K (-k), a target relative MSE "
+                              "(--target-rel-mse) and a byte budget (--bytes-per-row)")
+
+    @classmethod
+    def check(cls, d: int, block_rows: int | None = None, seed: Any = 0,
+              stats_fraction: Any = 1.0, on_invalid: str = "error", *, method: str = "auto",
+              k: int | None = None, target_rel_mse: float | None = None,
+              shrinkage: Any = "auto", format: str = "zarr", dtype: str | None = None,
+              bytes_per_row: int | None = None) -> FitOptions:
+        """The options as a user gave them, validated for sources of dimension ``d``
+        (``dtype`` None: float32, or with ``bytes_per_row`` the layout the budget chooses)."""
+        method = check_method(method)
+        budget = check_bytes_per_row(bytes_per_row, k, target_rel_mse, method)
+        k, target = (None, None) if budget else check_k_or_target(k, target_rel_mse)
+        if dtype is not None or budget is None:
+            dtype = check_dtype(dtype or "float32")
+        k = None if k is None else check_k(k, d, method)
+        seed, rows = check_seed(seed), check_block_rows(block_rows, d)
+        shrinkage = check_shrinkage(shrinkage)
+        return cls(rows, seed, check_fraction(stats_fraction), check_on_invalid(on_invalid),
+                   method, k, target, shrinkage, check_format(format), dtype, budget)
+
+    @property
+    def k_text(self) -> str:
+        """How K is set, in words: ``K=8``, or the rule that chooses it after pass 1."""
+        if self.bytes_per_row is not None:
+            return (f"K and layout with the smallest predicted MSE at {self.bytes_per_row} "
+                    f"bytes per row{'' if self.dtype is None else f' ({self.dtype})'}")
+        if self.k is not None:
+            return f"K={self.k}"
+        return f"K = smallest with predicted relative MSE <= {self.target_rel_mse:g}"
+
+    @property
+    def columns_text(self) -> str:
+        """The sketches' columns as a plan says them: ``8``, or ``K`` when chosen later."""
+        return "K" if self.k is None else str(self.k)
+
+    @property
+    def k_later(self) -> str:
+        """Where K comes from when it is chosen after pass 1 (else "")."""
+        if self.k is not None:
+            return ""
+        rule = f"--bytes-per-row {self.bytes_per_row}" if self.bytes_per_row is not None \
+            else f"--target-rel-mse {self.target_rel_mse:g}"
+        return f"K from {rule}, chosen after pass 1"
+
+
+@dataclass(frozen=True)
+class ChooseOptions(PassOptions):
+    """The validated options of ``ddrp plan`` (``ChooseOptions.check``): the passes', the
+    target relative MSE, the methods compared, the shrinkage and a byte budget to compare
+    ``auto``'s storage layouts at (None: no such comparison)."""
+
+    target_rel_mse: float = 0.01
+    methods: tuple[str, ...] = METHODS
+    shrinkage: float | str = "auto"
+    bytes_per_row: int | None = None
+
+    @classmethod
+    def check(cls, d: int, block_rows: int | None = None, seed: Any = 0,
+              stats_fraction: Any = 1.0, on_invalid: str = "error", *,
+              target_rel_mse: Any = 0.01, methods: Sequence[str] | str | None = None,
+              shrinkage: Any = "auto", bytes_per_row: int | None = None) -> ChooseOptions:
+        """The options as a user gave them, validated for sources of dimension ``d``."""
+        passes = PassOptions.check(d, block_rows, seed, stats_fraction, on_invalid)
+        return cls(passes.block_rows, passes.seed, passes.stats_fraction, passes.on_invalid,
+                   check_target(target_rel_mse),
+                   tuple(check_methods(methods if methods is not None else list(METHODS))),
+                   check_shrinkage(shrinkage),
+                   check_bytes_per_row(bytes_per_row, None, None, "auto"))

@@ -133,6 +133,50 @@ def test_every_command_is_a_job_module() -> None:
     assert set(cli.commands) <= {"fit", "run", "project", "plan", "evaluate", "matmul"}
 
 
+def _plan_classes(sources: dict[str, str]) -> dict[str, list[str]]:
+    """Every class named ``*Plan`` in the given module texts, and the names of its bases
+    (``SourcePlan[SketchModel]`` counts as ``SourcePlan``)."""
+    found: dict[str, list[str]] = {}
+    for text in sources.values():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Plan"):
+                bases = [b.value if isinstance(b, ast.Subscript) else b for b in node.bases]
+                found[node.name] = [b.id if isinstance(b, ast.Name) else
+                                    b.attr if isinstance(b, ast.Attribute) else "?"
+                                    for b in bases]
+    return found
+
+
+def _not_from_plan(sources: dict[str, str]) -> list[str]:
+    """The ``*Plan`` classes of ``sources`` that do not derive from the one ``Plan``."""
+    classes = _plan_classes(sources)
+
+    def derives(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        return name == "Plan" or (name in classes and name not in seen and any(
+            derives(b, seen | {name}) for b in classes[name]))
+
+    return sorted(name for name in classes if name != "Plan" and not derives(name))
+
+
+def test_every_commands_plan_derives_from_the_one_plan_base() -> None:
+    """One job protocol: ``str(plan)`` is ``--dry-run``, ``plan.execute()`` runs it."""
+    sources = {f.stem: f.read_text() for f in (LIB / "jobs").glob("*.py")}
+    classes = _plan_classes(sources)
+    assert {"FitPlan", "RunPlan", "ProjectPlan", "StatsPlan", "ChoosePlan", "EvaluatePlan",
+            "MatmulPlan", "PriorPlan"} <= set(classes)
+    assert _not_from_plan(sources) == []
+
+
+def test_the_one_plan_rule_catches_a_plan_of_its_own() -> None:
+    """A control: matmul's plan as it was, a dataclass deriving from nothing."""
+    old_matmul = ("from dataclasses import dataclass\n\n\n@dataclass(frozen=True)\n"
+                  "class MatmulPlan:\n    x: int\n")
+    base = "class Plan:\n    pass\n\n\nclass SourcePlan(Plan):\n    pass\n"
+    fit = "class FitPlan(SourcePlan):\n    pass\n"
+    assert _not_from_plan({"base": base, "fit": fit, "matmul": old_matmul}) == ["MatmulPlan"]
+    assert _not_from_plan({"base": base, "fit": fit}) == []
+
+
 def test_the_rules_catch_todays_kind_of_violation(tmp_path: Path) -> None:
     """A control: a maths module that reads Zarr, and a reader imported outside the registry,
     are both reported."""

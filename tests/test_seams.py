@@ -71,12 +71,12 @@ def test_resume_of_a_complete_output_with_another_k_is_refused_before_pass_1(
     out = tmp_path / "o.zarr"
     assert _run(out, *pair, "-k", "4")[0] == 0
     before = zarr.open_group(str(out), mode="r")["x"][...].tobytes()
-    from ddrp_dask.jobs import fit
+    from ddrp_dask.jobs import base  # every plan's pass 1 (SourcePlan.statistics)
 
     def no_pass(*args: object, **kwargs: object) -> None:
         raise AssertionError("a pass ran")
 
-    monkeypatch.setattr(fit, "moments", no_pass)
+    monkeypatch.setattr(base, "moments", no_pass)
     code, _, stderr = _run(out, *pair, "-k", "6", "--resume")
     assert code == 2
     assert "the output was made with K=4; this run asks for K=6" in stderr

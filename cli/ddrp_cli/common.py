@@ -9,8 +9,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -18,10 +19,14 @@ import ddrp_dask
 from ddrp_dask.errors import DdrpError, OutputError
 from ddrp_dask.graph.compute import SCHEDULER_NAMES, THREADS_BELOW_BYTES, local_scheduler
 from ddrp_dask.io.lifecycle import output_facts, output_state
+from ddrp_dask.jobs.base import OnModel, Plan
+from ddrp_dask.jobs.fit import FitPlan
+from ddrp_dask.jobs.project import ProjectPlan
 from ddrp_dask.options import METHODS, not_smaller_than_raw, storage_ratio
 from ddrp_dask.report import format_report, report_dict
 
 F = Callable[..., Any]
+R = TypeVar("R")
 
 
 def _options(*decorators: F) -> F:
@@ -125,13 +130,30 @@ execution_options = _options(
 --strict-chunks."""
 
 
-def scheduler_context(scheduler: str | None, workers: int | None, threads_per_worker: int,
-                      memory_limit: str, quiet: bool, *, job_bytes: int) -> Any:
-    """What a job's ``execute`` takes as ``scheduler``, as a context (``--scheduler``,
-    ``--workers``, ...; ``job_bytes``: the input's size, which the default follows, so every
-    command must give it; see ``ddrp_dask.graph.compute.local_scheduler``)."""
-    return local_scheduler(scheduler, workers, threads_per_worker, memory_limit,
-                           say=None if quiet else say, job_bytes=job_bytes)
+@dataclass(frozen=True)
+class SchedulerOptions:
+    """``--scheduler``, ``--workers``, ``--threads-per-worker``, ``--memory-limit``: where a
+    command's job runs (``ddrp_dask.graph.compute.local_scheduler``)."""
+
+    scheduler: str | None
+    workers: int | None
+    threads_per_worker: int
+    memory_limit: str
+
+
+def run_job(plan: Plan[R], dry_run: bool, quiet: bool, sched: SchedulerOptions,
+            on_model: OnModel | None = None) -> R | None:
+    """The one way a command runs its plan: print it (``--dry-run``; returns None), or
+    execute it on the scheduler the options name, sized by the plan's input (the default
+    follows it), with progress on a terminal unless ``--quiet``; returns the job's
+    result."""
+    if dry_run:
+        click.echo(str(plan))
+        return None
+    with local_scheduler(sched.scheduler, sched.workers, sched.threads_per_worker,
+                         sched.memory_limit, say=None if quiet else say,
+                         job_bytes=plan.input_bytes()) as scheduler:
+        return plan.execute(scheduler, show_progress(quiet), on_model)
 
 
 def show_progress(quiet: bool) -> bool:
@@ -144,31 +166,28 @@ def say(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def run_plan(plan: Any, dry_run: bool, quiet: bool, sched: dict[str, Any],
-             show_report: bool, report_path: str | None = None) -> None:
-    """Print the plan (dry run) or execute it; ``sched``: the scheduler options
-    (scheduler, workers, threads_per_worker, memory_limit); ``report_path``: the build
-    report as JSON (``--report``)."""
+def run_plan(plan: FitPlan | ProjectPlan, dry_run: bool, quiet: bool,
+             sched: SchedulerOptions, show_report: bool,
+             report_path: str | None = None) -> None:
+    """Run a plan that writes a model or sketches (fit, run, project) with ``run_job``;
+    ``report_path``: the build report as JSON (``--report``)."""
     if report_path is not None:
         check_report_file(report_path, [str(s.path) for s in plan.sources.values()],
                           plan.overwrite)
-    k_given = plan.command in ("fit", "run") and plan.target_rel_mse is None
-    if k_given:
+    fitting = isinstance(plan, FitPlan)
+    if fitting and plan.k is not None:
         warn_storage(plan.k, plan.d)
-    if dry_run:
-        click.echo(str(plan))
-        return
-    progress = show_progress(quiet)
-    done_before = bool(getattr(plan, "resume", False)) and output_state(plan.out) == "complete"
+    done_before = not dry_run and plan.resume and output_state(plan.out) == "complete"
 
     def on_model(model: ddrp_dask.SketchModel) -> None:
-        if plan.command in ("fit", "run") and not k_given:  # K chosen after pass 1
+        if fitting and plan.k is None:  # K chosen after pass 1
             warn_storage(model.k, model.d)
         if show_report:
             click.echo(format_report(model))
 
-    with scheduler_context(**sched, quiet=quiet, job_bytes=plan.input_bytes()) as scheduler:
-        model = plan.execute(scheduler=scheduler, progress=progress, on_model=on_model)
+    model = run_job(plan, dry_run, quiet, sched, on_model)
+    if model is None:  # --dry-run
+        return
     write_json(report_path, report_dict(model))
     if plan.command != "fit" and plan.skip:
         _report_skipped(plan)

@@ -13,7 +13,7 @@ from ddrp_dask.jobs.project import plan_project
 from ddrp_dask.jobs.run import plan_run
 from ddrp_dask.options import DTYPES
 
-from .common import execution_options, guard, run_plan, source_options
+from .common import SchedulerOptions, execution_options, guard, run_plan, source_options
 
 _prior_options = (
     click.option("--w-from-labels", "labels", default=None,
@@ -69,12 +69,6 @@ def dtype_option(f: Any) -> Any:
     return f
 
 
-def _sched(scheduler: str | None, workers: int | None, threads_per_worker: int,
-           memory_limit: str) -> dict[str, Any]:
-    return {"scheduler": scheduler, "workers": workers,
-            "threads_per_worker": threads_per_worker, "memory_limit": memory_limit}
-
-
 @click.command()
 @source_options
 @prior_options
@@ -101,8 +95,9 @@ def fit(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     overwrite=overwrite, resume=resume, stats_fraction=stats_fraction,
                     on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior,
                     strict_chunks=strict_chunks, dtype=dtype, bytes_per_row=bytes_per_row)
-    run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
-                                          memory_limit), show_report=True,
+    run_plan(plan, dry_run, quiet,
+             SchedulerOptions(scheduler, workers, threads_per_worker, memory_limit),
+             show_report=True,
              report_path=report_path)
 
 
@@ -137,8 +132,9 @@ def run(x: str, w: str | None, x_columns: str | None, w_columns: str | None, k: 
                     x_id_column=x_id_column, w_id_column=w_id_column, format=fmt,
                     on_invalid=on_invalid, target_rel_mse=target_rel_mse, prior=prior,
                     strict_chunks=strict_chunks, dtype=dtype, bytes_per_row=bytes_per_row)
-    run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
-                                          memory_limit), show_report=True,
+    run_plan(plan, dry_run, quiet,
+             SchedulerOptions(scheduler, workers, threads_per_worker, memory_limit),
+             show_report=True,
              report_path=report_path)
 
 
@@ -162,5 +158,6 @@ def project(model: str, side: str, input_path: str, columns: str | None,
     plan = plan_project(model, side, input_path, out, columns=columns, block_rows=block_rows,
                         overwrite=overwrite, resume=resume, id_column=id_column, format=fmt,
                         on_invalid=on_invalid, strict_chunks=strict_chunks)
-    run_plan(plan, dry_run, quiet, _sched(scheduler, workers, threads_per_worker,
-                                          memory_limit), show_report=False)
+    run_plan(plan, dry_run, quiet,
+             SchedulerOptions(scheduler, workers, threads_per_worker, memory_limit),
+             show_report=False)

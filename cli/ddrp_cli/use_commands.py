@@ -6,7 +6,7 @@ import click
 
 from ddrp_dask.errors import require_extra
 from ddrp_dask.io.lifecycle import output_state
-from ddrp_dask.jobs.evaluate import evaluate_model, plan_evaluate
+from ddrp_dask.jobs.evaluate import plan_evaluate
 from ddrp_dask.jobs.matmul import plan_matmul
 from ddrp_dask.jobs.plan import plan_choose
 from ddrp_dask.options import METHODS
@@ -14,13 +14,13 @@ from ddrp_dask.plot import plot_mse_curve
 from ddrp_dask.report import format_bytes_table, format_evaluation, format_k_table
 
 from .common import (
+    SchedulerOptions,
     check_report_file,
     column_options,
     guard,
+    run_job,
     run_options,
     say,
-    scheduler_context,
-    show_progress,
     write_json,
 )
 
@@ -57,14 +57,10 @@ def matmul(x_sketch: str, w_sketch: str, out: str, top: int | None, per: str, fm
     plan = plan_matmul(x_sketch, w_sketch, out, top=top, block_rows=block_rows,
                        block_cols=block_cols, overwrite=overwrite, per=per, format=fmt,
                        resume=resume)
-    if dry_run:
-        click.echo(str(plan))
-        return
-    done_before = resume and output_state(plan.out) == "complete"
-    with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
-                           quiet, job_bytes=plan.input_bytes()) as client:
-        plan.execute(client, show_progress(quiet))
-    if not quiet:
+    done_before = not dry_run and resume and output_state(plan.out) == "complete"
+    run_job(plan, dry_run, quiet,
+            SchedulerOptions(scheduler, workers, threads_per_worker, memory_limit))
+    if not (dry_run or quiet):
         say(f"{plan.out} was already complete (--resume): nothing written to it"
             if done_before else f"wrote {plan.out}")
 
@@ -96,12 +92,10 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
                          seeds=seeds, x_columns=x_columns, w_columns=w_columns,
                          block_rows=block_rows)
     check_report_file(json_path, [x, w, model], overwrite)
-    if dry_run:
-        click.echo(str(plan))
+    result = run_job(plan, dry_run, quiet,
+                     SchedulerOptions(scheduler, workers, threads_per_worker, memory_limit))
+    if result is None:  # --dry-run
         return
-    with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
-                           quiet, job_bytes=plan.input_bytes()) as client:
-        result = evaluate_model(plan, scheduler=client, progress=show_progress(quiet))
     click.echo(format_evaluation(result))
     write_json(json_path, result)
 
@@ -145,12 +139,10 @@ def plan_command(x: str, w: str, x_columns: str | None, w_columns: str | None,
                        block_rows, stats_fraction, seed, written, bytes_per_row)
     for path in (plot, json_path):
         check_report_file(path, [x, w], overwrite)
-    if dry_run:
-        click.echo(str(plan))
+    report = run_job(plan, dry_run, quiet,
+                     SchedulerOptions(scheduler, workers, threads_per_worker, memory_limit))
+    if report is None:  # --dry-run
         return
-    with scheduler_context(scheduler, workers, threads_per_worker, memory_limit,
-                           quiet, job_bytes=plan.input_bytes()) as client:
-        report = plan.choose(client, show_progress(quiet))
     click.echo(format_k_table(report))
     if "bytes" in report:
         click.echo(format_bytes_table(report["bytes"]))

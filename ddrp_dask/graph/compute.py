@@ -24,6 +24,7 @@ import dask.base
 from ..errors import DdrpError, OptionError, RunError
 from ..maths.blas import one_blas_thread
 from .progress import Ticker
+from .scheduler import SchedulerLike, resolve
 
 __all__ = ["FAN_IN", "ROW_KEY_TOP", "TaskFailed", "check_memory", "check_visible", "client_of",
            "compute", "default_scheduler", "describe_key", "key_round", "local_scheduler",
@@ -157,20 +158,10 @@ def dask_version() -> str:
     return str(dask.__version__)
 
 
-def client_of(scheduler: Any) -> Any:
-    """The distributed Client to use: the one given, or (for None) the active one, if any."""
-    from distributed import Client
-
-    if isinstance(scheduler, Client):
-        return scheduler
-    if scheduler is None:
-        try:
-            from distributed import get_client
-
-            return get_client()
-        except ValueError:
-            return None
-    return None
+def client_of(scheduler: SchedulerLike) -> Any:
+    """The distributed Client to use: the one given, or (for None) the active one, if any
+    (``graph.scheduler.resolve``)."""
+    return resolve(scheduler).client
 
 
 def _missing_paths(paths: list[str]) -> list[str]:
@@ -178,7 +169,7 @@ def _missing_paths(paths: list[str]) -> list[str]:
     return [p for p in paths if not os.path.exists(p)]
 
 
-def check_visible(paths: Sequence[str], scheduler: Any) -> None:
+def check_visible(paths: Sequence[str], scheduler: SchedulerLike) -> None:
     """Fail early when a worker of the cluster cannot see one of the local ``paths`` (e.g. a
     laptop path given to a remote cluster); URLs are left to the workers."""
     client = client_of(scheduler)
@@ -196,7 +187,7 @@ def check_visible(paths: Sequence[str], scheduler: Any) -> None:
             )
 
 
-def check_memory(need: int, block_rows: int, scheduler: Any) -> None:
+def check_memory(need: int, block_rows: int, scheduler: SchedulerLike) -> None:
     """Refuse, before any work, blocks that would not fit the workers' memory: a task holds
     about ``need`` bytes and a worker runs one task per thread."""
     client = client_of(scheduler)
@@ -220,7 +211,7 @@ def check_memory(need: int, block_rows: int, scheduler: Any) -> None:
             )
 
 
-def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
+def compute(objs: Sequence[Any], scheduler: SchedulerLike, progress: bool, label: str,
             units: Sequence[Any] = (), unit: str = "blocks") -> list[Any]:
     """One compute of ``objs`` on ``scheduler`` (a name, a Client or None).
 
@@ -228,7 +219,8 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
     default ``objs``) done of all, with elapsed and remaining time, the same on every
     scheduler; ``unit`` names what they are (pass 2 into Parquet writes ``"files"``).
     """
-    client = client_of(scheduler)
+    sched = resolve(scheduler)
+    client = sched.client
     if client is not None:
         futures = client.compute([*objs, *units]) if progress else client.compute(list(objs))
         outputs, units_f = futures[:len(objs)], futures[len(objs):]
@@ -247,8 +239,8 @@ def compute(objs: Sequence[Any], scheduler: Any, progress: bool, label: str,
     with one_blas_thread():
         if progress:
             with _LocalProgress(label, unit, {u.key for u in (units or objs)}):
-                return list(dask.compute(*objs, scheduler=scheduler))
-        return list(dask.compute(*objs, scheduler=scheduler))
+                return list(dask.compute(*objs, scheduler=sched.name))
+        return list(dask.compute(*objs, scheduler=sched.name))
 
 
 def format_progress(label: str, done: int, total: int, elapsed: float,
@@ -386,7 +378,7 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
         n = workers or max(1, (os.cpu_count() or 1) // threads_per_worker)
         # huge pages for malloc in the worker processes (read by glibc at start, ignored
         # elsewhere): every task allocates block-sized arrays, and faulting them in 4 KiB
-        # pages cost ~15 % of a run here (benchmarks/perf.py, "+thp")
+        # pages cost ~15 % of a run here (benchmarks/vs_libraries.py, "+thp")
         environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
         environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
         with contextlib.ExitStack() as stack, _quiet_interrupt():

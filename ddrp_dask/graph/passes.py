@@ -15,7 +15,7 @@ Every task opens its input itself: the client ships only small descriptions and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from ..io import lifecycle, writer
 from ..io.codes import block_arrays
 from ..io.partials import PartialSums
-from ..io.source import Given, Source, invalid_mode, locating, read_valid, sketch_rows
+from ..io.source import Given, Source, locating
 from ..maths.blas import one_blas_thread
 from ..maths.folds import merge_folds, moments_by_fold, pieces_fold_moments
 from ..maths.model import SideMap
@@ -33,6 +33,7 @@ from ..maths.stats import Moments, block_moments, merge_moments
 from .compute import delayed, row_order, task
 from .reads import shared_reads
 from .rounds import compute_rounds
+from .rows import invalid_mode, read_valid, sketch_rows
 
 __all__ = ["moments", "project_parquet", "project_zarr"]
 
@@ -96,6 +97,23 @@ def _project_task(src: Source, start: int, stop: int, side: str, side_map: SideM
         writer.write_rows(f"{out}/{ids_array}", slice(start, stop), src.read_ids(start, stop))
     lifecycle.mark_done(out, array, block, 2 if bad.size else 1)
     return stop - start
+
+
+def _parquet_task(src: Source, ranges: list[tuple[int, int]], side: str, side_map: SideMap,
+                  target: str, k: int, skip: bool, given: Given,
+                  storage: Storage | None = None) -> list[int]:
+    """Sketch ``ranges`` of ``src`` (one row group each) into the Parquet file ``target``
+    (``io.writer.write_file``); returns the skipped rows."""
+    where = f"{side} input {src.path}"
+
+    def blocks() -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        for start, stop in ranges:  # one row group at a time: memory bounded by one
+            mine = [g for g in given if start <= g[0] < stop]
+            sketch, bad = sketch_rows(src, start, stop, side_map, where, skip, mine)
+            yield start, stop, sketch, bad
+
+    with one_blas_thread():
+        return writer.write_file(src, side, blocks(), target, k, storage)
 
 
 Node = tuple[str, int, int, int]
@@ -245,7 +263,7 @@ def project_parquet(jobs: Callable[[], ParquetJobs], skip: bool, scheduler: Any,
                     progress: bool, storage: Storage | None = None) -> None:
     """Pass 2 into Parquet: ``jobs()`` gives, for every side, ``(side, source, map, K,
     [(file, ranges), ...])`` of its files not written yet, one task each
-    (``io.writer.write_file``; a quantized layout with ``storage``); asked again when a
+    (``_parquet_task``; a quantized layout with ``storage``); asked again when a
     round is resubmitted."""
     def build() -> tuple[list[Any], list[Any]]:
         leaves = []
@@ -254,7 +272,7 @@ def project_parquet(jobs: Callable[[], ParquetJobs], skip: bool, scheduler: Any,
             # a file's row ranges are contiguous: its span stands for them
             shared = _shared(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip,
                              scheduler, "pass 2")
-            leaves += [task(writer.write_file, src, ranges, side, lazy_map, target, k, skip,
+            leaves += [task(_parquet_task, src, ranges, side, lazy_map, target, k, skip,
                             given, storage, order=_row_order(side, ranges[0][0]),
                             what=f"output file {target} ({side} rows {ranges[0][0]}.."
                                  f"{ranges[-1][1]} of {src.path})")

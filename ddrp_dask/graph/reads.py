@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..io.source import Source
-from .compute import client_of, row_order, task
+from .compute import row_order, task
+from .scheduler import SchedulerLike, resolve
 
 __all__ = ["shared_reads"]
 
@@ -71,7 +72,7 @@ def _shared_chunks(src: Source, live: Sequence[tuple[int, int, int]]
 
 
 def shared_reads(src: Source, ranges: Ranges, invalid: str, order: str, label: str,
-                 scheduler: Any) -> list[list[tuple[int, Any]]]:
+                 scheduler: SchedulerLike) -> list[list[tuple[int, Any]]]:
     """Per range of ``ranges`` (disjoint, any order): the ``given`` pieces of it, as delayed
     ``(first row, rows)``, of the chunks of ``src`` it shares with another range, each
     chunk decoded once by a task of its own (``Source.chunk_spans``; nothing for a format
@@ -82,7 +83,7 @@ def shared_reads(src: Source, ranges: Ranges, invalid: str, order: str, label: s
     keeps them apart from another compute's."""
     given: list[list[tuple[int, Any]]] = [[] for _ in ranges]
     live = sorted((a, b, j) for j, (a, b) in enumerate(ranges) if b > a)
-    if client_of(scheduler) is None or len(live) < 2:
+    if not resolve(scheduler).distributed or len(live) < 2:
         return given
     for r0, r1, users in _shared_chunks(src, live):
         cuts = tuple((max(r0, live[p][0]), min(r1, live[p][1])) for p in users)

@@ -17,6 +17,7 @@ from ..maths.project import check_finite, project_block
 from ..maths.topn import merge_top_n, top_n_products
 from .compute import compute, delayed, row_order, task, tree_reduce
 from .reads import shared_reads
+from .scheduler import Scheduler
 
 __all__ = ["gather_rows", "matmul_product", "matmul_top", "top_n_by_method"]
 
@@ -69,7 +70,7 @@ def _write_top_task(part: tuple[np.ndarray, np.ndarray], layout: writer.TopLayou
 
 
 def matmul_product(x: Source, w: Source, tiles: Sequence[tuple[int, Range, Range]],
-                   out: str, scheduler: Any, progress: bool) -> None:
+                   out: str, scheduler: Scheduler, progress: bool) -> None:
     """Write the tiles ``(flag, rows, cols)``, ``S[rows] @ T[cols].T``, into ``out/product``:
     one task per tile, which then sets its flag (``lifecycle.mark_done``)."""
     tasks = [task(_product_task, x, w, r, c, out, flag) for flag, r, c in tiles]
@@ -77,7 +78,7 @@ def matmul_product(x: Source, w: Source, tiles: Sequence[tuple[int, Range, Range
 
 
 def matmul_top(a: Source, b: Source, rows: Sequence[tuple[int, Range]], cols: Sequence[Range],
-               layout: writer.TopLayout, scheduler: Any, progress: bool) -> None:
+               layout: writer.TopLayout, scheduler: Scheduler, progress: bool) -> None:
     """Write the exact top N rows of ``b`` for every row of ``a`` (the side searched from),
     for the row blocks ``rows`` (``(block, range)``): tiles' top-N merged per row block in
     the fixed tree, then one write task per row block (``layout.write``)."""
@@ -137,7 +138,7 @@ def _merge_named(parts: Sequence[dict[str, tuple[np.ndarray, np.ndarray]]],
 
 
 def gather_rows(wanted: Mapping[str, tuple[Source, np.ndarray]], block_rows: int,
-                scheduler: Any, progress: bool) -> dict[str, np.ndarray]:
+                scheduler: Scheduler, progress: bool) -> dict[str, np.ndarray]:
     """The wanted rows (sorted, distinct) of each side's source, in one compute."""
     graphs = [_gather(src, rows, block_rows, f"--{side}")
               for side, (src, rows) in wanted.items()]
@@ -152,7 +153,8 @@ def gather_rows(wanted: Mapping[str, tuple[Source, np.ndarray]], block_rows: int
 
 def top_n_by_method(w: Source, block_rows: int, queries: np.ndarray,
                     sketches: dict[str, np.ndarray], maps: dict[str, SideMap], n: int,
-                    scheduler: Any, progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                    scheduler: Scheduler, progress: bool
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Top-``n`` W rows of the query rows, exactly (``"exact"``) and by each method's
     sketches, over every block of ``w``."""
     q, lazy_sketches, lazy_maps = delayed(queries), delayed(sketches), delayed(maps)

@@ -23,12 +23,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DdrpError, InputError, InvalidValueError
-from ..maths.model import SideMap
-from ..maths.project import check_finite, project_pieces, sketch_valid
 from .common import working_dtype
 
-__all__ = ["Given", "Source", "invalid_mode", "locating", "read_valid", "sketch_rows",
-           "split_given"]
+__all__ = ["Given", "Source", "locating", "split_given"]
 
 #: Rows decoded elsewhere, handed to a read: ``(first row, rows)`` pieces in row order. On a
 #: cluster a pass decodes a chunk shared by two blocks once and gives each block its part
@@ -216,7 +213,6 @@ class Source:
         return ""
 
 
-
 def split_given(start: int, stop: int, given: Given
                 ) -> list[tuple[int, int, np.ndarray | None]]:
     """Rows ``start:stop`` as ``(start, stop, piece)`` segments in row order: the ``given``
@@ -239,47 +235,6 @@ def split_given(start: int, stop: int, given: Given
     if at < stop or not out:
         out.append((at, stop, None))
     return out
-
-
-def read_valid(src: Source, start: int, stop: int, where: str, skip: bool,
-               check: bool = True, given: Given = ()
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Rows ``start:stop``, the in-block indices of invalid ones (NaN, inf, null, wrong
-    length) — an error naming the row, or with ``skip`` an index list (the rows are NaN) —
-    and the block's float64 column sums when every row is valid (else None).
-
-    ``check=False`` (without ``skip``) leaves NaN and inf to the caller and returns no sums:
-    ``maths.project.project_block`` finds them afterwards, through the non-finite sketches
-    they make, and raises the same error; this saves a pass over the block.
-    """
-    block = src.read_rows(start, stop, invalid_mode(skip), given)
-    none = np.zeros(0, dtype=np.int64)
-    if not skip:
-        with locating(src):
-            return block, none, check_finite(block, where, start) if check else None
-    colsum = np.asarray(np.sum(block, axis=0, dtype=np.float64))
-    if np.isfinite(colsum).all():
-        return block, none, colsum
-    return block, np.flatnonzero(~np.isfinite(block).all(axis=1)), None
-
-
-def invalid_mode(skip: bool) -> str:
-    """``Source.read_rows``'s ``invalid`` for a pass that skips invalid rows or not."""
-    return "nan" if skip else "error"
-
-
-def sketch_rows(src: Source, start: int, stop: int, side_map: SideMap, where: str,
-                skip: bool, given: Given = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 2's sketches of rows ``start:stop`` (float32, NaN rows for skipped ones) and the
-    in-block indices of the skipped rows. Without ``skip`` the rows are read as pieces
-    (``Source.read_pieces``) and NaN or inf is found through the sketches it makes."""
-    with locating(src):
-        if skip:
-            rows, bad, _ = read_valid(src, start, stop, where, skip, check=False, given=given)
-            return sketch_valid(rows, bad, side_map, where, start,
-                                overwrite_input=rows.flags.writeable), bad
-        return (project_pieces(src.read_pieces(start, stop, given), side_map, where, start),
-                np.zeros(0, dtype=np.int64))
 
 
 @contextlib.contextmanager

@@ -20,18 +20,16 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..maths.blas import one_blas_thread
-from ..maths.model import SideMap
 from ..maths.quantize import Layout, layout_facts
 from .codes import LAYOUT_KEY, parquet_columns
 from .common import filesystem
-from .source import Given, Source, sketch_rows
+from .source import Source
 
 __all__ = ["ArraySpec", "TopLayout", "consolidate", "create_array", "file_jobs",
            "float_compressors", "ids_at", "ids_kind", "skipped_of", "write_file",
@@ -47,26 +45,27 @@ def file_jobs(src: Source, out_dir: str, block_rows: int) -> Jobs:
             for rel, ranges in src.output_files(block_rows)]
 
 
-def write_file(src: Source, ranges: list[tuple[int, int]], side: str, side_map: SideMap,
-               target: str, k: int, skip: bool = False, given: Given = (),
+#: Sketched rows handed to ``write_file``: ``(start, stop, sketch, bad)`` per row group.
+Blocks = Iterable[tuple[int, int, np.ndarray, np.ndarray]]
+
+
+def write_file(src: Source, side: str, blocks: Blocks, target: str, k: int,
                storage: tuple[Layout, int] | None = None) -> list[int]:
-    """Sketch ``ranges`` of ``src`` into the Parquet file ``target`` (written under a
-    temporary name, then renamed); with ``skip``, invalid rows are left out. ``given``: rows
-    of the ranges decoded elsewhere (``Source.read_rows``). ``storage``: a quantized
-    layout and the model's seed (``io.codes.parquet_columns``). Returns the skipped rows
-    (also kept in the file's metadata, for a resumed job)."""
+    """Write the sketches of ``src``'s rows (side ``side``) into the Parquet file ``target``
+    (under a temporary name, then renamed): ``blocks`` yields ``(start, stop, sketch, bad)``
+    for each row group in turn (``bad``: in-block indices of skipped rows, left out), so
+    memory holds one row group. ``storage``: a quantized layout and the model's seed
+    (``io.codes.parquet_columns``). Returns the skipped rows (also kept in the file's
+    metadata, for a resumed job)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     key = src.output_key()
     skipped: list[int] = []
-    where = f"{side} input {src.path}"
     writer = None
     layout, seed = storage or (Layout.of("float32", k), 0)
-    with one_blas_thread(), _whole_file(target) as fh:
-        for start, stop in ranges:  # one row group at a time: memory bounded by one
-            mine = [g for g in given if start <= g[0] < stop]
-            sketch, bad = sketch_rows(src, start, stop, side_map, where, skip, mine)
+    with _whole_file(target) as fh:
+        for start, stop, sketch, bad in blocks:
             keep = np.setdiff1d(np.arange(stop - start), bad)
             keys = src.read_ids(start, stop) if key == src.id_column else np.arange(start, stop)
             table = pa.table({key: keys[keep], **parquet_columns(

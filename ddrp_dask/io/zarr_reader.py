@@ -14,9 +14,9 @@ another fresh buffer and copies that into the result, so a 64 MB chunk costs thr
 allocations. glibc serves each from ``mmap`` and the page faults of the three cost more
 than the zstd decoding itself. The direct reader maps each chunk file and decodes it
 straight into the rows of the result (a numpy array, which asks for huge pages), in about
-half the time (``benchmarks/RESULTS.md``, ``benchmarks/perf.py`` section limits). A chunk
-file must not be truncated while a job reads it (a map of a shrunk file faults, as for any
-memory map).
+half the time (``benchmarks/RESULTS.md``, ``benchmarks/vs_libraries.py`` section limits). A
+chunk file must not be truncated while a job reads it (a map of a shrunk file faults, as for
+any memory map).
 
 It is used only where it is exactly equivalent (``direct_layout``): an array in a local
 store, a regular grid of row chunks spanning every column, the block's own dtype

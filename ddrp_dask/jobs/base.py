@@ -1,59 +1,121 @@
-"""What every job that reads sources shares: the canonical blocks, the blocks pass 1 reads,
-the plan's text and its provenance.
+"""The one job protocol, and what every job that reads sources shares.
 
-A plan is frozen, reads only metadata and writes nothing; ``str(plan)`` is ``--dry-run``'s
-output and ``plan.execute()`` runs it (rechunker's plan-then-execute).
+Every command's plan derives from ``Plan``: it is frozen, reads only metadata and writes
+nothing; ``str(plan)`` is ``--dry-run``'s output and ``plan.execute(scheduler, progress,
+on_model)`` runs it (rechunker's plan-then-execute), resolving the scheduler once
+(``graph.scheduler.resolve``). ``SourcePlan`` is the plan of a job over sources cut into
+canonical row blocks (fit, run, project, plan and its pass 1 alone).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from ..graph import compute as graph
+from ..graph.passes import moments
+from ..graph.scheduler import Scheduler, SchedulerLike, resolve
 from ..io.source import Source
-from ..options import by_rule, stats_blocks_needed, stats_rows
+from ..maths.model import SketchModel
+from ..options import PassOptions, by_rule, stats_blocks_needed, stats_rows
 
-__all__ = ["Plan", "block_ranges", "versions"]
+__all__ = ["OnModel", "Plan", "SourcePlan", "block_ranges", "versions"]
+
+#: Called with the model a job fitted or uses, as soon as it has it (before pass 2).
+OnModel = Callable[[SketchModel], None]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(ABC, Generic[R]):
+    """A validated job: ``str(plan)`` says what it will read, do and write (``--dry-run``),
+    ``plan.execute()`` does it and returns the job's result ``R``."""
+
+    #: The command's name, as recorded in outputs' provenance.
+    command: ClassVar[str] = ""
+
+    @abstractmethod
+    def __str__(self) -> str:
+        """The plan in words: inputs, passes, outputs (what ``--dry-run`` prints)."""
+
+    @abstractmethod
+    def input_bytes(self) -> int:
+        """Bytes of the inputs the job reads (what the default scheduler follows:
+        ``graph.compute.default_scheduler``)."""
+
+    @abstractmethod
+    def _run(self, scheduler: Scheduler, progress: bool, on_model: OnModel | None) -> R:
+        """The job, on the ``scheduler`` ``execute`` resolved."""
+
+    def execute(self, scheduler: SchedulerLike = None, progress: bool = False,
+                on_model: OnModel | None = None) -> R:
+        """Run the plan.
+
+        Parameters
+        ----------
+        scheduler : str, distributed.Client, Scheduler or None, default=None
+            A Dask scheduler name ("threads", "sync", "processes"), a Client, or None for
+            the active client or Dask's default; resolved once, here.
+        progress : bool, default=False
+            A progress line per pass on stderr.
+        on_model : callable, optional
+            Called with the model the job fits or uses as soon as it has it (before pass 2),
+            e.g. to print its report; jobs without a model never call it.
+
+        Returns
+        -------
+        The job's result: the model (fit, run, project), the statistics (pass 1 alone), a
+        report (plan, evaluate), the path written (the W prior) or None (matmul).
+        """
+        return self._run(resolve(scheduler), progress, on_model)
+
+
+@dataclass(frozen=True)
+class SourcePlan(Plan[R]):
     """A validated job over one or two sources, cut into canonical row blocks.
 
     Attributes
     ----------
     sources : dict of str to Source
         ``{"x": ..., "w": ...}`` (fit, run, stats) or ``{side: ...}`` (project).
-    block_rows : int
-        Rows of one canonical block: one task, one output chunk, one leaf of the reduction.
-    seed : int
-        Seed of every random draw (the model's, and the blocks of ``stats_fraction``).
-    stats_fraction : float or "auto"
-        Share of the blocks pass 1 reads; ``"auto"``: per source, a seeded sample of blocks
-        spread over it when it has many more rows than the statistics need
-        (``options.stats_blocks_needed``), else all.
-    on_invalid : {"error", "skip"}
-        What a row with NaN, inf, a null or a wrong length does: fail the job, or be skipped.
+    options : PassOptions
+        The validated options (``options.PassOptions``; a subclass for fit, run and plan).
     """
 
-    #: The command's name, as recorded in outputs' provenance.
-    command: ClassVar[str] = ""
-
     sources: dict[str, Source]
-    block_rows: int
-    seed: int = 0
-    stats_fraction: float | str = 1.0
-    on_invalid: str = "error"
+    options: PassOptions
+
+    @property
+    def block_rows(self) -> int:
+        """Rows of one canonical block."""
+        return self.options.block_rows
+
+    @property
+    def seed(self) -> int:
+        """Seed of every random draw."""
+        return self.options.seed
+
+    @property
+    def stats_fraction(self) -> float | str:
+        """Share of the blocks pass 1 reads, or ``"auto"`` (``stats_blocks``)."""
+        return self.options.stats_fraction
+
+    @property
+    def on_invalid(self) -> str:
+        """``"error"`` or ``"skip"``."""
+        return self.options.on_invalid
 
     @property
     def skip(self) -> bool:
         """Whether invalid rows are skipped (and listed) instead of failing the job."""
-        return self.on_invalid == "skip"
+        return self.options.skip
 
     def n_blocks(self, side: str) -> int:
         """Number of canonical row blocks of one source."""
@@ -104,6 +166,13 @@ class Plan:
         return {side: (src, [self.block_ranges(side)[i] for i in self.stats_blocks(side)])
                 for side, src in self.sources.items()}
 
+    def statistics(self, scheduler: Scheduler, progress: bool,
+                   n_folds: int = 0) -> dict[str, Any]:
+        """Pass 1 over the plan's sources, in one compute: ``{side: Moments}``, or with
+        ``n_folds`` ``{side: [Moments per fold]}`` (a row's fold follows its global index,
+        ``maths.optimal.fold_of``)."""
+        return moments(self.stats_ranges(), self.skip, scheduler, progress, n_folds)
+
     @property
     def d(self) -> int:
         """The sources' dimension."""
@@ -123,7 +192,8 @@ class Plan:
                    + rows * self.width() * 8)
 
     def width(self) -> int:
-        """Columns of the output rows (0: no pass 2)."""
+        """Columns of the output rows (0: no pass 2; with K chosen after pass 1, the
+        largest it could be)."""
         return 0
 
     @property
@@ -136,7 +206,7 @@ class Plan:
         """What the job writes."""
         return []
 
-    def check_cluster(self, scheduler: Any) -> None:
+    def check_cluster(self, scheduler: Scheduler) -> None:
         """Before any work: every worker sees the local paths, and a task fits a worker."""
         graph.check_visible(self.visible_paths(), scheduler)
         graph.check_memory(self.memory_per_task(), self.block_rows, scheduler)

@@ -24,11 +24,12 @@ The numpy parts (``sample_pairs``, ``error_summary``, ``recall_at_n``) need no c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ModelError, OptionError
+from ..graph.scheduler import Scheduler, SchedulerLike
 from ..graph.tiles import gather_rows, top_n_by_method
 from ..io.model_store import load_model
 from ..io.registry import open_source
@@ -49,16 +50,20 @@ from ..maths.project import project_block
 from ..maths.quantize import Layout, decode, encode, model_layout
 from ..options import check_block_rows, check_positive, check_same_d, check_seed, check_top
 from ..report import BIAS_NOTE
+from .base import OnModel, Plan
 
-__all__ = ["EvaluatePlan", "evaluate_model", "plan_evaluate"]
+__all__ = ["EvaluatePlan", "evaluate", "evaluate_model", "plan_evaluate"]
 
 #: The comparison sketches, built from the model's statistics at the model's K and seed.
 BASELINES = REFERENCES
 
 
 @dataclass(frozen=True)
-class EvaluatePlan:
-    """A validated ``evaluate`` job (see ``plan_evaluate``); ``print`` it to inspect it."""
+class EvaluatePlan(Plan[dict[str, Any]]):
+    """A validated ``evaluate`` job (see ``plan_evaluate``); ``print`` it to inspect it;
+    ``execute`` returns the report (``evaluate``'s docstring below)."""
+
+    command: ClassVar[str] = "evaluate"
 
     model: SketchModel
     model_path: str
@@ -75,6 +80,13 @@ class EvaluatePlan:
         """Bytes of both sources' values (the sampled pairs reach most of their blocks; the
         default scheduler's size)."""
         return self.x.nbytes + self.w.nbytes
+
+    def _run(self, scheduler: Scheduler, progress: bool,
+             on_model: OnModel | None) -> dict[str, Any]:
+        """Sample, read, compare: the report (``evaluate``)."""
+        if on_model is not None:
+            on_model(self.model)
+        return evaluate(self, scheduler, progress)
 
     def __str__(self) -> str:
         m = self.model
@@ -163,7 +175,7 @@ def _models(model: SketchModel) -> dict[str, SketchModel]:
 
 
 def _recall(plan: EvaluatePlan, models: dict[str, SketchModel], queries: np.ndarray,
-            scheduler: Any, progress: bool) -> dict[str, float]:
+            scheduler: Scheduler, progress: bool) -> dict[str, float]:
     """Pass 2: recall@N of every method for the query rows, over all W blocks."""
     assert plan.top is not None
     sketches = {name: project_block(queries, m.x) for name, m in models.items()}
@@ -207,15 +219,15 @@ def _over_seeds(plan: EvaluatePlan, xs: np.ndarray, ws: np.ndarray, exact: np.nd
     return seed_test(errors, exact, scale)
 
 
-def evaluate_model(plan: EvaluatePlan, scheduler: Any = None,
+def evaluate_model(plan: EvaluatePlan, scheduler: SchedulerLike = None,
                    progress: bool = False) -> dict[str, Any]:
-    """Run an ``EvaluatePlan``: sample, read, compare; returns the JSON-ready report.
+    """Run an ``EvaluatePlan``: the same as ``plan.execute(scheduler, progress)``.
 
     Parameters
     ----------
     plan : EvaluatePlan
-    scheduler : str, distributed.Client or None, default=None
-        As for ``ddrp_dask.execute``.
+    scheduler : str, distributed.Client, Scheduler or None, default=None
+        As for ``Plan.execute``.
     progress : bool, default=False
 
     Returns
@@ -227,6 +239,12 @@ def evaluate_model(plan: EvaluatePlan, scheduler: Any = None,
         full summary of each method; with ``top``, ``recall_at_n`` (also per method in
         ``methods``); with ``seeds``, ``over_seeds``.
     """
+    return plan.execute(scheduler, progress)
+
+
+def evaluate(plan: EvaluatePlan, scheduler: Scheduler, progress: bool) -> dict[str, Any]:
+    """Sample, read, compare: the JSON-ready report of ``EvaluatePlan.execute`` (see
+    ``evaluate_model``)."""
     m = plan.model
     ix, iw = sample_pairs(plan.x.n_rows, plan.w.n_rows, plan.pairs, plan.seed)
     queries = sample_queries(plan.x.n_rows, plan.queries, plan.seed) if plan.top else ix[:0]

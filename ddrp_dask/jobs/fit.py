@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ..errors import DdrpError, RunError
 from ..graph.passes import moments
 from ..graph.progress import step_line
+from ..graph.scheduler import Scheduler, SchedulerLike, resolve
 from ..io import lifecycle
 from ..io.model_store import load_model, save_model
 from ..io.partials import PartialSums
@@ -20,51 +20,65 @@ from ..maths.methods import fold_count
 from ..maths.model import SketchModel
 from ..maths.quantize import quantized_model
 from ..maths.stats import Moments, combine_all
-from ..options import (
-    check_block_rows,
-    check_bytes_per_row,
-    check_dtype,
-    check_format,
-    check_fraction,
-    check_k,
-    check_k_or_target,
-    check_method,
-    check_on_invalid,
-    check_same_d,
-    check_seed,
-    check_shrinkage,
-    check_strict_chunks,
-)
-from .base import Plan, versions
+from ..options import FitOptions, check_same_d, check_strict_chunks
+from .base import OnModel, SourcePlan, versions
 from .prior import PriorPlan
 
-__all__ = ["FitPlan", "compute_folds", "compute_moments", "fit_model", "open_pair",
+__all__ = ["FitPlan", "OnModel", "compute_folds", "compute_moments", "fit_model", "open_pair",
            "plan_fit"]
-
-OnModel = Callable[[SketchModel], None]
 
 
 @dataclass(frozen=True)
-class FitPlan(Plan):
+class FitPlan(SourcePlan[SketchModel]):
     """A validated ``fit`` job (see ``plan_fit``): pass 1, the build, the model saved to
     ``out``."""
 
     command: ClassVar[str] = "fit"
 
-    k: int = 0
-    method: str = "auto"
+    options: FitOptions
     out: str = ""
-    shrinkage: float | str = "auto"
     overwrite: bool = False
     resume: bool = False
-    target_rel_mse: float | None = None
     prior: PriorPlan | None = field(default=None, repr=False)
-    format: str = "zarr"
-    dtype: str | None = "float32"
-    bytes_per_row: int | None = None
+
+    @property
+    def k(self) -> int | None:
+        """Stored columns per sketch; None when chosen after pass 1 (a target or a budget)."""
+        return self.options.k
+
+    @property
+    def method(self) -> str:
+        """The projection method."""
+        return self.options.method
+
+    @property
+    def shrinkage(self) -> float | str:
+        """The shrinkage rule or intensity."""
+        return self.options.shrinkage
+
+    @property
+    def target_rel_mse(self) -> float | None:
+        """The target K is chosen for after pass 1, if any."""
+        return self.options.target_rel_mse
+
+    @property
+    def bytes_per_row(self) -> int | None:
+        """The byte budget K and the layout are chosen for after pass 1, if any."""
+        return self.options.bytes_per_row
+
+    @property
+    def format(self) -> str:
+        """The sketches' format (``run``)."""
+        return self.options.format
+
+    @property
+    def dtype(self) -> str | None:
+        """The sketches' storage layout (``docs/quantized.md``); None: the budget's."""
+        return self.options.dtype
 
     def width(self) -> int:
-        return self.k
+        """K, or when it is chosen after pass 1 the largest it could be (d + 2)."""
+        return self.k if self.k is not None else max(self.d + 2, 3)
 
     @property
     def storage_text(self) -> str:
@@ -80,20 +94,13 @@ class FitPlan(Plan):
         is opened only when the plan runs)."""
         return [*self.sources, *(["w"] if self.prior is not None else [])]
 
-    def _k_text(self) -> str:
-        if self.bytes_per_row is not None:
-            return (f"K and layout with the smallest predicted MSE at {self.bytes_per_row} "
-                    f"bytes per row{'' if self.dtype is None else f' ({self.dtype})'}")
-        return f"K={self.k}" if self.target_rel_mse is None else \
-            f"K = smallest with predicted relative MSE <= {self.target_rel_mse:g}"
-
     @property
     def passes(self) -> list[str]:
         """The passes over the data, in order."""
         sides = " and ".join(self.sides)
         steps = [f"pass 1: statistics of {sides} (map per block, tree reduce in "
                  f"float64{self.stats_text()})",
-                 f"build: method={self.method}, {self._k_text()}, seed={self.seed} (driver, "
+                 f"build: method={self.method}, {self.options.k_text}, seed={self.seed} (driver, "
                  "O(d^3))" + ("" if self.dtype in ("float32", None) else
                               f"; sketches stored as {self.dtype} codes")]
         if self.prior is not None:
@@ -110,13 +117,14 @@ class FitPlan(Plan):
 
         return [*super().visible_paths(), os.path.dirname(os.path.abspath(self.out))]
 
-    def facts(self, model: SketchModel | None = None) -> dict[str, Any]:
+    def facts(self, model: SketchModel | None = None, k: int | None = None) -> dict[str, Any]:
         """The plan's facts as a JSON-ready dict (recorded as provenance); with the
-        ``model`` fitted, its K and identity."""
+        ``model`` fitted (or its ``k`` chosen), its K and identity. Before K is chosen after
+        pass 1, ``k`` is None."""
         return {
             "command": self.command,
             "method": self.method,
-            "k": self.k if model is None else model.k,
+            "k": model.k if model is not None else k if k is not None else self.k,
             "model": None if model is None else model.digest,
             "target_rel_mse": self.target_rel_mse,
             "seed": self.seed,
@@ -137,20 +145,20 @@ class FitPlan(Plan):
         """Where the model is saved (in the output ``root``, by default ``out``)."""
         return root or self.out
 
-    def fit(self, scheduler: Any = None, progress: bool = False,
+    def fit(self, scheduler: SchedulerLike = None, progress: bool = False,
             keep: PartialSums | None = None) -> SketchModel:
         """Pass 1 and the build: the fitted model (nothing written, but for pass 1's partial
         sums in ``keep``, ``io.partials``). A method that cross-fits (``auto``) takes the
         statistics per fold (``maths.methods.fold_count``) in the same pass."""
+        sched = resolve(scheduler)
         folds = None
         n_folds = fold_count(self.method, self.d)
         if n_folds > 1:
-            by_fold = moments(self.stats_ranges(), self.skip, scheduler, progress, n_folds,
-                              keep)
+            by_fold = moments(self.stats_ranges(), self.skip, sched, progress, n_folds, keep)
             folds = (by_fold["x"], by_fold["w"])
             stats = {"x": combine_all(folds[0]), "w": combine_all(folds[1])}
         else:
-            stats = moments(self.stats_ranges(), self.skip, scheduler, progress, keep=keep)
+            stats = moments(self.stats_ranges(), self.skip, sched, progress, keep=keep)
         k = self.k
         with step_line(progress, f"build ({self.method}, d={self.d})") as line:
             if self.target_rel_mse is not None:  # K from the statistics: the smallest
@@ -165,10 +173,11 @@ class FitPlan(Plan):
                 fx, fw = folds or ([stats["x"]], [stats["w"]])
                 budget = choose_budget(fx, fw, self.bytes_per_row, self.shrinkage, self.dtype)
                 k = budget[0].layout.k
+            assert k is not None
             if line is not None:
                 line(f"K={k}, on the driver")
             model = build(stats["x"], stats["w"], k, self.method, self.seed, self.shrinkage,
-                          provenance=self.facts(), folds=folds, progress=line)
+                          provenance=self.facts(k=k), folds=folds, progress=line)
         if budget is None:
             return quantized_model(model, self.dtype or "float32")
         return budgeted_model(model, self.bytes_per_row or 0, *budget)
@@ -181,16 +190,16 @@ class FitPlan(Plan):
             return load_model(path)
         return None
 
-    def with_prior(self) -> FitPlan:
+    def with_prior(self, scheduler: Scheduler) -> FitPlan:
         """The plan with its W prior fitted and written, W opened from it."""
         if self.prior is None:
             return self
-        path = self.prior.execute()
+        path = self.prior.execute(scheduler)
         w = open_source(path)
         check_same_d(self.sources["x"].d, w.d, "--x", f"the W prior {path}")
         return replace(self, sources={"x": self.sources["x"], "w": w}, prior=None)
 
-    def _fit_kept(self, scheduler: Any, progress: bool) -> SketchModel:
+    def _fit_kept(self, scheduler: Scheduler, progress: bool) -> SketchModel:
         """``fit``, pass 1 keeping its finished partial sums in the staged output (resumed
         with ``resume``); bad input found in pass 1 leaves nothing behind (unless resuming),
         while a failed run keeps them for ``--resume``."""
@@ -206,7 +215,7 @@ class FitPlan(Plan):
                 lifecycle.drop_staged(self.out)
             raise
 
-    def model_for(self, scheduler: Any, progress: bool,
+    def model_for(self, scheduler: Scheduler, progress: bool,
                   on_model: OnModel | None) -> SketchModel:
         """The checks against the cluster, then the model (saved, when resuming; else pass
         1 and the build), shown to ``on_model``."""
@@ -216,10 +225,10 @@ class FitPlan(Plan):
             on_model(model)
         return model
 
-    def execute(self, scheduler: Any = None, progress: bool = False,
-                on_model: OnModel | None = None) -> SketchModel:
-        """Run the plan; returns the model fitted (or, resuming, the one saved)."""
-        plan = self.with_prior()
+    def _run(self, scheduler: Scheduler, progress: bool,
+             on_model: OnModel | None) -> SketchModel:
+        """The model fitted (or, resuming, the one saved), saved to ``out``."""
+        plan = self.with_prior(scheduler)
         model = plan.model_for(scheduler, progress, on_model)
         if not (plan.resume and lifecycle.output_state(plan.out) == "complete"):
             work = lifecycle.begin(plan.out, False)  # a save is not resumed: written anew,
@@ -228,21 +237,23 @@ class FitPlan(Plan):
         return model
 
 
-def compute_moments(plan: Plan, scheduler: Any = None,
+def compute_moments(plan: SourcePlan[Any], scheduler: SchedulerLike = None,
                     progress: bool = False) -> dict[str, Moments]:
-    """Pass 1: the statistics of every source of the plan, in one compute."""
-    return moments(plan.stats_ranges(), plan.skip, scheduler, progress)
+    """Pass 1 alone over any plan's sources: ``plan.statistics`` (a ``plan_stats`` plan's
+    ``execute`` returns the same)."""
+    return plan.statistics(resolve(scheduler), progress)
 
 
-def compute_folds(plan: Plan, n_folds: int, scheduler: Any = None,
+def compute_folds(plan: SourcePlan[Any], n_folds: int, scheduler: SchedulerLike = None,
                   progress: bool = False) -> dict[str, list[Moments]]:
-    """Pass 1 per fold: ``n_folds`` statistics of every source of the plan, in one compute
-    (a row's fold follows its global index, ``maths.folds.fold_of``)."""
-    return moments(plan.stats_ranges(), plan.skip, scheduler, progress, n_folds)
+    """Pass 1 per fold: ``plan.statistics`` with ``n_folds`` folds (a row's fold follows
+    its global index, ``maths.folds.fold_of``)."""
+    return plan.statistics(resolve(scheduler), progress, n_folds)
 
 
-def fit_model(plan: FitPlan, scheduler: Any = None, progress: bool = False) -> SketchModel:
-    """Pass 1 and the build: the fitted model of a ``fit`` or ``run`` plan (nothing written)."""
+def fit_model(plan: FitPlan, scheduler: SchedulerLike = None,
+              progress: bool = False) -> SketchModel:
+    """Pass 1 and the build of a ``fit`` or ``run`` plan, nothing written: ``plan.fit``."""
     return plan.fit(scheduler, progress)
 
 
@@ -260,24 +271,6 @@ def open_pair(x: str, w: str | None, x_columns: Any = None, w_columns: Any = Non
     sw = open_source(w, w_columns, w_id_column, strict)
     check_same_d(sx.d, sw.d, f"--x ({sx.path})", f"--w ({sw.path})")
     return {"x": sx, "w": sw}
-
-
-def fit_options(k: int | None, method: str, seed: int, block_rows: int | None, d: int,
-                shrinkage: Any, stats_fraction: float | str, on_invalid: str,
-                target_rel_mse: float | None, fmt: str = "zarr",
-                dtype: str | None = None, bytes_per_row: int | None = None) -> dict[str, Any]:
-    """The validated options shared by ``plan_fit`` and ``plan_run``."""
-    method = check_method(method)
-    budget = check_bytes_per_row(bytes_per_row, k, target_rel_mse, method)
-    k, target = (None, None) if budget else check_k_or_target(k, target_rel_mse)
-    if dtype is not None or budget is None:
-        dtype = check_dtype(dtype or "float32")
-    return {"k": 0 if k is None else check_k(k, d, method), "method": method,
-            "seed": check_seed(seed), "block_rows": check_block_rows(block_rows, d),
-            "shrinkage": check_shrinkage(shrinkage),
-            "stats_fraction": check_fraction(stats_fraction),
-            "on_invalid": check_on_invalid(on_invalid), "target_rel_mse": target,
-            "format": check_format(fmt), "dtype": dtype, "bytes_per_row": budget}
 
 
 def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto",
@@ -337,10 +330,11 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
         predicted MSE within it are chosen after pass 1 (``auto`` only).
     """
     sources = open_pair(x, w, x_columns, w_columns, prior=prior, strict_chunks=strict_chunks)
-    opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
-                       on_invalid, target_rel_mse, dtype=dtype, bytes_per_row=bytes_per_row)
-    plan = FitPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
-                   **opts)
+    options = FitOptions.check(sources["x"].d, block_rows, seed, stats_fraction, on_invalid,
+                               method=method, k=k, target_rel_mse=target_rel_mse,
+                               shrinkage=shrinkage, dtype=dtype, bytes_per_row=bytes_per_row)
+    plan = FitPlan(sources, options, out=str(out), overwrite=overwrite, resume=resume,
+                   prior=prior)
     lifecycle.check_out(plan.out, [x, *([w] if w else [])], overwrite, resume)
     lifecycle.check_resumable(plan.out, plan.facts(), resume)
     return plan

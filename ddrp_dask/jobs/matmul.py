@@ -24,17 +24,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import DdrpError, InputError, OptionError
 from ..graph import compute as graph
+from ..graph.scheduler import Scheduler, SchedulerLike
 from ..graph.tiles import matmul_product, matmul_top
 from ..io import lifecycle, writer
 from ..io.registry import open_source
 from ..io.source import Source
 from ..maths.topn import MAX_SCORES
 from ..options import check_matmul_layout, check_positive, check_top
-from .base import block_ranges, versions
+from .base import OnModel, Plan, block_ranges, versions
 
 __all__ = ["MatmulPlan", "execute_matmul", "plan_matmul"]
 
@@ -53,7 +54,7 @@ DEFAULT_TOP_COLS = 65536
 
 
 @dataclass(frozen=True)
-class MatmulPlan:
+class MatmulPlan(Plan[None]):
     """A validated ``matmul`` job (see ``plan_matmul``); ``print`` it to inspect it.
 
     Attributes
@@ -75,6 +76,8 @@ class MatmulPlan:
     resume : bool
         Continue an interrupted output (its finished tasks are kept).
     """
+
+    command: ClassVar[str] = "matmul"
 
     x: Source
     w: Source
@@ -196,18 +199,9 @@ class MatmulPlan:
                 "inputs": {"x_sketch": self.x.fingerprint(), "w_sketch": self.w.fingerprint()},
                 "sketches": self.origins, "versions": versions()}
 
-    def execute(self, scheduler: Any = None, progress: bool = False) -> None:
+    def _run(self, scheduler: Scheduler, progress: bool, on_model: OnModel | None) -> None:
         """Compute the pending tiles into the staged output, then complete and show it.
-
-        Nothing is done when resuming an output that is already complete.
-
-        Parameters
-        ----------
-        scheduler : str, distributed.Client or None, default=None
-            As for ``ddrp_dask.execute``.
-        progress : bool, default=False
-            A progress line on stderr.
-        """
+        Nothing is done when resuming an output that is already complete."""
         if self.resume and lifecycle.output_state(self.out) == "complete":
             return
         graph.check_visible([self.x.path, self.w.path], scheduler)
@@ -218,7 +212,8 @@ class MatmulPlan:
             self._write(work, facts, scheduler, progress)  # replaced only by the rename
         lifecycle.commit(self.out, work)
 
-    def _write(self, work: str, facts: dict[str, Any], scheduler: Any, progress: bool) -> None:
+    def _write(self, work: str, facts: dict[str, Any], scheduler: Scheduler,
+               progress: bool) -> None:
         """Create (or reopen) the output at ``work``, run the pending tasks, complete it."""
         if self.format == "parquet":
             lifecycle.write_marker(work, False, facts)
@@ -402,6 +397,7 @@ def plan_matmul(x_sketch: str, w_sketch: str, out: str, top: int | None = None,
     return plan
 
 
-def execute_matmul(plan: MatmulPlan, scheduler: Any = None, progress: bool = False) -> None:
-    """Run a ``MatmulPlan`` (``plan.execute``)."""
+def execute_matmul(plan: MatmulPlan, scheduler: SchedulerLike = None,
+                   progress: bool = False) -> None:
+    """Run a ``MatmulPlan``: the same as ``plan.execute(scheduler, progress)``."""
     plan.execute(scheduler, progress)

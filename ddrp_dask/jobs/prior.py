@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import OptionError, require_extra
+from ..graph.scheduler import Scheduler
 from ..io import lifecycle
 from ..io.registry import open_source
 from ..io.source import Source
 from ..io.writer import write_npy
 from ..maths.prior import MODELS, bootstrap_weights
 from ..options import check_block_rows, check_positive, check_seed
+from .base import OnModel, Plan
 
 __all__ = ["PriorPlan", "plan_prior", "prior_from_labels"]
 
 
 @dataclass(frozen=True)
-class PriorPlan:
-    """A validated W-prior job (see ``plan_prior``)."""
+class PriorPlan(Plan[str]):
+    """A validated W-prior job (see ``plan_prior``); ``execute`` returns the path written.
+    It reads in this process (a seeded sample of blocks, not a pass)."""
+
+    command: ClassVar[str] = "prior"
 
     source: Source
     label_column: str
@@ -42,6 +48,10 @@ class PriorPlan:
                 f"{self.sample} labelled rows of {self.source.path} (label column "
                 f"{self.label_column!r}), written to {self.out}; W's rows are known after "
                 "the fits")
+
+    def input_bytes(self) -> int:
+        """Bytes of the labelled source."""
+        return self.source.nbytes
 
     def weights(self) -> np.ndarray:
         """Read the sampled blocks and fit: the W prior, shape (m, d)."""
@@ -63,7 +73,7 @@ class PriorPlan:
         return bootstrap_weights(x[keep], y[keep], n_boot=self.n_boot, model=self.model,
                                  seed=self.seed)
 
-    def execute(self) -> str:
+    def _run(self, scheduler: Scheduler, progress: bool, on_model: OnModel | None) -> str:
         """Fit and write the prior; returns its path."""
         write_npy(self.out, self.weights())
         return self.out

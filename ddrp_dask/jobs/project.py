@@ -7,26 +7,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import OptionError
+from ..graph.scheduler import Scheduler
 from ..io import lifecycle
 from ..io.model_store import load_model
 from ..io.registry import open_source
 from ..maths.model import SketchModel
-from ..options import (
-    check_block_rows,
-    check_format,
-    check_on_invalid,
-    check_side,
-    check_strict_chunks,
-)
-from .base import Plan, versions
-from .fit import OnModel
+from ..options import PassOptions, check_format, check_side, check_strict_chunks
+from .base import OnModel, SourcePlan, versions
 from .sketch import SketchTarget, write_sketches, zarr_side_outputs
 
 __all__ = ["ProjectPlan", "plan_project"]
 
 
 @dataclass(frozen=True)
-class ProjectPlan(Plan):
+class ProjectPlan(SourcePlan[SketchModel]):
     """A validated ``project`` job (see ``plan_project``): array ``sketch`` (and ``ids``) in
     the Zarr group ``out``, or a Parquet dataset."""
 
@@ -100,9 +94,9 @@ class ProjectPlan(Plan):
                 "inputs": {side: src.fingerprint() for side, src in self.sources.items()},
                 "versions": versions()}
 
-    def execute(self, scheduler: Any = None, progress: bool = False,
-                on_model: OnModel | None = None) -> SketchModel:
-        """Run the plan; returns the model used."""
+    def _run(self, scheduler: Scheduler, progress: bool,
+             on_model: OnModel | None) -> SketchModel:
+        """The sketches of the source, written; returns the model used."""
         self.check_cluster(scheduler)
         if on_model is not None:
             on_model(self.fitted)
@@ -133,9 +127,9 @@ def plan_project(model: str, side: str, input: str, out: str,
         raise OptionError(f"got d={src.d} for {input} but the model {model} was fitted for "
                           f"d={fitted.d}")
     rows = block_rows if block_rows is not None else fitted.provenance.get("block_rows")
-    plan = ProjectPlan({side: src}, check_block_rows(rows, src.d), fitted.seed, model=fitted,
-                       model_path=str(model), out=str(out), overwrite=overwrite, resume=resume,
-                       format=check_format(format), on_invalid=check_on_invalid(on_invalid))
+    options = PassOptions.check(src.d, rows, fitted.seed, on_invalid=on_invalid)
+    plan = ProjectPlan({side: src}, options, model=fitted, model_path=str(model), out=str(out),
+                       overwrite=overwrite, resume=resume, format=check_format(format))
     lifecycle.check_out(plan.out, [input, model], overwrite, resume)
     lifecycle.check_resumable(plan.out, plan.facts(), resume)
     lifecycle.check_room(plan.out, plan.output_bytes())

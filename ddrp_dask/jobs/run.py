@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from ..graph.scheduler import Scheduler
 from ..io import lifecycle
 from ..io.model_store import save_model
 from ..maths.model import SketchModel
-from .fit import FitPlan, OnModel, fit_options, open_pair
+from ..options import FitOptions
+from .base import OnModel
+from .fit import FitPlan, open_pair
 from .prior import PriorPlan
 from .sketch import SketchTarget, write_sketches, zarr_side_outputs
 
@@ -30,26 +33,26 @@ class RunPlan(FitPlan):
 
     @property
     def outputs(self) -> list[str]:
-        prior = [] if self.prior is None else [f"{self.out}/w (the W prior's rows x {self.k} "
-                                                 "float32)"]
+        k = self.options.columns_text  # "K" when chosen after pass 1, said once per line
+        later = f"; {self.options.k_later}" if self.options.k_later else ""
+        prior = [] if self.prior is None else [f"{self.out}/w (the W prior's rows x {k} "
+                                                 f"float32{later})"]
         if self.format == "parquet":
             lines = [f"{self.out}/{side}/... (Parquet mirroring {src.path}: "
-                     f"{src.output_key()}, sketch[{self.k}] {self.storage_text})"
+                     f"{src.output_key()}, sketch[{k}] {self.storage_text}{later})"
                      for side, src in self.sources.items()]
             return [*lines, *prior, f"{self.out}/_ddrp.json (completion marker)",
                     f"{self.out}/model (model)"]
         return [*(line for side, src in self.sources.items()
-                  for line in zarr_side_outputs(self.out, side, src, self.k, side, f"{side}_",
-                                                self.skip, self.storage_text)),
+                  for line in zarr_side_outputs(self.out, side, src, k, side, f"{side}_",
+                                                self.skip, f"{self.storage_text}{later}")),
                 *prior, f"{self.out}/model (model)"]
 
     def output_bytes(self) -> int:
         """Uncompressed bytes pass 2 writes: float32 sketches (plus 8-byte ids); with a
         target instead of K, for the largest K it could choose; with a byte budget, the
         budget (quantized layouts store fewer bytes than float32 of the same K)."""
-        per_row = 4 * (self.k if self.target_rel_mse is None else max(self.d + 2, 3))
-        if self.bytes_per_row is not None:
-            per_row = self.bytes_per_row
+        per_row = self.bytes_per_row if self.bytes_per_row is not None else 4 * self.width()
         return sum(src.n_rows * (per_row + (8 if src.id_column else 0))
                    for src in self.sources.values())
 
@@ -62,10 +65,10 @@ class RunPlan(FitPlan):
                              f"{side}_", side)
                 for side, src in self.sources.items()]
 
-    def execute(self, scheduler: Any = None, progress: bool = False,
-                on_model: OnModel | None = None) -> SketchModel:
-        """Run the plan; returns the model fitted (or, resuming, the one saved)."""
-        plan = self.with_prior()
+    def _run(self, scheduler: Scheduler, progress: bool,
+             on_model: OnModel | None) -> SketchModel:
+        """The model fitted (or, resuming, the one saved), then both sides' sketches."""
+        plan = self.with_prior(scheduler)
         assert isinstance(plan, RunPlan)
         model = plan.model_for(scheduler, progress, on_model)
 
@@ -99,10 +102,12 @@ def plan_run(x: str, w: str | None, k: int | None, out: str, method: str = "auto
     """
     sources = open_pair(x, w, x_columns, w_columns, x_id_column, w_id_column, prior,
                         strict_chunks)
-    opts = fit_options(k, method, seed, block_rows, sources["x"].d, shrinkage, stats_fraction,
-                       on_invalid, target_rel_mse, format, dtype, bytes_per_row)
-    plan = RunPlan(sources, out=str(out), overwrite=overwrite, resume=resume, prior=prior,
-                   **opts)
+    options = FitOptions.check(sources["x"].d, block_rows, seed, stats_fraction, on_invalid,
+                               method=method, k=k, target_rel_mse=target_rel_mse,
+                               shrinkage=shrinkage, format=format, dtype=dtype,
+                               bytes_per_row=bytes_per_row)
+    plan = RunPlan(sources, options, out=str(out), overwrite=overwrite, resume=resume,
+                   prior=prior)
     lifecycle.check_out(plan.out, [x, *([w] if w else [])], overwrite, resume)
     lifecycle.check_resumable(plan.out, plan.facts(), resume)
     lifecycle.check_room(plan.out, plan.output_bytes())

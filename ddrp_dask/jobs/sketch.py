@@ -41,7 +41,7 @@ class SketchTarget:
     parquet_dir: str
 
 
-def zarr_side_outputs(out: str, side: str, src: Source, k: int, array: str, prefix: str,
+def zarr_side_outputs(out: str, side: str, src: Source, k: int | str, array: str, prefix: str,
                       skip: bool, storage: str = "float32") -> list[str]:
     """The lines of a plan's text for one side's arrays in a Zarr output: its sketches
     ``array`` (stored as ``storage``), its ids ``{prefix}ids`` (with an id column) and, with

@@ -1,4 +1,4 @@
-"""ddrp side by side with a plain Dask projection, scikit-learn and dask-ml (issue 6).
+"""ddrp side by side with a plain Dask projection, scikit-learn and dask-ml.
 
 Generates once (cached under ``--scratch``) a rows x d float32 X as Zarr v3 (zstd, chunks of
 ``default_block_rows(d)`` rows) and as Parquet (one ``fixed_size_list<float32>[d]`` column,
@@ -16,9 +16,10 @@ a separate subprocess, sampling the summed RSS of its whole process tree every ~
   write and read+write throughput of the store;
 * peak RSS of ``ddrp run`` on a source ``--big`` times larger.
 
-    python benchmarks/perf.py [--rows N] [--d 256] [-k 32] [--repeat 2] [--big 4]
+    python benchmarks/vs_libraries.py [--rows N] [--d 256] [-k 32] [--repeat 2] [--big 4]
 
-Prints tables and the issue-6 targets; writes bench-out/perf[-dD].png and .json.
+Prints tables and the targets (ratios to the plain Dask projection); writes
+bench-out/perf[-dD].png and .json.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from benchlib import (
     load,
     make_parquet,
     make_zarr,
+    pyplot,
     run_job,
     scheduler,
 )
@@ -63,7 +65,7 @@ THP_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
 # ---------------------------------------------------------------------------------------
-# jobs run inside the subprocesses (python perf.py --job '{...}')
+# jobs run inside the subprocesses (python vs_libraries.py --job '{...}')
 
 
 def _parquet_array(path: str, d: int) -> Any:
@@ -135,7 +137,7 @@ def _fill(b: np.ndarray, block_info: Any = None) -> np.ndarray:
 def job_limits(p: dict[str, Any]) -> dict[str, Any]:
     """Machine limits. Per chunk, one thread, 1 BLAS thread: the kernels (decode, Gram,
     projection, encode + write) and whole tasks: ddrp's pass-1 and pass-2 tasks
-    (``ddrp_dask.pipeline._stats_task`` / ``_project_task``) against the plain ones (read +
+    (``ddrp_dask.graph.passes._stats_task`` / ``_project_task``) against the plain ones (read +
     Gram; read + ``@ R`` + write). Whole store on the job's scheduler: read, read + float32
     Gram, write of K columns, read + write of K columns (best of 2, fresh keys each time)."""
     import dask
@@ -193,10 +195,10 @@ def job_limits(p: dict[str, Any]) -> dict[str, Any]:
             " proj_f32": _best(lambda: chunk @ r32),
             "zarr_write_k": _best(write_k, 3),
             "TASK plain read+gram": _best(plain_pass1_task, 6),
-            "TASK ddrp _stats_task": _best(lambda: _stats_task(src, 0, br, "x", False), 6),
+            "TASK ddrp _stats_task": _best(lambda: _stats_task(src, 0, br, "x", False, ()), 6),
             "TASK plain read+@R+write": _best(plain_pass2_task, 6),
             "TASK ddrp _project_task": _best(lambda: _project_task(
-                src, 0, br, "x", side, str(out / "task"), "x", 0, None, False), 6),
+                src, 0, br, "x", side, str(out / "task"), "x", 0, None, False, ()), 6),
         }
     res["chunk_rows"] = rows
     res["chunk_ms"] = {key: 1e3 * v for key, v in secs.items()}
@@ -606,7 +608,7 @@ def drive(args: argparse.Namespace) -> int:
 #: ddrp functions whose inclusive share of the samples is reported.
 PROFILED = ("_stats_task", "_project_task", "read_valid", "read_rows", "check_finite",
             "block_moments", "_gram", "project_block", "mark_done", "build", "save_model",
-            "open_output", "finish", "scheduler_context")
+            "open_output", "finish", "run_job")
 
 
 def profile(label: str, cmd: list[str], path: Path, rate: int = 100) -> dict[str, Any]:
@@ -771,8 +773,8 @@ def _alt(R: Runner, a: str, b: str) -> str:
 
 def targets(R: Runner, args: argparse.Namespace, rows: int, d: int, scheds: list[str],
             limits: dict[str, dict[str, Any]]) -> None:
-    """The issue-6 targets, measured side by side."""
-    print("\ntargets (issue 6):")
+    """The targets, measured side by side."""
+    print("\ntargets:")
     n_both = rows + args.w_rows
 
     def line(name: str, value: str, ok: bool | None) -> None:
@@ -863,10 +865,7 @@ def targets(R: Runner, args: argparse.Namespace, rows: int, d: int, scheds: list
 
 def plot(R: Runner, scheds: list[str], path: Path, rows: int, d: int, k: int) -> None:
     """Bars: median wall and peak RSS of each job, coloured by scheduler."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = list(dict.fromkeys(j.label for j in R.jobs
                                 if j.group in ("ddrp", "plain", "other") and R.walls(j.label)))

@@ -1,10 +1,10 @@
-"""Issue 15 benchmarks: ddrp against plain numpy / plain Dask doing the same work, side by
+"""ddrp against plain numpy / plain Dask doing the same work (fit, run, chunk decodes), side by
 side, interleaved rounds, medians; peak RSS of the whole process tree (benchlib.run_job).
 
-    PYTHONPATH=.:cli python benchmarks/perf_issue15.py wide  [--rounds 3] [--base DIR]
-    PYTHONPATH=.:cli python benchmarks/perf_issue15.py small [--rounds 3]
-    PYTHONPATH=.:cli python benchmarks/perf_issue15.py run   [--rounds 3] [--base DIR]
-    PYTHONPATH=.:cli python benchmarks/perf_issue15.py decodes
+    PYTHONPATH=.:cli python benchmarks/vs_plain.py wide  [--rounds 3] [--base DIR]
+    PYTHONPATH=.:cli python benchmarks/vs_plain.py small [--rounds 3]
+    PYTHONPATH=.:cli python benchmarks/vs_plain.py run   [--rounds 3] [--base DIR]
+    PYTHONPATH=.:cli python benchmarks/vs_plain.py decodes
 
 * ``wide``: ``ddrp fit -k 64`` of X 120,000 x 4096, W 20,000 x 4096 (Zarr, 10,000-row chunks)
   on threads and on a LocalCluster, against a plain numpy fit of the same maths (chunked
