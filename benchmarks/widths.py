@@ -104,11 +104,12 @@ def build_job(d: int, k: int) -> None:
     import ddrp_dask as dd
 
     folds, mx, mw = fold_stats(d)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     model = dd.build(mx, mw, k, "auto", 0, folds=folds)
     wall = time.perf_counter() - t
     info = model.info
-    emit({"wall": wall, "mse": info["predicted_mse"], "gain": info["gain"],
+    emit({"wall": wall, "cpu": time.process_time() - cpu, "mse": info["predicted_mse"],
+          "gain": info["gain"],
           "alloc": info["allocation"], "digest": model.digest,
           "shrink": f"{info['shrinkage_x']['kind']}/{info['shrinkage_w']['kind']}",
           "search": info.get("shrinkage_search", "")})
@@ -125,10 +126,11 @@ def build(args: argparse.Namespace) -> None:
                 job = run_job(Job(f"build d={d} {tag}".strip(), cmd),
                               log_dir=SCRATCH / "logs")
                 jobs.setdefault((tag, d), []).append(job)
-    print(f"\n| d | build s (median) | {'base s | ÷ base | ' if args.base else ''}"
+    base_cols = "base s | base CPU s | ÷ base | " if args.base else ""
+    print(f"\n| d | build s (median) | CPU s | {base_cols}"
           f"predicted MSE | {'÷ base | ' if args.base else ''}gain | allocation "
           "(head/sampled/tail/candidates) | shrinkage x/w | runs |")
-    print("|---|---|" + ("---|---|" if args.base else "") + "---|" +
+    print("|---|---|---|" + ("---|---|---|" if args.base else "") + "---|" +
           ("---|" if args.base else "") + "---|---|---|---|")
     for d in args.ds:
         now = jobs[("", d)]
@@ -141,10 +143,13 @@ def build(args: argparse.Namespace) -> None:
         if args.base:
             old = jobs[("base", d)]
             bwall = statistics.median(j.result['wall'] for j in old)
-            base = f"{bwall:.2f} | {wall / bwall:.3f} | "
+            bcpu = statistics.median(j.result.get('cpu', float('nan')) for j in old)
+            base = f"{bwall:.2f} | {bcpu:.1f} | {wall / bwall:.3f} | "
             mse_ratio = f"{res['mse'] / old[-1].result['mse']:.4f} | "
         runs = " ".join(f"{j.result['wall']:.2f}" for j in now)
-        print(f"| {d} | {wall:.2f} | {base}{res.get('mse', float('nan')):.4g} | {mse_ratio}"
+        cpu = statistics.median(j.result.get('cpu', float('nan')) for j in now)
+        print(f"| {d} | {wall:.2f} | {cpu:.1f} | {base}{res.get('mse', float('nan')):.4g} | "
+              f"{mse_ratio}"
               f"{res.get('gain', float('nan')):.2f} | {alloc} | {res.get('shrink')} | {runs} |")
 
 
