@@ -16,6 +16,7 @@ Every task opens its input itself: the client ships only small descriptions and 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from .reads import shared_reads
 from .rounds import compute_rounds
 from .rows import invalid_mode, read_valid, sketch_rows
 
-__all__ = ["moments", "project_parquet", "project_zarr"]
+__all__ = ["SketchTarget", "moments", "project_parquet", "project_zarr"]
 
 Ranges = Sequence[tuple[int, int]]
 #: A quantized sketch's layout and the model's seed (the dither's key).
@@ -231,22 +232,37 @@ def _unsaved_leaves(saved: set[tuple[int, int]], top: int, n: int) -> list[int]:
             if not any((lv, i >> lv) in saved for lv in range(top + 1))]
 
 
-ZarrJobs = Sequence[tuple[str, Source, SideMap, str, str | None,
-                         Sequence[tuple[int, int, int]]]]
-ParquetJobs = Sequence[tuple[str, Source, SideMap, int,
-                            Sequence[tuple[str, list[tuple[int, int]]]]]]
+@dataclass(frozen=True)
+class SketchTarget:
+    """One source to sketch as one side in pass 2: its array names in a Zarr group
+    (``array``, ``ids`` or None, ``prefix`` of its skipped-row lists) or its Parquet
+    directory (``parquet_dir``, relative to the output; "" for the output itself)."""
+
+    side: str
+    source: Source
+    array: str
+    ids: str | None
+    prefix: str
+    parquet_dir: str
 
 
-def project_zarr(jobs: Callable[[], ZarrJobs], out: str, skip: bool, scheduler: Any,
-                 progress: bool, storage: Storage | None = None) -> None:
-    """Pass 2 into a Zarr group: ``jobs()`` gives, for every side, ``(side, source, map,
-    array, ids array, [(block, start, stop), ...])`` of its pending blocks, one task each
-    writing its chunk (and a quantized layout's codes, with ``storage``); asked again when
-    a round is resubmitted (``graph.rounds``)."""
+#: Per target, its pending ``(block, start, stop)`` (Zarr) or ``(file, row ranges)``.
+ZarrJobs = Sequence[tuple[SketchTarget, Sequence[tuple[int, int, int]]]]
+ParquetJobs = Sequence[tuple[SketchTarget, Sequence[tuple[str, list[tuple[int, int]]]]]]
+
+
+def project_zarr(jobs: Callable[[], ZarrJobs], maps: Mapping[str, SideMap], out: str,
+                 skip: bool, scheduler: Any, progress: bool,
+                 storage: Storage | None = None) -> None:
+    """Pass 2 into a Zarr group: ``jobs()`` gives every target with its pending ``(block,
+    start, stop)``, one task each sketching with its side's map in ``maps`` and writing its
+    chunk (and a quantized layout's codes, with ``storage``); asked again when a round is
+    resubmitted (``graph.rounds``)."""
     def build() -> tuple[list[Any], list[Any]]:
         leaves = []
-        for side, src, side_map, array, ids_array, pending in jobs():
-            lazy_map = delayed(side_map)
+        for t, pending in jobs():
+            side, src, array, ids_array = t.side, t.source, t.array, t.ids
+            lazy_map = delayed(maps[side])
             shared = _shared(src, [(start, stop) for _, start, stop in pending], side, skip,
                              scheduler, "pass 2")
             leaves += [task(_project_task, src, start, stop, side, lazy_map, out, array, block,
@@ -259,16 +275,17 @@ def project_zarr(jobs: Callable[[], ZarrJobs], out: str, skip: bool, scheduler: 
     compute_rounds(build, scheduler, progress, "pass 2: projection")
 
 
-def project_parquet(jobs: Callable[[], ParquetJobs], skip: bool, scheduler: Any,
-                    progress: bool, storage: Storage | None = None) -> None:
-    """Pass 2 into Parquet: ``jobs()`` gives, for every side, ``(side, source, map, K,
-    [(file, ranges), ...])`` of its files not written yet, one task each
-    (``_parquet_task``; a quantized layout with ``storage``); asked again when a
-    round is resubmitted."""
+def project_parquet(jobs: Callable[[], ParquetJobs], maps: Mapping[str, SideMap], k: int,
+                    skip: bool, scheduler: Any, progress: bool,
+                    storage: Storage | None = None) -> None:
+    """Pass 2 into Parquet: ``jobs()`` gives every target with its ``(file, row ranges)``
+    not written yet, one task each (``_parquet_task``, K columns; a quantized layout with
+    ``storage``); asked again when a round is resubmitted."""
     def build() -> tuple[list[Any], list[Any]]:
         leaves = []
-        for side, src, side_map, k, files in jobs():
-            lazy_map = delayed(side_map)
+        for t, files in jobs():
+            side, src = t.side, t.source
+            lazy_map = delayed(maps[side])
             # a file's row ranges are contiguous: its span stands for them
             shared = _shared(src, [(r[0][0], r[-1][1]) for _, r in files], side, skip,
                              scheduler, "pass 2")

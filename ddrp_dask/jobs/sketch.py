@@ -5,40 +5,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import DdrpError, RunError
-from ..graph.passes import project_parquet, project_zarr
+from ..graph.passes import SketchTarget, project_parquet, project_zarr
 from ..io import lifecycle, writer
 from ..io.codes import LAYOUT_KEY, zarr_codes
 from ..io.common import working_dtype
 from ..io.source import Source
 from ..io.writer import ArraySpec
 from ..maths.blas import one_blas_thread
-from ..maths.model import SketchModel
+from ..maths.model import SideMap, SketchModel
 from ..maths.project import project_block
 from ..maths.quantize import Layout, decode, encode, layout_facts, model_layout
 from .base import block_ranges
 
 __all__ = ["SketchTarget", "sketch_numpy", "write_parquet", "write_sketches", "write_zarr",
            "zarr_side_outputs"]
-
-
-@dataclass(frozen=True)
-class SketchTarget:
-    """One source to sketch as one side: its array names in a Zarr group (``array``,
-    ``ids`` or None, ``prefix`` of its skipped-row lists) or its Parquet directory
-    (``parquet_dir``, relative to the output; "" for the output itself)."""
-
-    side: str
-    source: Source
-    array: str
-    ids: str | None
-    prefix: str
-    parquet_dir: str
 
 
 def zarr_side_outputs(out: str, side: str, src: Source, k: int | str, array: str, prefix: str,
@@ -93,6 +78,11 @@ def _storage(model: SketchModel) -> tuple[Layout, int] | None:
     return None if layout.name == "float32" else (layout, model.seed)
 
 
+def _maps(model: SketchModel, targets: list[SketchTarget]) -> dict[str, SideMap]:
+    """The model's map of every target's side."""
+    return {t.side: model.side(t.side) for t in targets}
+
+
 def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_rows: int,
                facts: dict[str, Any], resume: bool, skip: bool, scheduler: Any,
                progress: bool, created: Callable[[str], None] | None = None) -> None:
@@ -118,11 +108,12 @@ def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_
         for t in targets:
             ranges = block_ranges(t.source.n_rows, block_rows)
             pending = [(int(b), *ranges[b]) for b in lifecycle.pending_blocks(group, t.array)]
-            todo.append((t.side, t.source, model.side(t.side), t.array, t.ids, pending))
+            todo.append((t, pending))
         return todo
 
     with _removed_on_data_error(out, resume):
-        project_zarr(jobs, out, skip, scheduler, progress, _storage(model))
+        project_zarr(jobs, _maps(model, targets), out, skip, scheduler, progress,
+                     _storage(model))
     if skip:
         facts["skipped"] = lifecycle.record_skipped(
             group, block_rows, {t.side: (t.array, t.ids, t.prefix, t.source) for t in targets})
@@ -144,15 +135,15 @@ def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, blo
     first = [not resume]
 
     def jobs() -> list[Any]:  # the files not written yet (again after a lost worker)
-        todo = [(t.side, t.source, model.side(t.side), model.k,
-                 [(target, ranges) for target, ranges in files[t.side]
-                  if first[0] or not lifecycle.exists(target)])
+        todo = [(t, [(target, ranges) for target, ranges in files[t.side]
+                     if first[0] or not lifecycle.exists(target)])
                 for t in targets]
         first[0] = False
         return todo
 
     with _removed_on_data_error(out, resume):
-        project_parquet(jobs, skip, scheduler, progress, _storage(model))
+        project_parquet(jobs, _maps(model, targets), model.k, skip, scheduler, progress,
+                        _storage(model))
     if skip:  # read back from the files, so files finished before a resume count too
         facts["skipped_rows"] = {side: sorted(r for target, _ in side_files
                                               for r in writer.skipped_of(target))
