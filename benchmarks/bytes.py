@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchlib import OUT, pyplot
 from threadpoolctl import threadpool_limits
 
 from ddrp_dask.maths.budget import budgeted_model, choose_budget
@@ -228,10 +229,7 @@ def table(rows: list[dict[str, Any]], seeds: int) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(dict.fromkeys(r["case"] for r in rows))
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
@@ -257,7 +255,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--out-dir", default="bench-out")
+    ap.add_argument("--out-dir", default=str(OUT))
     args = ap.parse_args()
     import faiss
 

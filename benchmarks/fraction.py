@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import ROOT, check_library, library_version, load, make_block, spectrum
+from benchlib import OUT, ROOT, check_library, library_version, load, make_block, spectrum
 
 FRACTIONS = (1.0, 0.1, 0.01)
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
           "gain vs F=1: share of the full-statistics gain kept; 'F on X only': statistics of X "
           "from the fraction, of W from all its rows, built with ddrp_dask.build — not a CLI "
           "option today)")
-    out = ROOT / "bench-out" / "fraction.json"
+    out = OUT / "fraction.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))
     print(f"wrote {out}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from benchlib import ROOT, pyplot, vm_hwm
+from benchlib import OUT, pyplot, vm_hwm
 
 D = 256
 CHUNK_ROWS = 65_536
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     """Generate the sources, run the CLI four times, print and plot; status 1 over target."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows of the large X")
-    parser.add_argument("--scratch", default=str(ROOT / "bench-out"),
+    parser.add_argument("--scratch", default=str(OUT),
                         help="directory for the generated data and outputs")
     parser.add_argument("--schedulers", default="local,threads",
                         help="comma-separated --scheduler values to run")

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from benchlib import (
+    OUT,
     PY,
     ROOT,
     Job,
@@ -108,7 +109,7 @@ def time_build(d: int, k: int, method: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run the sweeps, print, plot."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scratch", default=str(ROOT / "bench-out" / "data"))
+    ap.add_argument("--scratch", default=str(OUT / "data"))
     ap.add_argument("--max-build-d", type=int, default=4096)
     ap.add_argument("--sweeps", default="rows,d,K,workers,build",
                     help="which sweeps to run (comma-separated)")
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the tables and plot again, from bench-out/scaling.json")
     args = ap.parse_args(argv)
     if args.replot:
-        saved = json.loads((ROOT / "bench-out" / "scaling.json").read_text())
+        saved = json.loads((OUT / "scaling.json").read_text())
         report([_job(j) for j in saved["jobs"]], saved["builds"], 1)
         return 0
     scratch = Path(args.scratch).resolve()
@@ -234,7 +235,7 @@ def report(jobs: list[Job], builds: list[dict[str, Any]], div: int) -> None:
     fixed = _fixed_cost(jobs)
     c, a, b = _pass_model(jobs, fixed)
     if not (np.isfinite(a) and builds):
-        (ROOT / "bench-out" / "scaling.json").write_text(json.dumps(
+        (OUT / "scaling.json").write_text(json.dumps(
             {"jobs": [j.summary() for j in jobs], "builds": builds}, indent=1))
         print("(no d sweep or no build timings: no build-vs-passes table, no plot)")
         return
@@ -258,8 +259,8 @@ def report(jobs: list[Job], builds: list[dict[str, Any]], div: int) -> None:
     print(f"build of a 2 GB source takes longer than its passes from d = {cross_2gb}"
           if cross_2gb else "the build stays below the passes of a 2 GB source up to the "
           "largest d timed")
-    plot(jobs, builds, fixed, ROOT / "bench-out" / "scaling.png")
-    (ROOT / "bench-out" / "scaling.json").write_text(json.dumps(
+    plot(jobs, builds, fixed, OUT / "scaling.png")
+    (OUT / "scaling.json").write_text(json.dumps(
         {"jobs": [j.summary() for j in jobs], "builds": builds,
          "pass_cost": {"fixed_s": fixed, "per_row": [c, a, b]}}, indent=1))
     print(f"wrote {ROOT / 'bench-out' / 'scaling.png'} and scaling.json")

@@ -39,8 +39,8 @@ import numpy as np
 from benchlib import (
     DDRP,
     ONE_BLAS,
+    OUT,
     PY,
-    ROOT,
     Job,
     check_library,
     compute,
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="rows of X (default 2,000,000 x 256 / d: ~2 GB)")
     ap.add_argument("-k", type=int, default=32)
     ap.add_argument("--w-rows", type=int, default=W_ROWS)
-    ap.add_argument("--scratch", default=str(ROOT / "bench-out" / "data"))
+    ap.add_argument("--scratch", default=str(OUT / "data"))
     ap.add_argument("--schedulers", default="local,threads")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of the core jobs (ddrp run x3, plain), interleaved")
@@ -595,7 +595,7 @@ def drive(args: argparse.Namespace) -> int:
             profiles[label] = profile(label, _ddrp(
                 "run", "--x", str(xz), "--w", str(wz), "-k", str(k), "--out",
                 str(outs / "profiled.zarr"), "--scheduler", s),
-                ROOT / "bench-out" / f"profile-{s}{_suffix(rows, d)}.txt")
+                OUT / f"profile-{s}{_suffix(rows, d)}.txt")
     report(R, args, rows, d, k, scheds, profiles)
     check_library(version)
     shutil.rmtree(outs, ignore_errors=True)
@@ -756,7 +756,7 @@ def report(R: Runner, args: argparse.Namespace, rows: int, d: int, k: int,
         print("\nprofiles of ddrp run --method auto (py-spy, Python frames):")
         for name, prof in profiles.items():
             print_profile(name, prof)
-    path = ROOT / "bench-out" / f"perf{_suffix(rows, d)}.json"
+    path = OUT / f"perf{_suffix(rows, d)}.json"
     plot(R, scheds, path.with_suffix(".png"), rows, d, k)
     path.write_text(json.dumps({"rows": rows, "d": d, "k": k, "w_rows": args.w_rows,
                                 "jobs": [j.summary() for j in R.jobs],

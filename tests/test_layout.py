@@ -177,6 +177,23 @@ def test_the_one_plan_rule_catches_a_plan_of_its_own() -> None:
     assert _not_from_plan({"base": base, "fit": fit}) == []
 
 
+def _benchmarks_on_their_own(texts: dict[str, str]) -> list[str]:
+    """The benchmark scripts (``benchmarks/*.py`` but the helper modules) that do not take
+    their shared pieces from ``benchlib``."""
+    helpers = {"benchlib", "baselines"}
+    return sorted(name for name, text in texts.items() if name not in helpers
+                  and not any(isinstance(n, ast.ImportFrom) and n.module == "benchlib"
+                              for n in ast.walk(ast.parse(text))))
+
+
+def test_benchmarks_share_one_helper_module() -> None:
+    texts = {f.stem: f.read_text() for f in (ROOT / "benchmarks").glob("*.py")}
+    assert _benchmarks_on_their_own(texts) == []
+    # a control: a script with its own matplotlib setup and output folder is reported
+    assert _benchmarks_on_their_own({"own": "import matplotlib\nOUT = 'bench-out'\n"}) == [
+        "own"]
+
+
 def test_the_rules_catch_todays_kind_of_violation(tmp_path: Path) -> None:
     """A control: a maths module that reads Zarr, and a reader imported outside the registry,
     are both reported."""
