@@ -35,6 +35,7 @@ from .compute import delayed, row_order, task
 from .reads import shared_reads
 from .rounds import compute_rounds
 from .rows import invalid_mode, read_valid, sketch_rows
+from .scheduler import Scheduler
 
 __all__ = ["SketchTarget", "moments", "project_parquet", "project_zarr"]
 
@@ -162,14 +163,14 @@ def _side_order(side: str) -> str:
     return f"ddrp-{side}"
 
 
-def _shared(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Any,
+def _shared(src: Source, ranges: Ranges, side: str, skip: bool, scheduler: Scheduler,
             label: str) -> list[list[Any]]:
     """Per range, its rows of the chunks it shares with another, on a cluster decoded once
     in the pass ``label`` (``graph.reads``)."""
     return shared_reads(src, ranges, invalid_mode(skip), _side_order(side), label, scheduler)
 
 
-def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: Any,
+def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: Scheduler,
             progress: bool, n_folds: int = 0, keep: PartialSums | None = None
             ) -> dict[str, Any]:
     """Pass 1: the statistics of every side's ``(source, block ranges)``, in one compute:
@@ -189,7 +190,7 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     return dict(zip(blocks, results, strict=True))
 
 
-def _side_tree(side: str, src: Source, ranges: Ranges, skip: bool, scheduler: Any,
+def _side_tree(side: str, src: Source, ranges: Ranges, skip: bool, scheduler: Scheduler,
                n_folds: int, keep: PartialSums | None) -> tuple[Any, list[Any]]:
     """One side's reduction tree of pass 1 (``compute.tree_reduce``'s, built from the top so
     that a saved node stands for its subtree) and the block tasks it still runs."""
@@ -252,7 +253,7 @@ ParquetJobs = Sequence[tuple[SketchTarget, Sequence[tuple[str, list[tuple[int, i
 
 
 def project_zarr(jobs: Callable[[], ZarrJobs], maps: Mapping[str, SideMap], out: str,
-                 skip: bool, scheduler: Any, progress: bool,
+                 skip: bool, scheduler: Scheduler, progress: bool,
                  storage: Storage | None = None) -> None:
     """Pass 2 into a Zarr group: ``jobs()`` gives every target with its pending ``(block,
     start, stop)``, one task each sketching with its side's map in ``maps`` and writing its
@@ -276,7 +277,7 @@ def project_zarr(jobs: Callable[[], ZarrJobs], maps: Mapping[str, SideMap], out:
 
 
 def project_parquet(jobs: Callable[[], ParquetJobs], maps: Mapping[str, SideMap], k: int,
-                    skip: bool, scheduler: Any, progress: bool,
+                    skip: bool, scheduler: Scheduler, progress: bool,
                     storage: Storage | None = None) -> None:
     """Pass 2 into Parquet: ``jobs()`` gives every target with its ``(file, row ranges)``
     not written yet, one task each (``_parquet_task``, K columns; a quantized layout with

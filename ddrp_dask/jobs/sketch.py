@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import DdrpError, RunError
 from ..graph.passes import SketchTarget, project_parquet, project_zarr
+from ..graph.scheduler import Scheduler
 from ..io import lifecycle, writer
 from ..io.codes import LAYOUT_KEY, zarr_codes
 from ..io.common import working_dtype
@@ -84,7 +85,7 @@ def _maps(model: SketchModel, targets: list[SketchTarget]) -> dict[str, SideMap]
 
 
 def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_rows: int,
-               facts: dict[str, Any], resume: bool, skip: bool, scheduler: Any,
+               facts: dict[str, Any], resume: bool, skip: bool, scheduler: Scheduler,
                progress: bool, created: Callable[[str], None] | None = None) -> None:
     """Pass 2 into the Zarr group ``out`` (the path ``lifecycle.begin`` gave): create (or
     reopen when resuming) it, call ``created(out)``, one task per pending block, the skipped
@@ -121,7 +122,7 @@ def write_zarr(out: str, targets: list[SketchTarget], model: SketchModel, block_
 
 
 def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, block_rows: int,
-                  facts: dict[str, Any], resume: bool, skip: bool, scheduler: Any,
+                  facts: dict[str, Any], resume: bool, skip: bool, scheduler: Scheduler,
                   progress: bool, created: Callable[[str], None] | None = None) -> None:
     """Pass 2 into Parquet datasets under ``out`` (the path ``lifecycle.begin`` gave;
     ``io.writer.write_file``): one task per output file; files finished before a resume are
@@ -154,7 +155,7 @@ def write_parquet(out: str, targets: list[SketchTarget], model: SketchModel, blo
 
 def write_sketches(fmt: str, out: str, targets: list[SketchTarget], model: SketchModel,
                    block_rows: int, facts: dict[str, Any], resume: bool, skip: bool,
-                   scheduler: Any, progress: bool,
+                   scheduler: Scheduler, progress: bool,
                    created: Callable[[str], None] | None = None) -> None:
     """Pass 2 of ``run`` and ``project`` for ``out`` in format ``fmt``: nothing when
     resuming a complete output; else written where ``lifecycle.begin`` says (a local
