@@ -164,6 +164,12 @@ def test_the_tests_a_page_cites_exist() -> None:
     assert cited
 
 
+def test_the_readme_links_only_to_files_the_repository_has() -> None:
+    links = re.findall(r"\]\(([^)#:]+)\)", (ROOT / "README.md").read_text())
+    assert "docs/getting-started.md" in links
+    assert [link for link in links if not (ROOT / link).exists()] == []
+
+
 # --------------------------------------------------------------------------- the examples
 
 
