@@ -58,11 +58,11 @@ __all__ = ["PLENTIFUL_ROWS_PER_D", "AutoPredictor", "CrossFit", "OptimalFit", "P
            "check_folds", "cross_fit", "fit_optimal", "held_out_pairs", "honest_mse"]
 
 #: Above ``TWO_SWEEPS_D``, when every training set and held-out fold of both sources has at
-#: least this many rows per dimension, the shrinkage is not searched: OAS for both. With
-#: rows this plentiful every candidate of the grid scored within a few % of the best
-#: (benchmarks/RESULTS.md, "Session 9: widths"), and each candidate costs five SVDs of
-#: (d+1)².
-PLENTIFUL_ROWS_PER_D = 20
+#: least this many rows per dimension (about 40·d rows per source over five folds), the
+#: shrinkage is not searched: OAS for both. With rows this plentiful OAS scored as well as
+#: the search's best (benchmarks/RESULTS.md, "Session 9: widths"; 4-9 % worse from 30·d
+#: rows down), and each candidate costs five SVDs of (d+1)².
+PLENTIFUL_ROWS_PER_D = 8
 
 #: A build's progress callback: told each step's text as the step starts.
 Progress = Callable[[str], None]
