@@ -375,7 +375,8 @@ def test_chaos_at_default_allowed_failures_finishes_identical(
     assert kills >= 3, (kills, err)
     assert _sketch_bytes(out) == reference
     for line in err.splitlines():  # only resubmissions are said (--quiet)
-        assert re.fullmatch(r"worker lost during pass [12]; resubmitting \d+ (blocks|files), "
+        assert re.fullmatch(r"(worker lost|work lost \(\w+\)) during pass [12]; "
+                            r"resubmitting \d+ (blocks|files), "
                             rf"round \d+ of {ROUNDS}", line), err
 
 
