@@ -119,6 +119,7 @@ def main() -> None:
     for name in ("undisturbed", "chaos"):
         out = scratch / f"chaos-{name}.zarr"
         shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out.parent / f".{out.name}.ddrp-partial", ignore_errors=True)
         address, procs = start_cluster(scratch / f"chaos-{name}.log")
         try:
             args = ["run", "--x", str(x), "--w", str(w), "-k", "32", "--seed", "1",
@@ -130,7 +131,10 @@ def main() -> None:
             for proc in reversed(procs):
                 proc.terminate()
             for proc in procs:
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         r["digest"] = digest(out) if r["code"] == 0 else None
         results[name] = r
         said = str(r["stderr"]).strip().splitlines()

@@ -342,18 +342,6 @@ class Killer:
         return self.kills
 
 
-def _spawned_workers(pid: int) -> list[int]:
-    """The worker processes of the LocalCluster that the process ``pid`` runs."""
-    import psutil
-
-    try:
-        kids = psutil.Process(pid).children()
-    except psutil.Error:
-        return []
-    return [c.pid for c in kids if "spawn_main" in " ".join(c.cmdline())
-            and "resource_tracker" not in " ".join(c.cmdline())]
-
-
 @pytest.mark.slow
 def test_chaos_at_default_allowed_failures_finishes_identical(
         data: dict[str, str], reference: bytes, tmp_path: Path) -> None:
@@ -378,20 +366,3 @@ def test_chaos_at_default_allowed_failures_finishes_identical(
         assert re.fullmatch(r"(worker lost|work lost \(\w+\)) during pass [12]; "
                             r"resubmitting \d+ (blocks|files), "
                             rf"round \d+ of {ROUNDS}", line), err
-
-
-@pytest.mark.slow
-def test_chaos_on_the_local_cluster_ddrp_started_finishes_identical(
-        data: dict[str, str], reference: bytes, tmp_path: Path) -> None:
-    """The same on ``--scheduler local``: its nannies restart the killed workers. Fewer
-    kills (8): a LocalCluster's nanny whose worker is killed while it starts gives up on it
-    (seen after ~20 kills), and with both gone the run waits for workers that never come."""
-    out = tmp_path / "o.zarr"
-    proc = _start(_args(data, out, "--scheduler", "local", "--workers", "2"))
-    _wait(lambda: (_staged(out) / "zarr.json").exists(), proc)  # the cluster is up: pass 1
-    killer = Killer(lambda: _spawned_workers(proc.pid), most=8)
-    _, err = proc.communicate(timeout=300)
-    kills = killer.stop()
-    assert proc.returncode == 0, err
-    assert kills >= 3, (kills, err)
-    assert _sketch_bytes(out) == reference
