@@ -16,7 +16,8 @@ contrast of each seed's errors is t-tested across seeds (``maths.metrics.seed_te
 
 A model with a quantized layout (``docs/quantized.md``) is measured on the values its codes
 stand for: the sampled rows' sketches are encoded as ``run`` would store them (dither keyed by
-each row's global index) and decoded; the baselines are float32 at the same K.
+each row's global index) and decoded; the baselines are float32 at the same K. recall@N is
+measured with float32 sketches for every method.
 
 The numpy parts (``sample_pairs``, ``error_summary``, ``recall_at_n``) need no cluster.
 """
