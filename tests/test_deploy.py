@@ -888,7 +888,8 @@ def test_dockerfile_install_is_the_documented_install() -> None:
             if not ed and any(is_package_target(t) for t in tg):
                 documented.setdefault(tg, []).append(str(path.relative_to(ROOT)))
     assert documented, "no non-editable `pip install .` in README.md, Makefile or deploy/"
-    assert set(documented) == {targets}, (
+    # the README names several installs (plain, with extras); the image's must be one of them
+    assert targets in documented, (
         f"Dockerfile installs {targets}; the docs say {documented}")
     assert "deploy/README.md" in documented[targets]
     # extras named in the install exist in pyproject.toml
