@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -253,8 +254,18 @@ def remove_output(out: str) -> None:
 
 def _remove_tree(path: str) -> None:
     """Delete a staging or replaced directory of ddrp's own (hidden, named by ddrp)."""
-    if os.path.lexists(path):
-        shutil.rmtree(path)
+    for attempt in range(5):
+        if not os.path.lexists(path):
+            return
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError:
+            # a task of a failed job may still be finishing a file inside (pass 1's partial
+            # sums on a threaded scheduler): try again once it has
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def begin(out: str, resume: bool) -> str:
