@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -288,6 +289,55 @@ def test_pass_1_killed_then_resumed_reads_only_the_missing_blocks(
     assert read == expected
     assert dd.load_model(str(out)).digest == dd.load_model(str(ref)).digest
     assert not Path(str(staging_path(out))).exists()
+
+
+class _LeavesOnly(PartialSums):
+    """Keeps every block's statistics and nothing above them."""
+
+    def keeps(self, level: int, top: int) -> bool:
+        return level == 0
+
+
+class _Orphan(PartialSums):
+    """Does what a task of an interrupted run still finishing on a cluster does: right after
+    the resumed run has pinned the nodes it reads, saves the node above blocks 0-7 of x,
+    which deletes their files."""
+
+    def pin(self, side: str, into: str) -> dict[tuple[int, int], str]:
+        pinned = super().pin(side, into)
+        if side == "x":
+            self.save("x", 3, 0, self.load(pinned[0, 0]))
+            assert not os.path.exists(self.path("x", 0, 0))
+        return pinned
+
+
+class _OrphanUnlinked(_Orphan):
+    """The control: the resumed run reads the saved files themselves, not links."""
+
+    def pin(self, side: str, into: str) -> dict[tuple[int, int], str]:
+        return {node: self.path(side, *node) for node in super().pin(side, into)}
+
+
+def test_kept_statistics_deleted_by_an_orphan_task_are_read_through_the_links(
+        tmp_path: Path) -> None:
+    """A resumed pass 1 reads the nodes it resumes from through its own links: a task of the
+    interrupted run that saves a node above them (deleting them) meanwhile changes nothing,
+    and the links go when the pass ends."""
+    x, w = make_pair(n=20_000, m=3_000, d=16, seed=2)
+    paths = {"x": write_npy(tmp_path / "x.npy", x), "w": write_npy(tmp_path / "w.npy", w)}
+    plan = dd.plan_fit(paths["x"], paths["w"], 4, str(tmp_path / "m"), seed=1,
+                       block_rows=1000, stats_fraction=1.0)
+    reference = plan.fit("threads").digest
+    root = str(tmp_path / "_pass1")
+    plan.fit("threads", keep=_LeavesOnly(root))
+    leaves = {(0, i) for i in range(20)}
+    assert PartialSums(root).saved("x") == leaves
+    assert plan.fit("threads", keep=_Orphan(root)).digest == reference
+    assert not os.listdir(os.path.join(root, "pinned"))
+    shutil.rmtree(root)
+    plan.fit("threads", keep=_LeavesOnly(root))
+    with pytest.raises(Exception, match="kept statistics"):  # the control fails
+        plan.fit("threads", keep=_OrphanUnlinked(root))
 
 
 def _covered(keep: PartialSums, side: str, n: int) -> set[int]:

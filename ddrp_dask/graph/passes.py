@@ -15,7 +15,7 @@ Every task opens its input itself: the client ships only small descriptions and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,10 +142,9 @@ def _merge_task(merge: Callable[..., Any], keep: PartialSums | None, node: Node,
     return _saved(keep, node, folds, merge(parts))
 
 
-def _load_task(keep: PartialSums, node: Node, folds: bool) -> Any:
-    """A node saved earlier, as a merge would have returned it."""
-    side, level, index, _ = node
-    parts = keep.load(side, level, index)
+def _load_task(path: str, folds: bool) -> Any:
+    """A node saved earlier (pinned at ``path``), as a merge would have returned it."""
+    parts = PartialSums.load(path)
     return parts if folds else parts[0]
 
 
@@ -177,27 +176,39 @@ def moments(blocks: Mapping[str, tuple[Source, Ranges]], skip: bool, scheduler: 
     one ``Moments`` per side, or with ``n_folds`` a list of one per fold. With ``keep``,
     its tasks save the tree's partial sums there (``io.partials``), and the blocks under a
     saved node are not read again: neither after a resumed interruption nor in a round
-    resubmitted after workers died (``graph.rounds``)."""
+    resubmitted after workers died (``graph.rounds``); each round reads them through links
+    of its own (``PartialSums.pin``), deleted when the pass ends."""
+    pins: list[str] = []
+
     def build() -> tuple[list[Any], list[Any]]:
         graphs, leaves = [], []
+        if keep is not None:
+            pins.append(keep.pin_directory())
         for side, (src, ranges) in blocks.items():
-            root, side_leaves = _side_tree(side, src, ranges, skip, scheduler, n_folds, keep)
+            saved = keep.pin(side, pins[-1]) if keep is not None else {}
+            root, side_leaves = _side_tree(side, src, ranges, skip, scheduler, n_folds, keep,
+                                           saved)
             graphs.append(root)
             leaves += side_leaves
         return graphs, leaves
 
-    results = compute_rounds(build, scheduler, progress, "pass 1: statistics")
+    try:
+        results = compute_rounds(build, scheduler, progress, "pass 1: statistics")
+    finally:
+        for into in pins:
+            PartialSums.unpin(into)
     return dict(zip(blocks, results, strict=True))
 
 
 def _side_tree(side: str, src: Source, ranges: Ranges, skip: bool, scheduler: Scheduler,
-               n_folds: int, keep: PartialSums | None) -> tuple[Any, list[Any]]:
+               n_folds: int, keep: PartialSums | None, saved: Mapping[tuple[int, int], str]
+               ) -> tuple[Any, list[Any]]:
     """One side's reduction tree of pass 1 (``compute.tree_reduce``'s, built from the top so
-    that a saved node stands for its subtree) and the block tasks it still runs."""
+    that a saved node, read from its pinned path in ``saved``, stands for its subtree) and
+    the block tasks it still runs."""
     func, extra, merge = ((_fold_stats_task, (n_folds,), merge_folds) if n_folds else
                           (_stats_task, (), merge_moments))
     top = (len(ranges) - 1).bit_length()  # the root's level
-    saved = keep.saved(side) if keep is not None else set()
     orders = [_row_order(side, start) for start, _ in ranges]
     needed = _unsaved_leaves(saved, top, len(ranges))
     shared = dict(zip(needed, _shared(src, [ranges[i] for i in needed], side, skip,
@@ -212,7 +223,7 @@ def _side_tree(side: str, src: Source, ranges: Ranges, skip: bool, scheduler: Sc
     def node(level: int, i: int) -> Any:
         order = f"{orders[i << level]}-{level}" if level else orders[i]
         if (level, i) in saved:
-            return task(_load_task, keep, (side, level, i, top), bool(n_folds), order=order,
+            return task(_load_task, saved[level, i], bool(n_folds), order=order,
                         what=f"reading the kept statistics of {where}")
         if level == 0:
             return leaves[i]
@@ -225,7 +236,7 @@ def _side_tree(side: str, src: Source, ranges: Ranges, skip: bool, scheduler: Sc
     return node(top, 0), list(leaves.values())
 
 
-def _unsaved_leaves(saved: set[tuple[int, int]], top: int, n: int) -> list[int]:
+def _unsaved_leaves(saved: Collection[tuple[int, int]], top: int, n: int) -> list[int]:
     """The leaves of a tree of ``n`` leaves (root at level ``top``) under no saved node."""
     if not saved:
         return list(range(n))

@@ -13,12 +13,17 @@ absent; saving a node deletes the nodes saved below it, so the directory holds a
 reduction itself holds in memory, not one file per block. A resumed pass 1 takes the highest
 saved node of every subtree and reads only the blocks under none: the same values merged in
 the same tree, hence the same bytes as an undisturbed run.
+
+A run reads the nodes it resumes from through links of its own (``pin``): a task of an
+interrupted run (still finishing on a cluster after its client left) or of an earlier round
+may save a node above them meanwhile and delete them, and a link keeps the file.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,9 +98,38 @@ class PartialSums:
         os.replace(tmp, path)
         self._drop_below(side, level, index)
 
-    def load(self, side: str, level: int, index: int) -> list[Moments]:
-        """Node ``(level, index)``'s statistics per fold, as saved."""
-        with np.load(self.path(side, level, index), allow_pickle=False) as f:
+    def pin(self, side: str, into: str) -> dict[tuple[int, int], str]:
+        """Links, under the new directory ``into``, to the nodes of ``side`` saved so far:
+        ``{(level, index): path}`` of the links. A node deleted before it was linked is
+        left out: a node above it was saved, and the next listing links that one."""
+        dest = os.path.join(into, side)
+        os.makedirs(dest, exist_ok=True)
+        pinned: dict[tuple[int, int], str] = {}
+        tried: set[tuple[int, int]] = set()
+        while new := self.saved(side) - tried:
+            for level, index in sorted(new):
+                tried.add((level, index))
+                link = os.path.join(dest, f"{level}-{index}.npz")
+                try:
+                    _link(self.path(side, level, index), link)
+                except FileNotFoundError:
+                    continue
+                pinned[level, index] = link
+        return pinned
+
+    def pin_directory(self) -> str:
+        """A new directory for one run's links (``pin``), beside the saved nodes."""
+        return os.path.join(self.root, "pinned", uuid.uuid4().hex)
+
+    @staticmethod
+    def unpin(into: str) -> None:
+        """Delete the links under ``into`` (the saved nodes stay)."""
+        shutil.rmtree(into, ignore_errors=True)
+
+    @staticmethod
+    def load(path: str) -> list[Moments]:
+        """The statistics per fold of the node saved (or pinned) at ``path``."""
+        with np.load(path, allow_pickle=False) as f:
             n, mean, scatter = f["n"], f["mean"], f["scatter"]
         return [Moments(int(n[i]), mean[i], scatter[i]) for i in range(len(n))]
 
@@ -107,3 +141,15 @@ class PartialSums:
                     os.remove(self.path(side, lv, i))
                 except FileNotFoundError:  # another task's retry deleted it first
                     pass
+
+
+def _link(src: str, dst: str) -> None:
+    """A hard link ``dst`` to ``src`` (a copy where the filesystem has no hard links)."""
+    try:
+        os.link(src, dst)
+    except FileNotFoundError:
+        raise
+    except FileExistsError:
+        pass
+    except OSError:
+        shutil.copyfile(src, dst)
