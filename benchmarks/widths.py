@@ -369,7 +369,7 @@ def profile(args: argparse.Namespace) -> None:
     prof.disable()
     print(f"build d={args.d} K={args.k}: {time.perf_counter() - t:.2f} s, "
           f"{model.info.get('shrinkage_search')}, load {load():.2f}")
-    pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+    pstats.Stats(prof).sort_stats(os.environ.get("SORT", "tottime")).print_stats(30)
 
 
 def _ints(text: str) -> list[int]:

@@ -90,3 +90,20 @@ def test_build_tells_its_steps(plentiful: tuple[list[Moments], list[Moments]]) -
     build(combine_all(fx), combine_all(fw), 8, "auto", 0, folds=(fx, fw), progress=told.append)
     assert told[-1] == "the report's reference predictions"
     assert any(t.startswith("cross-fit over 5 folds") for t in told)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 6])
+def test_leave_one_out_merges_every_other_fold(n: int) -> None:
+    """The training sets of the cross-fit, through prefixes and suffixes, against the
+    moments of the stacked rows (numpy); a single fold is its own training set."""
+    from ddrp_dask.maths.stats import block_moments
+
+    rng = np.random.default_rng(n)
+    blocks = [rng.standard_normal((40 + 7 * i, 5)) + i for i in range(n)]
+    trains = crossfit.leave_one_out([block_moments(b) for b in blocks])
+    for f, got in enumerate(trains):
+        rest = np.vstack([b for g, b in enumerate(blocks) if g != f] or [blocks[f]])
+        assert got.n == len(rest)
+        np.testing.assert_allclose(got.mean, rest.mean(axis=0), rtol=1e-12)
+        centred = rest - rest.mean(axis=0)
+        np.testing.assert_allclose(got.scatter, centred.T @ centred, rtol=1e-10)

@@ -132,33 +132,56 @@ def factored_held_out(train: tuple[Moments, Moments], held: tuple[Moments, Momen
                       specs: tuple[Spec, Spec], scales: tuple[float, float]
                       ) -> tuple[np.ndarray, np.ndarray]:
     """``coord_moment`` of the ``held`` rows of each side in the basis of the ``train``
-    rows, that basis built from Cholesky factors (``_factored_basis``'s, no eigh, P and Q
-    never formed): the held-out pair (Ha, Hb) of one fold, when no other shrinkage
-    candidate shares an eigendecomposition with it."""
+    rows, that basis built from Cholesky factors (``_factored_basis``'s, no eigh of the
+    covariances, P and Q never formed): the held-out pair (Ha, Hb) of one fold, when no
+    other shrinkage candidate shares an eigendecomposition with it.
+
+    Only a prediction reads this pair, so the SVD of K = Lxᵀ G Lw comes from the cheaper
+    eigendecomposition of K Kᵀ (``_eig_of_g``): U and ρ² exactly as accurate as the SVD's
+    up to rounding of order ε ρ_max², V = Kᵀ U ρ⁻¹. A direction whose ρ² is below that
+    rounding carries no energy the prediction can see (its held-out moments scale with ρ)
+    and is left out (zero), instead of dividing rounding errors by it.
+    """
     tx, tw = train
     rx = ShrunkCovariance.of(tx, specs[0], scales[0]).root()
     rw = ShrunkCovariance.of(tw, specs[1], scales[1]).root()
-    u, rho, vt = _svd_of_g(rx, rw, tx.mean, tw.mean)
+    u, rho, v = _eig_of_g(rx, rw, tx.mean, tw.mean)
     root = np.sqrt(rho)
     out = []
-    for r, vecs, last, t, h in ((rx, u[:-1, :-1], u[-1, :-1], tx, held[0]),
-                                (rw, vt[:-1, :-1].T, vt[:-1, -1], tw, held[1])):
-        n = r.solve_t(vecs)
-        out.append(_final_moment(n, h, root * (n.T @ (h.mean - t.mean) + last), root))
+    for r, vecs, t, h in ((rx, u, tx, held[0]), (rw, v, tw, held[1])):
+        n = r.solve_t(vecs[:-1])
+        out.append(_final_moment(n, h, root * (n.T @ (h.mean - t.mean) + vecs[-1]), root))
     return out[0], out[1]
 
 
-def _svd_of_g(rx: Root, rw: Root, mean_x: np.ndarray, mean_w: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """U, ρ (the d largest), Vᵀ of Lxᵀ G Lw (``docs/method.md §5.1``), from the factors."""
+def _g_product(rx: Root, rw: Root, mean_x: np.ndarray, mean_w: np.ndarray) -> np.ndarray:
+    """K = Lxᵀ G Lw (``docs/method.md §5.1``) of order d + 1, Fortran-ordered, from the
+    factors."""
     d = rx.low.shape[0]
     k = np.empty((d + 1, d + 1), order="F")
     np.matmul(rx.low.T, rw.low, out=k[:d, :d])
     k[:d, d] = rx.low.T @ mean_w
     k[d, :d] = mean_x @ rw.low
     k[d, d] = float(mean_x @ mean_w)
-    u, rho, vt = sla.svd(k, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
-    return u, rho[:d], vt
+    return k
+
+
+def _eig_of_g(rx: Root, rw: Root, mean_x: np.ndarray, mean_w: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """U (d+1, d), ρ (the d largest, descending) and V (d+1, d) of K = Lxᵀ G Lw = U ρ Vᵀ
+    from the eigendecomposition of K Kᵀ; directions with ρ² under the rounding of K Kᵀ get
+    ρ = 0 and V = 0."""
+    k = _g_product(rx, rw, mean_x, mean_w)
+    d = k.shape[0] - 1
+    kkt = sla.blas.dsyrk(1.0, k, lower=True)  # the lower triangle of K Kᵀ
+    vals, u = sla.eigh(kkt, lower=True, overwrite_a=True, check_finite=False, driver="evd")
+    vals, u = vals[::-1][:d], np.ascontiguousarray(u[:, ::-1][:, :d])
+    tol = vals[0] * (d + 1) * np.finfo(np.float64).eps if d else 0.0
+    keep = vals > tol
+    rho = np.where(keep, np.sqrt(np.clip(vals, 0.0, None)), 0.0)
+    v = k.T @ u
+    v *= np.where(keep, 1.0 / np.where(keep, rho, 1.0), 0.0)[None, :]
+    return u, rho, v
 
 
 def _factored_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
@@ -167,31 +190,53 @@ def _factored_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
     ``energies`` of its coordinates (``lead``: as ``in_sample_energies``).
 
     The moments about the fitted means in the basis are Ha = √ρ (Nxᵀ Cx Nx + ux uxᵀ) √ρ, so
-    P and Q are never formed. The factors are recomputed after the SVD rather than kept
-    through it: its workspace (about 4 d² floats) is the build's peak.
+    P and Q are never formed. The SVD of K comes from the eigendecomposition of K Kᵀ
+    (``_eig_of_g``, about twice as fast as an SVD); a direction it cannot resolve (ρ² under
+    the rounding of K Kᵀ) gets ρ = 0, so P and Q lose a direction worth nothing to x·w. The
+    factors are recomputed after the eigendecomposition rather than kept through it: its
+    workspace is the build's peak.
     """
     d = mx.d
     sx, sw = (ShrunkCovariance.of(mx, specs[0], scales[0]),
               ShrunkCovariance.of(mw, specs[1], scales[1]))
-    rx, rw = sx.root(), sw.root()
-    k = np.empty((d + 1, d + 1), order="F")
-    np.matmul(rx.low.T, rw.low, out=k[:d, :d])
-    k[:d, d] = rx.low.T @ mw.mean
-    k[d, :d] = mx.mean @ rw.low
-    k[d, d] = float(mx.mean @ mw.mean)
-    del rx, rw
-    u, rho, vt = sla.svd(k, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
-    del k
-    rho = rho[:d]
-    ux, uw = u[d, :d].copy(), vt[:d, d].copy()
-    nx = sx.root().solve_t(u[:d, :d])
+    u, rho, v = _eig_of_g(sx.root(), sw.root(), mx.mean, mw.mean)
+    ux, uw = u[d].copy(), v[d].copy()
+    nx = sx.root().solve_t(u[:d])
     del u
-    nw = sw.root().solve_t(vt[:d, :d].T)
-    del vt
+    nw = sw.root().solve_t(v[:d])
+    del v
     root = np.sqrt(rho)
-    ha = _final_moment(nx, mx, root * ux, root)
-    hb = _final_moment(nw, mw, root * uw, root)
+    ha = _fitted_moment(sx, nx, ux, root)
+    hb = _fitted_moment(sw, nw, uw, root)
     return FactoredBasis(rho, nx, nw, ux, uw, in_sample_energies(ha, hb, lead))
+
+
+#: Above this shrinkage intensity ``_fitted_moment`` divides by too little (1 − lam).
+_FITTED_MAX_LAM = 0.5
+
+
+def _fitted_moment(s: ShrunkCovariance, n: np.ndarray, last: np.ndarray, root: np.ndarray
+                   ) -> np.ndarray:
+    """``_final_moment`` of the rows the basis was fitted on, with N = L⁻ᵀ U (U the first d
+    rows of the singular vectors, ``last`` their last row): as L Lᵀ = (1 − λ) C + diag(D)
+    (``ShrunkCovariance.shift``) and Nᵀ L Lᵀ N = Uᵀ U = I − last lastᵀ,
+    Nᵀ C N = (I − last lastᵀ − Nᵀ D N)/(1 − λ): one symmetric product (d³) in place of two
+    general ones (4 d³)."""
+    shift = s.shift()
+    if shift is None or s.lam > _FITTED_MAX_LAM:
+        return _final_moment(n, s.m, root * last, root)
+    low = sla.blas.dsyrk(-1.0, n * np.sqrt(shift)[:, None], trans=1, lower=True)
+    h = np.tril(low, -1)
+    h += h.T
+    h[np.diag_indices_from(h)] = np.diagonal(low)
+    del low
+    h -= np.outer(last, last)
+    h[np.diag_indices_from(h)] += 1.0
+    h *= root[:, None] / (1.0 - s.lam)
+    h *= root[None, :]
+    v = root * last
+    h += np.outer(v, v)
+    return h
 
 
 def _final_moment(n: np.ndarray, m: Moments, v: np.ndarray, root: np.ndarray) -> np.ndarray:

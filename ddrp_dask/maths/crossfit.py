@@ -52,7 +52,7 @@ from .shrinkage import (
     search_kind,
     shrunk_eig,
 )
-from .stats import Moments, combine_all
+from .stats import Moments, combine, combine_all
 
 __all__ = ["PLENTIFUL_ROWS_PER_D", "AutoPredictor", "CrossFit", "OptimalFit", "Progress",
            "check_folds", "cross_fit", "fit_optimal", "held_out_pairs", "honest_mse"]
@@ -116,18 +116,35 @@ class CrossFit:
 
 
 def cross_fit(folds_x: Sequence[Moments], folds_w: Sequence[Moments], scale_x: float,
-               scale_w: float) -> CrossFit:
+              scale_w: float) -> CrossFit:
     """Folds usable as held-out sets: rows on both sides, in the fold and outside it."""
+    trains_x, trains_w = _parallel([functools.partial(leave_one_out, folds_x),
+                                    functools.partial(leave_one_out, folds_w)])
     train_x: dict[int, Moments] = {}
     train_w: dict[int, Moments] = {}
     used = []
     for f in range(len(folds_x)):
-        tx = combine_all([m for g, m in enumerate(folds_x) if g != f] or [folds_x[f]])
-        tw = combine_all([m for g, m in enumerate(folds_w) if g != f] or [folds_w[f]])
+        tx, tw = trains_x[f], trains_w[f]
         if len(folds_x) > 1 and min(folds_x[f].n, folds_w[f].n, tx.n, tw.n) > 0:
             used.append(f)
             train_x[f], train_w[f] = tx, tw
     return CrossFit(folds_x, folds_w, used, train_x, train_w, scale_x, scale_w)
+
+
+def leave_one_out(folds: Sequence[Moments]) -> list[Moments]:
+    """Per fold f, the moments of every other fold (of fold f itself when it is the only
+    one), merged through prefixes and suffixes: 3(n − 2) merges for n folds, not
+    n(n − 2), in a fixed order (the same bytes however the build is scheduled)."""
+    n = len(folds)
+    if n < 3:
+        return [folds[1 - f] for f in range(n)] if n == 2 else list(folds)
+    prefix, suffix = [folds[0]], [folds[-1]]
+    for f in range(1, n - 1):
+        prefix.append(combine(prefix[-1], folds[f]))
+        suffix.append(combine(folds[n - 1 - f], suffix[-1]))
+    suffix.reverse()  # suffix[i]: folds i + 1 .. n − 1
+    return [suffix[0], *(combine(prefix[f - 1], suffix[f]) for f in range(1, n - 1)),
+            prefix[-1]]
 
 
 def _fold_pair(cv: CrossFit, sx: Spec, sw: Spec, f: int) -> tuple[np.ndarray, np.ndarray]:

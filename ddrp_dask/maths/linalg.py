@@ -96,39 +96,89 @@ def balanced_traces(mats: list[np.ndarray], terms_x: tuple[float, float],
     (rho_x, mu_x), (rho_w, mu_w) = terms_x, terms_w
     low = sx * (1.0 - rho_x)
     low[np.diag_indices(d)] += rho_x * mu_x
-    root: np.ndarray | None = None  # None: ``low`` is the Cholesky factor
     try:
         low = sla.cholesky(low, lower=True, overwrite_a=True, check_finite=False)
     except np.linalg.LinAlgError:  # not numerically positive definite: L = E diag(√λ)
-        low = sx * (1.0 - rho_x)
-        low[np.diag_indices(d)] += rho_x * mu_x
-        vals, low = np.linalg.eigh(low)
-        floor = np.finfo(float).eps * max(float(vals[-1]), np.finfo(float).tiny)
-        root = np.sqrt(np.clip(vals, floor, None))
-        low *= root
-    hw = _congruence(low, sw)  # Lᵀ Sw L
+        return _balanced_traces_eig(sx, sw, terms_x, terms_w, cross)
+    if max(rho_x, rho_w) > _BLEND_MAX:
+        return _balanced_traces_general(low, sx, sw, terms_w, cross)
+    del sx
+    hw = _lower_congruence(low, sw)  # Lᵀ Sw L
     del sw
+    y = sla.blas.dsyrk(1.0, low, trans=1, lower=True)  # Lᵀ L (lower triangle)
+    y *= rho_w * mu_w
+    y += (1.0 - rho_w) * np.tril(hw)
+    del hw
+    sig2, z = sla.eigh(y, lower=True, overwrite_a=True, check_finite=False, driver="evd")
+    del y
+    sig = np.sqrt(np.clip(sig2, 0.0, None))
+    # as L Lᵀ = (1 − ρx) Sx + ρx μx I: zᵀ L⁻¹ Sx L⁻ᵀ z = (1 − ρx μx |L⁻ᵀ z|²)/(1 − ρx), and
+    # as y = ρw μw LᵀL + (1 − ρw) Lᵀ Sw L: zᵀ Lᵀ Sw L z = (σ² − ρw μw |L z|²)/(1 − ρw)
+    inv_t = sla.solve_triangular(low, z, trans="T", lower=True, check_finite=False)
+    qa = (1.0 - rho_x * mu_x * np.einsum("ji,ji->i", inv_t, inv_t)) / (1.0 - rho_x)
+    del inv_t
+    lz = sla.blas.dtrmm(1.0, low, z, lower=True)
+    qb = (sig2 - rho_w * mu_w * np.einsum("ji,ji->i", lz, lz)) / (1.0 - rho_w)
+    inv = np.divide(1.0, sig, out=np.zeros_like(sig), where=sig > 0)
+    return float(np.sum(sig * qa)), float(np.sum(qb * inv)), cross
+
+
+#: Above this shrinkage intensity ``balanced_traces`` takes the general route (dividing by
+#: 1 − ρ would lose precision).
+_BLEND_MAX = 0.5
+
+
+def _balanced_traces_general(low: np.ndarray, sx: np.ndarray, sw: np.ndarray,
+                             terms_w: tuple[float, float], cross: float
+                             ) -> tuple[float, float, float]:
+    """``balanced_traces`` from the Cholesky factor ``low`` of shrunk Sx, forming
+    L⁻¹ Sx L⁻ᵀ and Lᵀ Sw L."""
+    hx = sla.solve_triangular(low, sx, lower=True, overwrite_b=True, check_finite=False)
+    hx = sla.solve_triangular(low, hx.T, lower=True, overwrite_b=True, check_finite=False)
+    return _traces_of(low, hx, _congruence(low, sw), terms_w, cross)
+
+
+def _balanced_traces_eig(sx: np.ndarray, sw: np.ndarray, terms_x: tuple[float, float],
+                         terms_w: tuple[float, float], cross: float
+                         ) -> tuple[float, float, float]:
+    """``balanced_traces`` with L = E diag(√λ) from an eigh of shrunk Sx (not numerically
+    positive definite)."""
+    d = sx.shape[0]
+    rho_x, mu_x = terms_x
+    low = sx * (1.0 - rho_x)
+    low[np.diag_indices(d)] += rho_x * mu_x
+    vals, low = np.linalg.eigh(low)
+    floor = np.finfo(float).eps * max(float(vals[-1]), np.finfo(float).tiny)
+    root = np.sqrt(np.clip(vals, floor, None))
+    hx = _congruence(low, sx)  # with E: Eᵀ Sx E, then scaled by the roots
+    hx /= np.outer(root, root)
+    low *= root
+    return _traces_of(low, hx, _congruence(low, sw), terms_w, cross)
+
+
+def _traces_of(low: np.ndarray, hx: np.ndarray, hw: np.ndarray, terms_w: tuple[float, float],
+               cross: float) -> tuple[float, float, float]:
+    """The traces from L, L⁻¹ Sx L⁻ᵀ and Lᵀ Sw L (``balanced_traces``)."""
+    rho_w, mu_w = terms_w
     y = low.T @ low
     y *= rho_w * mu_w
-    y += (1.0 - rho_w) * hw  # Lᵀ (shrunk Sw) L
+    y += (1.0 - rho_w) * hw
     y += y.T
     y *= 0.5
-    if root is None:  # L⁻¹ Sx L⁻ᵀ
-        hx = sla.solve_triangular(low, sx, lower=True, overwrite_b=True, check_finite=False)
-        hx = sla.solve_triangular(low, hx.T, lower=True, overwrite_b=True, check_finite=False)
-    else:
-        low /= root  # E
-        hx = _congruence(low, sx)
-        hx /= np.outer(root, root)
-    del low, sx
     sig2, z = sla.eigh(y, overwrite_a=True, check_finite=False, driver="evd")
     del y
     sig = np.sqrt(np.clip(sig2, 0.0, None))
     qa = np.einsum("ji,ji->i", z, hx @ z)
-    del hx
     qb = np.einsum("ji,ji->i", z, hw @ z)
     inv = np.divide(1.0, sig, out=np.zeros_like(sig), where=sig > 0)
     return float(np.sum(sig * qa)), float(np.sum(qb * inv)), cross
+
+
+def _lower_congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Lᵀ S L for lower-triangular L, by two triangular products (2 d³, not 4 d³)."""
+    t = sla.blas.dtrmm(1.0, low, s, lower=True, trans_a=True)  # Lᵀ S
+    out: np.ndarray = sla.blas.dtrmm(1.0, low, t, lower=True, side=1)  # (Lᵀ S) L
+    return out
 
 
 def _congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:

@@ -254,6 +254,19 @@ class ShrunkCovariance:
             c[np.diag_indices(d)] += self.lam * self.mu
         return c
 
+    def shift(self) -> np.ndarray | None:
+        """The diagonal D with shrunk = (1 − lam)·C + diag(D) (``matrix``'s blend, C the raw
+        covariance); None for a constant source, whose shrunk matrix is no blend of C."""
+        d = self.m.d
+        if self.kind == "constant":
+            return None
+        if self.kind == "diag":
+            target = np.maximum(np.diag(self.m.scatter) / max(self.m.n, 1),
+                                DIAG_TARGET_FLOOR * self.mu)
+            out: np.ndarray = self.lam * target + MIN_SHRINKAGE * self.mu
+            return out
+        return np.full(d, self.lam * self.mu)
+
     def root(self) -> Root:
         """A factor L with L Lᵀ = the shrunk covariance: its Cholesky factor (d³/3), or
         E diag(√λ) from ``eig`` when it is not numerically positive definite."""
