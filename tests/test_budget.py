@@ -31,6 +31,10 @@ def test_layout_at_is_the_widest_that_fits() -> None:
                 wider = q.Layout.of(name, layout.k + 1, (layout.k + 1) // 3)
                 assert wider.bytes_per_row > budget or name == "mixed"
     assert layout_at("int8", 500, 64, lambda k: 0) == q.Layout.of("int8", 64)  # K ≤ d
+    # the scale codes cost 1 (float16) and 2 (int8) bytes: 8 bytes hold 6 int8 columns
+    assert layout_at("int8", 8, 64, lambda k: 0) == q.Layout.of("int8", 6)
+    assert layout_at("float16", 8, 64, lambda k: k) == q.Layout.of("float16", 3)
+    assert layout_at("mixed", 12, 64, lambda k: 2) == q.Layout.of("mixed", 7, 2)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +95,7 @@ def test_cli_run_and_plan_with_a_budget(tmp_path: Path,
     res = runner.invoke(main, ["fit", "--x", x, "--w", wp, "--bytes-per-row", "24",
                                "--dtype", "float16", "--out", str(tmp_path / "m")])
     assert res.exit_code == 0, res.output
-    assert q.model_layout(dd.load_model(str(tmp_path / "m"))) == q.Layout.of("float16", 10)
+    assert q.model_layout(dd.load_model(str(tmp_path / "m"))) == q.Layout.of("float16", 11)
     res = runner.invoke(main, ["plan", "--x", x, "--w", wp, "--bytes-per-row", "32"])
     assert res.exit_code == 0, res.output
     assert "at 32 bytes per row:" in res.output and "mixed" in res.output

@@ -31,11 +31,17 @@ def rows(n: int, k: int, seed: int, spread: float = 100.0) -> np.ndarray:
 
 
 def test_bytes_per_row_count_codes_and_scales() -> None:
+    """Scale codes: 1 byte (int8 exponent) for float16 columns, 2 (int16 log code) for int8."""
     assert q.Layout.of("float32", 10).bytes_per_row == 40
-    assert q.Layout.of("float16", 10).bytes_per_row == 2 * 10 + 4
-    assert q.Layout.of("int8", 10).bytes_per_row == 10 + 4
-    assert q.Layout.of("mixed", 10, 3).bytes_per_row == 2 * 3 + 7 + 8
-    assert q.Layout.of("mixed", 10, 0).bytes_per_row == 10 + 4  # no empty scale stored
+    assert q.Layout.of("float16", 10).bytes_per_row == 2 * 10 + 1
+    assert q.Layout.of("int8", 10).bytes_per_row == 10 + 2
+    assert q.Layout.of("mixed", 10, 3).bytes_per_row == 2 * 3 + 7 + 1 + 2
+    assert q.Layout.of("mixed", 10, 0).bytes_per_row == 10 + 2  # no empty scale stored
+    assert q.Layout.of("mixed", 10, 10).bytes_per_row == 20 + 1
+    codes = q.encode(rows(3, 10, 0), q.Layout.of("mixed", 10, 3), 0, "x", 0)
+    stored = sum(a.nbytes for a in (codes.wide, codes.wide_scale, codes.narrow,
+                                    codes.narrow_scale))
+    assert stored == 3 * q.Layout.of("mixed", 10, 3).bytes_per_row
     with pytest.raises(ValueError, match="layout must be one of"):
         q.Layout.of("int4", 10)
     with pytest.raises(ValueError, match=r"head must be in 0\.\.10"):
@@ -45,8 +51,8 @@ def test_bytes_per_row_count_codes_and_scales() -> None:
 @pytest.mark.parametrize("name", QUANTIZED)
 def test_codes_are_a_grid_neighbour_and_scales_hold_every_value(name: str) -> None:
     """Checked against a direct numpy computation of the grid: each decoded value is one of
-    the two grid points around the value, the int8 scale is the row's max |value| and the
-    float16 scale the power of two above it."""
+    the two grid points around the value, the int8 scale is the smallest 2^(e/64) at or above
+    the row's max |value| and the float16 scale the power of two above it."""
     k, head = 12, 4
     layout = q.Layout.of(name, k, head)
     s = rows(300, k, 1)
@@ -58,18 +64,20 @@ def test_codes_are_a_grid_neighbour_and_scales_hold_every_value(name: str) -> No
     # int8: grid step = max |v| / 127 of the row's int8 columns
     if layout.narrow:
         m = np.abs(v[:, h:]).max(axis=1)
-        np.testing.assert_array_equal(codes.narrow_scale, m.astype(np.float32))
-        step = m / 127
+        assert codes.narrow_scale.dtype == np.int16
+        e = codes.narrow_scale.astype(np.float64)
+        assert (2 ** (e / 64) >= m * (1 - 1e-12)).all() and (2 ** ((e - 1) / 64) < m).all()
+        step = 2 ** (e / 64) / 127
         lo = np.floor(v[:, h:] / step[:, None]) * step[:, None]
         ok = np.isclose(got[:, h:], lo, rtol=1e-6, atol=0) | np.isclose(
             got[:, h:], lo + step[:, None], rtol=1e-6, atol=0)
         assert ok.all()
-        assert np.abs(codes.narrow).max() == 127 and codes.narrow.min() >= -127
+        assert np.abs(codes.narrow).max() >= 125 and codes.narrow.min() >= -127
     if layout.wide:
         m = np.abs(v[:, :h]).max(axis=1)
         scale = 2.0 ** np.ceil(np.log2(m))
         scale[scale == m] *= 2  # frexp's exponent: m/scale < 1
-        np.testing.assert_array_equal(codes.wide_scale, scale.astype(np.float32))
+        np.testing.assert_array_equal(codes.wide_scale, np.log2(scale).astype(np.int8))
         y = v[:, :h] / scale[:, None]
         spacing = np.spacing(np.abs(y).astype(np.float16)).astype(np.float64)
         assert (np.abs(codes.wide.astype(np.float64) - y) <= spacing).all()
@@ -117,14 +125,40 @@ def test_dither_is_uniform_and_distinct() -> None:
     assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 0.01
 
 
+def test_log_scale_is_a_fixed_table_and_never_clips() -> None:
+    """2^(e/64) decodes from the fixed table by exact powers of two (the same float64 on every
+    machine: pinned bits), and the chosen code is the smallest whose scale holds the row's
+    max, over float32's whole range (subnormals to 3.4e38): no value is ever clipped."""
+    table = q.log_scale(np.arange(64))
+    assert table[0] == 1.0 and table[32] == np.sqrt(2.0) and (np.diff(table) > 0).all()
+    assert table[1].hex() == "0x1.02c9a3e778061p+0" and table[63].hex() == "0x1.fa7c1819e90d8p+0"
+    e = np.array([-32767, -6401, -64, 0, 130, 8191, 32767])
+    np.testing.assert_array_equal(q.log_scale(e), np.ldexp(table[e % 64], e // 64))
+    rng = np.random.default_rng(0)
+    m = np.concatenate([np.float32(2.0) ** rng.uniform(-149, 127.9, 5000), [1e-45, 3.4e38]])
+    s = rows(len(m), 5, 1) * (m / 2e2).astype(np.float32)[:, None]
+    codes = q.encode(s, q.Layout.of("int8", 5), 0, "x", 0)
+    _, s8 = q.scale_values(codes)
+    top = np.abs(s.astype(np.float64)).max(axis=1)
+    below = q.log_scale(codes.narrow_scale.astype(np.int64) - 1)
+    assert (s8 >= top).all() and (below < top)[top > 0].all()
+    assert np.isfinite(q.decode(codes, q.Layout.of("int8", 5))).all()
+    with pytest.raises(ValueError, match="float32's range"):
+        q.encode(np.full((1, 5), 1e40), q.Layout.of("int8", 5), 0, "x", 0)
+
+
 def test_skipped_rows_decode_as_nan_and_zero_rows_as_zero() -> None:
     layout = q.Layout.of("mixed", 6, 2)
     s = rows(5, 6, 6)
     s[1] = np.nan
     s[3] = 0.0
-    out = q.decode(q.encode(s, layout, 0, "x", 0), layout)
+    codes = q.encode(s, layout, 0, "x", 0)
+    out = q.decode(codes, layout)
     assert np.isnan(out[1]).all() and not np.isnan(np.delete(out, 1, axis=0)).any()
     assert (out[3] == 0).all()
+    assert (codes.wide_scale[1], codes.narrow_scale[1]) == (-128, -32768)  # the sentinels
+    assert q.not_finite_rows(codes.narrow_scale[:, None]).tolist() == [False, True] + [False] * 3
+    assert q.not_finite_rows(out).tolist() == [False, True] + [False] * 3
 
 
 # ---------------------------------------------------------------------------------------

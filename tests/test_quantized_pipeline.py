@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 import ddrp_dask as dd
-from ddrp_dask.errors import OptionError
+from ddrp_dask.errors import InputError, OptionError
 from ddrp_dask.maths import quantize as q
 from ddrp_dask.report import format_report
 
@@ -112,6 +112,7 @@ def test_xarray_reads_the_group(tmp_path: Path, files: dict[str, str]) -> None:
     ds = xr.open_zarr(str(tmp_path / "out.zarr"))
     layout = q.Layout.of("mixed", K, int(ds["x"].shape[1]))
     assert ds["x"].dtype == np.float16 and ds["x_tail"].dtype == np.int8
+    assert ds["x_scale"].dtype == np.int8 and ds["x_tail_scale"].dtype == np.int16
     assert ds["x_scale"].dims == ("x_row", "scale") and ds["w_tail"].dims[0] == "w_row"
     assert ds["x"].attrs["ddrp_layout"]["name"] == "mixed"
     assert ds["x_tail"].shape == (1300, layout.narrow) and ds["w"].shape == (400, layout.wide)
@@ -154,11 +155,16 @@ def test_matmul_and_top_n_use_the_decoded_sketches(tmp_path: Path, files: dict[s
     x_path, w_path = str(tmp_path / "run" / "x"), str(tmp_path / "run" / "w")
     sx = dd.open_source(x_path).read_rows(0, 1300)
     sw = dd.open_source(w_path).read_rows(0, 400)
-    # the decoded rows are the codes times their scale / 127, checked against numpy
+    # the decoded rows are the codes times their scale 2^(e/64) / 127, checked against numpy
     g = None if fmt == "parquet" else zarr.open_group(str(tmp_path / "run"), mode="r")
     if g is not None:
-        want = g["x"][...].astype(np.float64) * g["x_scale"][...] / 127
+        e = g["x_scale"][...]
+        assert e.dtype == np.int16 and g["x"].dtype == np.int8
+        np.testing.assert_allclose(q.log_scale(e), 2.0 ** (e / 64), rtol=1e-15)
+        want = g["x"][...].astype(np.float64) * q.log_scale(e) / 127
         np.testing.assert_array_equal(sx, want.astype(np.float32))
+    else:
+        assert pq.read_table(tmp_path / "run" / "x").schema.field("scale").type == "int16"
     dd.execute_matmul(dd.plan_matmul(x_path, w_path, str(tmp_path / "prod.zarr")),
                       scheduler="sync")
     prod = zarr.open_array(str(tmp_path / "prod.zarr" / "product"), mode="r")[...]
@@ -169,6 +175,43 @@ def test_matmul_and_top_n_use_the_decoded_sketches(tmp_path: Path, files: dict[s
     assert np.array_equal(idx[:50], np.argsort(-(sx[:50].astype(np.float64) @ sw.T.astype(
         np.float64)), axis=1, kind="stable")[:, :5])
     assert model.k == K
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "parquet"])
+def test_skipped_rows_keep_their_sentinel_scales(tmp_path: Path, pair: tuple[np.ndarray,
+                                                                        np.ndarray],
+                                                 fmt: str) -> None:
+    """A row left out by --on-invalid skip is stored with the sentinel scale codes (Zarr),
+    found again as skipped, and decodes as NaN; its neighbours decode as usual."""
+    x, w = pair
+    x = x.copy()
+    bad = [5, 700]
+    x[bad, 3] = np.nan
+    xf, wf = write_npy(tmp_path / "x.npy", x), write_npy(tmp_path / "w.npy", w)
+    out = tmp_path / "run"
+    dd.execute(dd.plan_run(xf, wf, K, str(out), seed=3, block_rows=BLOCK, dtype="mixed",
+                           format=fmt, on_invalid="skip"), scheduler="sync")
+    if fmt == "parquet":  # the rows are left out of the files
+        table = pq.read_table(out / "x")
+        assert len(table) == 1300 - len(bad) and table.schema.field("scale").type == "int8"
+        return
+    g = zarr.open_group(str(out), mode="r")
+    assert g["x_skipped_rows"][...].tolist() == bad
+    assert g["x_scale"][bad, 0].tolist() == [-128, -128]
+    assert g["x_tail_scale"][bad, 0].tolist() == [-32768, -32768]
+    sx = dd.open_source(str(out / "x")).read_rows(0, 1300)
+    assert np.isnan(sx[bad]).all() and not np.isnan(np.delete(sx, bad, axis=0)).any()
+
+
+def test_older_float32_scales_are_refused(tmp_path: Path, files: dict[str, str]) -> None:
+    """Scales stored as float32 (before the scale codes) are not read as codes."""
+    _run(tmp_path / "run.zarr", files, "int8")
+    g = zarr.open_group(str(tmp_path / "run.zarr"), mode="r+")
+    old = g["x_scale"][...].astype(np.float32)
+    del g["x_scale"]
+    g.create_array("x_scale", data=old, chunks=(BLOCK, 1))
+    with pytest.raises(InputError, match="int16 scale codes"):
+        dd.open_source(str(tmp_path / "run.zarr" / "x"))
 
 
 def test_project_uses_the_model_layout(tmp_path: Path, files: dict[str, str]) -> None:

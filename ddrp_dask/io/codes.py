@@ -6,12 +6,13 @@ need nothing else).
 Zarr, for a sketch array named ``A`` (``x``, ``w``, ``sketch``):
 
 * ``float16`` / ``int8``: ``A`` holds the codes (rows × K, float16 / int8) and ``A_scale``
-  the per-row scales (rows × 1, float32);
-* ``mixed``: ``A`` holds the float16 head codes (rows × h) with ``A_scale``, ``A_tail`` the
-  int8 codes (rows × (K − h)) with ``A_tail_scale``.
+  the per-row scale codes (rows × 1: int8 exponents for float16 codes, int16 log codes for
+  int8 codes, ``maths.quantize``);
+* ``mixed``: ``A`` holds the float16 head codes (rows × h) with ``A_scale`` (int8),
+  ``A_tail`` the int8 codes (rows × (K − h)) with ``A_tail_scale`` (int16).
 
 ``A`` carries the attribute ``ddrp_layout`` (``{"name", "k", "head"}``). Parquet: the column
-``sketch`` (``fixed_size_list`` of float16 or int8) with ``scale`` (float32), and for
+``sketch`` (``fixed_size_list`` of float16 or int8) with ``scale`` (int8 or int16), and for
 ``mixed`` ``sketch_tail`` with ``scale_tail``; every file's key-value metadata carries
 ``ddrp_layout``. float32 sketches are stored as before (``A`` alone, column ``sketch``).
 """
@@ -24,7 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from ..maths.quantize import Codes, Layout, decode, encode, layout_of
+from ..maths.quantize import (
+    NARROW_SCALE_DTYPE,
+    WIDE_SCALE_DTYPE,
+    Codes,
+    Layout,
+    decode,
+    encode,
+    layout_of,
+)
 from .source import Source
 
 __all__ = [
@@ -45,7 +54,8 @@ LAYOUT_KEY = "ddrp_layout"
 @dataclass(frozen=True)
 class Part:
     """One kind of code of a layout: its columns ``lo:hi`` of the sketch, the numpy dtype of
-    its codes, and the suffix of its arrays (Zarr) or columns (Parquet)."""
+    its codes and of its scale codes, and the suffix of its arrays (Zarr) or columns
+    (Parquet)."""
 
     kind: str
     lo: int
@@ -55,6 +65,10 @@ class Part:
     @property
     def dtype(self) -> str:
         return "float16" if self.kind == "f16" else "int8"
+
+    @property
+    def scale_dtype(self) -> str:
+        return (WIDE_SCALE_DTYPE if self.kind == "f16" else NARROW_SCALE_DTYPE).name
 
     @property
     def width(self) -> int:
@@ -73,7 +87,8 @@ def parts(layout: Layout) -> list[Part]:
 
 
 def part_values(codes: Codes, part: Part) -> tuple[np.ndarray, np.ndarray]:
-    """The codes (rows × width) and scales (rows × 1, float32) one part stores."""
+    """The codes (rows × width) and scale codes (rows × 1, ``part.scale_dtype``) one part
+    stores."""
     if part.kind == "f16":
         return codes.wide, codes.wide_scale[:, None]
     return codes.narrow, codes.narrow_scale[:, None]
@@ -85,7 +100,7 @@ def zarr_codes(array: str, rows: int, layout: Layout) -> dict[str, tuple[int, in
     out = {}
     for part in parts(layout):
         out[array + part.suffix] = (rows, part.width, part.dtype)
-        out[f"{array}{part.suffix}_scale"] = (rows, 1, "float32")
+        out[f"{array}{part.suffix}_scale"] = (rows, 1, part.scale_dtype)
     return out
 
 
@@ -107,7 +122,8 @@ def parquet_columns(sketch: np.ndarray, layout: Layout, seed: int, side: str,
                     rows: np.ndarray) -> dict[str, Any]:
     """The Parquet columns of sketch rows (global indices ``rows``): ``sketch`` as a
     ``fixed_size_list<float32>[K]`` for float32, else each part's ``sketch<suffix>``
-    (fixed-size list of float16 / int8 codes) and ``scale<suffix>`` (float32)."""
+    (fixed-size list of float16 / int8 codes) and ``scale<suffix>`` (int8 / int16 scale
+    codes)."""
     import pyarrow as pa
 
     def fixed(values: np.ndarray) -> Any:
@@ -144,13 +160,13 @@ class CodesSource(Source):
     def _read(self, start: int, stop: int, as_nan: bool) -> np.ndarray:
         layout = self.layout
         n = stop - start
-        empty = Codes(np.zeros((n, 0), np.float16), np.ones(n, np.float32),
-                      np.zeros((n, 0), np.int8), np.zeros(n, np.float32))
+        empty = Codes(np.zeros((n, 0), np.float16), np.zeros(n, WIDE_SCALE_DTYPE),
+                      np.zeros((n, 0), np.int8), np.zeros(n, NARROW_SCALE_DTYPE))
         got = {"wide": empty.wide, "wide_scale": empty.wide_scale, "narrow": empty.narrow,
                "narrow_scale": empty.narrow_scale}
         for part, (codes, scales) in zip(parts(layout), self.pieces, strict=True):
-            values = codes.read_rows(start, stop).astype(part.dtype)  # exact: codes are
-            scale = scales.read_rows(start, stop)[:, 0].astype(np.float32)  # float16/int8
+            values = codes.read_rows(start, stop).astype(part.dtype)  # exact: the codes are
+            scale = scales.read_rows(start, stop)[:, 0].astype(part.scale_dtype)  # small ints
             key = "wide" if part.kind == "f16" else "narrow"
             got[key], got[f"{key}_scale"] = values, scale
         return decode(Codes(**got), layout)

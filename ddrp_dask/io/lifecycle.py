@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, OutputError
+from ..maths.quantize import not_finite_rows
 from .common import filesystem, is_url
 from .partials import PartialSums
 from .source import Source
@@ -457,7 +458,7 @@ def record_skipped(group: Any, block_rows: int,
             start = int(b) * block_rows
             probe = f"{name}_scale" if f"{name}_scale" in group else name  # quantized
             chunk = group[probe][start:start + block_rows]
-            rows.append(start + np.flatnonzero(np.isnan(chunk).any(axis=1)))
+            rows.append(start + np.flatnonzero(not_finite_rows(chunk)))  # NaN or sentinel
         skipped = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         dims = (f"{side}_skipped",)
         arr = create_array(group, ArraySpec(f"{prefix}skipped_rows", skipped.shape, "int64",

@@ -90,6 +90,11 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
 
 def _codes_source(path: str, layout: Layout, pieces: Sequence[tuple[Source, Source]],
                   id_column: str | None = None) -> CodesSource:
+    for part, (_, scales) in zip(parts(layout), pieces, strict=True):
+        if scales.dtype != part.scale_dtype:  # float32 scales: before the scale codes
+            raise InputError(f"{path}: the scales of these {layout.name} codes are "
+                             f"{scales.dtype}, not the {part.scale_dtype} scale codes this "
+                             "ddrp stores (written by an earlier version?); sketch it again")
     first = pieces[0][0]
     return CodesSource(path, first.n_rows, layout.k, "float32", first.sizes, id_column,
                        layout_json=json.dumps({"name": layout.name, "k": layout.k,

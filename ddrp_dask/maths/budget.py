@@ -61,15 +61,14 @@ def stored_energies(alloc: Alloc, alpha: np.ndarray, beta: np.ndarray,
 
 def layout_at(name: str, budget: int, d: int, head_of: Any) -> Layout | None:
     """The widest layout ``name`` within ``budget`` bytes per row (K ≤ d: from K = d the
-    sketch is exact); ``head_of(k)`` is the exact head of K columns (``mixed``'s float16
-    part). None when not even one column fits."""
-    fits = {"float32": budget // 4, "float16": (budget - 4) // 2, "int8": budget - 4}
-    if name != "mixed":
-        k = min(fits[name], d)
-        return Layout.of(name, k) if k >= 1 else None
-    for k in range(min(budget - 8, d), 0, -1):
-        layout = Layout.of("mixed", k, min(int(head_of(k)), k))
-        if layout.wide and layout.narrow and layout.bytes_per_row <= budget:
+    sketch is exact), its scale codes counted (``Layout.bytes_per_row``); ``head_of(k)`` is
+    the exact head of K columns (``mixed``'s float16 part). None when not even one column
+    fits."""
+    for k in range(min(budget, d), 0, -1):
+        layout = Layout.of(name, k, min(int(head_of(k)), k) if name == "mixed" else 0)
+        if name == "mixed" and not (layout.wide and layout.narrow):
+            continue
+        if layout.bytes_per_row <= budget:
             return layout
     return None
 

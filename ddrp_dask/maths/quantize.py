@@ -3,12 +3,18 @@
 Pure numpy (``docs/quantized.md`` §1–§4). A layout stores a row's K sketch values as
 
 * ``float32``: the values themselves (4 bytes each, no scale);
-* ``float16``: float16 codes of v / s16 with s16 a power of two per row (2 bytes a column,
-  4 for s16);
-* ``int8``: int8 codes c in [−127, 127] of 127 · v / s8, s8 the row's max |v| (1 byte a
-  column, 4 for s8);
+* ``float16``: float16 codes of v / s16 with s16 = 2^e a power of two per row (2 bytes a
+  column; the exponent e in 1 byte, int8);
+* ``int8``: int8 codes c in [−127, 127] of 127 · v / s8, s8 = 2^(e/64) with e the smallest
+  integer with s8 ≥ the row's max |v| (1 byte a column; the log code e in 2 bytes, int16);
 * ``mixed``: the first ``head`` columns (a sketch's exact, energy-carrying head) as float16
   codes with their own power-of-two scale, the rest as int8 codes with their own scale.
+
+Scales are stored as these integer codes, not as float32 (4 bytes each: half of an 8-byte
+budget); the smallest code of each dtype marks a row that was not finite. 2^(e/64) is
+decoded as ``ldexp(table[e mod 64], e // 64)`` with a fixed table of the 64 roots 2^(r/64)
+(computed once with ``decimal``, correctly rounded), never with libm's ``pow``, so every
+machine decodes the same float64 scales.
 
 Every code is drawn by **stochastic rounding** to one of the two grid points around the
 value, with the probability that makes its mean the value; the per-row scale holds every
@@ -24,6 +30,7 @@ product of the codes of each kind and a fixed rescaling per row pair (``estimate
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from decimal import Decimal, localcontext
 from typing import Any
 
 import numpy as np
@@ -31,16 +38,38 @@ import numpy as np
 from .methods import get
 from .model import SketchModel
 
-__all__ = ["INT8_MAX", "LAYOUTS", "Codes", "Layout", "column_energy", "decode", "dither",
-           "dither_key", "encode", "estimate", "expected_max_square", "head_columns",
-           "layout_facts", "layout_of", "model_layout", "quantized_model", "round_nearest",
-           "rounding_mse", "rounding_variance", "stochastic_round_f16",
+__all__ = ["INT8_MAX", "LAYOUTS", "LOG_STEPS", "NARROW_SCALE_DTYPE", "WIDE_SCALE_DTYPE",
+           "Codes", "Layout", "column_energy", "decode", "dither", "dither_key", "encode",
+           "estimate", "expected_max_square", "head_columns", "layout_facts", "layout_of",
+           "log_scale", "model_layout", "not_finite_rows", "quantized_model", "round_nearest",
+           "rounding_mse", "rounding_variance", "scale_values", "stochastic_round_f16",
            "stochastic_round_int"]
 
 #: Layout names, narrowest last but ``mixed``.
 LAYOUTS = ("float32", "float16", "int8", "mixed")
 #: Largest int8 code; −128 is never used, so the grid is symmetric.
 INT8_MAX = 127
+#: Stored scale codes: the float16 part's exponent e (s16 = 2^e) and the int8 part's log code
+#: e (s8 = 2^(e / LOG_STEPS)); each dtype's smallest value marks a row that was not finite.
+WIDE_SCALE_DTYPE = np.dtype(np.int8)
+NARROW_SCALE_DTYPE = np.dtype(np.int16)
+#: Steps of the int8 scale's grid per octave: s8 overshoots the row's max by < 2^(1/64) − 1
+#: (1.1 %), so its grid is at most that much coarser than a float32 scale's.
+LOG_STEPS = 64
+_WIDE_E = (-127, 127)  # exponents of s16 (−128 is the sentinel); float16 codes reach 65504
+_NARROW_E = (-32767, 32767)  # log codes of s8 (−32768 is the sentinel): 2^±511.98
+
+
+def _roots() -> np.ndarray:
+    """2^(r/64), r = 0 … 63, correctly rounded to float64 by ``decimal`` (pure software, so
+    the same table on every machine)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return np.array([float(Decimal(2) ** (Decimal(r) / LOG_STEPS))
+                         for r in range(LOG_STEPS)], dtype=np.float64)
+
+
+_ROOTS = _roots()
 #: Counter bits reserved for the column index (K < 2^24).
 _COL_BITS = 24
 _TAG = 0x5D17_B7E5  # separates the dither's streams from every other use of the seed
@@ -91,16 +120,18 @@ class Layout:
         return 0 if self.name == "float32" else self.k - self.head
 
     @property
-    def scales(self) -> int:
-        """float32 scales stored per row (one per non-empty kind of code)."""
-        return int(self.wide > 0) + int(self.narrow > 0)
+    def scale_bytes(self) -> int:
+        """Bytes of the scale codes stored per row: 1 (int8 exponent) with float16 columns,
+        2 (int16 log code) with int8 columns."""
+        return WIDE_SCALE_DTYPE.itemsize * int(self.wide > 0) + \
+            NARROW_SCALE_DTYPE.itemsize * int(self.narrow > 0)
 
     @property
     def bytes_per_row(self) -> int:
         """Every byte a row costs: codes and scales."""
         if self.name == "float32":
             return 4 * self.k
-        return 2 * self.wide + self.narrow + 4 * self.scales
+        return 2 * self.wide + self.narrow + self.scale_bytes
 
 
 @dataclass(frozen=True)
@@ -110,11 +141,12 @@ class Codes:
     Attributes
     ----------
     wide : ndarray of float16, shape (rows, layout.wide)
-    wide_scale : ndarray of float32, shape (rows,)
-        Powers of two; NaN marks a row that was not finite (a skipped row).
+    wide_scale : ndarray of int8, shape (rows,)
+        The exponents e of s16 = 2^e; −128 marks a row that was not finite (a skipped row).
     narrow : ndarray of int8, shape (rows, layout.narrow)
-    narrow_scale : ndarray of float32, shape (rows,)
-        Each row's max |value| over its int8 columns (rounded up to float32); NaN as above.
+    narrow_scale : ndarray of int16, shape (rows,)
+        The log codes e of s8 = 2^(e/64) (``log_scale``), the smallest with s8 ≥ the row's
+        max |value| over its int8 columns; −32768 as above.
     """
 
     wide: np.ndarray
@@ -187,18 +219,55 @@ def round_nearest(sketch: np.ndarray, layout: Layout) -> Codes:
     return _encode(np.asarray(sketch, dtype=np.float64), layout, None)
 
 
-def _pow2_scale(m: np.ndarray) -> np.ndarray:
-    """2^e ≥ m per row (e clamped to float32's range; 1 for m = 0 or not finite)."""
-    _, e = np.frexp(np.where(np.isfinite(m) & (m > 0), m, 1.0))
-    return np.ldexp(1.0, np.clip(e, -140, 127)).astype(np.float32)
+def log_scale(e: np.ndarray) -> np.ndarray:
+    """2^(e/64) in float64 for integer log codes ``e``: ``ldexp`` of the fixed table of
+    roots (exact powers of two times a correctly rounded root; no libm ``pow``)."""
+    e = np.asarray(e, dtype=np.int64)
+    return np.asarray(np.ldexp(_ROOTS[e % LOG_STEPS], (e // LOG_STEPS).astype(np.int32)))
 
 
-def _max_scale(m: np.ndarray) -> np.ndarray:
-    """m rounded up to float32 (0 for m = 0)."""
-    s = m.astype(np.float32)
-    low = s.astype(np.float64) < m
-    s[low] = np.nextafter(s[low], np.float32(np.inf))
-    return s
+def _pow2_code(m: np.ndarray) -> np.ndarray:
+    """e with m < 2^e per row (frexp's exponent), clamped to −127 … 127 (float16 codes of
+    v / 2^127 still fit: float32 values stay below 2^128); 1 for m = 0."""
+    _, e = np.frexp(np.where(m > 0, m, 1.0))
+    return np.clip(e, *_WIDE_E).astype(WIDE_SCALE_DTYPE)
+
+
+def _log_code(m: np.ndarray) -> np.ndarray:
+    """The smallest log code e with ``log_scale(e)`` ≥ m per row (0 for m = 0), clamped to
+    −32767 … 32767: a first guess from log2, then corrected against the decoded table
+    itself, so the choice does not depend on libm's log2."""
+    pos = m > 0
+    guess = np.ceil(LOG_STEPS * np.log2(np.where(pos, m, 1.0)))
+    e = np.clip(np.nan_to_num(guess), *_NARROW_E).astype(np.int64)
+    for _ in range(2):
+        e = np.where(log_scale(e - 1) >= m, e - 1, e)
+        e = np.clip(np.where(log_scale(e) < m, e + 1, e), *_NARROW_E)
+    return np.where(pos, e, 0).astype(NARROW_SCALE_DTYPE)
+
+
+def scale_values(codes: Codes) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 scales (s16, s8) per row that ``codes``' scale codes stand for; NaN for a
+    row that was not finite."""
+    e16 = codes.wide_scale.astype(np.int64)
+    e8 = codes.narrow_scale.astype(np.int64)
+    s16 = np.where(e16 == _sentinel(WIDE_SCALE_DTYPE), np.nan, np.ldexp(1.0, e16))
+    s8 = np.where(e8 == _sentinel(NARROW_SCALE_DTYPE), np.nan, log_scale(e8))
+    return s16, s8
+
+
+def _sentinel(dtype: np.dtype[Any]) -> int:
+    return int(np.iinfo(dtype).min)
+
+
+def not_finite_rows(scales: np.ndarray) -> np.ndarray:
+    """Rows (any axis-1 entry) whose stored scale codes mark a row that was not finite — a
+    skipped row: the sentinel of an integer scale dtype, or NaN (float)."""
+    a = np.asarray(scales)
+    a = a.reshape(len(a), -1)
+    if np.issubdtype(a.dtype, np.integer):
+        return np.asarray((a == _sentinel(a.dtype)).any(axis=1))
+    return np.asarray(np.isnan(a).any(axis=1))
 
 
 def _encode(v: np.ndarray, layout: Layout, u: np.ndarray | None) -> Codes:
@@ -207,17 +276,17 @@ def _encode(v: np.ndarray, layout: Layout, u: np.ndarray | None) -> Codes:
     bad = ~np.isfinite(v).all(axis=1)
     v = np.where(bad[:, None], 0.0, v)
     head, tail = v[:, :h], v[:, h:]
-    s16 = _pow2_scale(np.max(np.abs(head), axis=1, initial=0.0))
-    y16 = head / s16.astype(np.float64)[:, None]
+    e16 = _pow2_code(np.max(np.abs(head), axis=1, initial=0.0))
+    y16 = head / np.ldexp(1.0, e16.astype(np.int64))[:, None]
     wide = y16.astype(np.float16) if u is None else stochastic_round_f16(y16, u[:, :h])
-    s8 = _max_scale(np.max(np.abs(tail), axis=1, initial=0.0))
-    step = s8.astype(np.float64) / INT8_MAX
-    y8 = tail / np.where(step > 0, step, 1.0)[:, None]
+    e8 = _log_code(np.max(np.abs(tail), axis=1, initial=0.0))
+    step = log_scale(e8) / INT8_MAX
+    y8 = tail / step[:, None]
     c8 = np.rint(y8) if u is None else stochastic_round_int(y8, u[:, h:])
     narrow = np.clip(c8, -INT8_MAX, INT8_MAX).astype(np.int8)  # |y8| ≤ 127: a no-op
-    s16[bad] = np.nan
-    s8[bad] = np.nan
-    return Codes(wide, s16, narrow, s8)
+    e16[bad] = _sentinel(WIDE_SCALE_DTYPE)
+    e8[bad] = _sentinel(NARROW_SCALE_DTYPE)
+    return Codes(wide, e16, narrow, e8)
 
 
 def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str,
@@ -228,7 +297,8 @@ def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str,
     ----------
     sketch : ndarray of shape (rows, layout.k)
         float32 or float64 sketch values; a row with a NaN or infinite value (a skipped row)
-        gets NaN scales and zero codes.
+        gets the sentinel scale codes and zero codes. Finite values must be below 2^128 (as
+        every float32 is), which the scale codes' ranges hold.
     layout : Layout
         Not ``float32`` (which stores the sketch itself).
     seed : int
@@ -248,6 +318,9 @@ def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str,
     v = np.asarray(sketch, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != layout.k:
         raise ValueError(f"sketch must have shape (rows, {layout.k}), got {v.shape}")
+    finite = np.where(np.isfinite(v), np.abs(v), 0.0)
+    if finite.size and finite.max() >= 2.0 ** 128:
+        raise ValueError("sketch values beyond float32's range cannot be stored quantized")
     rows = np.asarray(row0, dtype=np.int64)
     if rows.ndim == 0:
         rows = np.arange(int(rows), int(rows) + v.shape[0], dtype=np.int64)
@@ -265,10 +338,10 @@ def column_energy(matrix: np.ndarray, offset: np.ndarray, second_moment: np.ndar
 def decode(codes: Codes, layout: Layout) -> np.ndarray:
     """float32 rows (rows, K): ``s16 · f`` and ``(s8 / 127) · c``, computed in float64 and
     rounded once to float32 (a relative 2^−24, as float32 storage itself rounds); NaN rows
-    where the scale is NaN."""
-    wide = codes.wide.astype(np.float64) * codes.wide_scale.astype(np.float64)[:, None]
-    step = codes.narrow_scale.astype(np.float64) / INT8_MAX
-    narrow = codes.narrow.astype(np.float64) * step[:, None]
+    where the scale codes mark a row that was not finite."""
+    s16, s8 = scale_values(codes)
+    wide = codes.wide.astype(np.float64) * s16[:, None]
+    narrow = codes.narrow.astype(np.float64) * (s8 / INT8_MAX)[:, None]
     out = np.concatenate([wide, narrow], axis=1).astype(np.float32)
     assert out.shape[1] == layout.k
     return out
@@ -276,12 +349,12 @@ def decode(codes: Codes, layout: Layout) -> np.ndarray:
 
 def estimate(cx: Codes, cw: Codes) -> np.ndarray:
     """x·w estimates (rows of x, rows of w) in float64, straight from the codes:
-    ``s16x s16w (fx · fw) + (s8x s8w / 127²)(cx · cw)``. The int8 product is exact (int64)."""
-    wide = (cx.wide.astype(np.float64) @ cw.wide.astype(np.float64).T) * np.outer(
-        cx.wide_scale.astype(np.float64), cw.wide_scale.astype(np.float64))
+    ``s16x s16w (fx · fw) + (s8x s8w / 127²)(cx · cw)``, the scales decoded from their codes
+    (``scale_values``). The int8 product is exact (int64)."""
+    (s16x, s8x), (s16w, s8w) = scale_values(cx), scale_values(cw)
+    wide = (cx.wide.astype(np.float64) @ cw.wide.astype(np.float64).T) * np.outer(s16x, s16w)
     narrow = (cx.narrow.astype(np.int64) @ cw.narrow.astype(np.int64).T).astype(np.float64)
-    scale = np.outer(cx.narrow_scale.astype(np.float64), cw.narrow_scale.astype(np.float64))
-    return np.asarray(wide + narrow * scale / INT8_MAX ** 2)
+    return np.asarray(wide + narrow * np.outer(s8x, s8w) / INT8_MAX ** 2)
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,7 +388,8 @@ def rounding_variance(energy: np.ndarray, layout: Layout, draws: int = 2048) -> 
     Exact for rows of independent centred Gaussians with those second moments (a model of a
     sketch row), averaged over ``draws`` such rows from a fixed seed, so the prediction is a
     deterministic function of the energies: each value's variance is (v − lo)(hi − v) for
-    the grid points lo ≤ v ≤ hi of its column's code, the grid set by the row's own scale.
+    the grid points lo ≤ v ≤ hi of its column's code, the grid set by the row's own stored
+    scale (2^e for float16, 2^(e/64) ≥ the row's max for int8, as ``encode`` chooses them).
     0 for float32. (For a value far larger than its grid step this is about step²/6; for
     one far smaller, about step·|v|.)
     """
@@ -325,15 +399,16 @@ def rounding_variance(energy: np.ndarray, layout: Layout, draws: int = 2048) -> 
     v = _model_rows(e, draws)
     u = np.full_like(v, 0.5)
     codes = _encode(v, layout, u)  # any rounding: only the grid points are read
+    sc16, sc8 = scale_values(codes)  # the stored scales' own grids (2^e, 2^(e/64))
     h = layout.wide
-    head = v[:, :h] / codes.wide_scale.astype(np.float64)[:, None]
+    head = v[:, :h] / sc16[:, None]
     near = head.astype(np.float16).astype(np.float64)
     other = np.nextafter(head.astype(np.float16), np.where(
         near > head, np.float16(-np.inf), np.float16(np.inf))).astype(np.float64)
-    s16 = codes.wide_scale.astype(np.float64)[:, None] ** 2
-    var16 = _cell_variance(np.minimum(near, other), head, np.maximum(near, other)) * s16
-    step = codes.narrow_scale.astype(np.float64)[:, None] / INT8_MAX
-    y = v[:, h:] / np.where(step > 0, step, 1.0)
+    var16 = _cell_variance(np.minimum(near, other), head, np.maximum(near, other)) * \
+        sc16[:, None] ** 2
+    step = sc8[:, None] / INT8_MAX
+    y = v[:, h:] / step
     var8 = _cell_variance(np.floor(y), y, np.floor(y) + 1.0) * step ** 2
     return np.concatenate([var16.mean(axis=0), var8.mean(axis=0)])
 
