@@ -381,7 +381,8 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
         ``rho`` (descending), ``pi`` (per candidate coordinate), ``note``.
     """
     check_folds(folds_x, folds_w)
-    mx, mw = combine_all(folds_x), combine_all(folds_w)
+    mx, mw = _parallel([functools.partial(combine_all, folds_x),
+                        functools.partial(combine_all, folds_w)])
     d = mx.d
     scale_x = scale_of(mx.second_moment, mw.second_moment)
     scale_w = scale_of(mw.second_moment, mx.second_moment)
