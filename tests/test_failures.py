@@ -176,6 +176,91 @@ def test_scheduler_that_never_answers_times_out_in_one_line(data: dict[str, str]
     assert not out.exists() and not Path(str(staging_path(out))).exists()
 
 
+#: A scheduler preload: the scheduler SIGKILLs itself as a client makes the request
+#: DDRP_DIE_ON ("broadcast": client.run, as the cluster checks do; "gather": a pass's
+#: results), so the client's comm closes in the middle of it.
+DIE_ON_PRELOAD = """
+import os
+import signal
+
+
+def dask_setup(scheduler):
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    scheduler.handlers[os.environ["DDRP_DIE_ON"]] = die
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(("request_", "said"), [
+    ("broadcast", "lost the scheduler at {address} (CommClosedError: "),
+    ("gather", "pass 1: statistics: lost the scheduler (CommClosedError); ")])
+def test_scheduler_dying_mid_request_is_one_line(data: dict[str, str], tmp_path: Path,
+                                                 request_: str, said: str) -> None:
+    """The scheduler dies while it answers the client (before: the cluster check's
+    CommClosedError reached the user as a traceback when the client had not yet noticed
+    the loss): one line, exit 1, pointing to --resume."""
+    (tmp_path / "die.py").write_text(DIE_ON_PRELOAD)
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = dict(ENV, DDRP_DIE_ON=request_)
+    with open(tmp_path / "cluster.log", "w") as log:
+        procs = [subprocess.Popen(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--no-dashboard", "--preload", str(tmp_path / "die.py")],
+            stdout=log, stderr=log, env=env)]
+        procs.append(subprocess.Popen(
+            [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
+             "--no-dashboard", "--host", "127.0.0.1"], stdout=log, stderr=log, env=env))
+        try:
+            _wait_for_workers(address, 1, env)
+            proc = _run(_args(data, tmp_path / "o.zarr", "--scheduler", address))
+        finally:
+            stop_processes(procs)
+    line = _one_error_line(proc.stderr)
+    assert proc.returncode == 1
+    assert line.startswith("ddrp: error: " + said.format(address=address)), line
+    assert "run the same command with --resume" in line, line
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_stopped_scheduler_times_out_in_one_line_then_resumed(
+        data: dict[str, str], reference: bytes, tmp_path: Path) -> None:
+    """The scheduler is stopped (SIGSTOP) in pass 1: its connection stays open and no
+    error ever comes (before: ddrp waited forever). The watchdog's question goes
+    unanswered for ddrp.scheduler-silence (10 s here), and the run ends in one line, exit
+    1; the scheduler continued, --resume finishes with an undisturbed run's bytes."""
+    cluster = Cluster(tmp_path)
+    out = tmp_path / "o.zarr"
+    env = dict(ENV, DASK_DDRP__SCHEDULER_SILENCE="10s")
+    try:
+        proc = subprocess.Popen(_args(data, out, "--scheduler", cluster.address),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, start_new_session=True)
+        _wait(lambda: bool(_kept(out).saved("x")), proc)
+        cluster.scheduler.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            took = time.monotonic() - stopped
+            cluster.scheduler.send_signal(signal.SIGCONT)
+        line = _one_error_line(err)
+        assert proc.returncode == 1
+        assert 10 <= took < 90, took
+        assert re.fullmatch(rf"ddrp: error: pass 1: statistics: the scheduler at "
+                            rf"{cluster.address} has not answered for \d+ s \(stopped, or "
+                            r"overloaded\?\); what was finished is kept: run the same "
+                            r"command with --resume to finish it", line), line
+        done = _run(_args(data, out, "--scheduler", cluster.address, "--resume"))
+    finally:
+        cluster.stop()
+    assert done.returncode == 0, done.stderr
+    assert _sketch_bytes(out) == reference
+
+
 # -- workers killed: resubmitted, then given up on ---------------------------------------------
 
 class NannyCluster:

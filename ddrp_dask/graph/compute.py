@@ -25,6 +25,7 @@ from ..errors import DdrpError, OptionError, RunError
 from ..maths.blas import one_blas_thread
 from .progress import Ticker
 from .scheduler import SchedulerLike, resolve
+from .watchdog import ClusterGone, tripped, watch
 
 __all__ = ["FAN_IN", "ROW_KEY_TOP", "TaskFailed", "check_memory", "check_visible", "client_of",
            "compute", "default_scheduler", "describe_key", "key_round", "local_scheduler",
@@ -232,7 +233,8 @@ def compute(objs: Sequence[Any], scheduler: SchedulerLike, progress: bool, label
                             {f.key for f in outputs})
                 return list(client.gather(outputs))
         finally:  # a released future must not be cancelled: the scheduler asserts it is wanted
-            client.cancel([f for f in futures if id(f) not in released])
+            if not tripped(client):  # else the scheduler may never answer
+                client.cancel([f for f in futures if id(f) not in released])
     # Local schedulers run the tasks in this process: hold the (counted, process-wide) BLAS
     # limit for the whole compute, so that whatever a task computes outside its own
     # one_blas_thread block (reader conversions, small products) runs on one thread too.
@@ -404,7 +406,8 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
                                    "again") from None
             tell(f"local cluster: {n} worker(s) x {threads_per_worker} thread(s), dashboard "
                  f"{client.dashboard_link}")
-            with _lost_scheduler(client, "of the local cluster"):
+            with _lost_scheduler(client, "of the local cluster"), \
+                    watch(client, "of the local cluster", own=True):
                 yield client
         return
     if "://" not in name and ":" not in name:
@@ -419,7 +422,8 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
             "address, that the scheduler runs, and for tls:// the certificates "
             "(distributed.comm.tls.* in the Dask config or DASK_DISTRIBUTED__COMM__TLS__*)"
         ) from None
-    with client, _quiet_interrupt(), _lost_scheduler(client, name):
+    with client, _quiet_interrupt(), _lost_scheduler(client, name), \
+            watch(client, f"at {name}"):
         tell(f"scheduler {name}, dashboard {client.dashboard_link}")
         yield client
 
@@ -477,18 +481,26 @@ def _lost_scheduler(client: Any, name: str) -> Iterator[None]:
     """An exception raised while ``client`` has lost its scheduler becomes one line saying
     so (``RunError``): whatever step met it (a pass, the checks, a save), the scheduler is
     gone. Exceptions with the scheduler there pass unchanged."""
+    from distributed.comm import CommClosedError
+
+    finish = "what was finished is kept: when the cluster is back, run the same command with " \
+        "--resume"
     try:
         yield
     except (DdrpError, KeyboardInterrupt):
         raise
+    except ClusterGone as e:
+        silence_cluster_logs()
+        raise RunError(f"{e}; {finish}") from None
     except Exception as e:
-        if not scheduler_lost(client):
+        # a closed comm is the scheduler's connection lost, whether or not the client has
+        # noticed yet (a step between the passes met it first)
+        if not (scheduler_lost(client) or isinstance(e, CommClosedError)):
             raise
         silence_cluster_logs()
         where = name if name.startswith("of ") else f"at {name}"
         raise RunError(f"lost the scheduler {where} ({type(e).__name__}"
-                       f"{': ' + str(e) if str(e) else ''}); what was finished is kept: "
-                       "when the cluster is back, run the same command with --resume") from None
+                       f"{': ' + str(e) if str(e) else ''}); {finish}") from None
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from .compute import (
     scheduler_lost,
     silence_cluster_logs,
 )
+from .watchdog import ClusterGone, answers
 
 __all__ = ["KEEP_AND_RESUME", "ROUNDS", "compute_rounds"]
 
@@ -64,8 +65,11 @@ def compute_rounds(build: Build, scheduler: Any, progress: bool, label: str,
             raise
         except TaskFailed as e:
             raise RunError(f"{label} failed: {e}; {finish}") from None
+        except ClusterGone as e:  # the watchdog's: nothing would ever come
+            silence_cluster_logs()
+            raise RunError(f"{label}: {e}; {finish}") from None
         except Exception as e:
-            if client is None or scheduler_lost(client) or not _lost_work(e) or n == ROUNDS:
+            if client is None or _gone(client, e) or not _lost_work(e) or n == ROUNDS:
                 raise _failure(e, label, n, client, finish) from None
             n += 1
             objs, units = _built(build, n)
@@ -83,6 +87,14 @@ def _built(build: Build, n: int) -> tuple[list[Any], list[Any]]:
 def _short(label: str) -> str:
     """``"pass 1"`` of ``"pass 1: statistics"``."""
     return label.split(":")[0]
+
+
+def _gone(client: Any, e: BaseException) -> bool:
+    """Whether ``client`` lost its scheduler: it says so, or (a comm closed before it noticed)
+    the scheduler does not answer."""
+    from distributed.comm import CommClosedError
+
+    return scheduler_lost(client) or (isinstance(e, CommClosedError) and not answers(client))
 
 
 def _killed(e: BaseException) -> bool:
@@ -107,7 +119,7 @@ def _lost_text(e: BaseException) -> str:
 def _failure(e: BaseException, label: str, n: int, client: Any, finish: str) -> RunError:
     """The one line of a failure ``compute_rounds`` does not resubmit."""
     silence_cluster_logs()
-    if client is not None and scheduler_lost(client):
+    if client is not None and _gone(client, e):
         return RunError(f"{label}: lost the scheduler ({type(e).__name__}); {finish} once "
                         "the cluster is back")
     if _killed(e):
