@@ -366,3 +366,70 @@ def test_chaos_at_default_allowed_failures_finishes_identical(
         assert re.fullmatch(r"(worker lost|work lost \(\w+\)) during pass [12]; "
                             r"resubmitting \d+ (blocks|files), "
                             rf"round \d+ of {ROUNDS}", line), err
+
+
+# -- ddrp's own LocalCluster: workers killed from outside; left without workers -------------
+
+def _local_workers(proc: subprocess.Popen[str]) -> list[int]:
+    """The worker processes of the LocalCluster the ddrp process ``proc`` started: its
+    children that multiprocessing spawned (not its resource tracker)."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children()
+    except psutil.Error:
+        return []
+    pids = []
+    for c in children:
+        with contextlib.suppress(psutil.Error):
+            if "spawn_main" in " ".join(c.cmdline()):
+                pids.append(c.pid)
+    return pids
+
+
+#: A worker preload: the worker process SIGKILLs itself as it starts once the file
+#: DDRP_NO_RESTART exists, so that the nannies' restarts all fail.
+NO_RESTART_PRELOAD = """
+import os
+import signal
+
+
+def dask_setup(worker):
+    if os.path.exists(os.environ["DDRP_NO_RESTART"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+def test_own_cluster_left_without_workers_ends_in_one_line(
+        data: dict[str, str], reference: bytes, tmp_path: Path) -> None:
+    """In pass 1 every worker of ddrp's own cluster is killed and none can start again
+    (before: the run waited forever for workers that never came). With ddrp.no-workers at
+    15 s the watchdog ends the run in one line, exit 1, pointing to --resume; the resumed
+    run finishes with an undisturbed run's bytes."""
+    (tmp_path / "no_restart.py").write_text(NO_RESTART_PRELOAD)
+    marker = tmp_path / "no-restart"
+    out = tmp_path / "o.zarr"
+    env = dict(ENV, DDRP_NO_RESTART=str(marker), DASK_DDRP__NO_WORKERS="15s",
+               DASK_DISTRIBUTED__WORKER__PRELOAD=f'["{tmp_path / "no_restart.py"}"]')
+    proc = subprocess.Popen(_args(data, out, "--scheduler", "local", "--workers", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    _wait(lambda: any((_staged(out) / "_pass1").rglob("*.npz")), proc)
+    marker.write_text("")
+    killed = time.monotonic()
+    for pid in _local_workers(proc):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=240)
+    took = time.monotonic() - killed
+    assert proc.returncode == 1, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert re.fullmatch(r"ddrp: error: pass 1: statistics: the local cluster has had no "
+                        r"worker for \d+ s \(.*\); what was finished is kept: run the same "
+                        r"command with --resume to finish it", lines[0]), lines[0]
+    assert 15 <= took < 180, took
+    done = _run(_args(data, out, "--scheduler", "threads", "--resume"))
+    assert done.returncode == 0, done.stderr
+    assert _sketch_bytes(out) == reference
