@@ -213,9 +213,9 @@ class ShrunkCovariance:
         return cls(m, "iso", max(float(describe(spec, m)["intensity"]), MIN_SHRINKAGE), mu,
                    fallback)
 
-    def _target(self, c: np.ndarray) -> np.ndarray:
-        """The diag blend's target diagonal."""
-        out: np.ndarray = np.maximum(np.diag(c), DIAG_TARGET_FLOOR * self.mu)
+    def _target(self, diag: np.ndarray) -> np.ndarray:
+        """The diag blend's target: the covariance's diagonal ``diag``, floored."""
+        out: np.ndarray = np.maximum(diag, DIAG_TARGET_FLOOR * self.mu)
         return out
 
     def eig(self, cache: EigCache | None = None, key: int = 0
@@ -228,7 +228,7 @@ class ShrunkCovariance:
         c = self.m.covariance
         if self.kind == "diag":
             blend = (1.0 - self.lam) * c
-            blend[np.diag_indices(d)] += self.lam * self._target(c)
+            blend[np.diag_indices(d)] += self.lam * self._target(np.diag(c))
             vals, vecs = np.linalg.eigh(blend)
             return np.clip(vals, 0.0, None) + MIN_SHRINKAGE * self.mu, vecs
         if cache is None:
@@ -240,32 +240,26 @@ class ShrunkCovariance:
         return (1.0 - self.lam) * np.clip(vals, 0.0, None) + self.lam * self.mu, vecs
 
     def matrix(self) -> np.ndarray:
-        """The shrunk covariance as a fresh matrix (``eig``'s, in exact arithmetic)."""
-        d = self.m.d
-        if self.kind == "constant":
-            return np.eye(d) * self.fallback
+        """The shrunk covariance as a fresh matrix (``eig``'s, in exact arithmetic):
+        (1 − lam)·C + diag(``shift``)."""
+        shift = self.shift()
+        if shift is None:
+            return np.eye(self.m.d) * self.fallback
         c = self.m.covariance
-        if self.kind == "diag":
-            target = self._target(c)
-            c *= 1.0 - self.lam
-            c[np.diag_indices(d)] += self.lam * target + MIN_SHRINKAGE * self.mu
-        else:
-            c *= 1.0 - self.lam
-            c[np.diag_indices(d)] += self.lam * self.mu
+        c *= 1.0 - self.lam
+        c[np.diag_indices(self.m.d)] += shift
         return c
 
     def shift(self) -> np.ndarray | None:
-        """The diagonal D with shrunk = (1 − lam)·C + diag(D) (``matrix``'s blend, C the raw
-        covariance); None for a constant source, whose shrunk matrix is no blend of C."""
-        d = self.m.d
+        """The diagonal D with shrunk = (1 − lam)·C + diag(D), C the raw covariance; None for
+        a constant source, whose shrunk matrix is no blend of C."""
         if self.kind == "constant":
             return None
         if self.kind == "diag":
-            target = np.maximum(np.diag(self.m.scatter) / max(self.m.n, 1),
-                                DIAG_TARGET_FLOOR * self.mu)
+            target = self._target(np.diag(self.m.scatter) / max(self.m.n, 1))
             out: np.ndarray = self.lam * target + MIN_SHRINKAGE * self.mu
             return out
-        return np.full(d, self.lam * self.mu)
+        return np.full(self.m.d, self.lam * self.mu)
 
     def root(self) -> Root:
         """A factor L with L Lᵀ = the shrunk covariance: its Cholesky factor (d³/3), or
