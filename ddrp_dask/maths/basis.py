@@ -30,6 +30,8 @@ __all__ = ["FACTORED_D", "Basis", "FactoredBasis", "FormedBasis", "balanced_basi
 #: formed (``_factored_basis``: no eigh, d×d temporaries fewer); up to it, as before, from an
 #: eigh of each covariance, so models fitted at these d keep their bytes. The same P and Q.
 FACTORED_D = 128
+#: Rows per tile of the rank-one updates of d×d matrices (no d×d temporary).
+_TILE = 256
 
 
 @dataclass(frozen=True)
@@ -132,83 +134,84 @@ def factored_held_out(train: tuple[Moments, Moments], held: tuple[Moments, Momen
                       specs: tuple[Spec, Spec], scales: tuple[float, float]
                       ) -> tuple[np.ndarray, np.ndarray]:
     """``coord_moment`` of the ``held`` rows of each side in the basis of the ``train``
-    rows, that basis built from Cholesky factors (``_factored_basis``'s, no eigh of the
-    covariances, P and Q never formed): the held-out pair (Ha, Hb) of one fold, when no
-    other shrinkage candidate shares an eigendecomposition with it.
-
-    Only a prediction reads this pair, so the SVD of K = Lxᵀ G Lw comes from the cheaper
-    eigendecomposition of K Kᵀ (``_eig_of_g``): U and ρ² exactly as accurate as the SVD's
-    up to rounding of order ε ρ_max², V = Kᵀ U ρ⁻¹. A direction whose ρ² is below that
-    rounding carries no energy the prediction can see (its held-out moments scale with ρ)
-    and is left out (zero), instead of dividing rounding errors by it.
-    """
+    rows, that basis built as ``_factored_basis`` builds it (one Cholesky factor, no eigh of
+    the covariances, P and Q never formed): the held-out pair (Ha, Hb) of one fold, when no
+    other shrinkage candidate shares an eigendecomposition with it."""
     tx, tw = train
-    rx = ShrunkCovariance.of(tx, specs[0], scales[0]).root()
-    rw = ShrunkCovariance.of(tw, specs[1], scales[1]).root()
-    u, rho, v = _eig_of_g(rx, rw, tx.mean, tw.mean)
-    root = np.sqrt(rho)
+    svd = _svd_of_g(ShrunkCovariance.of(tx, specs[0], scales[0]).root(),
+                    ShrunkCovariance.of(tw, specs[1], scales[1]).matrix(), tx.mean, tw.mean)
+    root = np.sqrt(svd.rho)
     out = []
-    for r, vecs, t, h in ((rx, u, tx, held[0]), (rw, v, tw, held[1])):
-        n = r.solve_t(vecs[:-1])
-        out.append(_final_moment(n, h, root * (n.T @ (h.mean - t.mean) + vecs[-1]), root))
+    for n, last, t, h in ((svd.nx, svd.ux, tx, held[0]), (svd.nw, svd.uw, tw, held[1])):
+        out.append(_final_moment(n, h, root * (n.T @ (h.mean - t.mean) + last), root))
     return out[0], out[1]
 
 
-def _g_product(rx: Root, rw: Root, mean_x: np.ndarray, mean_w: np.ndarray) -> np.ndarray:
-    """K = Lxᵀ G Lw (``docs/method.md §5.1``) of order d + 1, Fortran-ordered, from the
-    factors."""
-    d = rx.low.shape[0]
-    k = np.empty((d + 1, d + 1), order="F")
-    np.matmul(rx.low.T, rw.low, out=k[:d, :d])
-    k[:d, d] = rx.low.T @ mean_w
-    k[d, :d] = mean_x @ rw.low
-    k[d, d] = float(mean_x @ mean_w)
-    return k
+@dataclass(frozen=True)
+class _SvdOfG:
+    """K = Lxᵀ G Lw = U diag(ρ) Vᵀ as the factored basis reads it: ρ (descending),
+    Nx = Lx⁻ᵀ U and Nw = Lw⁻ᵀ V without their last rows, ux and uw those last rows."""
+
+    rho: np.ndarray
+    nx: np.ndarray
+    nw: np.ndarray
+    ux: np.ndarray
+    uw: np.ndarray
 
 
-def _eig_of_g(rx: Root, rw: Root, mean_x: np.ndarray, mean_w: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """U (d+1, d), ρ (the d largest, descending) and V (d+1, d) of K = Lxᵀ G Lw = U ρ Vᵀ
-    from the eigendecomposition of K Kᵀ; directions with ρ² under the rounding of K Kᵀ get
-    ρ = 0 and V = 0."""
-    k = _g_product(rx, rw, mean_x, mean_w)
-    d = k.shape[0] - 1
-    kkt = sla.blas.dsyrk(1.0, k, lower=True)  # the lower triangle of K Kᵀ
-    vals, u = sla.eigh(kkt, lower=True, overwrite_a=True, check_finite=False, driver="evd")
+def _svd_of_g(rx: Root, cw: np.ndarray, mean_x: np.ndarray, mean_w: np.ndarray) -> _SvdOfG:
+    """The SVD of K = Lxᵀ G Lw (``docs/method.md §5.1``) from Lx and the shrunk Cw = Lw Lwᵀ
+    alone (``cw`` is overwritten): Lw is never needed.
+
+    G = Txᵀ Tw with T = [I, μ] (x·w = (Tx x')·(Tw w')), so K Kᵀ = [Lx, μx]ᵀ A [Lx, μx] with
+    A = Cw + μw μwᵀ: one congruence. Its eigendecomposition gives U and ρ², exactly as
+    accurate as an SVD's up to rounding of order ε ρ₁² (about twice as fast); a direction
+    with ρ² under that rounding carries no energy any prediction can see (the moments in
+    the basis scale with ρ) and gets ρ = 0 and zero vectors. And
+    Lw⁻ᵀ V = Lw⁻ᵀ Kᵀ U ρ⁻¹ = Gᵀ [Lx U; ux] ρ⁻¹: Nw = (Lx U + μx uxᵀ) ρ⁻¹ and uw = μwᵀ Nw,
+    one triangular product where V = Kᵀ U and a solve by Lw cost three.
+    """
+    d = mean_x.size
+    for lo in range(0, d, _TILE):  # A = Cw + μw μwᵀ, by row tiles (no d×d temporary)
+        cw[lo:lo + _TILE] += np.outer(mean_w[lo:lo + _TILE], mean_w)
+    kkt = np.empty((d + 1, d + 1), order="F")
+    kkt[:d, :d] = rx.congruence(cw)
+    am = cw @ mean_x
+    del cw
+    kkt[:d, d] = rx.low.T @ am
+    kkt[d, d] = float(mean_x @ am)
+    vals, u = sla.eigh(kkt, lower=False, overwrite_a=True, check_finite=False, driver="evd")
+    del kkt
     vals, u = vals[::-1][:d], np.ascontiguousarray(u[:, ::-1][:, :d])
     tol = vals[0] * (d + 1) * np.finfo(np.float64).eps if d else 0.0
     keep = vals > tol
     rho = np.where(keep, np.sqrt(np.clip(vals, 0.0, None)), 0.0)
-    v = k.T @ u
-    v *= np.where(keep, 1.0 / np.where(keep, rho, 1.0), 0.0)[None, :]
-    return u, rho, v
+    ux = u[d].copy()
+    nw = rx.times(u[:d])
+    nw += np.outer(mean_x, ux)
+    nw *= np.where(keep, 1.0 / np.where(keep, rho, 1.0), 0.0)[None, :]
+    nx = rx.solve_t(u[:d])
+    return _SvdOfG(rho, nx, nw, ux, mean_w @ nw)
 
 
 def _factored_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
                     scales: tuple[float, float], lead: int | None) -> FactoredBasis:
-    """``balanced_basis`` of the whole data from Cholesky factors (no eigh), with the in-sample
-    ``energies`` of its coordinates (``lead``: as ``in_sample_energies``).
+    """``balanced_basis`` of the whole data from one Cholesky factor (no eigh of the
+    covariances: ``_svd_of_g``), with the in-sample ``energies`` of its coordinates
+    (``lead``: as ``in_sample_energies``).
 
     The moments about the fitted means in the basis are Ha = √ρ (Nxᵀ Cx Nx + ux uxᵀ) √ρ, so
-    P and Q are never formed. The SVD of K comes from the eigendecomposition of K Kᵀ
-    (``_eig_of_g``, about twice as fast as an SVD); a direction it cannot resolve (ρ² under
-    the rounding of K Kᵀ) gets ρ = 0, so P and Q lose a direction worth nothing to x·w. The
-    factors are recomputed after the eigendecomposition rather than kept through it: its
-    workspace is the build's peak.
+    P and Q are never formed. A direction the eigendecomposition cannot resolve gets ρ = 0,
+    so P and Q lose a direction worth nothing to x·w.
     """
-    d = mx.d
     sx, sw = (ShrunkCovariance.of(mx, specs[0], scales[0]),
               ShrunkCovariance.of(mw, specs[1], scales[1]))
-    u, rho, v = _eig_of_g(sx.root(), sw.root(), mx.mean, mw.mean)
-    ux, uw = u[d].copy(), v[d].copy()
-    nx = sx.root().solve_t(u[:d])
-    del u
-    nw = sw.root().solve_t(v[:d])
-    del v
-    root = np.sqrt(rho)
-    ha = _fitted_moment(sx, nx, ux, root)
-    hb = _fitted_moment(sw, nw, uw, root)
-    return FactoredBasis(rho, nx, nw, ux, uw, in_sample_energies(ha, hb, lead))
+    svd = _svd_of_g(sx.root(), sw.matrix(), mx.mean, mw.mean)
+    root = np.sqrt(svd.rho)
+    ha = _fitted_moment(sx, svd.nx, svd.ux, root)
+    hb = _fitted_moment(sw, svd.nw, svd.uw, root)
+    return FactoredBasis(svd.rho, svd.nx, svd.nw, svd.ux, svd.uw,
+                         in_sample_energies(ha, hb, lead))
 
 
 #: Above this shrinkage intensity ``_fitted_moment`` divides by too little (1 − lam).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
-__all__ = ["MIN_SHRINKAGE", "balanced_pair", "balanced_traces", "oas_intensity",
+__all__ = ["MIN_SHRINKAGE", "balanced_pair", "balanced_traces", "lower_congruence", "oas_intensity",
            "orthogonal_factor", "psd_sqrt", "shrink", "shrink_terms"]
 
 #: Smallest shrinkage applied, so A and B stay invertible for rank-deficient statistics.
@@ -103,12 +103,10 @@ def balanced_traces(mats: list[np.ndarray], terms_x: tuple[float, float],
     if max(rho_x, rho_w) > _BLEND_MAX:
         return _balanced_traces_general(low, sx, sw, terms_w, cross)
     del sx
-    hw = _lower_congruence(low, sw)  # Lᵀ Sw L
+    sw *= 1.0 - rho_w
+    sw[np.diag_indices(d)] += rho_w * mu_w
+    y = lower_congruence(low, sw)  # Lᵀ (shrunk Sw) L = ρw μw LᵀL + (1 − ρw) Lᵀ Sw L
     del sw
-    y = sla.blas.dsyrk(1.0, low, trans=1, lower=True)  # Lᵀ L (lower triangle)
-    y *= rho_w * mu_w
-    y += (1.0 - rho_w) * np.tril(hw)
-    del hw
     sig2, z = sla.eigh(y, lower=True, overwrite_a=True, check_finite=False, driver="evd")
     del y
     sig = np.sqrt(np.clip(sig2, 0.0, None))
@@ -174,7 +172,7 @@ def _traces_of(low: np.ndarray, hx: np.ndarray, hw: np.ndarray, terms_w: tuple[f
     return float(np.sum(sig * qa)), float(np.sum(qb * inv)), cross
 
 
-def _lower_congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
+def lower_congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Lᵀ S L for lower-triangular L, by two triangular products (2 d³, not 4 d³)."""
     t = sla.blas.dtrmm(1.0, low, s, lower=True, trans_a=True)  # Lᵀ S
     out: np.ndarray = sla.blas.dtrmm(1.0, low, t, lower=True, side=1)  # (Lᵀ S) L

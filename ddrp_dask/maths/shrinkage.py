@@ -18,7 +18,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import OptionError
-from .linalg import MIN_SHRINKAGE, oas_intensity
+from .linalg import MIN_SHRINKAGE, lower_congruence, oas_intensity
 from .stats import Moments
 
 __all__ = ["COARSE_D", "COARSE_GRID", "INTENSITIES", "SEARCH", "SEARCHES", "TWO_SWEEPS_D",
@@ -297,3 +297,17 @@ class Root:
                                                    check_finite=False)
             return out
         return self.low @ (b / (self.root**2)[:, None])
+
+    def times(self, b: np.ndarray) -> np.ndarray:
+        """L B."""
+        if self.root is None:
+            out: np.ndarray = sla.blas.dtrmm(1.0, self.low, b, lower=True)
+            return out
+        return self.low @ b
+
+    def congruence(self, a: np.ndarray) -> np.ndarray:
+        """Lᵀ A L of a symmetric A (two triangular products for a Cholesky factor)."""
+        if self.root is None:
+            return lower_congruence(self.low, a)
+        out: np.ndarray = (self.low.T @ a) @ self.low
+        return out
