@@ -188,7 +188,7 @@ def run_case(case: Case, seeds: int) -> list[dict[str, Any]]:
             row[name] = float(np.mean(err ** 2)) / energy
             if not f32:
                 row["layout"] = (f"{layout.name} K={layout.k}" +
-                                 (f" ({layout.head} f16)" if layout.name == "mixed" else ""))
+                                 (f" ({layout.head} f16)" if layout.is_mixed else ""))
                 test = seed_test(err, exact.ravel(), np.outer(
                     np.linalg.norm(xt, axis=1), np.linalg.norm(wt, axis=1)).ravel())
                 row["bias p"] = test["p_value"]

@@ -87,9 +87,10 @@ class AsymmetricRandomProjection(
         Rows of one canonical block (one statistics leaf, one projection GEMM); None uses
         ``ddrp_dask.io.default_block_rows(d)``, the CLI's default, so the estimator and
         ``ddrp run`` agree byte for byte. Dask inputs are rechunked to these rows.
-    dtype : {"float32", "float16", "int8", "mixed"} or None, default=None
+    dtype : {"float32", "float16", "int8", "mixed", "int8max", "mixedmax"} or None, default=None
         The storage layout of the sketches (``docs/quantized.md``): float16 or int8 codes
-        with per-row scales, or ``mixed`` (exact head float16, the rest int8), stochastically
+        with per-row scales, ``mixed`` (exact head float16, the rest int8), or ``int8max`` /
+        ``mixedmax`` (the int8 scale the row's exact max, as float32), stochastically
         rounded so every estimate stays unbiased. ``transform`` and ``transform_w`` return
         the *decoded* float32 values the codes stand for (exactly what ``ddrp`` stores, as
         numbers), so ``transform(X) @ transform_w(W).T`` is the quantized estimate. None:

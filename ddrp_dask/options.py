@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import OptionError
 from .maths.methods import NAMES, get
+from .maths.quantize import LAYOUTS
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
@@ -62,8 +63,9 @@ SIDES = ("x", "w")
 FORMATS = ("zarr", "parquet")
 ON_INVALID = ("error", "skip")
 #: Storage layouts of sketches (``docs/quantized.md``): float32 (the default), float16 and
-#: int8 codes with per-row scales, and mixed (float16 exact head, int8 rest).
-DTYPES = ("float32", "float16", "int8", "mixed")
+#: int8 codes with per-row scales, mixed (float16 exact head, int8 rest), and int8max /
+#: mixedmax (the int8 scale the row's exact max as float32): ``maths.quantize.LAYOUTS``.
+DTYPES = LAYOUTS
 #: Target size of one canonical row block in float32: the unit of every task.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 

@@ -83,9 +83,12 @@ def _columns_text(rep: dict[str, Any]) -> str | None:
 def _layout_text(layout: dict[str, Any], k: int) -> str:
     """The storage line of a quantized model's report (``docs/quantized.md``)."""
     name = layout["name"]
-    parts = {"float16": "float16 codes", "int8": "int8 codes",
-             "mixed": f"{layout['head']} float16 head + {k - layout['head']} int8 codes"}[name]
-    text = (f"  storage: {name} ({parts} + per-row scales): {layout['bytes_per_row']} bytes "
+    mixed = f"{layout['head']} float16 head + {k - layout['head']} int8 codes"
+    parts = {"float16": "float16 codes", "int8": "int8 codes", "mixed": mixed,
+             "int8max": "int8 codes", "mixedmax": mixed}[name]
+    scales = "per-row scales" + ("; the int8 scale is the row's exact max, a float32"
+                                 if name.endswith("max") else "")
+    text = (f"  storage: {name} ({parts} + {scales}): {layout['bytes_per_row']} bytes "
             f"per row (float32: {4 * k}); unbiased stochastic rounding")
     if "predicted_rounding_mse" in layout:
         text += f", adds predicted MSE {layout['predicted_rounding_mse']:.4g} (included above)"
@@ -99,7 +102,8 @@ def _budget_lines(budget: dict[str, Any]) -> list[str]:
              f" ({c['bytes_per_row']} bytes), predicted relative MSE "
              f"{c['predicted_rel_mse']:.3g}; the layouts at these bytes:"]
     for o in budget["options"]:
-        k = f"K={o['k']}" + (f" ({o['head']} float16)" if o["name"] == "mixed" else "")
+        k = f"K={o['k']}" + (f" ({o['head']} float16)" if o["name"].startswith("mixed")
+                             else "")
         lines.append(f"    {o['name']:<8} {k:<20} predicted relative MSE "
                      f"{o['predicted_rel_mse']:.3g} (rounding: "
                      f"{o['predicted_rounding_rel_mse']:.3g})")
@@ -175,11 +179,11 @@ def format_bytes_table(curve: dict[str, Any]) -> str:
     names = list(curve["rel_mse"])
     lines = ["auto: predicted relative MSE per storage layout at B bytes per row (K in "
              "brackets; docs/quantized.md)",
-             f"{'B':>6} " + " ".join(f"{n:>18}" for n in names)]
+             f"{'B':>6} " + " ".join(f"{n:>15}" for n in names)]
     for i, b in enumerate(curve["budgets"]):
         cells = ["-" if curve["rel_mse"][n][i] is None else
                  f"{curve['rel_mse'][n][i]:.3g} [{curve['k'][n][i]}]" for n in names]
-        lines.append(f"{b:>6} " + " ".join(f"{c:>18}" for c in cells))
+        lines.append(f"{b:>6} " + " ".join(f"{c:>15}" for c in cells))
     c = curve["chosen"]
     lines.append(f"at {curve['bytes_per_row']} bytes per row: {c['name']} with K={c['k']} "
                  f"(predicted relative MSE {c['predicted_rel_mse']:.3g}); "

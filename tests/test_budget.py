@@ -21,7 +21,7 @@ from ddrp_dask.maths.budget import layout_at
 
 def test_layout_at_is_the_widest_that_fits() -> None:
     for budget in (4, 7, 16, 33, 64, 200):
-        for name in ("float32", "float16", "int8", "mixed"):
+        for name in q.LAYOUTS:
             layout = layout_at(name, budget, 64, lambda k: k // 3)
             if layout is None:
                 assert name != "float32" or budget < 4
@@ -29,12 +29,43 @@ def test_layout_at_is_the_widest_that_fits() -> None:
             assert layout.bytes_per_row <= budget and layout.name == name
             if layout.k < 64:
                 wider = q.Layout.of(name, layout.k + 1, (layout.k + 1) // 3)
-                assert wider.bytes_per_row > budget or name == "mixed"
+                assert wider.bytes_per_row > budget or layout.is_mixed
     assert layout_at("int8", 500, 64, lambda k: 0) == q.Layout.of("int8", 64)  # K ≤ d
     # the scale codes cost 1 (float16) and 2 (int8) bytes: 8 bytes hold 6 int8 columns
     assert layout_at("int8", 8, 64, lambda k: 0) == q.Layout.of("int8", 6)
     assert layout_at("float16", 8, 64, lambda k: k) == q.Layout.of("float16", 3)
     assert layout_at("mixed", 12, 64, lambda k: 2) == q.Layout.of("mixed", 7, 2)
+    # the max layouts' float32 scale costs 4 bytes: 8 bytes hold 4 int8 columns
+    assert layout_at("int8max", 8, 64, lambda k: 0) == q.Layout.of("int8max", 4)
+    assert layout_at("mixedmax", 12, 64, lambda k: 2) == q.Layout.of("mixedmax", 5, 2)
+
+
+def test_budget_takes_the_exact_max_where_one_coordinate_dominates() -> None:
+    """Rows whose energy sits almost all in one coordinate (as in raw breast-cancer
+    features): the log code's grid rounds the dominant value, the max layouts store it
+    exactly, and the budget predicts it and takes them; on balanced rows the 2 bytes it
+    costs are not worth it and the budget keeps int8."""
+    from ddrp_dask.maths.budget import choose_budget
+    from ddrp_dask.maths.folds import N_FOLDS, fold_moments
+    from ddrp_dask.maths.stats import combine_all
+
+    def folds(a: np.ndarray) -> list:  # type: ignore[type-arg]
+        parts = [fold_moments(a[i:i + 100].copy(), i) for i in range(0, len(a), 100)]
+        return [combine_all([p[f] for p in parts]) for f in range(N_FOLDS)]
+
+    rng = np.random.default_rng(0)
+    scales = np.geomspace(1.0, 0.01, 12)
+    skewed = scales.copy()
+    skewed[0] = 30.0
+    chosen = {}
+    for name, sc in (("balanced", scales), ("skewed", skewed)):
+        x = rng.standard_normal((1000, 12)) * sc + sc
+        w = rng.standard_normal((500, 12)) * sc + sc
+        best, options = choose_budget(folds(x), folds(w), 10)
+        names = [o.layout.name for o in options]
+        assert "int8max" in names and "mixedmax" in names
+        chosen[name] = best.layout.name
+    assert chosen == {"balanced": "int8", "skewed": "int8max"}, chosen
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from ddrp_dask.maths.crossfit import OptimalFit, fit_optimal
 from ddrp_dask.maths.folds import N_FOLDS, fold_moments
 from ddrp_dask.maths.stats import Moments, combine_all
 
-QUANTIZED = ["float16", "int8", "mixed"]
+QUANTIZED = ["float16", "int8", "mixed", "int8max", "mixedmax"]
 T_MAX = 4.0
 
 
@@ -38,6 +38,15 @@ def test_bytes_per_row_count_codes_and_scales() -> None:
     assert q.Layout.of("mixed", 10, 3).bytes_per_row == 2 * 3 + 7 + 1 + 2
     assert q.Layout.of("mixed", 10, 0).bytes_per_row == 10 + 2  # no empty scale stored
     assert q.Layout.of("mixed", 10, 10).bytes_per_row == 20 + 1
+    # the max layouts: the int8 scale is a float32 (4 bytes)
+    assert q.Layout.of("int8max", 10).bytes_per_row == 10 + 4
+    assert q.Layout.of("mixedmax", 10, 3).bytes_per_row == 2 * 3 + 7 + 1 + 4
+    assert q.Layout.of("mixedmax", 10, 10).bytes_per_row == 20 + 1
+    codes = q.encode(rows(3, 10, 0), q.Layout.of("mixedmax", 10, 3), 0, "x", 0)
+    assert codes.narrow_scale.dtype == np.float32
+    stored = sum(a.nbytes for a in (codes.wide, codes.wide_scale, codes.narrow,
+                                    codes.narrow_scale))
+    assert stored == 3 * q.Layout.of("mixedmax", 10, 3).bytes_per_row
     codes = q.encode(rows(3, 10, 0), q.Layout.of("mixed", 10, 3), 0, "x", 0)
     stored = sum(a.nbytes for a in (codes.wide, codes.wide_scale, codes.narrow,
                                     codes.narrow_scale))
@@ -62,7 +71,9 @@ def test_codes_are_a_grid_neighbour_and_scales_hold_every_value(name: str) -> No
     v = s.astype(np.float64)
     got = q.decode(codes, layout).astype(np.float64)
     # int8: grid step = max |v| / 127 of the row's int8 columns
-    if layout.narrow:
+    if layout.narrow and layout.exact_scale:
+        check_exact_scale(v[:, h:], codes, got[:, h:])
+    elif layout.narrow:
         m = np.abs(v[:, h:]).max(axis=1)
         assert codes.narrow_scale.dtype == np.int16
         e = codes.narrow_scale.astype(np.float64)
@@ -81,6 +92,57 @@ def test_codes_are_a_grid_neighbour_and_scales_hold_every_value(name: str) -> No
         y = v[:, :h] / scale[:, None]
         spacing = np.spacing(np.abs(y).astype(np.float16)).astype(np.float64)
         assert (np.abs(codes.wide.astype(np.float64) - y) <= spacing).all()
+
+
+def check_exact_scale(v: np.ndarray, codes: q.Codes, got: np.ndarray) -> None:
+    """The max layouts, against numpy: the scale is the row's max |v| itself (a float32 for
+    float32 rows), the max is stored exactly (code ±127, decoded back to it), every other
+    value decodes to one of the two points around it on the grid of step max/127, and the
+    decoding is c · s / 127 (float64, then float32)."""
+    m = np.abs(v).max(axis=1)
+    assert codes.narrow_scale.dtype == np.float32
+    np.testing.assert_array_equal(codes.narrow_scale.astype(np.float64), m)
+    top = np.abs(v).argmax(axis=1)
+    r = np.arange(len(v))
+    assert (np.abs(codes.narrow[r, top]) == 127).all()
+    np.testing.assert_array_equal(got[r, top], v[r, top])
+    step = m / 127
+    lo = np.floor(v / step[:, None]) * step[:, None]
+    ok = np.isclose(got, lo, rtol=1e-6, atol=0) | np.isclose(got, lo + step[:, None],
+                                                             rtol=1e-6, atol=0)
+    assert ok.all()
+    want = codes.narrow.astype(np.float64) * (m / 127)[:, None]
+    np.testing.assert_array_equal(got, want.astype(np.float32).astype(np.float64))
+
+
+def test_exact_scale_never_clips_and_holds_float32s_range() -> None:
+    """127 · v / s8 with s8 the smallest float32 ≥ max |v| never leaves [−127, 127] (both
+    operations are correctly rounded, so monotone): over float32's whole range, on rows
+    whose values all equal the max or sit one float32 below it, and on float64 rows whose
+    max is no float32 (the scale is then the next float32 above it)."""
+    layout = q.Layout.of("int8max", 5)
+    rng = np.random.default_rng(1)
+    m = np.concatenate([np.float32(2.0) ** rng.uniform(-149, 127.9, 3000),
+                        [1e-45, 3.4e38]]).astype(np.float32)
+    below = np.nextafter(m, np.float32(0))
+    s = np.stack([m, -m, below, -below, m * np.float32(0.5)], axis=1)
+    for u in (np.zeros_like(s), np.full_like(s, 1 - 2.0 ** -53)):  # always down / always up
+        y = q.stochastic_round_int(127 * s.astype(np.float64) /
+                                   m.astype(np.float64)[:, None], u)
+        assert np.abs(y).max() <= 127
+    codes = q.encode(s, layout, 0, "x", 0)
+    np.testing.assert_array_equal(codes.narrow_scale, m)
+    assert (codes.narrow[:, :2] == [127, -127]).all()
+    out = q.decode(codes, layout)
+    np.testing.assert_array_equal(out[:, :2], s[:, :2])
+    assert np.isfinite(out).all()
+    v = np.array([[0.1, -0.3, 1 / 3, 0.0, 0.2]])  # float64: 1/3 is no float32
+    c = q.encode(v, layout, 0, "x", 0)
+    assert c.narrow_scale[0] >= 1 / 3 > np.nextafter(c.narrow_scale[0], np.float32(0))
+    beyond = np.full((1, 5), np.nextafter(float(np.finfo(np.float32).max), np.inf))
+    with pytest.raises(ValueError, match="float32's range"):  # no float32 scale holds it
+        q.encode(beyond, layout, 0, "x", 0)
+    q.encode(beyond, q.Layout.of("int8", 5), 0, "x", 0)  # the log codes reach 2^128
 
 
 @pytest.mark.parametrize("name", QUANTIZED)
@@ -147,8 +209,9 @@ def test_log_scale_is_a_fixed_table_and_never_clips() -> None:
         q.encode(np.full((1, 5), 1e40), q.Layout.of("int8", 5), 0, "x", 0)
 
 
-def test_skipped_rows_decode_as_nan_and_zero_rows_as_zero() -> None:
-    layout = q.Layout.of("mixed", 6, 2)
+@pytest.mark.parametrize("name", ["mixed", "mixedmax"])
+def test_skipped_rows_decode_as_nan_and_zero_rows_as_zero(name: str) -> None:
+    layout = q.Layout.of(name, 6, 2)
     s = rows(5, 6, 6)
     s[1] = np.nan
     s[3] = 0.0
@@ -156,7 +219,11 @@ def test_skipped_rows_decode_as_nan_and_zero_rows_as_zero() -> None:
     out = q.decode(codes, layout)
     assert np.isnan(out[1]).all() and not np.isnan(np.delete(out, 1, axis=0)).any()
     assert (out[3] == 0).all()
-    assert (codes.wide_scale[1], codes.narrow_scale[1]) == (-128, -32768)  # the sentinels
+    assert codes.wide_scale[1] == -128  # the sentinels: −128, −32768, NaN (float32 scale)
+    if layout.exact_scale:
+        assert np.isnan(codes.narrow_scale[1]) and codes.narrow_scale[3] == 0
+    else:
+        assert codes.narrow_scale[1] == -32768
     assert q.not_finite_rows(codes.narrow_scale[:, None]).tolist() == [False, True] + [False] * 3
     assert q.not_finite_rows(out).tolist() == [False, True] + [False] * 3
 
@@ -328,3 +395,21 @@ def test_predicted_rounding_mse_matches_the_measured(name: str) -> None:
     predicted = q.rounding_mse(ex, ew, layout)
     assert 0.85 < predicted / measured < 1.15, (predicted, measured)
     assert q.rounding_mse(ex, ew, q.Layout.of("float32", k)) == 0.0
+
+
+def test_exact_scale_predicts_no_rounding_of_a_dominant_value() -> None:
+    """Where one column carries nearly all of a row's energy it is nearly always the row's
+    max: stored exactly under the max layouts (predicted and measured variance ~0), rounded
+    on the log code's grid under int8 — the case the max layouts are for."""
+    energy = np.array([1e6, 1.0, 1.0, 0.5, 0.5, 0.1, 0.1, 0.1])
+    log = q.rounding_variance(energy, q.Layout.of("int8", 8))
+    exact = q.rounding_variance(energy, q.Layout.of("int8max", 8))
+    assert exact[0] < 1e-3 * log[0]
+    np.testing.assert_allclose(exact[1:], log[1:], rtol=0.05)  # the others: the same grid
+    s = (np.random.default_rng(3).standard_normal((3000, 8)) * np.sqrt(energy)).astype(
+        np.float32)
+    layout = q.Layout.of("int8max", 8)
+    got = np.stack([q.decode(q.encode(s, layout, seed, "x", 0), layout) for seed in range(8)])
+    measured = np.mean((got.astype(np.float64) - s) ** 2, axis=(0, 1))
+    assert measured[0] < 1e-3 * log[0]
+    np.testing.assert_allclose(measured[1:], exact[1:], rtol=0.15)

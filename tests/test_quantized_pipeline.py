@@ -84,7 +84,7 @@ def _expected(layout: q.Layout, s32: np.ndarray, side: str, array: str = "") -> 
     return out
 
 
-@pytest.mark.parametrize("dtype", ["float16", "int8", "mixed"])
+@pytest.mark.parametrize("dtype", ["float16", "int8", "mixed", "int8max", "mixedmax"])
 def test_run_stores_the_codes_of_the_float32_sketches(
         tmp_path: Path, files: dict[str, str], dtype: str,
         float32_run: tuple[dd.SketchModel, np.ndarray, np.ndarray]) -> None:
@@ -92,7 +92,7 @@ def test_run_stores_the_codes_of_the_float32_sketches(
     model = _run(tmp_path / "out.zarr", files, dtype)
     assert model.digest == m32.digest  # the same maps: only the storage differs
     layout = q.model_layout(model)
-    assert layout.name == dtype and (layout.head > 0) == (dtype != "int8")
+    assert layout.name == dtype and (layout.head > 0) == (dtype not in ("int8", "int8max"))
     assert _zarr_codes(tmp_path / "out.zarr", "x") == _expected(layout, sx, "x")
     assert _zarr_codes(tmp_path / "out.zarr", "w") == _expected(layout, sw, "w")
     saved = dd.load_model(str(tmp_path / "out.zarr" / "model"))
@@ -119,18 +119,19 @@ def test_xarray_reads_the_group(tmp_path: Path, files: dict[str, str]) -> None:
 
 
 @pytest.mark.cluster
+@pytest.mark.parametrize("dtype", ["mixed", "mixedmax"])
 def test_same_bytes_on_every_scheduler_format_and_after_a_resume(
         tmp_path: Path, files: dict[str, str], cluster2: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    _run(tmp_path / "ref.zarr", files, "mixed")
+        monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    _run(tmp_path / "ref.zarr", files, dtype)
     ref = _zarr_codes(tmp_path / "ref.zarr", "x"), _zarr_codes(tmp_path / "ref.zarr", "w")
     for i, (sched, x) in enumerate([("threads", "x"), (cluster2, "x"),
                                     (cluster2, "x_parquet")]):
         out = tmp_path / f"v{i}.zarr"
-        _run(out, files, "mixed", sched, x=x)
+        _run(out, files, dtype, sched, x=x)
         assert (_zarr_codes(out, "x"), _zarr_codes(out, "w")) == ref, i
     # Parquet output: the same codes and scales, in the columns of io.codes
-    _run(tmp_path / "pq", files, "mixed", fmt="parquet")
+    _run(tmp_path / "pq", files, dtype, fmt="parquet")
     table = pq.read_table(tmp_path / "pq" / "x").sort_by("row")
     assert np.stack(table["sketch"].to_numpy(zero_copy_only=False)).tobytes() == ref[0]["x"]
     assert np.stack(table["sketch_tail"].to_numpy(zero_copy_only=False)).tobytes() == \
@@ -141,30 +142,39 @@ def test_same_bytes_on_every_scheduler_format_and_after_a_resume(
     with monkeypatch.context() as m:
         interrupt_after(m, "zarr", 2)
         with interrupted_in_a_task():
-            _run(out, files, "mixed")
+            _run(out, files, dtype)
     plan = dd.plan_run(files["x"], files["w"], K, str(out), seed=3, block_rows=BLOCK,
-                       dtype="mixed", resume=True)
+                       dtype=dtype, resume=True)
     dd.execute(plan, scheduler="sync")
     assert (_zarr_codes(out, "x"), _zarr_codes(out, "w")) == ref
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int8max"])
 @pytest.mark.parametrize("fmt", ["zarr", "parquet"])
 def test_matmul_and_top_n_use_the_decoded_sketches(tmp_path: Path, files: dict[str, str],
-                                                   fmt: str) -> None:
-    model = _run(tmp_path / "run", files, "int8", fmt=fmt)
+                                                   fmt: str, dtype: str) -> None:
+    model = _run(tmp_path / "run", files, dtype, fmt=fmt)
     x_path, w_path = str(tmp_path / "run" / "x"), str(tmp_path / "run" / "w")
     sx = dd.open_source(x_path).read_rows(0, 1300)
     sw = dd.open_source(w_path).read_rows(0, 400)
-    # the decoded rows are the codes times their scale 2^(e/64) / 127, checked against numpy
+    # the decoded rows are the codes times their scale 2^(e/64) / 127 (int8) or s8 / 127
+    # (int8max: s8 stored as float32, each row's max |value|), checked against numpy
+    exact = dtype == "int8max"
     g = None if fmt == "parquet" else zarr.open_group(str(tmp_path / "run"), mode="r")
     if g is not None:
         e = g["x_scale"][...]
-        assert e.dtype == np.int16 and g["x"].dtype == np.int8
-        np.testing.assert_allclose(q.log_scale(e), 2.0 ** (e / 64), rtol=1e-15)
-        want = g["x"][...].astype(np.float64) * q.log_scale(e) / 127
+        assert e.dtype == (np.float32 if exact else np.int16) and g["x"].dtype == np.int8
+        if exact:
+            s8 = e.astype(np.float64)
+            np.testing.assert_array_equal(np.abs(sx).max(axis=1), s8[:, 0])  # max: exact
+        else:
+            np.testing.assert_allclose(q.log_scale(e), 2.0 ** (e / 64), rtol=1e-15)
+            s8 = q.log_scale(e)
+        want = g["x"][...].astype(np.float64) * (s8 / 127)
         np.testing.assert_array_equal(sx, want.astype(np.float32))
     else:
-        assert pq.read_table(tmp_path / "run" / "x").schema.field("scale").type == "int16"
+        assert pq.read_table(tmp_path / "run" / "x").schema.field("scale").type == \
+            ("float" if exact else "int16")
     dd.execute_matmul(dd.plan_matmul(x_path, w_path, str(tmp_path / "prod.zarr")),
                       scheduler="sync")
     prod = zarr.open_array(str(tmp_path / "prod.zarr" / "product"), mode="r")[...]
@@ -177,10 +187,11 @@ def test_matmul_and_top_n_use_the_decoded_sketches(tmp_path: Path, files: dict[s
     assert model.k == K
 
 
+@pytest.mark.parametrize("dtype", ["mixed", "mixedmax"])
 @pytest.mark.parametrize("fmt", ["zarr", "parquet"])
 def test_skipped_rows_keep_their_sentinel_scales(tmp_path: Path, pair: tuple[np.ndarray,
                                                                         np.ndarray],
-                                                 fmt: str) -> None:
+                                                 fmt: str, dtype: str) -> None:
     """A row left out by --on-invalid skip is stored with the sentinel scale codes (Zarr),
     found again as skipped, and decodes as NaN; its neighbours decode as usual."""
     x, w = pair
@@ -189,7 +200,7 @@ def test_skipped_rows_keep_their_sentinel_scales(tmp_path: Path, pair: tuple[np.
     x[bad, 3] = np.nan
     xf, wf = write_npy(tmp_path / "x.npy", x), write_npy(tmp_path / "w.npy", w)
     out = tmp_path / "run"
-    dd.execute(dd.plan_run(xf, wf, K, str(out), seed=3, block_rows=BLOCK, dtype="mixed",
+    dd.execute(dd.plan_run(xf, wf, K, str(out), seed=3, block_rows=BLOCK, dtype=dtype,
                            format=fmt, on_invalid="skip"), scheduler="sync")
     if fmt == "parquet":  # the rows are left out of the files
         table = pq.read_table(out / "x")
@@ -198,7 +209,8 @@ def test_skipped_rows_keep_their_sentinel_scales(tmp_path: Path, pair: tuple[np.
     g = zarr.open_group(str(out), mode="r")
     assert g["x_skipped_rows"][...].tolist() == bad
     assert g["x_scale"][bad, 0].tolist() == [-128, -128]
-    assert g["x_tail_scale"][bad, 0].tolist() == [-32768, -32768]
+    tail = g["x_tail_scale"][bad, 0]
+    assert np.isnan(tail).all() if dtype == "mixedmax" else tail.tolist() == [-32768, -32768]
     sx = dd.open_source(str(out / "x")).read_rows(0, 1300)
     assert np.isnan(sx[bad]).all() and not np.isnan(np.delete(sx, bad, axis=0)).any()
 

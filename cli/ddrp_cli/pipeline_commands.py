@@ -52,7 +52,9 @@ _dtype_options = (
     click.option(
         "--dtype", type=click.Choice(DTYPES), default=None,
         help="Storage of the sketches: float32 (default), float16 or int8 codes with a per-row "
-             "scale, or mixed (exact head float16, the rest int8); stochastically rounded, so "
+             "scale, mixed (exact head float16, the rest int8), or int8max / mixedmax (int8 "
+             "with the row's max as a float32 scale, 2 bytes more, which stores that max "
+             "exactly); stochastically rounded, so "
              "every estimate stays unbiased (docs/quantized.md). With --bytes-per-row: force "
              "this layout (default: the best predicted)."),
     click.option(

@@ -118,7 +118,7 @@ def evaluate(model: str, x: str, w: str, x_columns: str | None, w_columns: str |
               help="Seed of the choice of blocks for --stats-fraction.")
 @click.option("--bytes-per-row", type=int, default=None,
               help="Also print auto's predicted relative MSE per storage layout (float32, "
-                   "float16, int8, mixed) at byte budgets around this one.")
+                   "float16, int8, mixed, int8max, mixedmax) at byte budgets around this one.")
 @click.option("--plot", default=None, help="Write the curves as a PNG here.")
 @click.option("--json", "json_path", default=None, help="Write the numbers as JSON here.")
 @run_options

@@ -9,12 +9,15 @@ Zarr, for a sketch array named ``A`` (``x``, ``w``, ``sketch``):
   the per-row scale codes (rows × 1: int8 exponents for float16 codes, int16 log codes for
   int8 codes, ``maths.quantize``);
 * ``mixed``: ``A`` holds the float16 head codes (rows × h) with ``A_scale`` (int8),
-  ``A_tail`` the int8 codes (rows × (K − h)) with ``A_tail_scale`` (int16).
+  ``A_tail`` the int8 codes (rows × (K − h)) with ``A_tail_scale`` (int16);
+* ``int8max`` / ``mixedmax``: as ``int8`` / ``mixed``, the int8 codes' scale float32 (s8
+  itself, the row's max).
 
 ``A`` carries the attribute ``ddrp_layout`` (``{"name", "k", "head"}``). Parquet: the column
-``sketch`` (``fixed_size_list`` of float16 or int8) with ``scale`` (int8 or int16), and for
-``mixed`` ``sketch_tail`` with ``scale_tail``; every file's key-value metadata carries
-``ddrp_layout``. float32 sketches are stored as before (``A`` alone, column ``sketch``).
+``sketch`` (``fixed_size_list`` of float16 or int8) with ``scale`` (int8, int16 or float32),
+and for the mixed layouts ``sketch_tail`` with ``scale_tail`` (int16 or float32); every
+file's key-value metadata carries ``ddrp_layout``. float32 sketches are stored as before
+(``A`` alone, column ``sketch``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from ..maths.quantize import (
-    NARROW_SCALE_DTYPE,
     WIDE_SCALE_DTYPE,
     Codes,
     Layout,
@@ -53,22 +55,19 @@ LAYOUT_KEY = "ddrp_layout"
 
 @dataclass(frozen=True)
 class Part:
-    """One kind of code of a layout: its columns ``lo:hi`` of the sketch, the numpy dtype of
-    its codes and of its scale codes, and the suffix of its arrays (Zarr) or columns
-    (Parquet)."""
+    """One kind of code of a layout: its columns ``lo:hi`` of the sketch, the suffix of its
+    arrays (Zarr) or columns (Parquet), the numpy dtype of its scale codes (the layout's) and
+    of its codes."""
 
     kind: str
     lo: int
     hi: int
     suffix: str
+    scale_dtype: str
 
     @property
     def dtype(self) -> str:
         return "float16" if self.kind == "f16" else "int8"
-
-    @property
-    def scale_dtype(self) -> str:
-        return (WIDE_SCALE_DTYPE if self.kind == "f16" else NARROW_SCALE_DTYPE).name
 
     @property
     def width(self) -> int:
@@ -79,10 +78,12 @@ def parts(layout: Layout) -> list[Part]:
     """The stored parts of a quantized layout, the first without a suffix; [] for float32."""
     if layout.name == "float32":
         return []
-    found = [Part(kind, lo, hi, "") for kind, lo, hi in
-             (("f16", 0, layout.wide), ("i8", layout.wide, layout.k)) if hi > lo]
+    narrow = layout.narrow_scale_dtype.name
+    found = [Part(kind, lo, hi, "", scale) for kind, lo, hi, scale in
+             (("f16", 0, layout.wide, WIDE_SCALE_DTYPE.name),
+              ("i8", layout.wide, layout.k, narrow)) if hi > lo]
     if len(found) == 2:
-        found[1] = Part("i8", layout.wide, layout.k, "_tail")
+        found[1] = Part("i8", layout.wide, layout.k, "_tail", narrow)
     return found
 
 
@@ -161,12 +162,12 @@ class CodesSource(Source):
         layout = self.layout
         n = stop - start
         empty = Codes(np.zeros((n, 0), np.float16), np.zeros(n, WIDE_SCALE_DTYPE),
-                      np.zeros((n, 0), np.int8), np.zeros(n, NARROW_SCALE_DTYPE))
+                      np.zeros((n, 0), np.int8), np.zeros(n, layout.narrow_scale_dtype))
         got = {"wide": empty.wide, "wide_scale": empty.wide_scale, "narrow": empty.narrow,
                "narrow_scale": empty.narrow_scale}
         for part, (codes, scales) in zip(parts(layout), self.pieces, strict=True):
             values = codes.read_rows(start, stop).astype(part.dtype)  # exact: the codes are
-            scale = scales.read_rows(start, stop)[:, 0].astype(part.scale_dtype)  # small ints
+            scale = scales.read_rows(start, stop)[:, 0].astype(part.scale_dtype)  # exact too
             key = "wide" if part.kind == "f16" else "narrow"
             got[key], got[f"{key}_scale"] = values, scale
         return decode(Codes(**got), layout)

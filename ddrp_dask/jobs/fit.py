@@ -321,7 +321,7 @@ def plan_fit(x: str, w: str | None, k: int | None, out: str, method: str = "auto
     strict_chunks : bool, default=False
         Refuse a Zarr array with absent chunks instead of reading them as its fill value
         (the Zarr specification's reading; the plan counts them).
-    dtype : {"float32", "float16", "int8", "mixed"}, optional
+    dtype : {"float32", "float16", "int8", "mixed", "int8max", "mixedmax"}, optional
         The storage layout the model records for its sketches (``docs/quantized.md``):
         ``run`` and ``project`` store float16 / int8 codes with per-row scales, unbiased.
         Default float32, or with ``bytes_per_row`` the layout the budget chooses.

@@ -62,11 +62,11 @@ def stored_energies(alloc: Alloc, alpha: np.ndarray, beta: np.ndarray,
 def layout_at(name: str, budget: int, d: int, head_of: Any) -> Layout | None:
     """The widest layout ``name`` within ``budget`` bytes per row (K ≤ d: from K = d the
     sketch is exact), its scale codes counted (``Layout.bytes_per_row``); ``head_of(k)`` is
-    the exact head of K columns (``mixed``'s float16 part). None when not even one column
-    fits."""
+    the exact head of K columns (the mixed layouts' float16 part). None when not even one
+    column fits."""
     for k in range(min(budget, d), 0, -1):
-        layout = Layout.of(name, k, min(int(head_of(k)), k) if name == "mixed" else 0)
-        if name == "mixed" and not (layout.wide and layout.narrow):
+        layout = Layout.of(name, k, min(int(head_of(k)), k))
+        if layout.is_mixed and not (layout.wide and layout.narrow):
             continue
         if layout.bytes_per_row <= budget:
             return layout

@@ -8,10 +8,15 @@ Pure numpy (``docs/quantized.md`` §1–§4). A layout stores a row's K sketch v
 * ``int8``: int8 codes c in [−127, 127] of 127 · v / s8, s8 = 2^(e/64) with e the smallest
   integer with s8 ≥ the row's max |v| (1 byte a column; the log code e in 2 bytes, int16);
 * ``mixed``: the first ``head`` columns (a sketch's exact, energy-carrying head) as float16
-  codes with their own power-of-two scale, the rest as int8 codes with their own scale.
+  codes with their own power-of-two scale, the rest as int8 codes with their own scale;
+* ``int8max`` and ``mixedmax``: ``int8`` and ``mixed`` with the int8 scale s8 stored as a
+  float32, the smallest float32 ≥ the row's max |v| — the max itself for float32 sketches,
+  so the row's largest value sits on the grid (code ±127) and is stored exactly (4 bytes of
+  scale instead of 2; worth it when one value carries most of a row's energy).
 
-Scales are stored as these integer codes, not as float32 (4 bytes each: half of an 8-byte
-budget); the smallest code of each dtype marks a row that was not finite. 2^(e/64) is
+Scales are otherwise stored as integer codes, not as float32 (4 bytes each: half of an 8-byte
+budget); the smallest code of each integer dtype (NaN for a float32 scale) marks a row that
+was not finite. 2^(e/64) is
 decoded as ``ldexp(table[e mod 64], e // 64)`` with a fixed table of the 64 roots 2^(r/64)
 (computed once with ``decimal``, correctly rounded), never with libm's ``pow``, so every
 machine decodes the same float64 scales.
@@ -38,21 +43,26 @@ import numpy as np
 from .methods import get
 from .model import SketchModel
 
-__all__ = ["INT8_MAX", "LAYOUTS", "LOG_STEPS", "NARROW_SCALE_DTYPE", "WIDE_SCALE_DTYPE",
+__all__ = ["EXACT_SCALE_DTYPE", "INT8_MAX", "LAYOUTS", "LOG_STEPS", "NARROW_SCALE_DTYPE",
+           "WIDE_SCALE_DTYPE",
            "Codes", "Layout", "column_energy", "decode", "dither", "dither_key", "encode",
            "estimate", "expected_max_square", "head_columns", "layout_facts", "layout_of",
            "log_scale", "model_layout", "not_finite_rows", "quantized_model", "round_nearest",
            "rounding_mse", "rounding_variance", "scale_values", "stochastic_round_f16",
            "stochastic_round_int"]
 
-#: Layout names, narrowest last but ``mixed``.
-LAYOUTS = ("float32", "float16", "int8", "mixed")
+#: Layout names: narrower columns from float32 to int8, then the mixed layout, then the two
+#: whose int8 scale is the row's exact max as float32 (``Layout.exact_scale``).
+LAYOUTS = ("float32", "float16", "int8", "mixed", "int8max", "mixedmax")
+_MIXED = ("mixed", "mixedmax")
 #: Largest int8 code; −128 is never used, so the grid is symmetric.
 INT8_MAX = 127
 #: Stored scale codes: the float16 part's exponent e (s16 = 2^e) and the int8 part's log code
 #: e (s8 = 2^(e / LOG_STEPS)); each dtype's smallest value marks a row that was not finite.
 WIDE_SCALE_DTYPE = np.dtype(np.int8)
 NARROW_SCALE_DTYPE = np.dtype(np.int16)
+#: The int8 part's scale in ``int8max`` / ``mixedmax``: s8 itself (NaN: not finite).
+EXACT_SCALE_DTYPE = np.dtype(np.float32)
 #: Steps of the int8 scale's grid per octave: s8 overshoots the row's max by < 2^(1/64) − 1
 #: (1.1 %), so its grid is at most that much coarser than a float32 scale's.
 LOG_STEPS = 64
@@ -85,12 +95,12 @@ class Layout:
 
     Attributes
     ----------
-    name : {"float32", "float16", "int8", "mixed"}
+    name : {"float32", "float16", "int8", "mixed", "int8max", "mixedmax"}
     k : int
         Sketch columns.
     head : int
-        Leading columns stored as float16 codes (K for ``float16``, 0 for ``int8`` and
-        ``float32``); the other columns are int8 codes.
+        Leading columns stored as float16 codes (K for ``float16``, 0 for ``int8``,
+        ``int8max`` and ``float32``); the other columns are int8 codes.
     """
 
     name: str
@@ -99,15 +109,31 @@ class Layout:
 
     @classmethod
     def of(cls, name: str, k: int, head: int = 0) -> Layout:
-        """The layout ``name`` for K = ``k``; ``head`` is read only by ``mixed``."""
+        """The layout ``name`` for K = ``k``; ``head`` is read only by the mixed layouts."""
         if name not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {name!r}")
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        if name == "mixed" and not 0 <= head <= k:
-            raise ValueError(f"mixed layout: head must be in 0..{k}, got {head}")
-        h = {"float32": 0, "float16": k, "int8": 0, "mixed": head}[name]
+        if name in _MIXED and not 0 <= head <= k:
+            raise ValueError(f"{name} layout: head must be in 0..{k}, got {head}")
+        h = head if name in _MIXED else k if name == "float16" else 0
         return cls(name, int(k), int(h))
+
+    @property
+    def is_mixed(self) -> bool:
+        """``mixed`` or ``mixedmax``: a float16 head, int8 the rest."""
+        return self.name in _MIXED
+
+    @property
+    def exact_scale(self) -> bool:
+        """The int8 scale is stored as a float32, the row's exact max (``int8max``,
+        ``mixedmax``), not as a log code."""
+        return self.name in ("int8max", "mixedmax")
+
+    @property
+    def narrow_scale_dtype(self) -> np.dtype[Any]:
+        """The stored dtype of the int8 part's scale: int16 log codes, or float32 values."""
+        return EXACT_SCALE_DTYPE if self.exact_scale else NARROW_SCALE_DTYPE
 
     @property
     def wide(self) -> int:
@@ -122,9 +148,9 @@ class Layout:
     @property
     def scale_bytes(self) -> int:
         """Bytes of the scale codes stored per row: 1 (int8 exponent) with float16 columns,
-        2 (int16 log code) with int8 columns."""
+        2 (int16 log code) or 4 (float32, ``exact_scale``) with int8 columns."""
         return WIDE_SCALE_DTYPE.itemsize * int(self.wide > 0) + \
-            NARROW_SCALE_DTYPE.itemsize * int(self.narrow > 0)
+            self.narrow_scale_dtype.itemsize * int(self.narrow > 0)
 
     @property
     def bytes_per_row(self) -> int:
@@ -144,9 +170,10 @@ class Codes:
     wide_scale : ndarray of int8, shape (rows,)
         The exponents e of s16 = 2^e; −128 marks a row that was not finite (a skipped row).
     narrow : ndarray of int8, shape (rows, layout.narrow)
-    narrow_scale : ndarray of int16, shape (rows,)
+    narrow_scale : ndarray of int16 or float32, shape (rows,)
         The log codes e of s8 = 2^(e/64) (``log_scale``), the smallest with s8 ≥ the row's
-        max |value| over its int8 columns; −32768 as above.
+        max |value| over its int8 columns; −32768 as above. Or, in the ``exact_scale``
+        layouts, s8 itself as float32: the smallest float32 ≥ that max; NaN as above.
     """
 
     wide: np.ndarray
@@ -246,12 +273,33 @@ def _log_code(m: np.ndarray) -> np.ndarray:
     return np.where(pos, e, 0).astype(NARROW_SCALE_DTYPE)
 
 
+def _float32_above(m: np.ndarray) -> np.ndarray:
+    """The smallest float32 ≥ m per row (m itself when it is a float32, as the max of a
+    float32 sketch row is): the ``exact_scale`` layouts' s8."""
+    s = m.astype(np.float32)
+    low = s.astype(np.float64) < m
+    s[low] = np.nextafter(s[low], np.float32(np.inf))
+    return s
+
+
+def _grid_units(v: np.ndarray, s8: np.ndarray, exact: bool) -> np.ndarray:
+    """v in units of the int8 grid step s8/127, per row. Exact scales: (127 · v) / s8, both
+    operations correctly rounded and so monotone, whence |v| ≤ s8 gives |y| ≤ 127 · s8 / s8
+    = 127 exactly (127 · s8 is exact in float64) and v = ±s8 gives ±127: never clipped, the
+    max on the grid. Log codes: v / (s8/127), which s8's margin over the max keeps below 127."""
+    if exact:
+        return np.asarray(INT8_MAX * v / np.where(s8 > 0, s8, 1.0)[:, None])
+    return np.asarray(v / (s8 / INT8_MAX)[:, None])
+
+
 def scale_values(codes: Codes) -> tuple[np.ndarray, np.ndarray]:
     """The float64 scales (s16, s8) per row that ``codes``' scale codes stand for; NaN for a
-    row that was not finite."""
+    row that was not finite. A float32 ``narrow_scale`` is s8 itself (``exact_scale``)."""
     e16 = codes.wide_scale.astype(np.int64)
-    e8 = codes.narrow_scale.astype(np.int64)
     s16 = np.where(e16 == _sentinel(WIDE_SCALE_DTYPE), np.nan, np.ldexp(1.0, e16))
+    if np.issubdtype(codes.narrow_scale.dtype, np.floating):
+        return s16, codes.narrow_scale.astype(np.float64)
+    e8 = codes.narrow_scale.astype(np.int64)
     s8 = np.where(e8 == _sentinel(NARROW_SCALE_DTYPE), np.nan, log_scale(e8))
     return s16, s8
 
@@ -279,13 +327,17 @@ def _encode(v: np.ndarray, layout: Layout, u: np.ndarray | None) -> Codes:
     e16 = _pow2_code(np.max(np.abs(head), axis=1, initial=0.0))
     y16 = head / np.ldexp(1.0, e16.astype(np.int64))[:, None]
     wide = y16.astype(np.float16) if u is None else stochastic_round_f16(y16, u[:, :h])
-    e8 = _log_code(np.max(np.abs(tail), axis=1, initial=0.0))
-    step = log_scale(e8) / INT8_MAX
-    y8 = tail / step[:, None]
+    m8 = np.max(np.abs(tail), axis=1, initial=0.0)
+    if layout.exact_scale:
+        e8 = _float32_above(m8)
+        y8 = _grid_units(tail, e8.astype(np.float64), True)
+    else:
+        e8 = _log_code(m8)
+        y8 = _grid_units(tail, log_scale(e8), False)
     c8 = np.rint(y8) if u is None else stochastic_round_int(y8, u[:, h:])
     narrow = np.clip(c8, -INT8_MAX, INT8_MAX).astype(np.int8)  # |y8| ≤ 127: a no-op
     e16[bad] = _sentinel(WIDE_SCALE_DTYPE)
-    e8[bad] = _sentinel(NARROW_SCALE_DTYPE)
+    e8[bad] = np.nan if layout.exact_scale else _sentinel(NARROW_SCALE_DTYPE)
     return Codes(wide, e16, narrow, e8)
 
 
@@ -297,8 +349,8 @@ def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str,
     ----------
     sketch : ndarray of shape (rows, layout.k)
         float32 or float64 sketch values; a row with a NaN or infinite value (a skipped row)
-        gets the sentinel scale codes and zero codes. Finite values must be below 2^128 (as
-        every float32 is), which the scale codes' ranges hold.
+        gets the sentinel scale codes and zero codes. Finite values must be within float32's
+        range (as every float32 is), which the scale codes' ranges hold.
     layout : Layout
         Not ``float32`` (which stores the sketch itself).
     seed : int
@@ -319,7 +371,8 @@ def encode(sketch: np.ndarray, layout: Layout, seed: int, side: str,
     if v.ndim != 2 or v.shape[1] != layout.k:
         raise ValueError(f"sketch must have shape (rows, {layout.k}), got {v.shape}")
     finite = np.where(np.isfinite(v), np.abs(v), 0.0)
-    if finite.size and finite.max() >= 2.0 ** 128:
+    top = float(finite.max(initial=0.0))
+    if top >= 2.0 ** 128 or (layout.exact_scale and top > float(np.finfo(np.float32).max)):
         raise ValueError("sketch values beyond float32's range cannot be stored quantized")
     rows = np.asarray(row0, dtype=np.int64)
     if rows.ndim == 0:
@@ -389,17 +442,21 @@ def rounding_variance(energy: np.ndarray, layout: Layout, draws: int = 2048) -> 
     sketch row), averaged over ``draws`` such rows from a fixed seed, so the prediction is a
     deterministic function of the energies: each value's variance is (v − lo)(hi − v) for
     the grid points lo ≤ v ≤ hi of its column's code, the grid set by the row's own stored
-    scale (2^e for float16, 2^(e/64) ≥ the row's max for int8, as ``encode`` chooses them).
-    0 for float32. (For a value far larger than its grid step this is about step²/6; for
-    one far smaller, about step·|v|.)
+    scale (2^e for float16, 2^(e/64) ≥ the row's max for int8, as ``encode`` chooses them;
+    the max itself for the ``exact_scale`` layouts, whose model rows are rounded to float32
+    first, as sketches are, so that the max is on the grid and adds nothing). 0 for
+    float32. (For a value far larger than its grid step this is about step²/6; for one far
+    smaller, about step·|v|.)
     """
     e = np.asarray(energy, dtype=np.float64)
     if layout.name == "float32" or layout.k == 0:
         return np.zeros(layout.k)
     v = _model_rows(e, draws)
+    if layout.exact_scale:
+        v = v.astype(np.float32).astype(np.float64)
     u = np.full_like(v, 0.5)
     codes = _encode(v, layout, u)  # any rounding: only the grid points are read
-    sc16, sc8 = scale_values(codes)  # the stored scales' own grids (2^e, 2^(e/64))
+    sc16, sc8 = scale_values(codes)  # the stored scales' own grids (2^e, 2^(e/64), max)
     h = layout.wide
     head = v[:, :h] / sc16[:, None]
     near = head.astype(np.float16).astype(np.float64)
@@ -407,9 +464,8 @@ def rounding_variance(energy: np.ndarray, layout: Layout, draws: int = 2048) -> 
         near > head, np.float16(-np.inf), np.float16(np.inf))).astype(np.float64)
     var16 = _cell_variance(np.minimum(near, other), head, np.maximum(near, other)) * \
         sc16[:, None] ** 2
-    step = sc8[:, None] / INT8_MAX
-    y = v[:, h:] / step
-    var8 = _cell_variance(np.floor(y), y, np.floor(y) + 1.0) * step ** 2
+    y = _grid_units(v[:, h:], sc8, layout.exact_scale)
+    var8 = _cell_variance(np.floor(y), y, np.floor(y) + 1.0) * (sc8[:, None] / INT8_MAX) ** 2
     return np.concatenate([var16.mean(axis=0), var8.mean(axis=0)])
 
 
