@@ -203,3 +203,30 @@ def test_same_seed_same_model_different_seed_different_model() -> None:
     a, b, c = (build(mx, mw, 5, "auto", s) for s in (1, 1, 2))
     assert np.array_equal(a.x.matrix, b.x.matrix)
     assert not np.array_equal(a.x.matrix, c.x.matrix)
+
+
+@pytest.mark.parametrize("d", [40, 150])  # the formed basis, and the factored one above 128
+def test_auto_asymmetric_reference_is_the_pair_of_its_own_shrinkage(d: int) -> None:
+    """``auto``'s ``asymmetric`` reference (method.md §9) is the paper's pair of the moments
+    auto shrank itself (covariances shrunk, means kept), computed here with numpy from the
+    pair: (tr(A Sx Aᵀ) tr(B Sw Bᵀ) + tr(Sx Sw))/k with the raw second moments."""
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((6 * d, d)) @ rng.standard_normal((d, d)) * 0.2 + 1.5
+    w = rng.standard_normal((3 * d, d)) * np.linspace(0.2, 2.0, d) - 0.5
+    folds = tuple([block_moments(v[f::5]) for f in range(5)] for v in (x, w))
+    mx, mw = block_moments(x), block_moments(w)
+    model = build(mx, mw, 7, "auto", 0, shrinkage=0.3, folds=folds)
+    assert model.info["shrinkage_x"]["intensity"] == pytest.approx(0.3)
+
+    def shrunk(v: np.ndarray) -> np.ndarray:
+        c = np.cov(v, rowvar=False, bias=True)
+        mean = v.mean(axis=0)
+        return 0.7 * c + 0.3 * np.trace(c) / d * np.eye(d) + np.outer(mean, mean)
+
+    a, b, _ = balanced_pair(shrunk(x), shrunk(w))
+    sx, sw = x.T @ x / len(x), w.T @ w / len(w)
+    want = (np.trace(a @ sx @ a.T) * np.trace(b @ sw @ b.T) + np.sum(sx * sw)) / 7
+    assert model.info["predicted"]["asymmetric"] == pytest.approx(want, rel=1e-9)
+    # the asymmetric method itself shrinks the uncentred moments (§4.1): another number
+    assert build(mx, mw, 7, "asymmetric", 0, shrinkage=0.3).info["predicted"][
+        "asymmetric"] != pytest.approx(want, rel=1e-3)

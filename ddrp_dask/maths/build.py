@@ -70,16 +70,20 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
     # anywhere (recorded in the model as info["build_blas_threads"]). On one BLAS thread
     # the report's reference predictions run beside the fit (the same bytes in less wall
     # time); with two, before it (two threads of two would oversubscribe the cores).
+    names = [name for name in dict.fromkeys((BASELINE, *REFERENCES))
+             if name not in chosen.own_references]
     with build_blas(d), ThreadPoolExecutor(1) as pool:
-        beside = pool.submit(_references, stats, chosen, k) if build_threads(d) == 1 \
-            else None
-        predicted = {} if beside else _references(stats, chosen, k)
+        beside = pool.submit(_references, stats, chosen, k, names) \
+            if build_threads(d) == 1 else None
+        computed = {} if beside else _references(stats, chosen, k, names)
         fit = chosen.fit(stats, k, seed)
         if beside is not None:
             if progress is not None:
                 progress("the report's reference predictions")
-            predicted = beside.result()
-        predicted[method] = fit.predicted
+            computed = beside.result()
+    predicted = {name: computed[name] if name in computed else fit.references[name]
+                 for name in dict.fromkeys((BASELINE, *REFERENCES))}
+    predicted[method] = fit.predicted
     info = dict(fit.info, n_x=mx.n, n_w=mw.n, predicted=predicted,
                 build_blas_threads=build_threads(d))
     this = predicted[method]
@@ -88,11 +92,11 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
                        mx, mw)
 
 
-def _references(stats: Statistics, method: Method, k: int) -> dict[str, float]:
-    """The predictions every report compares against (``methods.BASELINE``, the gain's
-    denominator, and ``methods.REFERENCES``) at the same k, with the method's
-    ``reference_shrinkage``."""
+def _references(stats: Statistics, method: Method, k: int, names: Sequence[str]
+                ) -> dict[str, float]:
+    """The predictions ``names`` of those every report compares against
+    (``methods.BASELINE``, the gain's denominator, and ``methods.REFERENCES``) at the same k,
+    with the method's ``reference_shrinkage``."""
     shrinkage: Shrinkage = method.reference_shrinkage(stats.shrinkage)
     ref = Statistics(stats.mx, stats.mw, shrinkage)
-    return {name: get(name).predictor(ref).mse(k) for name in dict.fromkeys((BASELINE,
-                                                                            *REFERENCES))}
+    return {name: get(name).predictor(ref).mse(k) for name in names}

@@ -52,7 +52,7 @@ from .shrinkage import (
     search_kind,
     shrunk_eig,
 )
-from .stats import Moments, combine, combine_all
+from .stats import Moments, combine, combine_all, cross_trace
 
 __all__ = ["PLENTIFUL_ROWS_PER_D", "AutoPredictor", "CrossFit", "OptimalFit", "Progress",
            "check_folds", "cross_fit", "fit_optimal", "held_out_pairs", "honest_mse"]
@@ -87,6 +87,7 @@ class OptimalFit:
     x: SideMap
     w: SideMap
     info: dict[str, Any]
+    references: dict[str, float] = field(default_factory=dict)
 
 
 
@@ -408,7 +409,15 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
         x, w = fb.maps(m, mx, mw)
         mse_in = alloc_mse(en_in, alloc)
     info = _optimal_info(mx, mw, k, cv, choice, alloc, fb.rho, mse_in)
-    return OptimalFit(x, w, info)
+    return OptimalFit(x, w, info, {"asymmetric": _asymmetric_reference(en_in, mx, mw, k)})
+
+
+def _asymmetric_reference(en: Energies, mx: Moments, mw: Moments, k: int) -> float:
+    """The predicted MSE of ``asymmetric`` at K = ``k`` for the paper's pair of the same
+    shrunk moments (``docs/method.md §5.1``), (tr(A Sx Aᵀ) tr(B Sw Bᵀ) + tr(Sx Sw))/k: its
+    coordinates A x are the basis's a = P x' exactly, so the traces are those of the fitted
+    rows' moments in the basis, ``en.trtr[0]`` = tr Ha · tr Hb, at no cost."""
+    return float((en.trtr[0] + cross_trace(mx, mw)) / k)
 
 
 class AutoPredictor:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Moments", "block_moments", "combine", "combine_all", "merge_moments"]
+__all__ = ["Moments", "block_moments", "combine", "combine_all", "cross_trace", "merge_moments"]
 
 # Below this largest diagonal entry of a float32 Gram product, squares may have underflowed.
 _F32_TINY_DIAG = 1e-20
@@ -154,3 +154,12 @@ def merge_moments(parts: Sequence[Moments]) -> Moments:
     for inputs no one else reads: in a Dask tree each partial has one consumer, and a task
     that fails is not re-run on the same objects (ddrp asks for no retries)."""
     return combine_all(parts, overwrite=True)
+
+
+def cross_trace(mx: Moments, mw: Moments) -> float:
+    """tr(Sx Sw) of the uncentred second moments S = C + μ μᵀ, from the scatters without a
+    d×d temporary: Σ Cx∘Cw + μwᵀ Cx μw + μxᵀ Cw μx + (μx·μw)²."""
+    nx, nw = max(mx.n, 1), max(mw.n, 1)
+    cc = float(np.einsum("ij,ij->", mx.scatter, mw.scatter)) / (nx * nw)
+    return (cc + float(mw.mean @ (mx.scatter @ mw.mean)) / nx +
+            float(mx.mean @ (mw.scatter @ mx.mean)) / nw + float(mx.mean @ mw.mean) ** 2)

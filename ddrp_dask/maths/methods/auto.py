@@ -32,6 +32,7 @@ class Auto(Method):
     k_search = "bisect"
     costly_mse = True
     spectrum = "rho"
+    own_references = ("asymmetric",)
 
     def k_range(self, d: int) -> tuple[int, int | None]:
         return 1, d + 2
@@ -43,7 +44,8 @@ class Auto(Method):
         """Without folds, in-sample."""
         folds_x, folds_w = stats.folds or ([stats.mx], [stats.mw])
         fit = fit_optimal(folds_x, folds_w, k, seed, stats.shrinkage, progress=stats.progress)
-        return Fit(fit.x, fit.w, dict(fit.info), float(fit.info["predicted_mse"]))
+        return Fit(fit.x, fit.w, dict(fit.info), float(fit.info["predicted_mse"]),
+                   dict(fit.references))
 
     def predictor(self, stats: Statistics) -> Predictor:
         """Out of sample when the folds allow it; the shrinkage pair chosen once, at a
@@ -52,7 +54,9 @@ class Auto(Method):
         return _Prediction(AutoPredictor(folds_x, folds_w, stats.shrinkage))
 
     def reference_shrinkage(self, shrinkage: Shrinkage) -> str | float:
-        """OAS: the cross-fitted choice is auto's own."""
+        """OAS (for ``gaussian``, whose prediction needs none): the cross-fitted choice is
+        auto's own, and its ``asymmetric`` reference is the pair of that choice
+        (``crossfit.fit_optimal``)."""
         return "oas"
 
     def rebuild_shrinkage(self, info: dict[str, Any], given: Shrinkage) -> Shrinkage:

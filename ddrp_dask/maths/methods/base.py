@@ -55,13 +55,15 @@ class Statistics:
 
 @dataclass(frozen=True)
 class Fit:
-    """A fitted pair of side maps, the method's build facts (``info``, JSON-ready) and its
-    predicted pair-averaged MSE at the fitted K."""
+    """A fitted pair of side maps, the method's build facts (``info``, JSON-ready), its
+    predicted pair-averaged MSE at the fitted K, and the reference predictions its fit gave
+    at no cost (``Method.own_references``)."""
 
     x: SideMap
     w: SideMap
     info: dict[str, Any]
     predicted: float
+    references: dict[str, float] = field(default_factory=dict)
 
 
 class Predictor(ABC):
@@ -96,6 +98,9 @@ class Method(ABC):
     #: Why K has a lower bound above 1 (the refusal's reason), e.g. "it stores 2 exact mean
     #: columns".
     min_k_reason: ClassVar[str] = ""
+    #: The reference predictions (``methods.REFERENCES``) its ``fit`` returns itself
+    #: (``Fit.references``), so that the build does not compute them again.
+    own_references: ClassVar[tuple[str, ...]] = ()
 
     def k_range(self, d: int) -> tuple[int, int | None]:
         """Smallest and largest valid K at dimension ``d`` (None: no upper bound)."""
@@ -127,7 +132,8 @@ class Method(ABC):
 
     def reference_shrinkage(self, shrinkage: Shrinkage) -> str | float:
         """The shrinkage of the reference predictions (``asymmetric``, ``gaussian``) the
-        build records beside this method's: its own (``plain_shrinkage``)."""
+        build records beside this method's, those not in ``own_references``: its own
+        (``plain_shrinkage``)."""
         return plain_shrinkage(shrinkage)
 
     def rebuild_shrinkage(self, info: dict[str, Any], given: Shrinkage) -> Shrinkage:
