@@ -387,6 +387,39 @@ def _local_workers(proc: subprocess.Popen[str]) -> list[int]:
     return pids
 
 
+@pytest.mark.skip(reason="hangs in 2 of 5 runs: after 'resubmitting N blocks, round 2' "
+                  "the run waited with workers present until the test's timeout (issue 26)")
+@pytest.mark.slow
+def test_chaos_on_ddrps_own_local_cluster_finishes_identical(
+        data: dict[str, str], reference: bytes, tmp_path: Path) -> None:
+    """``--scheduler local``: a random worker process of ddrp's own cluster SIGKILLed from
+    outside every 0.5-1.1 s from pass 1 on (at most 8 times); the nannies restart them,
+    ddrp resubmits what the scheduler gave up on, and the run ends with exit 0 and the
+    undisturbed run's bytes."""
+    out = tmp_path / "o.zarr"
+    start = time.monotonic()
+    proc = _start(_args(data, out, "--scheduler", "local", "--workers", "2"))
+    # from pass 1 on: a worker killed while the cluster starts fails the start, in one
+    # line ("the local cluster did not start ...; run the same command again")
+    _wait(lambda: any((_staged(out) / "_pass1").rglob("*.npz")), proc)
+    killer = Killer(lambda: _local_workers(proc), most=8, seed=2612)
+    try:
+        _, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    finally:
+        kills = killer.stop()
+    took = time.monotonic() - start
+    assert proc.returncode == 0, err
+    assert kills >= 3, (kills, took, err)
+    assert _sketch_bytes(out) == reference
+    for line in err.splitlines():  # only resubmissions are said (--quiet)
+        assert re.fullmatch(r"(worker lost|work lost \(\w+\)) during pass [12]; "
+                            r"resubmitting \d+ (blocks|files), "
+                            rf"round \d+ of {ROUNDS}", line), err
+
+
 #: A worker preload: the worker process SIGKILLs itself as it starts once the file
 #: DDRP_NO_RESTART exists, so that the nannies' restarts all fail.
 NO_RESTART_PRELOAD = """
