@@ -387,8 +387,6 @@ def _local_workers(proc: subprocess.Popen[str]) -> list[int]:
     return pids
 
 
-@pytest.mark.skip(reason="hangs in 2 of 5 runs: after 'resubmitting N blocks, round 2' "
-                  "the run waited with workers present until the test's timeout (issue 26)")
 @pytest.mark.slow
 def test_chaos_on_ddrps_own_local_cluster_finishes_identical(
         data: dict[str, str], reference: bytes, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from .watchdog import ClusterGone, tripped, watch
 
 __all__ = ["FAN_IN", "ROW_KEY_TOP", "TaskFailed", "check_memory", "check_visible", "client_of",
            "compute", "default_scheduler", "describe_key", "key_round", "local_scheduler",
+           "merges_in_place",
            "row_order", "scheduler_lost", "silence_cluster_logs", "tree_reduce"]
 
 #: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's
@@ -152,6 +153,17 @@ def describe_key(key: Any) -> str:
         name = next((p for p in parts[3:] if not p.isdigit()), "")
         return f"the task of {parts[1]} rows from {ROW_KEY_TOP - int(parts[2])} ({name})"
     return f"task {key}"
+
+
+def merges_in_place(scheduler: SchedulerLike) -> bool:
+    """Whether pass 1's merges may sum into their inputs' arrays (``maths.stats.
+    merge_moments``, which holds no d x d array beyond its inputs): on a local scheduler,
+    where a task runs once on its inputs. Not on a cluster: there a merge can run again
+    on inputs still in a worker's memory — its run is cancelled when another of its
+    inputs is lost with a worker (the scheduler computes that one again), and the run
+    already summed into the first — which then counted twice (a LocalCluster whose
+    workers were killed wrote a model from scatters some percent too large)."""
+    return client_of(scheduler) is None
 
 
 def dask_version() -> str:
@@ -394,10 +406,11 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
                                   "distributed.worker.preload": preload}), \
                     _sigint_deferred():
                 try:
-                    cluster = stack.enter_context(LocalCluster(
+                    cluster = LocalCluster(
                         n_workers=n, threads_per_worker=threads_per_worker,
                         memory_limit=memory_limit, silence_logs=logging.CRITICAL,
-                        dashboard_address=":0"))
+                        dashboard_address=":0")
+                    stack.callback(_close_own_cluster, cluster)
                     client = stack.enter_context(Client(cluster))
                 except (OSError, RuntimeError, TimeoutError) as e:  # e.g. a worker died
                     silence_cluster_logs()
@@ -426,6 +439,40 @@ def local_scheduler(scheduler: str | None = None, workers: int | None = None,
             watch(client, f"at {name}"):
         tell(f"scheduler {name}, dashboard {client.dashboard_link}")
         yield client
+
+
+#: Seconds ddrp's own cluster may take to close before its worker processes are killed.
+CLOSE_GRACE = 10.0
+
+
+def _close_own_cluster(cluster: Any, grace: float = CLOSE_GRACE) -> None:
+    """Close ddrp's own LocalCluster, killing its worker processes if it has not closed
+    after ``grace`` seconds.
+
+    A nanny whose worker process was killed while it was being restarted can be left
+    waiting forever for that worker's start-up message (two restarts of one nanny race,
+    and one drops the other's message), although the worker runs and serves the
+    scheduler; closing the nanny then waits for the start forever, and so did the job
+    after its output was complete (``tests/test_faults.py``, chaos on ddrp's own
+    cluster). Once its worker process is gone, the nanny's start ends and it closes.
+    Killing is safe here: the job is over, and its outputs are written whole or not at
+    all (a worker may die at any time)."""
+    killer = threading.Timer(grace, _kill_workers, args=(cluster,))
+    killer.daemon = True
+    killer.start()
+    try:
+        cluster.close()
+    finally:
+        killer.cancel()
+
+
+def _kill_workers(cluster: Any) -> None:
+    """SIGKILL the worker processes of the LocalCluster ``cluster``'s nannies."""
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(nanny, "pid", None)
+        if isinstance(pid, int):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

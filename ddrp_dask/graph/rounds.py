@@ -91,7 +91,10 @@ def _short(label: str) -> str:
 
 def _gone(client: Any, e: BaseException) -> bool:
     """Whether ``client`` lost its scheduler: it says so, or (a comm closed before it noticed)
-    the scheduler does not answer."""
+    the scheduler does not answer. In a pass a closed comm may be a worker's (work lost in
+    transit: resubmitted), so the scheduler is asked; outside the passes the client speaks
+    to the scheduler alone and any closed comm is its loss (``compute.local_scheduler``'s
+    rule, which does not ask: a client that reconnected meanwhile would hide it)."""
     from distributed.comm import CommClosedError
 
     return scheduler_lost(client) or (isinstance(e, CommClosedError) and not answers(client))

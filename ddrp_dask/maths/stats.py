@@ -151,8 +151,9 @@ def combine_all(parts: Sequence[Moments], overwrite: bool = False) -> Moments:
 
 def merge_moments(parts: Sequence[Moments]) -> Moments:
     """A reduction task of pass 1: ``combine_all`` of its inputs, reusing their arrays. Only
-    for inputs no one else reads: in a Dask tree each partial has one consumer, and a task
-    that fails is not re-run on the same objects (ddrp asks for no retries)."""
+    for inputs no one else reads and no second run of the task reads again: in a Dask tree
+    each partial has one consumer, and a local scheduler runs a task once (a cluster may
+    run it again on the same inputs: ``graph.compute.merges_in_place``)."""
     return combine_all(parts, overwrite=True)
 
 
