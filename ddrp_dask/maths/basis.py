@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
 
 from .allocation import Energies, energies, in_sample_energies
 from .maps import folded_map
@@ -180,7 +179,9 @@ def _svd_of_g(rx: Root, cw: np.ndarray, mean_x: np.ndarray, mean_w: np.ndarray) 
     del cw
     kkt[:d, d] = rx.low.T @ am
     kkt[d, d] = float(mean_x @ am)
-    vals, u = sla.eigh(kkt, lower=False, overwrite_a=True, check_finite=False, driver="evd")
+    # numpy's eigh (LAPACK's divide and conquer, as scipy's driver "evd") lets go of the GIL,
+    # so the folds' eigendecompositions run side by side (``crossfit._parallel``)
+    vals, u = np.linalg.eigh(kkt, UPLO="U")
     del kkt
     vals, u = vals[::-1][:d], np.ascontiguousarray(u[:, ::-1][:, :d])
     tol = vals[0] * (d + 1) * np.finfo(np.float64).eps if d else 0.0
@@ -228,11 +229,10 @@ def _fitted_moment(s: ShrunkCovariance, n: np.ndarray, last: np.ndarray, root: n
     shift = s.shift()
     if shift is None or s.lam > _FITTED_MAX_LAM:
         return _final_moment(n, s.m, root * last, root)
-    low = sla.blas.dsyrk(-1.0, n * np.sqrt(shift)[:, None], trans=1, lower=True)
-    h = np.tril(low, -1)
-    h += h.T
-    h[np.diag_indices_from(h)] = np.diagonal(low)
-    del low
+    t = n * np.sqrt(shift)[:, None]
+    h = t.T @ t  # numpy's symmetric product (syrk), which lets go of the GIL
+    del t
+    h *= -1.0
     h -= np.outer(last, last)
     h[np.diag_indices_from(h)] += 1.0
     h *= root[:, None] / (1.0 - s.lam)
@@ -254,20 +254,17 @@ def _final_moment(n: np.ndarray, m: Moments, v: np.ndarray, root: np.ndarray) ->
 
 
 def _scatter_congruence(n: np.ndarray, scatter: np.ndarray) -> np.ndarray:
-    """Nᵀ S N of a scatter S: from its Cholesky factor F, T = Fᵀ N and Tᵀ T (a triangular
-    product and a symmetric one, 2⅓ d³, where two general products cost 4 d³); by those two
-    products when S is not numerically positive definite (fewer rows than d, a constant
-    column)."""
+    """Nᵀ S N of a scatter S: from its Cholesky factor F, T = Fᵀ N and Tᵀ T (numpy's
+    symmetric product: 3⅓ d³ where two general products cost 4 d³); by those two products
+    when S is not numerically positive definite (fewer rows than d, a constant column).
+    numpy's products and factorisations let go of the GIL (scipy's wrappers of BLAS and
+    LAPACK hold it), so the folds' held-out moments run side by side."""
     try:
-        f = sla.cholesky(scatter, lower=True, check_finite=False)
+        f = np.linalg.cholesky(scatter)
     except np.linalg.LinAlgError:
         out: np.ndarray = n.T @ (scatter @ n)
         return out
-    t = sla.blas.dtrmm(1.0, f, n, lower=True, trans_a=True)
+    t = f.T @ n
     del f
-    low = sla.blas.dsyrk(1.0, t, trans=1, lower=True)
-    del t
-    h: np.ndarray = np.tril(low, -1)
-    h += h.T
-    h[np.diag_indices_from(h)] = np.diagonal(low)
+    h: np.ndarray = t.T @ t
     return h

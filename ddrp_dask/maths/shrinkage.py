@@ -265,8 +265,7 @@ class ShrunkCovariance:
         """A factor L with L Lᵀ = the shrunk covariance: its Cholesky factor (d³/3), or
         E diag(√λ) from ``eig`` when it is not numerically positive definite."""
         try:
-            return Root(sla.cholesky(self.matrix(), lower=True, overwrite_a=True,
-                                     check_finite=False), None)
+            return Root(np.linalg.cholesky(self.matrix()), None)  # lets go of the GIL
         except np.linalg.LinAlgError:
             vals, vecs = self.eig()
             root = np.sqrt(vals)
