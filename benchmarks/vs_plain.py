@@ -14,8 +14,8 @@ side, interleaved rounds, medians; peak RSS of the whole process tree (benchlib.
 * ``run``: ``ddrp run -k 32`` (default scheduler) of 1,000,000 x 256 X (``--rows``; W a
   quarter as many) against plain Dask ``from_zarr @ R -> to_zarr`` of X and W (threads and
   a 2-worker LocalCluster), on 100,000-row Zarr chunks (``--all-layouts``: also 65,536-row
-  chunks and Parquet with a list column or scalar columns in 100,000-row groups), with and
-  without ``--stats-fraction 0.1``.
+  chunks and Parquet with a list column or scalar columns in 100,000-row groups), with the
+  default ``--stats-fraction auto``, with ``1`` (every block) and with ``0.1``.
 
 * ``decodes``: chunk decodes of both passes of ``ddrp run`` (200,000 + 50,000 rows in
   4,096-row blocks, chunks of 3,000 to 100,000 rows), threads and a 2-worker LocalCluster,
@@ -250,8 +250,8 @@ def run(args: argparse.Namespace) -> None:
     roots = {"": ROOT} | ({" (base)": Path(args.base)} if args.base else {})
     for tag, root in roots.items():
         for name, src in srcs.items():
-            for frac in ("1", "0.1"):
-                label = f"run {name}{' sf0.1' if frac != '1' else ''}{tag}"
+            for frac in ("auto", "1", "0.1"):
+                label = f"run {name}{'' if frac == 'auto' else ' sf' + frac}{tag}"
                 cmds[label] = [*_cli(root), "run", "--x", str(src), "--w", str(w), "-k", "32",
                                "--out", str(SCRATCH / "o-run.zarr"), "--overwrite", "--quiet",
                                "--stats-fraction", frac]
