@@ -23,7 +23,7 @@ from .shrinkage import Root, ShrunkCovariance, Spec
 from .stats import Moments
 
 __all__ = ["FACTORED_D", "Basis", "FactoredBasis", "FormedBasis", "balanced_basis",
-           "coord_moment", "factored_held_out", "final_basis"]
+           "coord_moment", "factored_held_out", "final_basis", "scatter_factor"]
 
 #: Above this d the final basis of all rows comes from Cholesky factors and P, Q are never
 #: formed (``_factored_basis``: no eigh, d×d temporaries fewer); up to it, as before, from an
@@ -130,19 +130,23 @@ def final_basis(mx: Moments, mw: Moments, specs: tuple[Spec, Spec],
 
 
 def factored_held_out(train: tuple[Moments, Moments], held: tuple[Moments, Moments],
-                      specs: tuple[Spec, Spec], scales: tuple[float, float]
+                      specs: tuple[Spec, Spec], scales: tuple[float, float],
+                      factors: tuple[np.ndarray | None, np.ndarray | None] | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """``coord_moment`` of the ``held`` rows of each side in the basis of the ``train``
     rows, that basis built as ``_factored_basis`` builds it (one Cholesky factor, no eigh of
-    the covariances, P and Q never formed): the held-out pair (Ha, Hb) of one fold, when no
-    other shrinkage candidate shares an eigendecomposition with it."""
+    the covariances, P and Q never formed): the held-out pair (Ha, Hb) of one fold.
+    ``factors``: ``scatter_factor`` of the two held-out sets, when the caller keeps them
+    for several shrinkage candidates."""
     tx, tw = train
+    fx, fw = factors or (scatter_factor(held[0]), scatter_factor(held[1]))
     svd = _svd_of_g(ShrunkCovariance.of(tx, specs[0], scales[0]).root(),
                     ShrunkCovariance.of(tw, specs[1], scales[1]).matrix(), tx.mean, tw.mean)
     root = np.sqrt(svd.rho)
     out = []
-    for n, last, t, h in ((svd.nx, svd.ux, tx, held[0]), (svd.nw, svd.uw, tw, held[1])):
-        out.append(_final_moment(n, h, root * (n.T @ (h.mean - t.mean) + last), root))
+    for n, last, t, h, f in ((svd.nx, svd.ux, tx, held[0], fx),
+                             (svd.nw, svd.uw, tw, held[1], fw)):
+        out.append(_final_moment(n, h, f, root * (n.T @ (h.mean - t.mean) + last), root))
     return out[0], out[1]
 
 
@@ -228,7 +232,7 @@ def _fitted_moment(s: ShrunkCovariance, n: np.ndarray, last: np.ndarray, root: n
     general ones (4 d³)."""
     shift = s.shift()
     if shift is None or s.lam > _FITTED_MAX_LAM:
-        return _final_moment(n, s.m, root * last, root)
+        return _final_moment(n, s.m, scatter_factor(s.m), root * last, root)
     t = n * np.sqrt(shift)[:, None]
     h = t.T @ t  # numpy's symmetric product (syrk), which lets go of the GIL
     del t
@@ -242,9 +246,11 @@ def _fitted_moment(s: ShrunkCovariance, n: np.ndarray, last: np.ndarray, root: n
     return h
 
 
-def _final_moment(n: np.ndarray, m: Moments, v: np.ndarray, root: np.ndarray) -> np.ndarray:
-    """``coord_moment`` of the rows of ``m`` in the factored basis: √ρ Nᵀ C N √ρ + v vᵀ."""
-    h = _scatter_congruence(n, m.scatter)
+def _final_moment(n: np.ndarray, m: Moments, factor: np.ndarray | None, v: np.ndarray,
+                  root: np.ndarray) -> np.ndarray:
+    """``coord_moment`` of the rows of ``m`` in the factored basis: √ρ Nᵀ C N √ρ + v vᵀ
+    (``factor``: ``scatter_factor(m)``)."""
+    h = _scatter_congruence(n, m.scatter, factor)
     h *= root[:, None]
     h *= (root / max(m.n, 1))[None, :]
     h += np.outer(v, v)
@@ -253,18 +259,26 @@ def _final_moment(n: np.ndarray, m: Moments, v: np.ndarray, root: np.ndarray) ->
     return h
 
 
-def _scatter_congruence(n: np.ndarray, scatter: np.ndarray) -> np.ndarray:
-    """Nᵀ S N of a scatter S: from its Cholesky factor F, T = Fᵀ N and Tᵀ T (numpy's
-    symmetric product: 3⅓ d³ where two general products cost 4 d³); by those two products
-    when S is not numerically positive definite (fewer rows than d, a constant column).
-    numpy's products and factorisations let go of the GIL (scipy's wrappers of BLAS and
-    LAPACK hold it), so the folds' held-out moments run side by side."""
+def scatter_factor(m: Moments) -> np.ndarray | None:
+    """The Cholesky factor F (F Fᵀ = S) of the scatter of ``m``, or None when S is not
+    numerically positive definite (fewer rows than d, a constant column)."""
     try:
-        f = np.linalg.cholesky(scatter)
+        f: np.ndarray = np.linalg.cholesky(m.scatter)
     except np.linalg.LinAlgError:
+        return None
+    return f
+
+
+def _scatter_congruence(n: np.ndarray, scatter: np.ndarray, factor: np.ndarray | None
+                        ) -> np.ndarray:
+    """Nᵀ S N of a scatter S: from its Cholesky factor F (``scatter_factor``), T = Fᵀ N and
+    Tᵀ T (numpy's symmetric product: 3 d³ where two general products cost 4 d³); by those
+    two products without one. numpy's products and factorisations let go of the GIL
+    (scipy's wrappers of BLAS and LAPACK hold it), so the folds' held-out moments run side
+    by side."""
+    if factor is None:
         out: np.ndarray = n.T @ (scatter @ n)
         return out
-    t = f.T @ n
-    del f
+    t = factor.T @ n
     h: np.ndarray = t.T @ t
     return h

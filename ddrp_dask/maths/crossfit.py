@@ -34,7 +34,13 @@ from .allocation import (
     sketch_matrix,
     threshold,
 )
-from .basis import balanced_basis, coord_moment, factored_held_out, final_basis
+from .basis import (
+    balanced_basis,
+    coord_moment,
+    factored_held_out,
+    final_basis,
+    scatter_factor,
+)
 from .blas import build_blas, build_threads
 from .maps import scale_of
 from .model import SideMap
@@ -108,9 +114,13 @@ class CrossFit:
     #: held-out pairs of the best specs so far only (5 × 2 d² floats per entry)
     pairs: dict[tuple[Spec, Spec], list[tuple[np.ndarray, np.ndarray]]] = field(
         default_factory=dict)
-    #: held-out pairs from Cholesky factors (``basis.factored_held_out``): set when no two
-    #: candidates share an eigendecomposition (one pair is scored)
+    #: held-out pairs from Cholesky factors (``basis.factored_held_out``, above
+    #: ``TWO_SWEEPS_D``: an eigendecomposition of K Kᵀ per candidate costs less than an SVD
+    #: of K on eigendecompositions the candidates share), and the held-out scatters'
+    #: factors they read, per fold
     factored: bool = False
+    held_factors: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = field(
+        default_factory=dict)
     #: the build's progress callback, and the number of pairs the search scores (0: unknown)
     tell: Progress = _silent
     planned: int = 0
@@ -152,8 +162,11 @@ def _fold_pair(cv: CrossFit, sx: Spec, sw: Spec, f: int) -> tuple[np.ndarray, np
     """The held-out coordinate moments (Ha_f, Hb_f) of fold f in the basis of the others."""
     tx, tw = cv.train_x[f], cv.train_w[f]
     if cv.factored:
-        return factored_held_out((tx, tw), (cv.folds_x[f], cv.folds_w[f]), (sx, sw),
-                                 (cv.scale_x, cv.scale_w))
+        held = (cv.folds_x[f], cv.folds_w[f])
+        if f not in cv.held_factors:  # one thread per fold: no two write the same key
+            cv.held_factors[f] = (scatter_factor(held[0]), scatter_factor(held[1]))
+        return factored_held_out((tx, tw), held, (sx, sw), (cv.scale_x, cv.scale_w),
+                                 cv.held_factors[f])
     b = balanced_basis(shrunk_eig(tx, sx, cv.scale_x, f, cv.cache_x),
                        shrunk_eig(tw, sw, cv.scale_w, f, cv.cache_w), tx.mean, tw.mean)
     return (coord_moment(b.p, cv.folds_x[f], tx.mean),
@@ -322,7 +335,7 @@ def _choose(cv: CrossFit, d: int, k: int, shrinkage: Shrinkage,
         fixed = ([("oas", 0.0)], [("oas", 0.0)])
     kind = "fixed" if fixed else (search or search_kind(d))
     grid_x, grid_w = fixed or (search_grid(kind, d), search_grid(kind, d))
-    cv.factored = d > TWO_SWEEPS_D and len(grid_x) == len(grid_w) == 1
+    cv.factored = d > TWO_SWEEPS_D
     cv.planned = {"fixed": 1, "coarse": len(grid_x) + len(grid_w) - 1}.get(kind, 0)
     if plentiful:
         sx, sw = grid_x[0], grid_w[0]
