@@ -93,6 +93,29 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, inputs: dict[str, str], ar
     assert "Traceback" not in stderr
 
 
+def test_a_missing_input_is_named_once(tmp_path: Path, inputs: dict[str, str]) -> None:
+    nope = f"{inputs['dir']}/nope.npy"
+    code, _, stderr = _invoke("run", "--x", nope, "--w", inputs["w"], "-k", "6", "--out",
+                              str(tmp_path / "o.zarr"), "--scheduler", "sync", "--quiet")
+    assert code == 2
+    assert stderr.strip() == f"ddrp: error: {nope}: no such file or directory"
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["run", "--x", "{x}", "--w", "{w}", "-k", "6"], "Missing option '--out'; see 'ddrp run"),
+    (["run", "--x", "{x}", "--w", "{w}", "-k", "6", "--dtype", "int4", "--out", "o"],
+     "Invalid value for '--dtype'"),
+    (["run", "--x", "{x}", "--w", "{w}", "--bytes-per-rows", "8", "--out", "o"],
+     "No such option '--bytes-per-rows'"),
+    (["rnu"], "No such command 'rnu'"),
+])
+def test_usage_errors_are_one_line(args: list[str], match: str, inputs: dict[str, str]) -> None:
+    res = CliRunner().invoke(cli, [a.format(**inputs) for a in args], prog_name="ddrp")
+    assert res.exit_code == 2
+    assert len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith("ddrp: error: ") and match in res.stderr, res.stderr
+
+
 def test_existing_output_refused_without_overwrite(tmp_path: Path,
                                                    inputs: dict[str, str]) -> None:
     out = str(tmp_path / "o.zarr")

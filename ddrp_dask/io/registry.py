@@ -52,10 +52,11 @@ def open_source(path: str | os.PathLike[str], columns: str | list[str] | None = 
     spath = str(path)
     fs, inner = filesystem(spath)
     try:
-        if not fs.exists(inner):
-            raise InputError(f"{spath}: no such file or directory")
+        exists = fs.exists(inner)
     except (OSError, ValueError) as e:
         raise InputError(f"{spath}: cannot be reached ({e})") from e
+    if not exists:
+        raise InputError(f"{spath}: no such file or directory")
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
     try:
