@@ -174,8 +174,9 @@ def _mark_d(ax: Axes, d: int, high: float) -> None:
         ax.axvspan(d, high, color="0.5", alpha=0.12, zorder=0,
                    label="K > d: raw vectors are smaller")
     ax.axvline(d, color="0.3", linewidth=1.2, zorder=1)
-    ax.text(d, 0.98, f" d = {d}", transform=ax.get_xaxis_transform(), ha="left", va="top",
-            fontsize=9, color="0.2")
+    right = high < 1.5 * d  # little room right of the line: the label goes to its left
+    ax.text(d, 0.98, f"d = {d} " if right else f" d = {d}", transform=ax.get_xaxis_transform(),
+            ha="right" if right else "left", va="top", fontsize=9, color="0.2")
 
 
 def _k_ticks(ax: Axes, high: float) -> None:

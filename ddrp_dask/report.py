@@ -91,7 +91,8 @@ def _layout_text(layout: dict[str, Any], k: int) -> str:
     text = (f"  storage: {name} ({parts} + {scales}): {layout['bytes_per_row']} bytes "
             f"per row (float32: {4 * k}); unbiased stochastic rounding")
     if "predicted_rounding_mse" in layout:
-        text += f", adds predicted MSE {layout['predicted_rounding_mse']:.4g} (included above)"
+        text += (f"; rounding adds {layout['predicted_rounding_mse']:.4g} to the predicted "
+                 "(absolute) MSE, included above")
     return text
 
 
@@ -105,8 +106,8 @@ def _budget_lines(budget: dict[str, Any]) -> list[str]:
         k = f"K={o['k']}" + (f" ({o['head']} float16)" if o["name"].startswith("mixed")
                              else "")
         lines.append(f"    {o['name']:<8} {k:<20} predicted relative MSE "
-                     f"{o['predicted_rel_mse']:.3g} (rounding: "
-                     f"{o['predicted_rounding_rel_mse']:.3g})")
+                     f"{o['predicted_rel_mse']:.3g}, of which rounding "
+                     f"{o['predicted_rounding_rel_mse']:.3g}")
     return lines
 
 

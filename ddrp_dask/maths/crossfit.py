@@ -93,7 +93,9 @@ class OptimalFit:
     x: SideMap
     w: SideMap
     info: dict[str, Any]
-    references: dict[str, float] = field(default_factory=dict)
+    #: the predicted MSE at K of the paper's pair of the same shrunk moments
+    #: (``_paired_reference``)
+    paired_mse: float = float("nan")
 
 
 
@@ -422,12 +424,12 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
         x, w = fb.maps(m, mx, mw)
         mse_in = alloc_mse(en_in, alloc)
     info = _optimal_info(mx, mw, k, cv, choice, alloc, fb.rho, mse_in)
-    return OptimalFit(x, w, info, {"asymmetric": _asymmetric_reference(en_in, mx, mw, k)})
+    return OptimalFit(x, w, info, _paired_reference(en_in, mx, mw, k))
 
 
-def _asymmetric_reference(en: Energies, mx: Moments, mw: Moments, k: int) -> float:
-    """The predicted MSE of ``asymmetric`` at K = ``k`` for the paper's pair of the same
-    shrunk moments (``docs/method.md §5.1``), (tr(A Sx Aᵀ) tr(B Sw Bᵀ) + tr(Sx Sw))/k: its
+def _paired_reference(en: Energies, mx: Moments, mw: Moments, k: int) -> float:
+    """The predicted MSE at K = ``k`` of one Gaussian projection of the paper's pair of the
+    same shrunk moments (``docs/method.md §9``), (tr(A Sx Aᵀ) tr(B Sw Bᵀ) + tr(Sx Sw))/k: its
     coordinates A x are the basis's a = P x' exactly, so the traces are those of the fitted
     rows' moments in the basis, ``en.trtr[0]`` = tr Ha · tr Hb, at no cost."""
     return float((en.trtr[0] + cross_trace(mx, mw)) / k)

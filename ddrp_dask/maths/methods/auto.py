@@ -45,7 +45,7 @@ class Auto(Method):
         folds_x, folds_w = stats.folds or ([stats.mx], [stats.mw])
         fit = fit_optimal(folds_x, folds_w, k, seed, stats.shrinkage, progress=stats.progress)
         return Fit(fit.x, fit.w, dict(fit.info), float(fit.info["predicted_mse"]),
-                   dict(fit.references))
+                   {"asymmetric": fit.paired_mse})
 
     def predictor(self, stats: Statistics) -> Predictor:
         """Out of sample when the folds allow it; the shrinkage pair chosen once, at a
