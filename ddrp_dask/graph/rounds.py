@@ -73,8 +73,10 @@ def compute_rounds(build: Build, scheduler: Any, progress: bool, label: str,
                 raise _failure(e, label, n, client, finish) from None
             n += 1
             objs, units = _built(build, n)
-            sys.stderr.write(f"{_lost_text(e)} during {_short(label)}; resubmitting "
-                             f"{len(units or objs)} {unit}, round {n} of {ROUNDS}\n")
+            left = len(units or objs)
+            sys.stderr.write(f"{_lost_text(e)} during {_short(label)}; " + (
+                f"resubmitting {left} {unit}, round {n} of {ROUNDS}\n" if left else
+                f"every one of its {unit} was already finished: nothing to resubmit\n"))
             sys.stderr.flush()
 
 
