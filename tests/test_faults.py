@@ -362,11 +362,7 @@ def test_chaos_at_default_allowed_failures_finishes_identical(
     assert proc.returncode == 0, err
     assert kills >= 3, (kills, err)
     assert _sketch_bytes(out) == reference
-    for line in err.splitlines():  # only resubmissions are said (--quiet)
-        assert re.fullmatch(r"(worker lost|work lost \(\w+\)) during pass [12]; "
-                            r"(resubmitting \d+ (blocks|files), "
-                            rf"round \d+ of {ROUNDS}|every one of its (blocks|files) was "
-                            r"already finished: nothing to resubmit)", line), err
+    _only_resubmissions_said(err)
 
 
 # -- ddrp's own LocalCluster: workers killed from outside; left without workers -------------
@@ -413,11 +409,7 @@ def test_chaos_on_ddrps_own_local_cluster_finishes_identical(
     assert proc.returncode == 0, err
     assert kills >= 3, (kills, took, err)
     assert _sketch_bytes(out) == reference
-    for line in err.splitlines():  # only resubmissions are said (--quiet)
-        assert re.fullmatch(r"(worker lost|work lost \(\w+\)) during pass [12]; "
-                            r"(resubmitting \d+ (blocks|files), "
-                            rf"round \d+ of {ROUNDS}|every one of its (blocks|files) was "
-                            r"already finished: nothing to resubmit)", line), err
+    _only_resubmissions_said(err)
 
 
 #: A worker preload: the worker process SIGKILLs itself as it starts once the file
@@ -466,3 +458,12 @@ def test_own_cluster_left_without_workers_ends_in_one_line(
     done = _run(_args(data, out, "--scheduler", "threads", "--resume"))
     assert done.returncode == 0, done.stderr
     assert _sketch_bytes(out) == reference
+
+
+def _only_resubmissions_said(err: str) -> None:
+    """Every stderr line of a --quiet run is a resubmission's (``graph.rounds``)."""
+    for line in err.splitlines():
+        assert re.fullmatch(r"(worker lost|work lost \(\w+\)) during pass [12]; "
+                            r"(resubmitting \d+ (blocks|files), "
+                            rf"round \d+ of {ROUNDS}|every one of its (blocks|files) was "
+                            r"already finished: nothing to resubmit)", line), err

@@ -11,12 +11,12 @@ import numpy as np
 from ..errors import InputError
 from ..io.common import working_dtype
 from ..maths.blas import one_blas_thread
-from ..maths.folds import combine_folds, merge_folds, moments_by_fold
+from ..maths.folds import moments_by_fold
 from ..maths.model import SideMap
 from ..maths.project import check_finite, project_block
 from ..maths.quantize import Layout, decode, encode
 from ..maths.stats import Moments, block_moments
-from .compute import compute, merges_in_place, task, tree_reduce
+from .compute import compute, statistics_merge, task, tree_reduce
 
 __all__ = ["as_dask_array", "is_dask_array", "moments_of_arrays", "sketch_array"]
 
@@ -72,7 +72,7 @@ def moments_of_arrays(arrays: Mapping[str, Any], rows: int, n_folds: int = 0,
     on stderr): one leaf per canonical block, merged in the pipeline's fixed tree; a list of
     one ``Moments`` (``n_folds`` 0) or of one per fold."""
     lazy, units = {}, []
-    merge = merge_folds if merges_in_place(None) else combine_folds
+    merge = statistics_merge(True, None)
     for name, a in arrays.items():
         blocks = _canonical(a, rows)
         starts = np.concatenate([[0], np.cumsum(blocks.chunks[0])[:-1]])

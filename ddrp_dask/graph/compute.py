@@ -23,14 +23,16 @@ import dask.base
 
 from ..errors import DdrpError, OptionError, RunError
 from ..maths.blas import one_blas_thread
+from ..maths.folds import combine_folds, merge_folds
+from ..maths.stats import combine_all, merge_moments
 from .progress import Ticker
 from .scheduler import SchedulerLike, resolve
 from .watchdog import ClusterGone, tripped, watch
 
 __all__ = ["FAN_IN", "ROW_KEY_TOP", "TaskFailed", "check_memory", "check_visible", "client_of",
            "compute", "default_scheduler", "describe_key", "key_round", "local_scheduler",
-           "merges_in_place",
-           "row_order", "scheduler_lost", "silence_cluster_logs", "tree_reduce"]
+           "row_order", "scheduler_lost", "silence_cluster_logs", "statistics_merge",
+           "tree_reduce"]
 
 #: Leaves merged per reduction task; groups are aligned, so the tree equals combine_all's
 #: (for any power of two). Pairs: ``dask.order`` then walks pass 1 in row order (a wider
@@ -155,15 +157,20 @@ def describe_key(key: Any) -> str:
     return f"task {key}"
 
 
-def merges_in_place(scheduler: SchedulerLike) -> bool:
-    """Whether pass 1's merges may sum into their inputs' arrays (``maths.stats.
-    merge_moments``, which holds no d x d array beyond its inputs): on a local scheduler,
-    where a task runs once on its inputs. Not on a cluster: there a merge can run again
-    on inputs still in a worker's memory — its run is cancelled when another of its
-    inputs is lost with a worker (the scheduler computes that one again), and the run
-    already summed into the first — which then counted twice (a LocalCluster whose
-    workers were killed wrote a model from scatters some percent too large)."""
-    return client_of(scheduler) is None
+def statistics_merge(folds: bool, scheduler: SchedulerLike) -> Callable[[Sequence[Any]], Any]:
+    """Pass 1's merge of statistics (a list per fold with ``folds``) on ``scheduler``.
+
+    On a local scheduler, where a task runs once on its inputs, it sums into its inputs'
+    arrays (``maths.stats.merge_moments``: no d x d array beyond its inputs). Not on a
+    cluster: there a merge can run again on inputs still in a worker's memory — its run is
+    cancelled when another of its inputs is lost with a worker (the scheduler computes that
+    one again), and the run already summed into the first, which then counted twice (a
+    LocalCluster whose workers were killed wrote a model from scatters some percent too
+    large). The same bytes either way."""
+    in_place = client_of(scheduler) is None
+    if folds:
+        return merge_folds if in_place else combine_folds
+    return merge_moments if in_place else combine_all
 
 
 def dask_version() -> str:

@@ -26,12 +26,12 @@ from ..io.codes import block_arrays
 from ..io.partials import PartialSums
 from ..io.source import Given, Source, locating
 from ..maths.blas import one_blas_thread
-from ..maths.folds import combine_folds, merge_folds, moments_by_fold, pieces_fold_moments
+from ..maths.folds import moments_by_fold, pieces_fold_moments
 from ..maths.model import SideMap
 from ..maths.project import check_finite
 from ..maths.quantize import Layout
-from ..maths.stats import Moments, block_moments, combine_all, merge_moments
-from .compute import delayed, merges_in_place, row_order, task
+from ..maths.stats import Moments, block_moments
+from .compute import delayed, row_order, statistics_merge, task
 from .reads import shared_reads
 from .rounds import compute_rounds
 from .rows import invalid_mode, read_valid, sketch_rows
@@ -207,7 +207,7 @@ def _side_tree(side: str, src: Source, ranges: Ranges, skip: bool, scheduler: Sc
     that a saved node, read from its pinned path in ``saved``, stands for its subtree) and
     the block tasks it still runs."""
     func, extra = (_fold_stats_task, (n_folds,)) if n_folds else (_stats_task, ())
-    merge = _merge(bool(n_folds), merges_in_place(scheduler))
+    merge = statistics_merge(bool(n_folds), scheduler)
     top = (len(ranges) - 1).bit_length()  # the root's level
     orders = [_row_order(side, start) for start, _ in ranges]
     needed = _unsaved_leaves(saved, top, len(ranges))
@@ -234,14 +234,6 @@ def _side_tree(side: str, src: Source, ranges: Ranges, skip: bool, scheduler: Sc
                     name=merge.__name__)
 
     return node(top, 0), list(leaves.values())
-
-
-def _merge(folds: bool, in_place: bool) -> Callable[[Sequence[Any]], Any]:
-    """Pass 1's merge of statistics (per fold with ``folds``), summing into its inputs'
-    arrays only where that is safe (``compute.merges_in_place``); the same bytes."""
-    if folds:
-        return merge_folds if in_place else combine_folds
-    return merge_moments if in_place else combine_all
 
 
 def _unsaved_leaves(saved: Collection[tuple[int, int]], top: int, n: int) -> list[int]:

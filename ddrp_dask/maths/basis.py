@@ -20,7 +20,7 @@ from .allocation import Energies, energies, in_sample_energies
 from .maps import folded_map
 from .model import SideMap
 from .shrinkage import Root, ShrunkCovariance, Spec
-from .stats import Moments
+from .stats import Moments, add_outer
 
 __all__ = ["FACTORED_D", "Basis", "FactoredBasis", "FormedBasis", "balanced_basis",
            "coord_moment", "factored_held_out", "final_basis", "scatter_factor"]
@@ -29,8 +29,6 @@ __all__ = ["FACTORED_D", "Basis", "FactoredBasis", "FormedBasis", "balanced_basi
 #: formed (``_factored_basis``: no eigh, d×d temporaries fewer); up to it, as before, from an
 #: eigh of each covariance, so models fitted at these d keep their bytes. The same P and Q.
 FACTORED_D = 128
-#: Rows per tile of the rank-one updates of d×d matrices (no d×d temporary).
-_TILE = 256
 
 
 @dataclass(frozen=True)
@@ -175,8 +173,7 @@ def _svd_of_g(rx: Root, cw: np.ndarray, mean_x: np.ndarray, mean_w: np.ndarray) 
     one triangular product where V = Kᵀ U and a solve by Lw cost three.
     """
     d = mean_x.size
-    for lo in range(0, d, _TILE):  # A = Cw + μw μwᵀ, by row tiles (no d×d temporary)
-        cw[lo:lo + _TILE] += np.outer(mean_w[lo:lo + _TILE], mean_w)
+    add_outer(cw, mean_w)  # A = Cw + μw μwᵀ
     kkt = np.empty((d + 1, d + 1), order="F")
     kkt[:d, :d] = rx.congruence(cw)
     am = cw @ mean_x

@@ -70,8 +70,8 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
     # anywhere (recorded in the model as info["build_blas_threads"]). On one BLAS thread
     # the report's reference predictions run beside the fit (the same bytes in less wall
     # time); with two, before it (two threads of two would oversubscribe the cores).
-    names = [name for name in dict.fromkeys((BASELINE, *REFERENCES))
-             if name not in chosen.own_references]
+    references = tuple(dict.fromkeys((BASELINE, *REFERENCES)))
+    names = [name for name in references if name not in chosen.own_references]
     with build_blas(d), ThreadPoolExecutor(1) as pool:
         beside = pool.submit(_references, stats, chosen, k, names) \
             if build_threads(d) == 1 else None
@@ -82,7 +82,7 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
                 progress("the report's reference predictions")
             computed = beside.result()
     predicted = {name: computed[name] if name in computed else fit.references[name]
-                 for name in dict.fromkeys((BASELINE, *REFERENCES))}
+                 for name in references}
     predicted[method] = fit.predicted
     info = dict(fit.info, n_x=mx.n, n_w=mw.n, predicted=predicted,
                 build_blas_threads=build_threads(d))

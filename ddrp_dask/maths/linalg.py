@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
-__all__ = ["MIN_SHRINKAGE", "balanced_pair", "balanced_traces", "lower_congruence", "oas_intensity",
-           "orthogonal_factor", "psd_sqrt", "shrink", "shrink_terms"]
+__all__ = ["MIN_SHRINKAGE", "balanced_pair", "balanced_traces", "congruence", "lower_congruence",
+           "oas_intensity", "orthogonal_factor", "psd_sqrt", "shrink", "shrink_terms"]
 
 #: Smallest shrinkage applied, so A and B stay invertible for rank-deficient statistics.
 MIN_SHRINKAGE = 1e-9
@@ -133,7 +133,7 @@ def _balanced_traces_general(low: np.ndarray, sx: np.ndarray, sw: np.ndarray,
     L⁻¹ Sx L⁻ᵀ and Lᵀ Sw L."""
     hx = sla.solve_triangular(low, sx, lower=True, overwrite_b=True, check_finite=False)
     hx = sla.solve_triangular(low, hx.T, lower=True, overwrite_b=True, check_finite=False)
-    return _traces_of(low, hx, _congruence(low, sw), terms_w, cross)
+    return _traces_of(low, hx, congruence(low, sw), terms_w, cross)
 
 
 def _balanced_traces_eig(sx: np.ndarray, sw: np.ndarray, terms_x: tuple[float, float],
@@ -148,10 +148,10 @@ def _balanced_traces_eig(sx: np.ndarray, sw: np.ndarray, terms_x: tuple[float, f
     vals, low = np.linalg.eigh(low)
     floor = np.finfo(float).eps * max(float(vals[-1]), np.finfo(float).tiny)
     root = np.sqrt(np.clip(vals, floor, None))
-    hx = _congruence(low, sx)  # with E: Eᵀ Sx E, then scaled by the roots
+    hx = congruence(low, sx)  # with E: Eᵀ Sx E, then scaled by the roots
     hx /= np.outer(root, root)
     low *= root
-    return _traces_of(low, hx, _congruence(low, sw), terms_w, cross)
+    return _traces_of(low, hx, congruence(low, sw), terms_w, cross)
 
 
 def _traces_of(low: np.ndarray, hx: np.ndarray, hw: np.ndarray, terms_w: tuple[float, float],
@@ -179,8 +179,8 @@ def lower_congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
     return out
 
 
-def _congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Lᵀ S L."""
+def congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Lᵀ S L for any L (two general products)."""
     t = low.T @ s
     out: np.ndarray = t @ low
     return out

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import OptionError
-from .linalg import MIN_SHRINKAGE, lower_congruence, oas_intensity
+from .linalg import MIN_SHRINKAGE, congruence, lower_congruence, oas_intensity
 from .stats import Moments
 
 __all__ = ["COARSE_D", "COARSE_GRID", "INTENSITIES", "SEARCH", "SEARCHES", "TWO_SWEEPS_D",
@@ -308,5 +308,4 @@ class Root:
         """Lᵀ A L of a symmetric A (two triangular products for a Cholesky factor)."""
         if self.root is None:
             return lower_congruence(self.low, a)
-        out: np.ndarray = (self.low.T @ a) @ self.low
-        return out
+        return congruence(self.low, a)

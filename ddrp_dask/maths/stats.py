@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Moments", "block_moments", "combine", "combine_all", "cross_trace", "merge_moments"]
+__all__ = ["Moments", "add_outer", "block_moments", "combine", "combine_all", "cross_trace",
+           "merge_moments"]
 
 # Below this largest diagonal entry of a float32 Gram product, squares may have underflowed.
 _F32_TINY_DIAG = 1e-20
@@ -127,12 +128,17 @@ def combine(a: Moments, b: Moments, overwrite: bool = False) -> Moments:
     delta = b.mean - a.mean
     mean = a.mean + delta * (b.n / n)
     scatter = np.add(a.scatter, b.scatter, out=a.scatter if overwrite else None)
-    weight = a.n * b.n / n
-    for lo in range(0, len(delta), _TILE):  # by row tiles: the bytes of ``s + outer * c``
-        cross = np.outer(delta[lo:lo + _TILE], delta)
-        cross *= weight
-        scatter[lo:lo + _TILE] += cross
+    add_outer(scatter, delta, a.n * b.n / n)
     return Moments(n, mean, scatter)
+
+
+def add_outer(a: np.ndarray, u: np.ndarray, weight: float = 1.0) -> None:
+    """a += weight · u uᵀ in place, by row tiles: the bytes of ``a + outer(u, u) * weight``
+    without a d x d temporary (128 MiB at d = 4096)."""
+    for lo in range(0, len(u), _TILE):
+        cross = np.outer(u[lo:lo + _TILE], u)
+        cross *= weight
+        a[lo:lo + _TILE] += cross
 
 
 def combine_all(parts: Sequence[Moments], overwrite: bool = False) -> Moments:
@@ -153,7 +159,7 @@ def merge_moments(parts: Sequence[Moments]) -> Moments:
     """A reduction task of pass 1: ``combine_all`` of its inputs, reusing their arrays. Only
     for inputs no one else reads and no second run of the task reads again: in a Dask tree
     each partial has one consumer, and a local scheduler runs a task once (a cluster may
-    run it again on the same inputs: ``graph.compute.merges_in_place``)."""
+    run it again on the same inputs: ``graph.compute.statistics_merge``)."""
     return combine_all(parts, overwrite=True)
 
 
