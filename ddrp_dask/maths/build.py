@@ -81,6 +81,9 @@ def build(mx: Moments, mw: Moments, k: int, method: str = "auto", seed: int = 0,
             if progress is not None:
                 progress("the report's reference predictions")
             computed = beside.result()
+        missing = [name for name in references
+                   if name not in computed and name not in fit.references]
+        computed.update(_references(stats, chosen, k, missing) if missing else {})
     predicted = {name: computed[name] if name in computed else fit.references[name]
                  for name in references}
     predicted[method] = fit.predicted

@@ -93,8 +93,8 @@ class OptimalFit:
     x: SideMap
     w: SideMap
     info: dict[str, Any]
-    #: the predicted MSE at K of the paper's pair of the same shrunk moments
-    #: (``_paired_reference``)
+    #: when both sources were shrunk by OAS: the predicted MSE at K of the paper's pair of
+    #: the same shrunk moments (``_paired_reference``); NaN otherwise
     paired_mse: float = float("nan")
 
 
@@ -424,7 +424,8 @@ def fit_optimal(folds_x: Sequence[Moments], folds_w: Sequence[Moments], k: int, 
         x, w = fb.maps(m, mx, mw)
         mse_in = alloc_mse(en_in, alloc)
     info = _optimal_info(mx, mw, k, cv, choice, alloc, fb.rho, mse_in)
-    return OptimalFit(x, w, info, _paired_reference(en_in, mx, mw, k))
+    oas = choice.spec_x[0] == choice.spec_w[0] == "oas"
+    return OptimalFit(x, w, info, _paired_reference(en_in, mx, mw, k) if oas else float("nan"))
 
 
 def _paired_reference(en: Energies, mx: Moments, mw: Moments, k: int) -> float:

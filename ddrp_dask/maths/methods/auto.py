@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..crossfit import AutoPredictor, fit_optimal
 from ..shrinkage import Shrinkage
 from .base import Fit, Method, Predictor, Statistics
@@ -44,8 +46,8 @@ class Auto(Method):
         """Without folds, in-sample."""
         folds_x, folds_w = stats.folds or ([stats.mx], [stats.mw])
         fit = fit_optimal(folds_x, folds_w, k, seed, stats.shrinkage, progress=stats.progress)
-        return Fit(fit.x, fit.w, dict(fit.info), float(fit.info["predicted_mse"]),
-                   {"asymmetric": fit.paired_mse})
+        paired = {} if np.isnan(fit.paired_mse) else {"asymmetric": fit.paired_mse}
+        return Fit(fit.x, fit.w, dict(fit.info), float(fit.info["predicted_mse"]), paired)
 
     def predictor(self, stats: Statistics) -> Predictor:
         """Out of sample when the folds allow it; the shrinkage pair chosen once, at a
@@ -54,9 +56,8 @@ class Auto(Method):
         return _Prediction(AutoPredictor(folds_x, folds_w, stats.shrinkage))
 
     def reference_shrinkage(self, shrinkage: Shrinkage) -> str | float:
-        """OAS (for ``gaussian``, whose prediction needs none): the cross-fitted choice is
-        auto's own, and its ``asymmetric`` reference is the pair of that choice
-        (``crossfit.fit_optimal``)."""
+        """OAS: the cross-fitted choice is auto's own. (Where auto chose OAS for both
+        sources, its fit returns the ``asymmetric`` reference itself: ``fit_optimal``.)"""
         return "oas"
 
     def rebuild_shrinkage(self, info: dict[str, Any], given: Shrinkage) -> Shrinkage:

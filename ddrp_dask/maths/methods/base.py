@@ -98,8 +98,8 @@ class Method(ABC):
     #: Why K has a lower bound above 1 (the refusal's reason), e.g. "it stores 2 exact mean
     #: columns".
     min_k_reason: ClassVar[str] = ""
-    #: The reference predictions (``methods.REFERENCES``) its ``fit`` returns itself
-    #: (``Fit.references``), so that the build does not compute them again.
+    #: The reference predictions (``methods.REFERENCES``) its ``fit`` may return itself
+    #: (``Fit.references``): the build computes them only where the fit did not.
     own_references: ClassVar[tuple[str, ...]] = ()
 
     def k_range(self, d: int) -> tuple[int, int | None]:
